@@ -1,0 +1,1 @@
+"""Consumers of the mesh: the Grafana bridge, the browser dashboard, the Python client."""

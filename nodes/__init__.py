@@ -1,0 +1,1 @@
+"""Data nodes: `base.py` and one package per node kind."""

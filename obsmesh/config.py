@@ -1,0 +1,102 @@
+"""Configuration: built-in defaults, then a TOML file, then `OBSMESH_*` variables.
+
+Each component declares its defaults as a flat dict; its keys live in the TOML
+file's top level (mesh-wide keys) or in a `[section]` (a node kind's keys).
+Environment variables override: `OBSMESH_<KEY>` for mesh keys and
+`OBSMESH_<SECTION>_<KEY>` for section keys. Values are coerced to the type of
+the default, so a retention of "7" days is the number 7, never a string.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from typing import Any
+
+MESH_DEFAULTS: dict[str, Any] = {
+    "realm": "obsmesh",
+    "prefix": "obsmesh",
+    "router_url": "rs://127.0.0.1:8081",  # backend rawsocket
+    "public_url": "ws://127.0.0.1:8080/ws",  # WebSocket for browsers and remote consumers
+    "store": "memory",  # memory | redis
+    "redis_url": "redis://127.0.0.1:6379/0",
+    "max_age": 7 * 86400.0,  # seconds of history kept per timeline
+    "max_samples": 10_000_000,  # samples kept per timeline
+    "point_budget": 1_000_000,  # values in one reply before too_many_points
+    "live_interval": 0.1,  # seconds between live batches
+    "state_dir": ".obsmesh",  # local state for `obsmesh up` (simulated data, logs)
+}
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def _coerce(key: str, value: Any, default: Any) -> Any:
+    if default is None or value is None:
+        return value
+    kind = type(default)
+    try:
+        if kind is bool:
+            if isinstance(value, str):
+                low = value.strip().lower()
+                if low in ("1", "true", "yes", "on"):
+                    return True
+                if low in ("0", "false", "no", "off"):
+                    return False
+                raise ValueError(value)
+            return bool(value)
+        if kind is list:
+            if isinstance(value, str):
+                return [v.strip() for v in value.split(",") if v.strip()]
+            return list(value)
+        if kind is int and isinstance(value, str):
+            return int(value.replace("_", ""))
+        return kind(value)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"setting {key!r}: cannot read {value!r} as {kind.__name__}") from exc
+
+
+def load_file(path: str | None) -> dict[str, Any]:
+    path = path or os.environ.get("OBSMESH_CONFIG")
+    if not path:
+        return {}
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"config file {path}: {exc}") from exc
+
+
+def settings(
+    defaults: Mapping[str, Any],
+    section: str | None = None,
+    path: str | None = None,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Resolve one component's settings; unknown keys in the file are refused."""
+    environ = os.environ if environ is None else environ
+    data = load_file(path)
+    table = data.get(section, {}) if section else {k: v for k, v in data.items() if not isinstance(v, dict)}
+    unknown = set(table) - set(defaults)
+    if unknown:
+        where = f"[{section}]" if section else "top level"
+        raise ConfigError(f"unknown setting(s) at {where}: {', '.join(sorted(unknown))}")
+    out = dict(defaults)
+    for key, value in table.items():
+        out[key] = _coerce(key, value, defaults[key])
+    env_prefix = f"OBSMESH_{section.upper()}_" if section else "OBSMESH_"
+    for key, default in defaults.items():
+        name = env_prefix + key.upper()
+        if name in environ:
+            out[key] = _coerce(key, environ[name], default)
+    for key, value in (overrides or {}).items():
+        if value is not None:
+            out[key] = _coerce(key, value, defaults.get(key))
+    return out
+
+
+def mesh(path: str | None = None, environ: Mapping[str, str] | None = None, **overrides: Any) -> dict[str, Any]:
+    return settings(MESH_DEFAULTS, None, path, environ, overrides)

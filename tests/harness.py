@@ -1,0 +1,227 @@
+"""Real parts for the tests: a crossbar router from .venv-router on free ports,
+redis-server on a free port, node processes, and WAMP sessions."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+from autobahn.twisted.component import Component
+from twisted.internet import defer
+
+from obsmesh.router import REPO, start_router
+
+PYTHON = sys.executable
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(predicate, timeout: float, what: str, interval: float = 0.02) -> None:
+    """Poll a condition (not a sleep standing in for synchronisation)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(interval)
+    raise TimeoutError(f"timed out after {timeout} s waiting for {what}")
+
+
+def port_open(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            return True
+    except OSError:
+        return False
+
+
+class Router:
+    """A crossbar router in a temporary cbdir; ports stay the same across restarts."""
+
+    def __init__(self, realm: str = "obsmesh", prefix: str = "obsmesh", **options) -> None:
+        self.realm = realm
+        self.prefix = prefix
+        self.public_port = free_port()
+        self.backend_port = free_port()
+        self.options = options
+        self.dir = pathlib.Path(tempfile.mkdtemp(prefix="obsmesh-router-"))
+        self.log = self.dir / "router.log"
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def backend_url(self) -> str:
+        return f"rs://127.0.0.1:{self.backend_port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.public_port}/ws"
+
+    @property
+    def http_url(self) -> str:
+        return f"http://127.0.0.1:{self.public_port}/"
+
+    def env(self) -> dict[str, str]:
+        """Environment for a service process pointed at this router."""
+        env = dict(os.environ)
+        env.update(
+            OBSMESH_ROUTER_URL=self.backend_url,
+            OBSMESH_PUBLIC_URL=self.ws_url,
+            OBSMESH_REALM=self.realm,
+            OBSMESH_PREFIX=self.prefix,
+            PYTHONPATH=str(REPO),
+        )
+        return env
+
+    def _hub_joins(self) -> int:
+        try:
+            return self.log.read_text(errors="replace").count("hub joined realm")
+        except FileNotFoundError:
+            return 0
+
+    def start(self, timeout: float = 60.0) -> None:
+        joins = self._hub_joins()
+        self.proc = start_router(
+            self.dir / "cbdir",
+            log_path=self.log,
+            realm=self.realm,
+            prefix=self.prefix,
+            public_port=self.public_port,
+            backend_port=self.backend_port,
+            **self.options,
+        )
+        hosted = self.options.get("host_hub", True)
+
+        def ready():
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"router exited with {self.proc.returncode}:\n{self.log.read_text()[-4000:]}")
+            up = port_open(self.backend_port) and port_open(self.public_port)
+            return up and (not hosted or self._hub_joins() > joins)
+
+        wait_for(ready, timeout, "the router and its hub")
+
+    def stop(self, timeout: float = 30.0) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+        wait_for(lambda: not port_open(self.backend_port), 10, "the backend port to close")
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def close(self) -> None:
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class RedisServer:
+    def __init__(self) -> None:
+        exe = shutil.which("redis-server")
+        if exe is None:
+            raise RuntimeError("redis-server is not installed (make test installs it)")
+        self.host = "127.0.0.1"
+        self.port = free_port()
+        self.dir = tempfile.mkdtemp(prefix="obsmesh-redis-")
+        self.exe = exe
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://{self.host}:{self.port}/0"
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [self.exe, "--port", str(self.port), "--bind", self.host, "--save", "", "--appendonly", "no",
+             "--dir", self.dir],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        wait_for(lambda: port_open(self.port), 20, "redis-server")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+
+    def close(self) -> None:
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def spawn(args: list[str], env: dict[str, str], log: pathlib.Path) -> subprocess.Popen:
+    """A service process (`python -m obsmesh ...`) with its output in `log`."""
+    return subprocess.Popen(
+        [PYTHON, "-m", "obsmesh", *args],
+        env=env, cwd=str(REPO), stdout=open(log, "ab"), stderr=subprocess.STDOUT,  # noqa: SIM115
+        stdin=subprocess.DEVNULL, start_new_session=True,
+    )
+
+
+def stop_process(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 15) -> int:
+    if proc.poll() is None:
+        os.killpg(proc.pid, sig)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+    return proc.returncode
+
+
+async def connect(url: str, realm: str = "obsmesh", serializer: str = "msgpack", timeout: float = 15.0):
+    """One WAMP session, joined (no reconnection: a test sees failures)."""
+    from twisted.internet import reactor
+
+    from obsmesh.wamp import transport
+
+    spec = transport(url, serializer)
+    spec["max_retries"] = 0
+    comp = Component(transports=[spec], realm=realm)
+    joined: defer.Deferred = defer.Deferred()
+
+    @comp.on_join
+    def _(session, details):
+        if not joined.called:
+            joined.callback(session)
+
+    done = comp.start(reactor)
+    done.addErrback(lambda f: joined.errback(f) if not joined.called else None)
+    joined.addTimeout(timeout, reactor)
+    session = await joined
+    session._test_component = comp
+    return session
+
+
+async def wait_until(predicate, timeout: float, what: str, interval: float = 0.02):
+    """Async polling inside the reactor (for conditions a test cannot subscribe to)."""
+    from twisted.internet import reactor, task
+
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if isinstance(value, defer.Deferred) or hasattr(value, "__await__"):
+            value = await value
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout} s waiting for {what}")
+        await task.deferLater(reactor, interval, lambda: None)
