@@ -295,7 +295,7 @@ class DataNode:
         if values > budget and progress is None:
             # With stride s a timeline gives about (t1 - t0) / s rows of (1 + fields) values.
             width = sum(1 + len(fs) for fs in groups.values())
-            suggestion = _nice_stride((t1 - t0) * width / budget)
+            suggestion = _nice_stride((t1 - t0) * width / max(1, budget - width))
             raise TooManyPoints(
                 f"{values} values exceed the budget of {budget} per reply: ask for min_stride >= "
                 f"{suggestion:g} s, a shorter interval, or progressive results"
