@@ -106,8 +106,12 @@ class DataNode:
         self.fields[field] = {"description": description, "timeline": timeline, "type": type, "units": units}
         self.store.declare(field, type)
 
-    def append(self, timeline: str, t: Sequence[float] | np.ndarray, data: Mapping[str, Sequence | np.ndarray]) -> None:
-        """Store samples and queue them for the next live batch.
+    def append(
+        self, timeline: str, t: Sequence[float] | np.ndarray, data: Mapping[str, Sequence | np.ndarray],
+        live: bool = True,
+    ) -> None:
+        """Store samples and queue them for the next live batch (`live=False`
+        for history loaded from an archive, which subscribers never asked for).
 
         A batch the store refuses is logged and counted; nothing of it is kept
         and nothing stored before is touched.
@@ -128,7 +132,8 @@ class DataNode:
         d.addErrback(self._store_failed, timeline)
         self.counters["samples"] += int(times.size)
         self.last_sample[timeline] = max(self.last_sample.get(timeline, -math.inf), float(times[-1]))
-        self._pending.setdefault(timeline, []).append((times, cols))
+        if live:
+            self._pending.setdefault(timeline, []).append((times, cols))
 
     def _as_batch(self, t, data):
         from obsmesh.store.base import as_batch

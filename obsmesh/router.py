@@ -10,8 +10,10 @@ import json
 import os
 import pathlib
 import shutil
+import socket
 import subprocess
 import sys
+import time
 from typing import Any
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
@@ -99,6 +101,38 @@ def start_router(cbdir: str | os.PathLike, log_path: str | os.PathLike | None = 
         env=env,
         start_new_session=True,
     )
+
+
+def hub_joins(log_path: str | os.PathLike) -> int:
+    """How often the hosted hub has joined, read from the router's log."""
+    try:
+        return pathlib.Path(log_path).read_text(errors="replace").count("hub joined realm")
+    except FileNotFoundError:
+        return 0
+
+
+def port_open(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.2):
+            return True
+    except OSError:
+        return False
+
+
+def wait_ready(
+    proc: subprocess.Popen, log_path: str | os.PathLike, ports: list[int], joins_before: int,
+    hosted_hub: bool = True, timeout: float = 60.0, host: str = "127.0.0.1",
+) -> None:
+    """Wait until the router listens on its ports and (if hosted) the hub has joined."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            tail = pathlib.Path(log_path).read_text(errors="replace")[-4000:]
+            raise RuntimeError(f"router exited with {proc.returncode}:\n{tail}")
+        if all(port_open(host, p) for p in ports) and (not hosted_hub or hub_joins(log_path) > joins_before):
+            return
+        time.sleep(0.05)
+    raise TimeoutError(f"router not ready after {timeout} s (log: {log_path})")
 
 
 if __name__ == "__main__":  # debugging aid: print the rendered config

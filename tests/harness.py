@@ -16,7 +16,8 @@ import time
 from autobahn.twisted.component import Component
 from twisted.internet import defer
 
-from obsmesh.router import REPO, start_router
+from obsmesh.router import REPO, hub_joins, start_router, wait_ready
+from obsmesh.router import port_open as _port_open
 
 PYTHON = sys.executable
 
@@ -38,11 +39,7 @@ def wait_for(predicate, timeout: float, what: str, interval: float = 0.02) -> No
 
 
 def port_open(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-            return True
-    except OSError:
-        return False
+    return _port_open("127.0.0.1", port)
 
 
 class Router:
@@ -82,14 +79,8 @@ class Router:
         )
         return env
 
-    def _hub_joins(self) -> int:
-        try:
-            return self.log.read_text(errors="replace").count("hub joined realm")
-        except FileNotFoundError:
-            return 0
-
     def start(self, timeout: float = 60.0) -> None:
-        joins = self._hub_joins()
+        joins = hub_joins(self.log)
         self.proc = start_router(
             self.dir / "cbdir",
             log_path=self.log,
@@ -99,15 +90,10 @@ class Router:
             backend_port=self.backend_port,
             **self.options,
         )
-        hosted = self.options.get("host_hub", True)
-
-        def ready():
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"router exited with {self.proc.returncode}:\n{self.log.read_text()[-4000:]}")
-            up = port_open(self.backend_port) and port_open(self.public_port)
-            return up and (not hosted or self._hub_joins() > joins)
-
-        wait_for(ready, timeout, "the router and its hub")
+        wait_ready(
+            self.proc, self.log, [self.backend_port, self.public_port], joins,
+            hosted_hub=self.options.get("host_hub", True), timeout=timeout,
+        )
 
     def stop(self, timeout: float = 30.0) -> None:
         if self.proc is None or self.proc.poll() is not None:

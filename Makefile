@@ -1,0 +1,40 @@
+# obsmesh: `make run` (the whole local mesh) and `make test` set up what they need first.
+PYTHON ?= python3
+VENV := .venv
+ROUTER_VENV := .venv-router
+CROSSBAR_VERSION := 26.10.1
+PIP_QUIET := --quiet --disable-pip-version-check
+
+.PHONY: setup run test lint bench system-deps
+
+setup: $(VENV)/.installed $(ROUTER_VENV)/.installed
+
+# The app's virtualenv; reinstalled when pyproject.toml changes.
+$(VENV)/.installed: pyproject.toml
+	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install $(PIP_QUIET) -e '.[test]'
+	touch $@
+
+# crossbar pins old versions of common libraries: it lives in its own virtualenv.
+$(ROUTER_VENV)/.installed:
+	test -x $(ROUTER_VENV)/bin/python || $(PYTHON) -m venv $(ROUTER_VENV)
+	$(ROUTER_VENV)/bin/pip install $(PIP_QUIET) crossbar==$(CROSSBAR_VERSION)
+	touch $@
+
+# Tests start their own redis-server; install Debian's when it is missing.
+system-deps:
+	@command -v redis-server >/dev/null || { \
+		echo "installing redis-server from Debian's packages"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; }
+
+run: setup
+	$(VENV)/bin/obsmesh up
+
+lint: setup
+	$(VENV)/bin/ruff check .
+
+test: setup system-deps lint
+	$(VENV)/bin/python -m pytest
+
+bench: setup system-deps
+	$(VENV)/bin/python -m bench.run

@@ -1,0 +1,1 @@
+"""The Linux host as an instrument: /proc gauges and hwmon/thermal sensors."""

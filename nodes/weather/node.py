@@ -1,0 +1,164 @@
+"""The `weather` node: serves a directory of daily station files and follows
+the newest file as rows are appended.
+
+The directory is watched by a cheap stat poll (every `poll` seconds): it works
+the same on local disks and on the network shares station files often live on,
+where inotify sees nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+from typing import Any
+
+from twisted.internet import task, threads
+
+from nodes.base import DataNode
+from nodes.weather import files
+from obsmesh import config
+
+DEFAULTS: dict[str, Any] = {"dir": "", "poll": 0.25, "days": 7}
+TIMELINE = "station"
+
+
+class _Follower:
+    """Reads what was appended to one file since the last read (whole lines only)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.offset = 0
+        self.rest = b""
+        self.columns: list[str] | None = None
+        self.line = 1
+        self.last_time = float("-inf")
+
+    def read_lines(self) -> list[str]:
+        try:
+            size = os.stat(self.path).st_size
+        except FileNotFoundError:
+            return []
+        if size < self.offset:  # truncated or replaced: read again, skipping rows already taken
+            self.offset, self.rest, self.columns, self.line = 0, b"", None, 1
+        if size == self.offset:
+            return []
+        with open(self.path, "rb") as f:
+            f.seek(self.offset)
+            data = f.read(size - self.offset)
+        self.offset += len(data)
+        data = self.rest + data
+        complete, _, self.rest = data.rpartition(b"\n")
+        if not complete and not data.endswith(b"\n"):
+            return []
+        return complete.decode("utf-8", errors="replace").split("\n")
+
+
+class WeatherNode(DataNode):
+    kind = "weather"
+    description = "weather station archive (one file a day) with the newest file followed live"
+
+    def __init__(self, name: str, settings: dict[str, Any], options: dict[str, Any], **kw: Any) -> None:
+        if not options["dir"]:
+            raise ValueError("the weather node needs a directory (--dir or OBSMESH_WEATHER_DIR)")
+        self.directory = options["dir"]
+        self.options = options
+        self.followers: dict[str, _Follower] = {}
+        super().__init__(name, settings, **kw)
+        self._loop = task.LoopingCall(self.poll)
+        self._loop.clock = self.reactor
+
+    def declare_fields(self) -> None:
+        for column, (units, description) in files.KNOWN.items():
+            self.declare(column, TIMELINE, units=units, description=description)
+
+    def _day_files(self) -> list[tuple[dt.date, str]]:
+        try:
+            names = os.listdir(self.directory)
+        except OSError as exc:
+            self.source("directory", connected=False, error=str(exc))
+            return []
+        out = [(d, os.path.join(self.directory, n)) for n in names if (d := files.file_date(n)) is not None]
+        return sorted(out)
+
+    @staticmethod
+    def parse(follower: _Follower, lines: list[str]) -> files.Rows | None:
+        """Parse complete lines of one file (pure: safe in a worker thread)."""
+        if follower.columns is None and lines:
+            follower.columns = files.parse_header(lines[0])
+            lines = lines[1:]
+            follower.line += 1
+        if follower.columns is None:
+            return None
+        rows = files.parse_rows(follower.columns, lines, follower.line)
+        follower.line += len(lines)
+        return rows
+
+    def accept(self, follower: _Follower, rows: files.Rows | None, live: bool = True) -> None:
+        """Turn parsed rows into samples (reactor thread)."""
+        name = os.path.basename(follower.path)
+        for c in (follower.columns or [])[1:]:
+            if c not in self.fields:
+                self.declare(c, TIMELINE, description=f"column {c} of the station files")
+        if rows is None:
+            return
+        for err in rows.errors:
+            self.count("bad_rows")
+            self.last_error = f"{name} {err}"
+            self.log.warn("{file}: {err}", file=follower.path, err=err)
+        keep = [i for i, t in enumerate(rows.t) if t > follower.last_time]
+        if not keep:
+            return
+        t = [rows.t[i] for i in keep]
+        self.append(TIMELINE, t, {c: [v[i] for i in keep] for c, v in rows.values.items()}, live=live)
+        follower.last_time = max(t)
+        self.count("rows", len(t))
+        self.source("station", connected=True, last_sample=follower.last_time, file=name)
+
+    def ingest(self, follower: _Follower, lines: list[str]) -> None:
+        try:
+            rows = self.parse(follower, lines)
+        except files.FormatError as exc:
+            self.count("bad_files")
+            self.source(os.path.basename(follower.path), connected=False, error=str(exc))
+            return
+        self.accept(follower, rows)
+
+    def poll(self) -> None:
+        for _day, path in self._day_files()[-2:]:  # today's file, and yesterday's last rows at midnight
+            follower = self.followers.get(path)
+            if follower is None:
+                follower = self.followers[path] = _Follower(path)
+            self.ingest(follower, follower.read_lines())
+
+    async def start(self) -> None:
+        # The archive is read in a thread: a week of 1 Hz rows must not stall the reactor.
+        days = self._day_files()
+        first = dt.datetime.fromtimestamp(self.clock(), dt.UTC).date() - dt.timedelta(days=int(self.options["days"]))
+        recent = {p for _, p in days[-2:]}
+        for _, path in [(d, p) for d, p in days if d >= first or p in recent]:
+            follower = _Follower(path)
+            if path in recent:
+                self.followers[path] = follower  # polling goes on from where the load stopped
+            try:
+                rows = await threads.deferToThread(lambda f=follower: self.parse(f, f.read_lines()))
+            except files.FormatError as exc:
+                self.count("bad_files")
+                self.log.warn("{path}: {exc}", path=path, exc=exc)
+                continue
+            self.accept(follower, rows, live=False)
+        self._loop.start(float(self.options["poll"]), now=True)
+
+    async def stop(self) -> None:
+        if self._loop.running:
+            self._loop.stop()
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dir", help="directory of YYYY-MM-DD.csv station files")
+    parser.add_argument("--days", type=int, help="days of archive to load at start (default 7)")
+
+
+def build(args: argparse.Namespace, settings: dict[str, Any]) -> WeatherNode:
+    options = config.settings(DEFAULTS, "weather", path=args.config, overrides={"dir": args.dir, "days": args.days})
+    return WeatherNode(args.name or "weather", settings, options)

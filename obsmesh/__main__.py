@@ -1,0 +1,3 @@
+from obsmesh.cli import main
+
+raise SystemExit(main())
