@@ -1,0 +1,505 @@
+"""The CO2 units' HTTP endpoint on twisted.web.
+
+Speaks the existing firmware's protocol (see routes.py), authenticates units,
+stores uploads durably (storage.py) and hands parsed readings rows and pings
+to the callbacks `on_rows(unit_id, rows)` and `on_ping(unit_id, ping)`, which
+run on the reactor thread.
+
+Request bodies are capped while they stream in (`Co2Request`): a body over the
+cap is answered 413 at once and dropped, never buffered. Every refusal is a
+JSON `{"error", "message"}` with a 4xx status and writes nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import ipaddress
+import json
+import math
+import os
+import signal
+import sys
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from twisted.internet import reactor as default_reactor
+from twisted.internet.defer import DeferredLock, ensureDeferred
+from twisted.logger import Logger
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET, Request, Site
+
+from nodes.co2.errors import Rejected
+from nodes.co2.ingest import ReadingsIngest
+from nodes.co2.paths import (
+    DEFAULT_UNIT_PATTERN,
+    DEFAULT_UPLOAD_DIRS,
+    compile_unit_pattern,
+    is_readings_file,
+)
+from nodes.co2.pings import Ping, parse_ping
+from nodes.co2.query import parse_flag, parse_limit, parse_offset, parse_query
+from nodes.co2.readings import Reading
+from nodes.co2.routes import Route, route
+from nodes.co2.storage import PingLog, PushResult, Storage, Workers
+from nodes.co2.tokens import FILE_NAME as TOKENS_FILE
+from nodes.co2.tokens import TokenStore
+
+log = Logger(namespace="obsmesh.co2")
+
+JSON = b"application/json"
+COMPAT_WARNING = (
+    "COMPATIBILITY MODE: units that send no token are accepted from {nets}; "
+    "anyone on these networks can upload as any unit"
+)
+
+
+@dataclass
+class Co2Config:
+    root: Path
+    unit_pattern: str = DEFAULT_UNIT_PATTERN
+    max_body_bytes: int = 1 << 20  # the firmware sends 4 KiB chunks
+    max_file_bytes: int = 64 << 20  # readings files roll at 100 KiB
+    max_update_bytes: int = 16 << 20
+    token_header: str | None = "X-Unit-Token"  # None: tokens not accepted in a header
+    token_query: str | None = "token"  # None: tokens not accepted in the query
+    compat_networks: tuple[str, ...] = ()  # non-empty: tokenless units from these networks
+    upload_dirs: tuple[str, ...] = DEFAULT_UPLOAD_DIRS
+    ping_file_bytes: int = 100 * 1024
+    file_threads: int = 4
+    drain_bytes: int = 16 << 20  # of a refused body, read and dropped before hanging up
+    drain_seconds: float = 10.0
+
+
+class Co2Request(Request):
+    """A request whose body is capped while it streams in.
+
+    Over the cap (by Content-Length, or counted for chunked bodies) the client
+    gets 413 at once, the write side is closed and the rest of the body is read
+    and dropped (up to `drain_bytes` / `drain_seconds`, then the connection is
+    cut): nothing beyond the cap is ever held in memory.
+    """
+
+    _refused = False
+    _seen = 0
+    _dropped = 0
+
+    def gotLength(self, length: int | None) -> None:
+        self.content = io.BytesIO()
+        if length is not None and length > self.channel.site.config.max_body_bytes:
+            self._refuse_too_large()
+
+    def handleContentChunk(self, data: bytes) -> None:
+        config = self.channel.site.config
+        if self._refused:
+            self._dropped += len(data)
+            if self._dropped > config.drain_bytes:
+                self.channel.transport.abortConnection()
+            return
+        self._seen += len(data)
+        if self._seen > config.max_body_bytes:
+            self.content = io.BytesIO()
+            self._refuse_too_large()
+            return
+        self.content.write(data)
+
+    def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
+        if self._refused:  # answered already; the whole body has been drained
+            self.channel.transport.loseConnection()
+            return
+        super().requestReceived(command, path, version)
+
+    def _refuse_too_large(self) -> None:
+        site = self.channel.site
+        self._refused = True
+        site.counters["rejected_body_too_large"] += 1
+        self.requestHeaders.removeHeader(b"expect")  # no "100 Continue" after a 413
+        body = json.dumps({
+            "error": "body_too_large",
+            "message": f"request body over {site.config.max_body_bytes} bytes",
+        }).encode()
+        transport = self.channel.transport
+        transport.write(
+            b"HTTP/1.1 413 Payload Too Large\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(body), body)
+        )
+        half_close = getattr(transport, "loseWriteConnection", None)
+        if half_close is None:
+            transport.loseConnection()
+        else:
+            half_close()
+        call = site.reactor.callLater(site.config.drain_seconds, transport.abortConnection)
+        self.notifyFinish().addBoth(lambda _: call.cancel() if call.active() else None)
+        log.warn("413 body over {cap} bytes from {peer}", cap=site.config.max_body_bytes,
+                 peer=_peer(self))
+
+
+def _access_line(timestamp: str, request: Request) -> str:
+    """Access log line without the query string: a unit may send its token there."""
+    path = request.path[:300].decode("ascii", "backslashreplace")
+    method = request.method[:16].decode("ascii", "backslashreplace")
+    return (f'"{_peer(request)}" - - {timestamp} "{method} {path}" '
+            f"{request.code} {request.sentLength or '-'}")
+
+
+class Co2Site(Site):
+    noisy = False
+
+    def __init__(self, server: Co2Server) -> None:
+        super().__init__(Co2Resource(server), requestFactory=Co2Request,
+                         parsePOSTFormSubmission=False, reactor=server.reactor,
+                         logFormatter=_access_line)
+        self.config = server.config
+        self.counters = server.counters
+        self.reactor = server.reactor
+
+
+class Co2Resource(Resource):
+    isLeaf = True
+
+    def __init__(self, server: Co2Server) -> None:
+        super().__init__()
+        self.server = server
+
+    def render(self, request: Request) -> Any:
+        ensureDeferred(self.server.respond(request))
+        return NOT_DONE_YET
+
+
+class _FileLocks:
+    """One lock per file: pushes to a file, and the parsing of what they
+    appended, happen one at a time and in order."""
+
+    def __init__(self) -> None:
+        self._locks: dict[object, DeferredLock] = {}
+
+    async def run(self, key: object, fn: Callable[[], Awaitable[Any]]) -> Any:
+        lock = self._locks.setdefault(key, DeferredLock())
+        await lock.acquire()
+        try:
+            return await fn()
+        finally:
+            lock.release()
+            if not lock.locked and not lock.waiting:
+                self._locks.pop(key, None)
+
+
+def _peer(request: Request) -> str:
+    addr = request.getClientAddress()
+    return getattr(addr, "host", str(addr))
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+Response = tuple[int, bytes, bytes]
+
+
+def _json_response(status: int, doc: Any) -> Response:
+    return status, JSON, json.dumps(_json_safe(doc)).encode()
+
+
+class Co2Server:
+    """The endpoint: storage, authentication, routing; `site()` to serve it."""
+
+    def __init__(
+        self,
+        config: Co2Config,
+        on_rows: Callable[[str, list[Reading]], object] | None = None,
+        on_ping: Callable[[str, Ping], object] | None = None,
+        reactor: Any = None,
+    ) -> None:
+        self.config = config
+        self.reactor = reactor or default_reactor
+        self.on_rows = on_rows
+        self.on_ping = on_ping
+        self.counters: Counter = Counter()
+        self.root = Path(config.root)
+        self.unit_pattern = compile_unit_pattern(config.unit_pattern)
+        self.networks = [ipaddress.ip_network(n, strict=False) for n in config.compat_networks]
+        self.storage = Storage(self.root)
+        self.tokens = TokenStore(self.root / TOKENS_FILE)
+        self.workers = Workers(self.reactor, config.file_threads)
+        self.pings: PingLog | None = None
+        self.ingest: ReadingsIngest | None = None
+        self._locks = _FileLocks()
+        self._compat_seen: set[str] = set()
+        self._port = None
+        self._stopped = False
+        self.started_at = time.time()
+
+    # -- life cycle ---------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Open the database and deliver readings stored but not yet delivered."""
+        self.workers.start()
+        self.pings = await self.workers.in_db(
+            PingLog, self.root, self.config.ping_file_bytes)
+        self.ingest = ReadingsIngest(self.storage, self.pings, self.workers,
+                                     self.on_rows, self.counters)
+        await self.ingest.start()
+        if self.networks:
+            log.warn(COMPAT_WARNING, nets=", ".join(map(str, self.networks)))
+
+    def site(self) -> Site:
+        return Co2Site(self)
+
+    def listen(self, port: int, interface: str = "127.0.0.1") -> Any:
+        self._port = self.reactor.listenTCP(port, self.site(), interface=interface)
+        log.info("CO2 unit endpoint on http://{host}:{port}/ data root {root}",
+                 host=interface, port=self._port.getHost().port, root=str(self.root))
+        return self._port
+
+    async def stop(self) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
+        if self._port is not None:
+            await self._port.stopListening()
+            self._port = None
+        if self.ingest is not None:
+            await self.ingest.stop()
+        if self.pings is not None:
+            await self.workers.in_db(self.pings.close)
+            self.pings = None
+        self.workers.stop()
+        self.storage.close()
+
+    def status(self) -> dict[str, Any]:
+        """Health for get_status: compatibility mode, counters, units."""
+        compat = {"enabled": bool(self.networks),
+                  "networks": [str(n) for n in self.networks]}
+        if self.networks:
+            compat["warning"] = COMPAT_WARNING.format(nets=", ".join(compat["networks"]))
+        units = self.tokens.units()
+        return {
+            "compat_mode": compat,
+            "counters": dict(self.counters),
+            "units_with_token": sorted(u for u, e in units.items() if e.token_hash),
+            "units_revoked": sorted(u for u, e in units.items() if e.token_hash is None),
+            "started_at": self.started_at,
+        }
+
+    # -- requests -----------------------------------------------------------------------
+
+    async def respond(self, request: Request) -> None:
+        gone: list[bool] = []
+        request.notifyFinish().addErrback(lambda _: gone.append(True))
+        try:
+            r = route(request.method, request.path, self.unit_pattern, self.config.upload_dirs)
+            status, ctype, body = await self._handle(request, r)
+        except Rejected as exc:
+            self.counters[f"rejected_{exc.code}"] += 1
+            log.warn("{status} {method} {path} from {peer}: {message}", status=exc.status,
+                     method=request.method.decode("ascii", "replace"),
+                     path=request.path[:200].decode("ascii", "replace"),
+                     peer=_peer(request), message=exc.message)
+            status, ctype, body = _json_response(exc.status, exc.as_json())
+        except Exception:
+            self.counters["internal_errors"] += 1
+            log.failure("internal error on {path}", path=request.path[:200].decode("ascii", "replace"))
+            status, ctype, body = _json_response(
+                500, {"error": "internal_error", "message": "internal error"})
+        if gone:  # client went away; whatever was stored stays stored
+            self.counters["client_gone"] += 1
+            return
+        request.setResponseCode(status)
+        request.setHeader(b"Content-Type", ctype)
+        request.setHeader(b"Content-Length", b"%d" % len(body))
+        request.write(body)
+        request.finish()
+
+    async def _handle(self, request: Request, r: Route) -> Response:
+        query = parse_query(request.uri.partition(b"?")[2])
+        if r.unit_id is not None:
+            self._authenticate(request, r.unit_id, query)
+        if r.kind == "push":
+            return await self._push(request, r.unit_id, r.path, query)
+        if r.kind == "alive":
+            return await self._alive(request, r.unit_id, query)
+        if r.kind == "updates":
+            return await self._updates(r.unit_id, r.path, query)
+        if r.kind == "recent":
+            limit = parse_limit(query, 100, 1000)
+            return _json_response(200, await self.workers.in_db(self.pings.recent, limit))
+        if r.kind == "alive_summary":
+            return _json_response(200, await self.workers.in_db(self.pings.summary))
+        if r.kind == "co2_summary":
+            return _json_response(200, self.ingest.summary())
+        return _json_response(200, {
+            "service": "obsmesh co2 unit endpoint",
+            "pages": ["/status/alive/recent", "/status/alive/summary", "/data/co2/summary"],
+            "status": self.status(),
+        })
+
+    def _authenticate(self, request: Request, unit_id: str, query: dict[str, str]) -> None:
+        cfg = self.config
+        from_header = request.getHeader(cfg.token_header) if cfg.token_header else None
+        from_query = query.pop(cfg.token_query, None) if cfg.token_query else None
+        if from_header is not None and from_query is not None and from_header != from_query:
+            raise Rejected(400, "two_tokens", "different tokens in header and query")
+        token = from_header if from_header is not None else from_query
+        if token is not None:
+            if self.tokens.check(unit_id, token):
+                self.counters["auth_token"] += 1
+                return
+            self.counters["auth_failures"] += 1
+            raise Rejected(401, "bad_token", "unknown unit or wrong token")
+        if self.networks and self._in_compat_networks(request):
+            if self.tokens.is_revoked(unit_id):
+                self.counters["auth_failures"] += 1
+                raise Rejected(401, "revoked", "unit revoked")
+            self.counters["auth_compat"] += 1
+            if unit_id not in self._compat_seen:
+                self._compat_seen.add(unit_id)
+                log.warn("COMPATIBILITY MODE: accepting {unit} without a token from {peer}",
+                         unit=unit_id, peer=_peer(request))
+            return
+        self.counters["auth_failures"] += 1
+        raise Rejected(401, "token_required", "a unit token is required")
+
+    def _in_compat_networks(self, request: Request) -> bool:
+        try:
+            ip = ipaddress.ip_address(_peer(request))
+        except ValueError:
+            return False
+        if ip.version == 6 and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        return any(ip in net for net in self.networks)
+
+    async def _push(self, request: Request, unit_id: str, names: tuple[str, ...],
+                    query: dict[str, str]) -> Response:
+        offset = parse_offset(query)
+        body = request.content.getvalue()
+
+        async def store() -> PushResult:
+            result = await self.workers.in_files(
+                self.storage.push, unit_id, names, offset, body, self.config.max_file_bytes)
+            if result.action == "append" and is_readings_file(names):
+                try:
+                    await self.ingest.appended(unit_id, names, result)
+                except Exception:  # the bytes are stored; parsing is retried at start
+                    log.failure("parsing {unit} {path} failed", unit=unit_id,
+                                path="/".join(names))
+            return result
+
+        result = await self._locks.run((unit_id, names), store)
+        self.counters[f"push_{result.action}"] += 1
+        ack = [names[-1], result.size_after, result.size_after]
+        if result.action in ("append", "duplicate"):
+            return _json_response(200, {"ack_file": ack})
+        if result.action == "past_end":
+            return _json_response(416, {
+                "error": "SKIPPED_PART_OF_FILE", "ack_file": ack,
+                "message": f"offset {offset} is past the stored size {result.size_after}"})
+        if result.action == "conflict":
+            return _json_response(409, {
+                "error": "conflict", "ack_file": ack,
+                "message": f"bytes at offset {offset} differ from the stored bytes"})
+        return _json_response(413, {
+            "error": "file_too_large", "ack_file": ack,
+            "message": f"file would exceed {self.config.max_file_bytes} bytes"})
+
+    async def _alive(self, request: Request, unit_id: str, query: dict[str, str]) -> Response:
+        ping = parse_ping(unit_id, query, time.time())
+        await self.workers.in_db(self.pings.append, ping, _peer(request))
+        self.counters["pings"] += 1
+        if self.on_ping is not None:
+            try:
+                self.on_ping(unit_id, ping)
+            except Exception:
+                log.failure("on_ping callback failed for {unit}", unit=unit_id)
+        return _json_response(200, {})
+
+    async def _updates(self, unit_id: str, names: tuple[str, ...],
+                       query: dict[str, str]) -> Response:
+        recursive = parse_flag(query, "recursive")
+        got = await self.workers.in_files(
+            self.storage.get_update, unit_id, names, recursive, self.config.max_update_bytes)
+        if got is None:
+            raise Rejected(404, "not_found", "no such update")
+        if isinstance(got, bytes):
+            return 200, b"application/octet-stream", got
+        return _json_response(200, got)
+
+
+# -- standalone run (tests, benchmarks; the node mounts Co2Server itself) ------------
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m nodes.co2.server")
+    p.add_argument("--root", type=Path, required=True, help="data root")
+    p.add_argument("--port", type=int, default=8090)
+    p.add_argument("--interface", default="127.0.0.1")
+    p.add_argument("--port-file", type=Path, help="write the bound port here once listening")
+    p.add_argument("--compat-network", action="append", default=[],
+                   help="accept tokenless units from this network (CIDR); repeatable")
+    p.add_argument("--max-body", type=int, default=1 << 20)
+    p.add_argument("--rows-log", type=Path,
+                   help="append 'unit<TAB>row time<TAB>delivery time' per delivered row")
+    p.add_argument("--log-level", default="info")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    from twisted.logger import (
+        FilteringLogObserver,
+        LogLevel,
+        LogLevelFilterPredicate,
+        globalLogBeginner,
+        textFileLogObserver,
+    )
+
+    args = _parser().parse_args(argv)
+    predicate = LogLevelFilterPredicate(defaultLogLevel=LogLevel.levelWithName(args.log_level))
+    globalLogBeginner.beginLoggingTo(
+        [FilteringLogObserver(textFileLogObserver(sys.stderr), [predicate])])
+    rows_log = open(args.rows_log, "a", buffering=1) if args.rows_log else None  # noqa: SIM115
+
+    def on_rows(unit_id: str, rows: list[Reading]) -> None:
+        if rows_log is not None:
+            now = time.time()
+            rows_log.write("".join(f"{unit_id}\t{r.t!r}\t{now!r}\n" for r in rows))
+
+    config = Co2Config(root=args.root, compat_networks=tuple(args.compat_network),
+                       max_body_bytes=args.max_body)
+    server = Co2Server(config, on_rows=on_rows)
+
+    async def run() -> None:
+        await server.start()
+        port = server.listen(args.port, args.interface)
+        if args.port_file:
+            tmp = args.port_file.with_suffix(".tmp")
+            tmp.write_text(str(port.getHost().port))
+            os.replace(tmp, args.port_file)
+
+    def shutdown(*_: object) -> None:
+        d = ensureDeferred(server.stop())
+        d.addBoth(lambda _: default_reactor.stop())
+
+    def failed(failure: Any) -> None:
+        log.failure("CO2 server failed to start", failure)
+        default_reactor.stop()
+
+    default_reactor.callWhenRunning(lambda: ensureDeferred(run()).addErrback(failed))
+    signal.signal(signal.SIGTERM, lambda *a: default_reactor.callFromThread(shutdown))
+    signal.signal(signal.SIGINT, lambda *a: default_reactor.callFromThread(shutdown))
+    default_reactor.run(installSignalHandlers=False)
+    if rows_log is not None:
+        rows_log.close()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,450 @@
+"""Files and the ping database under one data root. Blocking code: the server
+runs every call here in a worker thread (`Workers`), never on the reactor.
+
+Layout of the data root:
+
+    units/<unit>/<path>        uploaded files, exactly as sent
+    updates/<unit>/update-X/   firmware updates, placed by the operator only
+    pings/pings-NNNN.tsv       alive pings, escaped TSV, rolled at ~100 KiB
+    co2.sqlite3                pings and the readings parse progress
+    tokens.json                per-unit token hashes (see tokens.py)
+
+Paths are walked one name at a time from directory descriptors with
+O_NOFOLLOW, so a symbolic link anywhere below the root is refused rather than
+followed, and nothing can be reached outside the unit's own directory even if
+a validated name were wrong. Bytes are acknowledged only after fsync of the
+file, and of the directory when an entry was created.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import sqlite3
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+
+from twisted.internet import threads
+from twisted.internet.defer import Deferred
+from twisted.python.threadpool import ThreadPool
+
+from nodes.co2 import upload
+from nodes.co2.errors import Rejected
+from nodes.co2.paths import READINGS_NAME, is_plain_name
+from nodes.co2.pings import Ping, tsv_line
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+# O_NONBLOCK: opening a FIFO planted in the tree must not hang a worker.
+_FILE_FLAGS = os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
+
+
+@dataclass(frozen=True)
+class PushResult:
+    action: upload.Action
+    size_before: int
+    size_after: int
+    tail: bytes  # the bytes appended (empty unless action == "append")
+
+
+def _not_regular(what: str) -> Rejected:
+    return Rejected(409, "not_a_regular_file", f"{what} is a link or special file on the server")
+
+
+class Storage:
+    """Uploads and updates under `root` (blocking; thread-safe for distinct files)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        for sub in ("units", "updates", "pings"):
+            (self.root / sub).mkdir(parents=True, exist_ok=True)
+        self._root_fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        self._units_fd = os.open("units", _DIR_FLAGS, dir_fd=self._root_fd)
+        self._updates_fd = os.open("updates", _DIR_FLAGS, dir_fd=self._root_fd)
+
+    def close(self) -> None:
+        for fd in (self._units_fd, self._updates_fd, self._root_fd):
+            os.close(fd)
+
+    # -- walking -------------------------------------------------------------
+
+    def _walk(self, base_fd: int, names: tuple[str, ...], create: bool) -> int | None:
+        """A descriptor of the directory `names` below `base_fd`; None if missing
+        and not `create`. Refuses links and non-directories on the way."""
+        fd = os.dup(base_fd)
+        try:
+            for name in names:
+                try:
+                    nfd = os.open(name, _DIR_FLAGS, dir_fd=fd)
+                except FileNotFoundError:
+                    if not create:
+                        os.close(fd)
+                        return None
+                    try:
+                        os.mkdir(name, 0o755, dir_fd=fd)
+                        os.fsync(fd)  # the new entry is durable before anything in it is
+                    except FileExistsError:
+                        pass
+                    nfd = os.open(name, _DIR_FLAGS, dir_fd=fd)
+                except OSError as exc:
+                    if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+                        raise _not_regular(name) from None
+                    raise
+                os.close(fd)
+                fd = nfd
+            return fd
+        except BaseException:
+            os.close(fd)
+            raise
+
+    @staticmethod
+    def _open_file(dir_fd: int, name: str, flags: int) -> int | None:
+        try:
+            fd = os.open(name, flags | _FILE_FLAGS, 0o644, dir_fd=dir_fd)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            if exc.errno in (errno.ELOOP, errno.EISDIR, errno.ENXIO):
+                raise _not_regular(name) from None
+            raise
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise _not_regular(name)
+        return fd
+
+    # -- uploads ----------------------------------------------------------------
+
+    def push(
+        self, unit_id: str, names: tuple[str, ...], offset: int, body: bytes, max_file_bytes: int
+    ) -> PushResult:
+        """Carry out one push-sequential request; durable before it returns.
+
+        Callers serialise pushes to the same file. Nothing is created unless
+        bytes are appended (a refused request leaves no empty file behind).
+        """
+        dir_fd = self._walk(self._units_fd, (unit_id, *names[:-1]), create=False)
+        fd = None
+        try:
+            if dir_fd is not None:
+                fd = self._open_file(dir_fd, names[-1], os.O_RDWR)
+            size = os.fstat(fd).st_size if fd is not None else 0
+            start, length = upload.overlap(size, offset, len(body))
+            stored = _pread_all(fd, length, start) if length else b""
+            decision = upload.decide(size, offset, body, stored, max_file_bytes)
+            if decision.action != "append":
+                return PushResult(decision.action, size, size, b"")
+            if fd is None:
+                if dir_fd is None:
+                    dir_fd = self._walk(self._units_fd, (unit_id, *names[:-1]), create=True)
+                fd = self._create_file(dir_fd, names[-1])
+                if os.fstat(fd).st_size != 0:  # appeared meanwhile: callers serialise, so never
+                    raise Rejected(409, "conflict", "file appeared during the upload")
+            _pwrite_all(fd, decision.tail, decision.append_at)
+            os.fsync(fd)
+            return PushResult("append", size, decision.size_after, decision.tail)
+        finally:
+            if fd is not None:
+                os.close(fd)
+            if dir_fd is not None:
+                os.close(dir_fd)
+
+    def _create_file(self, dir_fd: int, name: str) -> int:
+        try:
+            fd = os.open(name, os.O_RDWR | os.O_CREAT | os.O_EXCL | _FILE_FLAGS, 0o644,
+                         dir_fd=dir_fd)
+        except FileExistsError:
+            fd = self._open_file(dir_fd, name, os.O_RDWR)
+            assert fd is not None
+            return fd
+        os.fsync(dir_fd)
+        return fd
+
+    def size(self, unit_id: str, names: tuple[str, ...]) -> int | None:
+        dir_fd = self._walk(self._units_fd, (unit_id, *names[:-1]), create=False)
+        if dir_fd is None:
+            return None
+        try:
+            fd = self._open_file(dir_fd, names[-1], os.O_RDONLY)
+            if fd is None:
+                return None
+            try:
+                return os.fstat(fd).st_size
+            finally:
+                os.close(fd)
+        finally:
+            os.close(dir_fd)
+
+    def read(self, unit_id: str, names: tuple[str, ...], start: int, length: int) -> bytes:
+        """Bytes [start, start+length) of an uploaded file (fewer at its end)."""
+        dir_fd = self._walk(self._units_fd, (unit_id, *names[:-1]), create=False)
+        if dir_fd is None:
+            return b""
+        try:
+            fd = self._open_file(dir_fd, names[-1], os.O_RDONLY)
+            if fd is None:
+                return b""
+            try:
+                return _pread_all(fd, length, start)
+            finally:
+                os.close(fd)
+        finally:
+            os.close(dir_fd)
+
+    def readings_files(self) -> list[tuple[str, tuple[str, ...], int]]:
+        """Every stored readings file: (unit id, names, size)."""
+        found = []
+        for unit_id in sorted(_plain_entries(self._units_fd, want_dirs=True)):
+            dir_fd = self._walk(self._units_fd, (unit_id, "data", "readings"), create=False)
+            if dir_fd is None:
+                continue
+            try:
+                for name in sorted(_plain_entries(dir_fd, want_dirs=False)):
+                    if READINGS_NAME.fullmatch(name):
+                        names = ("data", "readings", name)
+                        found.append((unit_id, names, os.stat(name, dir_fd=dir_fd,
+                                                              follow_symlinks=False).st_size))
+            finally:
+                os.close(dir_fd)
+        return found
+
+    # -- firmware updates (read only: placed by the operator, see admin.py) -----
+
+    def get_update(
+        self, unit_id: str, names: tuple[str, ...], recursive: bool, max_bytes: int
+    ) -> list[str] | bytes | None:
+        """A directory listing (list of names, or of relative file paths when
+        `recursive`), a file's bytes, or None when missing."""
+        try:  # a link on the way is "not found" for a unit: never followed, never served
+            dir_fd = self._walk(self._updates_fd, (unit_id, *names[:-1]), create=False)
+        except Rejected:
+            return None
+        if dir_fd is None:
+            return None
+        if not names:
+            return _listing(dir_fd, recursive)
+        try:
+            try:
+                fd = os.open(names[-1], os.O_RDONLY | _FILE_FLAGS, dir_fd=dir_fd)
+            except FileNotFoundError:
+                return None
+            except OSError as exc:
+                if exc.errno in (errno.ELOOP, errno.ENXIO):
+                    return None  # links and special files are never served
+                raise
+            mode = os.fstat(fd).st_mode
+            if stat.S_ISDIR(mode):
+                return _listing(fd, recursive)
+            try:
+                if not stat.S_ISREG(mode):
+                    return None
+                size = os.fstat(fd).st_size
+                if size > max_bytes:
+                    raise Rejected(413, "update_too_large", "update file exceeds the limit")
+                return _pread_all(fd, size, 0)
+            finally:
+                os.close(fd)
+        finally:
+            os.close(dir_fd)
+
+
+def _plain_entries(dir_fd: int, want_dirs: bool) -> list[str]:
+    """Names in a directory that are plain names and real (non-link) dirs or files."""
+    out = []
+    with os.scandir(dir_fd) as it:
+        for entry in it:
+            if not is_plain_name(entry.name) or entry.is_symlink():
+                continue
+            if (entry.is_dir(follow_symlinks=False) if want_dirs
+                    else entry.is_file(follow_symlinks=False)):
+                out.append(entry.name)
+    return out
+
+
+def _listing(fd: int, recursive: bool) -> list[str]:
+    """Listing of an open directory; closes `fd`."""
+    try:
+        if not recursive:
+            return sorted(_plain_entries(fd, True) + _plain_entries(fd, False))
+        out = list(_plain_entries(fd, False))
+        for sub in _plain_entries(fd, True):
+            sub_fd = os.open(sub, _DIR_FLAGS, dir_fd=fd)
+            out += [f"{sub}/{p}" for p in _listing(sub_fd, True)]
+        return sorted(out)
+    finally:
+        os.close(fd)
+
+
+def _pread_all(fd: int | None, length: int, start: int) -> bytes:
+    if fd is None or length <= 0:
+        return b""
+    parts = []
+    while length > 0:
+        chunk = os.pread(fd, length, start)
+        if not chunk:
+            break
+        parts.append(chunk)
+        start += len(chunk)
+        length -= len(chunk)
+    return b"".join(parts)
+
+
+def _pwrite_all(fd: int, data: bytes, at: int) -> None:
+    view = memoryview(data)
+    while view:
+        n = os.pwrite(fd, view, at)
+        view = view[n:]
+        at += n
+
+
+# -- pings and parse progress -------------------------------------------------------
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS pings (
+    id INTEGER PRIMARY KEY,
+    t REAL NOT NULL,
+    unit_id TEXT NOT NULL,
+    site_code TEXT,
+    rssi_raw INTEGER,
+    rssi_dbm INTEGER,
+    ber_raw INTEGER,
+    peer TEXT
+);
+CREATE INDEX IF NOT EXISTS pings_by_unit ON pings (unit_id, id);
+CREATE TABLE IF NOT EXISTS readings_progress (
+    unit_id TEXT NOT NULL,
+    path TEXT NOT NULL,
+    parsed_until INTEGER NOT NULL,
+    PRIMARY KEY (unit_id, path)
+);
+"""
+
+
+class PingLog:
+    """Ping TSV files and the SQLite database. Use from one thread only (the
+    server's single database worker), which also orders the ping lines."""
+
+    def __init__(self, root: Path, file_bytes: int = 100 * 1024) -> None:
+        self.root = Path(root)
+        self.file_bytes = file_bytes
+        self._dir = self.root / "pings"
+        self._dir.mkdir(parents=True, exist_ok=True)
+        self._fd: int | None = None
+        self._index = self._last_index()
+        self.db = sqlite3.connect(self.root / "co2.sqlite3", check_same_thread=False,
+                                  isolation_level=None)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=FULL")
+        self.db.executescript(_SCHEMA)
+
+    def _last_index(self) -> int:
+        indices = [int(p.stem.split("-")[1]) for p in self._dir.glob("pings-[0-9][0-9][0-9][0-9]*.tsv")
+                   if p.stem.split("-")[1].isdigit()]
+        return max(indices, default=0)
+
+    def _file_fd(self) -> int:
+        if self._fd is not None and os.fstat(self._fd).st_size >= self.file_bytes:
+            os.close(self._fd)
+            self._fd = None
+            self._index += 1
+        if self._fd is None:
+            dir_fd = os.open(self._dir, _DIR_FLAGS)
+            try:
+                name = f"pings-{self._index:04d}.tsv"
+                self._fd = os.open(name, os.O_WRONLY | os.O_APPEND | os.O_CREAT | _FILE_FLAGS,
+                                   0o644, dir_fd=dir_fd)
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+            if os.fstat(self._fd).st_size >= self.file_bytes:
+                return self._file_fd()
+        return self._fd
+
+    def append(self, ping: Ping, peer: str) -> None:
+        """Durably record one ping: its TSV line (fsync), then its database row."""
+        fd = self._file_fd()
+        line = tsv_line(ping)
+        _pwrite_all_append(fd, line)
+        os.fsync(fd)
+        self.db.execute(
+            "INSERT INTO pings (t, unit_id, site_code, rssi_raw, rssi_dbm, ber_raw, peer)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (ping.t, ping.unit_id, ping.site_code, ping.rssi_raw, ping.rssi_dbm, ping.ber_raw,
+             peer),
+        )
+
+    def recent(self, limit: int) -> list[dict[str, object]]:
+        rows = self.db.execute(
+            "SELECT t, unit_id, site_code, rssi_raw, rssi_dbm, ber_raw FROM pings"
+            " ORDER BY id DESC LIMIT ?", (limit,)).fetchall()
+        return [_ping_row(r) for r in rows]
+
+    def summary(self) -> list[dict[str, object]]:
+        rows = self.db.execute(
+            "SELECT p.t, p.unit_id, p.site_code, p.rssi_raw, p.rssi_dbm, p.ber_raw, g.n, g.first"
+            " FROM pings p JOIN (SELECT unit_id, MAX(id) AS id, COUNT(*) AS n, MIN(t) AS first"
+            " FROM pings GROUP BY unit_id) g ON p.id = g.id ORDER BY p.unit_id").fetchall()
+        out = []
+        for r in rows:
+            last = _ping_row(r[:6])
+            out.append({"unit_id": r[1], "pings": r[6], "first_seen": r[7],
+                        "last_seen": r[0], "last": last})
+        return out
+
+    def progress(self) -> dict[tuple[str, str], int]:
+        rows = self.db.execute("SELECT unit_id, path, parsed_until FROM readings_progress")
+        return {(u, p): n for u, p, n in rows}
+
+    def save_progress(self, entries: dict[tuple[str, str], int]) -> None:
+        self.db.execute("BEGIN")
+        self.db.executemany(
+            "INSERT INTO readings_progress (unit_id, path, parsed_until) VALUES (?, ?, ?)"
+            " ON CONFLICT (unit_id, path) DO UPDATE SET parsed_until = excluded.parsed_until",
+            [(u, p, n) for (u, p), n in entries.items()])
+        self.db.execute("COMMIT")
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+        self.db.close()
+
+
+def _pwrite_all_append(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _ping_row(r: tuple) -> dict[str, object]:
+    t, unit_id, site, rssi_raw, rssi_dbm, ber_raw = r
+    return Ping(t, unit_id, site, rssi_raw, rssi_dbm, ber_raw).as_dict()
+
+
+class Workers:
+    """Thread pools for blocking storage work: several threads for files
+    (distinct files in parallel; the server serialises each file), one for the
+    database and the ping files (SQLite connections are single-threaded)."""
+
+    def __init__(self, reactor, file_threads: int = 4) -> None:
+        self.reactor = reactor
+        self.files = ThreadPool(1, file_threads, name="co2-files")
+        self.db = ThreadPool(1, 1, name="co2-db")
+        self._running = False
+
+    def start(self) -> None:
+        if not self._running:
+            self.files.start()
+            self.db.start()
+            self._running = True
+
+    def stop(self) -> None:
+        if self._running:
+            self._running = False
+            self.files.stop()
+            self.db.stop()
+
+    def in_files(self, fn, *args) -> Deferred:
+        return threads.deferToThreadPool(self.reactor, self.files, fn, *args)
+
+    def in_db(self, fn, *args) -> Deferred:
+        return threads.deferToThreadPool(self.reactor, self.db, fn, *args)
