@@ -301,10 +301,11 @@ class Co2Server:
             status, ctype, body = await self._handle(request, r)
         except Rejected as exc:
             self.counters[f"rejected_{exc.code}"] += 1
-            log.warn("{status} {method} {path} from {peer}: {message}", status=exc.status,
-                     method=request.method.decode("ascii", "replace"),
-                     path=request.path[:200].decode("ascii", "replace"),
-                     peer=_peer(request), message=exc.message)
+            emit = log.info if exc.status == 404 else log.warn  # a unit asking for updates: 404
+            emit("{status} {method} {path} from {peer}: {message}", status=exc.status,
+                 method=request.method.decode("ascii", "replace"),
+                 path=request.path[:200].decode("ascii", "replace"),
+                 peer=_peer(request), message=exc.message)
             status, ctype, body = _json_response(exc.status, exc.as_json())
         except Exception:
             self.counters["internal_errors"] += 1
