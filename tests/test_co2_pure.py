@@ -152,7 +152,8 @@ def test_routes():
     cases = [(b"GET", f"/ou/{UNIT}/alive", 405), (b"POST", f"/ou/{UNIT}/push-sequential/data/x",
              405), (b"GET", "/ou", 404), (b"GET", f"/ou/{UNIT}/debug", 404),
              (b"PUT", f"/ou/{UNIT}/updates/x", 405), (b"GET", "/status/x", 404),
-             (b"PUT", "/ou/../alive/x", 400), (b"GET", "relative", 400)]
+             (b"PUT", "/ou/../alive/x", 400), (b"GET", "relative", 400),
+             (b"PUT", f"/ou/{UNIT}/push-sequential/data", 400)]
     for method, path, status in cases:
         with pytest.raises(Rejected) as exc:
             route(method, path.encode(), PATTERN, dirs)

@@ -501,8 +501,8 @@ async def test_simulated_units_deliver_exact_rows_and_identical_files(co2, tmp_p
 
     await threads.deferToThread(run_units)
     for u in units:
-        sd = (u.sd / READINGS).read_bytes()
-        assert co2.unit_file(u.unit_id, READINGS).read_bytes() == sd
+        for rel in (READINGS, "errors/errors-0000.txt"):
+            assert co2.unit_file(u.unit_id, rel).read_bytes() == (u.sd / rel).read_bytes()
         got = co2.delivered(u.unit_id)
         assert [r.t for r in got] == [r.t for r in u.rows]  # each row once, in order
         for g, want in zip(got, u.rows, strict=True):

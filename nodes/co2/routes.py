@@ -57,7 +57,10 @@ def route(
         return Route("alive", unit_id)
     if action == b"push-sequential":
         _want(method, b"PUT")
-        return Route("push", unit_id, check_relative_path(rest, upload_dirs))
+        names = check_relative_path(rest, upload_dirs)
+        if len(names) < 2:  # a file named like a synced directory would block it
+            raise Rejected(400, "bad_path", "uploads go into a directory (data/..., errors/...)")
+        return Route("push", unit_id, names)
     if action == b"updates":
         _want(method, b"GET")
         if rest and rest[-1] == b"":

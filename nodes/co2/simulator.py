@@ -222,9 +222,18 @@ class SimUnit:
         self.stats[f"updates_{status}"] += 1
         return json.loads(raw) if status == 200 else None
 
+    def log_error_line(self, text: str) -> None:
+        """Append to the unit's operational log (`errors/errors-0000.txt`), pushed
+        like the readings."""
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())
+        with open(self.sd / "errors" / "errors-0000.txt", "a", encoding="utf-8") as f:
+            f.write(f"----- {stamp} INFO  {text}\n")
+
     def communicate(self, interrupt_rate: float = 0.0) -> None:
         """One firmware communication cycle."""
-        self.ping(rssi_dbm=-self.rng.randrange(60, 110))
+        rssi_dbm = -self.rng.randrange(60, 110)
+        self.log_error_line(f"Comm cycle. Signal quality {{'rssi_dbm': {rssi_dbm}}}")
+        self.ping(rssi_dbm=rssi_dbm)
         for dirname in SYNC_DIRS:
             self.push_dir(dirname, interrupt_rate)
         self.fetch_updates()
