@@ -1,4 +1,9 @@
-"""The hub's WAMP session: sisock's hub contract plus liveness and re-announcement."""
+"""The hub's WAMP behaviour: sisock's hub contract plus liveness and re-announcement.
+
+`HubService` works on any joined session: the router hosts it through `Hub`
+(an ApplicationSession crossbar instantiates), and `obsmesh hub` runs it on a
+Component's session.
+"""
 
 from __future__ import annotations
 
@@ -12,31 +17,23 @@ from hub.directory import Directory
 from obsmesh.uris import DEFAULT_PREFIX, Uris, valid_node_name
 
 
-class Hub(ApplicationSession):
-    """Keeps the directory of data nodes.
-
-    `config.extra` may carry `{"prefix": ...}` (the router passes it when hosting).
-    """
-
+class HubService:
     log = Logger()
 
-    def __init__(self, config=None):
-        super().__init__(config)
-        extra = (config.extra if config is not None else None) or {}
-        self.uris = Uris(extra.get("prefix", DEFAULT_PREFIX))
-        self.directory = Directory()
+    def __init__(self, session, prefix: str = DEFAULT_PREFIX) -> None:
+        self.session = session
+        self.uris = Uris(prefix)
+        self.directory = Directory()  # new on every join: nodes re-announce on hub.online
 
     @inlineCallbacks
-    def onJoin(self, details):
-        u = self.uris
-        # The state is new on every join: nodes re-announce on hub.online.
-        self.directory = Directory()
+    def attach(self, details):
+        u, s = self.uris, self.session
         opts = RegisterOptions(details_arg="details")
-        yield self.register(self.add, u.add, options=opts)
-        yield self.register(self.subtract, u.subtract, options=opts)
-        yield self.register(self.get_data_node, u.get_data_node)
-        yield self.subscribe(self.on_session_leave, "wamp.session.on_leave")
-        yield self.publish(u.hub_online, {"session": details.session}, options=PublishOptions(acknowledge=True))
+        yield s.register(self.add, u.add, options=opts)
+        yield s.register(self.subtract, u.subtract, options=opts)
+        yield s.register(self.get_data_node, u.get_data_node)
+        yield s.subscribe(self.on_session_leave, "wamp.session.on_leave")
+        yield s.publish(u.hub_online, {"session": details.session}, options=PublishOptions(acknowledge=True))
         self.log.info("hub joined realm {realm} with prefix {prefix}", realm=details.realm, prefix=u.prefix)
 
     def _session_of(self, claimed: object, details) -> int:
@@ -51,7 +48,7 @@ class Hub(ApplicationSession):
     @inlineCallbacks
     def _alive(self, session: int):
         try:
-            yield self.call("wamp.session.get", session)
+            yield self.session.call("wamp.session.get", session)
         except ApplicationError as e:
             if e.error == "wamp.error.no_such_session":
                 return False
@@ -79,7 +76,7 @@ class Hub(ApplicationSession):
         accepted, changed = self.directory.add(name, description, session, info)
         if changed:
             self.log.info("node added: {name} (session {session})", name=name, session=session)
-            yield self.publish(self.uris.added, self.directory.get(name).public())
+            yield self.session.publish(self.uris.added, self.directory.get(name).public())
         return accepted
 
     @inlineCallbacks
@@ -99,4 +96,13 @@ class Hub(ApplicationSession):
 
     def _announce_gone(self, entry):
         self.log.info("node subtracted: {name} (session {session})", name=entry.name, session=entry.session)
-        return self.publish(self.uris.subtracted, entry.public())
+        return self.session.publish(self.uris.subtracted, entry.public())
+
+
+class Hub(ApplicationSession):
+    """The hub as a router-hosted component; `config.extra` may carry `{"prefix": ...}`."""
+
+    def onJoin(self, details):
+        extra = (self.config.extra if self.config is not None else None) or {}
+        self.service = HubService(self, extra.get("prefix", DEFAULT_PREFIX))
+        return self.service.attach(details)

@@ -74,6 +74,7 @@ class DataNode:
         self._pending: dict[str, list[tuple[np.ndarray, dict[str, np.ndarray]]]] = {}
         self._rpcs: dict[str, Callable] = {}
         self._announced = False
+        self._joined = None
         self._stopping = False
         self._component = None
         self._flusher = task.LoopingCall(self.flush_live)
@@ -369,15 +370,26 @@ class DataNode:
 
     async def on_join(self, session, details) -> None:
         self.log.info("{name} joined {realm} as session {sid}", name=self.name, realm=details.realm, sid=details.session)
+        self._joined = session
+        await self._take_name(session)
+
+    async def _take_name(self, session) -> None:
+        """Register the node's procedures, then announce; while another live
+        session holds the name, retry every few seconds in the same session."""
+        if session is not self._joined or self._stopping:
+            return
+        done = []
         try:
             for suffix, fn in self._procedures().items():
                 opts = RegisterOptions(details_arg="details") if suffix == "get_data" else None
-                await session.register(self._guarded(fn), self.uris.node(self.name, suffix), options=opts)
+                done.append(await session.register(self._guarded(fn), self.uris.node(self.name, suffix), options=opts))
         except ApplicationError as exc:
-            if exc.error == "wamp.error.procedure_already_exists":
-                self._name_conflict(session, "its procedures are registered by another session")
-                return
-            raise
+            if exc.error != "wamp.error.procedure_already_exists":
+                raise
+            for reg in done:
+                await reg.unregister()
+            self._name_conflict(session, "its procedures are registered by another session")
+            return
         self.session = session
         await session.subscribe(lambda *a, **kw: self._announce(session), self.uris.hub_online)
         await self._announce(session)
@@ -386,8 +398,7 @@ class DataNode:
         self.last_error = f"name {self.name!r} is taken: {why}; retrying"
         self.log.error("node name {name} is taken ({why}); retrying in 5 s", name=self.name, why=why)
         self.count("name_conflicts")
-        # Leave and come back: the other holder may be gone by then.
-        self.reactor.callLater(5.0, session.leave, "wamp.close.normal", "name conflict")
+        self.reactor.callLater(5.0, lambda: defer.ensureDeferred(self._take_name(session)))
 
     async def _announce(self, session) -> None:
         """Tell the hub we exist, retrying while the hub is not there yet."""
@@ -408,14 +419,18 @@ class DataNode:
             except Exception as exc:  # the session went away meanwhile
                 self.log.debug("announce interrupted: {exc}", exc=exc)
                 return
-            if ok is False:
+            if ok is False:  # the hub lists the name for another live session
                 self._announced = False
-                self._name_conflict(session, "the hub lists it for another live session")
+                self.last_error = f"name {self.name!r} is held by another live session"
+                self.count("name_conflicts")
+                self.reactor.callLater(5.0, lambda: defer.ensureDeferred(self._announce(session)))
             else:
                 self._announced = True
             return
 
     def on_leave(self, session, details) -> None:
+        if self._joined is session:
+            self._joined = None
         if self.session is session:
             self.session = None
             self._announced = False

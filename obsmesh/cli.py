@@ -45,11 +45,10 @@ def cmd_router(args: argparse.Namespace) -> int:
 
 def cmd_hub(args: argparse.Namespace) -> int:
     """The hub as its own process (when the router does not host it)."""
-    from autobahn.wamp.types import ComponentConfig
     from twisted.internet import reactor
     from twisted.logger import globalLogBeginner, textFileLogObserver
 
-    from hub import Hub
+    from hub.session import HubService
     from obsmesh.wamp import component
 
     settings = config.mesh(args.config)
@@ -59,7 +58,7 @@ def cmd_hub(args: argparse.Namespace) -> int:
         return 2
     globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stderr)])
     comp = component(settings["router_url"], settings["realm"], {"ticket": {"authid": "hub", "ticket": secret}})
-    comp.session_factory = lambda cfg: Hub(ComponentConfig(cfg.realm, {"prefix": settings["prefix"]}))
+    comp.on("join", lambda session, details: HubService(session, settings["prefix"]).attach(details))
     comp.start(reactor)
     reactor.run()
     return 0
