@@ -26,7 +26,7 @@ def reference_query(rows, start, end):
 
 
 def same(xs, ys):
-    return len(xs) == len(ys) and all((math.isnan(x) and math.isnan(y)) or x == y for x, y in zip(xs, ys))
+    return len(xs) == len(ys) and all((math.isnan(x) and math.isnan(y)) or x == y for x, y in zip(xs, ys, strict=True))
 
 
 @settings(max_examples=200, deadline=None)
@@ -128,7 +128,7 @@ def test_memory_stays_close_to_the_raw_bytes():
 
 def ref_bins(t, v, stride):
     bins = {}
-    for ti, vi in zip(t, v):
+    for ti, vi in zip(t, v, strict=True):
         bins.setdefault(math.floor(ti / stride), []).append((ti, vi))
     return [bins[k] for k in sorted(bins)]
 
