@@ -103,7 +103,7 @@ def test_every_type_code_both_ways():
     ours = dmap.encode_record(record, types={})
     # The type byte of every field is the one asked for.
     codes = _type_codes(ours)
-    for dt, code in ALL_NUMERIC:
+    for _, code in ALL_NUMERIC:
         assert codes[f"s{code}"] == code and codes[f"a{code}"] == code
     assert codes["text"] == dmap.STRING
     ref = darn.read_dmap(ours, mode="strict")[0]
