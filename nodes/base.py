@@ -72,6 +72,10 @@ class DataNode:
         self.events: collections.deque[dict] = collections.deque(maxlen=MAX_EVENTS_KEPT)
         self.last_sample: dict[str, float] = {}
         self._pending: dict[str, list[tuple[np.ndarray, dict[str, np.ndarray]]]] = {}
+        self._pending_values = 0
+        # Live topics with subscribers (subscription id -> topic): encoding a batch
+        # nobody reads would cost more than everything else a node does.
+        self._live_subs: dict[int, str] = {}
         self._rpcs: dict[str, Callable] = {}
         self._announced = False
         self._joined = None
@@ -135,6 +139,9 @@ class DataNode:
         self.last_sample[timeline] = max(self.last_sample.get(timeline, -math.inf), float(times[-1]))
         if live:
             self._pending.setdefault(timeline, []).append((times, cols))
+            self._pending_values += int(times.size) * (1 + len(cols))
+            if self._pending_values >= int(self.settings["live_batch_values"]):
+                self.flush_live()  # a full batch goes at once: latency stays low at high rates
 
     def _as_batch(self, t, data):
         from obsmesh.store.base import as_batch
@@ -193,11 +200,14 @@ class DataNode:
     def flush_live(self) -> None:
         """Publish what accumulated since the last flush: per timeline, a few
         large events, never one per sample."""
-        pending, self._pending = self._pending, {}
+        pending, self._pending, self._pending_values = self._pending, {}, 0
         if not pending:
             return
         if self.session is None:
             self.counters["live_batches_missed_offline"] += len(pending)
+            return
+        if not self._live_wanted:
+            self.counters["live_batches_unsubscribed"] += len(pending)
             return
         for timeline, parts in pending.items():
             t = np.concatenate([p[0] for p in parts]) if len(parts) > 1 else parts[0][0]
@@ -212,7 +222,8 @@ class DataNode:
                 self._publish_batch(timeline, t[a:b], {f: c[a:b] for f, c in cols.items()})
 
     def _publish_batch(self, timeline: str, t: np.ndarray, cols: dict[str, np.ndarray]) -> None:
-        for encoding, topic in ((wire.LIST, self.uris.live(self.name)), (wire.ARRAY, self.uris.live_array(self.name))):
+        for topic in self._live_wanted:
+            encoding = wire.ARRAY if topic.endswith(".array") else wire.LIST
             payload = {
                 "timeline": timeline,
                 "t": wire.encode(t, encoding),
@@ -221,6 +232,29 @@ class DataNode:
             self.session.publish(topic, payload, options=RETAIN)
         self.counters["live_events"] += 1
         self.counters["live_samples"] += int(t.size)
+
+    @property
+    def _live_wanted(self) -> set[str]:
+        return set(self._live_subs.values())
+
+    async def _follow_subscriptions(self, session) -> None:
+        """Track which live topics have subscribers, through the router's meta API."""
+        topics = {self.uris.live(self.name), self.uris.live_array(self.name)}
+
+        def created(_session_id, sub, *args, **kwargs):
+            if sub.get("uri") in topics and sub.get("match", "exact") == "exact":
+                self._live_subs[sub["id"]] = sub["uri"]
+
+        def deleted(_session_id, sub_id, *args, **kwargs):
+            self._live_subs.pop(sub_id, None)
+
+        await session.subscribe(created, "wamp.subscription.on_create")
+        await session.subscribe(deleted, "wamp.subscription.on_delete")
+        self._live_subs = {}
+        for topic in topics:
+            sub_id = await session.call("wamp.subscription.lookup", topic)
+            if sub_id is not None:
+                self._live_subs[sub_id] = topic
 
     def _typed(self, field: str, col: np.ndarray) -> np.ndarray | list:
         if self.fields[field]["type"] == "bool":
@@ -390,6 +424,7 @@ class DataNode:
                 await reg.unregister()
             self._name_conflict(session, "its procedures are registered by another session")
             return
+        await self._follow_subscriptions(session)
         self.session = session
         await session.subscribe(lambda *a, **kw: self._announce(session), self.uris.hub_online)
         await self._announce(session)

@@ -24,7 +24,8 @@ MESH_DEFAULTS: dict[str, Any] = {
     "max_age": 7 * 86400.0,  # seconds of history kept per timeline
     "max_samples": 10_000_000,  # samples kept per timeline
     "point_budget": 1_000_000,  # values in one reply before too_many_points
-    "live_interval": 0.1,  # seconds between live batches
+    "live_interval": 0.1,  # longest a sample waits for its live batch, in seconds
+    "live_batch_values": 4096,  # a live batch this full is published at once
     "state_dir": ".obsmesh",  # local state for `obsmesh up` (simulated data, logs)
 }
 
