@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import argparse
 import bz2
 import itertools
+import pathlib
 import random
+import subprocess
+import sys
 import time
 
 import dmap as darn
@@ -303,3 +307,37 @@ async def test_simulator_serves_at_most_16_clients():
         for p in opened:
             p.transport.loseConnection()
         await listening.stopListening()
+
+
+@pytest_twisted.ensureDeferred
+async def test_simulator_command_line_process():
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "nodes.superdarn.simulator", "--code", "pgr", "--port", str(port),
+         "--speed", "200", "--scan-sign", "-1"],
+        cwd=str(pathlib.Path(__file__).resolve().parents[1]),
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    records: list[dict] = []
+    client = real_client(port, records, [])
+    client.start()  # the process may not listen yet: the client retries
+    try:
+        await wait_until(lambda: len(records) >= 20, what="records from the simulator process")
+        assert {r["stid"] for r in records} == {6}
+        assert {r["scan"] for r in records} <= {-1, 0, -2}
+        assert any(r["scan"] == -1 for r in records)
+    finally:
+        await client.stop()
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def test_simulator_command_line_refuses_bad_input(tmp_path, capsys):
+    bad = tmp_path / "bad.fitacf"
+    bad.write_bytes(b"\x01\x00\x01\x00garbage")
+    parser = argparse.ArgumentParser()
+    simulator.configure(parser)
+    for args in (["--file", str(bad)], ["--file", str(tmp_path / "missing")], ["--code", "zzz"],
+                 ["--speed", "0"], ["--speed", "nan"]):
+        assert simulator.main(parser.parse_args(args)) == 2  # before any reactor is started
+        err = capsys.readouterr().err
+        assert ("--speed" in err) if args[0] == "--speed" else ("cannot start" in err)

@@ -12,11 +12,7 @@ stream from the moment it connects.
 from __future__ import annotations
 
 import argparse
-import bz2
-import gzip
-import itertools
 import math
-import pathlib
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -25,21 +21,13 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 
 from . import dmap, radars, synth
+from .files import read_file_bytes
 from .framing import frame
+from .products import ProductError, radar_time
 
 MAX_CLIENTS = 16
 # Longest pause taken from a file's record spacing (files span gaps and days).
 MAX_FILE_GAP = 60.0
-
-
-def read_file_bytes(path: str | pathlib.Path) -> bytes:
-    """A DMAP file's bytes, decompressed if it is bzip2 or gzip (by content)."""
-    raw = pathlib.Path(path).read_bytes()
-    if raw[:3] == b"BZh":
-        return bz2.decompress(raw)
-    if raw[:2] == b"\x1f\x8b":
-        return gzip.decompress(raw)
-    return raw
 
 
 def stamp(record: dict[str, Any], when: float) -> dict[str, Any]:
@@ -48,46 +36,36 @@ def stamp(record: dict[str, Any], when: float) -> dict[str, Any]:
 
 
 def file_schedule(records: list[dict[str, Any]]) -> Iterator[tuple[float, dict[str, Any]]]:
-    """(pause before sending, record) forever, pauses from the records' own
-    times (clamped to 0..MAX_FILE_GAP; 3 s when looping back to the start)."""
+    """(pause before sending, record) forever: pauses from the records' own
+    times (clamped to 0..MAX_FILE_GAP), 3 s when looping back to the start or
+    when a time is unreadable or goes backwards."""
     if not records:
         raise ValueError("no records to play")
-    from .products import ProductError, radar_time
-
     times: list[float | None] = []
     for record in records:
         try:
             times.append(radar_time(record))
         except ProductError:
             times.append(None)
-    previous: float | None = None
-    first = True
-    for record, when in itertools.cycle(list(zip(records, times, strict=True))):
-        if first:
-            pause = 0.0
-        elif when is None or previous is None:
-            pause = 3.0
-        else:
-            gap = when - previous
-            pause = min(max(gap, 0.0), MAX_FILE_GAP) if gap >= 0 else 3.0
-        first = False
-        previous = when
-        yield pause, record
+    yield 0.0, records[0]
+    while True:
+        for i in range(1, len(records) + 1):
+            i %= len(records)
+            previous, when = times[i - 1], times[i]
+            if i == 0 or when is None or previous is None or when < previous:
+                pause = 3.0
+            else:
+                pause = min(when - previous, MAX_FILE_GAP)
+            yield pause, records[i]
 
 
 def synth_schedule(generator: synth.RadarSynth, start: float) -> Iterator[tuple[float, dict[str, Any]]]:
     """(pause before sending, record) forever from the synthesiser's radar times."""
     previous = start
     for record in generator.records(start):
-        when = _record_time(record)
+        when = radar_time(record)
         yield max(when - previous, 0.0), record
         previous = when
-
-
-def _record_time(record: dict[str, Any]) -> float:
-    from .products import radar_time
-
-    return radar_time(record)
 
 
 class _Client(Protocol):

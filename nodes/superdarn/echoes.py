@@ -1,0 +1,107 @@
+"""Per-scan echo counts in SQLite, with a retention that really runs.
+
+This is the old server's `echoes` table (served as `GET /echoes?site_name=
+&start=&end=`). Calls block on disk I/O: from the reactor, run them with
+`deferToThread` (the store is safe to use from any one thread at a time and
+serialises calls itself). The retention is a number of days, checked when the
+store is made (the old server compared a string, so nothing was ever deleted).
+"""
+
+from __future__ import annotations
+
+import math
+import sqlite3
+import threading
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS scan_echoes (
+    stid INTEGER NOT NULL,
+    channel INTEGER NOT NULL,
+    time REAL NOT NULL,
+    code TEXT,
+    end_time REAL NOT NULL,
+    beams INTEGER NOT NULL,
+    total INTEGER NOT NULL,
+    ionospheric INTEGER NOT NULL,
+    ground INTEGER NOT NULL,
+    PRIMARY KEY (stid, channel, time)
+);
+CREATE INDEX IF NOT EXISTS scan_echoes_code_time ON scan_echoes (code, time);
+CREATE INDEX IF NOT EXISTS scan_echoes_time ON scan_echoes (time);
+"""
+_COLUMNS = ("stid", "channel", "time", "code", "end_time", "beams", "total", "ionospheric", "ground")
+
+
+def retention_days(value: Any) -> float | None:
+    """A retention setting as days: a positive number (or its text, from an
+    environment variable), or None/"" for "keep forever"."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool):
+        raise ValueError("retention must be a number of days")
+    if isinstance(value, str):
+        try:
+            value = float(value.strip())
+        except ValueError:
+            raise ValueError(f"retention {value!r} is not a number of days") from None
+    if not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
+        raise ValueError(f"retention {value!r} must be a positive number of days")
+    return float(value)
+
+
+class EchoStore:
+    def __init__(self, path: str, retention: Any = 30) -> None:
+        self.retention = retention_days(retention)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(path, check_same_thread=False)
+        with self._lock, self._db:
+            self._db.executescript(_SCHEMA)
+
+    def add_scans(self, scans: Iterable[Mapping[str, Any]]) -> int:
+        """Store scan products (from `ScanAccumulator`); a scan stored again
+        (a file replayed twice) replaces itself. Returns rows written."""
+        rows = [(int(s["stid"]), int(s["channel"]), float(s["time"]), s.get("code"),
+                 float(s["end"]), int(s["beams"]), int(s["total"]), int(s["ionospheric"]),
+                 int(s["ground"])) for s in scans]
+        with self._lock, self._db:
+            self._db.executemany(
+                f"INSERT OR REPLACE INTO scan_echoes ({', '.join(_COLUMNS)}) "
+                f"VALUES ({', '.join('?' * len(_COLUMNS))})", rows)
+        return len(rows)
+
+    def query(self, start: float, end: float, code: str | None = None) -> list[dict[str, Any]]:
+        """Scans with start time in [start, end), oldest first, optionally of one radar."""
+        sql = f"SELECT {', '.join(_COLUMNS)} FROM scan_echoes WHERE time >= ? AND time < ?"
+        args: list[Any] = [float(start), float(end)]
+        if code is not None:
+            sql += " AND code = ?"
+            args.append(code)
+        with self._lock:
+            rows = self._db.execute(sql + " ORDER BY time, stid, channel", args).fetchall()
+        out = []
+        for row in rows:
+            item = dict(zip(_COLUMNS, row, strict=True))
+            item["end"] = item.pop("end_time")
+            beams = item["beams"]
+            for what in ("total", "ionospheric", "ground"):
+                item[f"mean_{what}"] = item[what] / beams if beams else 0.0
+            out.append(item)
+        return out
+
+    def purge(self, now: float) -> int:
+        """Delete scans older than the retention; returns how many went."""
+        if self.retention is None:
+            return 0
+        cutoff = float(now) - self.retention * 86400.0
+        with self._lock, self._db:
+            return self._db.execute("DELETE FROM scan_echoes WHERE time < ?", (cutoff,)).rowcount
+
+    def count(self) -> int:
+        with self._lock:
+            return self._db.execute("SELECT COUNT(*) FROM scan_echoes").fetchone()[0]
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
