@@ -21,7 +21,7 @@ from nodes.co2.paths import (
 )
 from nodes.co2.pings import Ping, escape_tsv, parse_ping, tsv_line, unescape_tsv
 from nodes.co2.query import parse_flag, parse_offset, parse_query
-from nodes.co2.readings import ReadingError, ReadingsParser, parse_line
+from nodes.co2.readings import ReadingError, ReadingsParser, _parse_checked, parse_line
 from nodes.co2.routes import route
 from nodes.co2.tokens import TokenStore, hash_token, token_matches
 
@@ -380,3 +380,38 @@ def test_tokens_hashed_checked_revoked(tmp_path):
     assert not store.revoke("co2unit-000000000001")
     assert token_matches(hash_token("a"), "a") and not token_matches(hash_token("a"), "b")
     assert json.loads(text)["version"] == 1
+
+
+# (well-formed values, malformed values) per kind of cell
+_CELLS = {
+    "id": ([UNIT], ["co2unit-000000000000", "", "x y"]),
+    "nick": (["varanger-03", "", "é"], ["a\x01"]),
+    "date": (["2019-07-31", "1970-01-01", "2024-02-29"],
+             ["2019-02-30", "2019-7-31", "2019-13-01"]),
+    "time": (["13:00:10", "23:59:59", "00:00:00"], ["24:00:00", "13:60:00", "13:00:60", "1:00:00"]),
+    "num": (["680", "-3", "23.4375", "None", "1e2", "1E-05", "-0", "007", "1e100", "1e-300"],
+            ["1e999", "nan", "inf", " 1", "1.", ".5", "٣", "", "99999999999"]),
+    "flash": (["0", "3", "None", "-1"], ["1.5", "x"]),
+}
+
+
+@settings(max_examples=200)
+@given(st.data())
+def test_fast_row_path_agrees_with_the_checked_definition(data):
+    """The fast whole-row expression gives exactly what the checked parser gives."""
+    def pick(kind: str) -> str:
+        good, bad = _CELLS[kind]
+        return data.draw(st.sampled_from(good * 30 + bad))  # mostly well-formed rows
+    n_num = data.draw(st.sampled_from([10] * 5 + [15] * 5 + [9, 11]))
+    cells = [pick("id"), pick("nick"), pick("date"), pick("time"), pick("num"), pick("flash")]
+    cells += [pick("num") for _ in range(n_num)]
+    text = "\t".join(cells)
+    try:
+        want = repr(_parse_checked(text, UNIT, 5))
+    except ReadingError:
+        want = "error"
+    try:
+        got = repr(parse_line(text.encode(), UNIT, 5))
+    except ReadingError:
+        got = "error"
+    assert got == want

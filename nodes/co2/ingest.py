@@ -20,8 +20,9 @@ from twisted.internet.defer import Deferred, ensureDeferred, succeed
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
+from nodes.co2.pinglog import PingLog
 from nodes.co2.readings import Batch, Reading, ReadingsParser
-from nodes.co2.storage import PingLog, PushResult, Storage, Workers
+from nodes.co2.storage import PushResult, Storage, Workers
 
 OnRows = Callable[[str, list[Reading]], object]
 FileKey = tuple[str, str]  # (unit id, "data/readings/readings-0000.tsv")

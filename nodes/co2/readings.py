@@ -19,6 +19,7 @@ rows of the complete lines; a partial last line waits for the next feed.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import math
 import re
 from dataclasses import dataclass, field
@@ -98,11 +99,64 @@ def _timestamp(date: str, time: str) -> tuple[float, bool]:
     return stamp.timestamp(), False
 
 
+# One expression for a well-formed row: most rows take this path. It accepts a
+# subset of what `_parse_checked` accepts (exponents of at most two digits, so
+# every value is finite) and gives the same result; anything else goes through
+# `_parse_checked`, which is the definition and says what is wrong.
+_N = r"(?:-?[0-9]{1,9}(?:\.[0-9]{1,12})?(?:[eE][-+]?[0-9]{1,2})?|None)"
+_ROW = re.compile(
+    r"([^\t]+)\t([^\t]*)\t([0-9]{4}-[0-9]{2}-[0-9]{2})\t([0-9]{2}):([0-9]{2}):([0-9]{2})"
+    rf"\t({_N})\t(-?[0-9]{{1,9}}|None)((?:\t{_N}){{10}})((?:\t{_N}){{5}})?",
+    re.ASCII,
+)
+
+
+def _value(text: str) -> float:
+    return math.nan if text == _MISSING else float(text)
+
+
+@functools.lru_cache(maxsize=4096)
+def _midnight(date: str) -> float | None:
+    """UNIX time of a date's midnight (UTC); None if there is no such date."""
+    try:
+        return dt.datetime.strptime(date, "%Y-%m-%d").replace(tzinfo=dt.UTC).timestamp()
+    except ValueError:
+        return None
+
+
+def _parse_fast(text: str, unit_id: str | None, offset: int) -> Reading | None:
+    m = _ROW.fullmatch(text)
+    if m is None or not text.replace("\t", " ").isprintable():
+        return None
+    hw_id, nickname, date, hh, mm, ss, temp, flashes, co2s, extras = m.groups()
+    if unit_id is not None and hw_id != unit_id:
+        return None
+    midnight = _midnight(date)
+    h, mi, sec = int(hh), int(mm), int(ss)
+    if midnight is None or h > 23 or mi > 59 or sec > 59:
+        return None
+    clock_error = date.startswith(f"{CLOCK_ERROR_YEAR}-")
+    co2 = tuple(map(_value, co2s[1:].split("\t")))
+    finite = [v for v in co2 if not math.isnan(v)]
+    return Reading(
+        unit_id=hw_id,
+        nickname=nickname,
+        t=math.nan if clock_error else midnight + h * 3600 + mi * 60 + sec,
+        temperature=_value(temp),
+        flash_count=None if flashes == _MISSING else int(flashes),
+        co2=co2,
+        co2_mean=math.fsum(finite) / len(finite) if finite else math.nan,
+        extra=tuple(map(_value, extras[1:].split("\t"))) if extras else (),
+        clock_error=clock_error,
+        offset=offset,
+    )
+
+
 def parse_line(line: bytes, unit_id: str | None = None, offset: int = -1) -> Reading:
     """Parse one line (without its newline; a trailing CR is allowed).
 
     `unit_id`, when given, must equal the row's hardware id: a unit's files
-    hold its own rows only.
+    hold its own rows only. Raises ReadingError saying what is wrong.
     """
     if line.endswith(b"\r"):
         line = line[:-1]
@@ -112,6 +166,10 @@ def parse_line(line: bytes, unit_id: str | None = None, offset: int = -1) -> Rea
         text = line.decode("utf-8")
     except UnicodeDecodeError:
         raise ReadingError("line is not UTF-8 text") from None
+    return _parse_fast(text, unit_id, offset) or _parse_checked(text, unit_id, offset)
+
+
+def _parse_checked(text: str, unit_id: str | None, offset: int) -> Reading:
     cols = text.split("\t")
     if len(cols) not in (BASE_COLUMNS, EXTENDED_COLUMNS):
         raise ReadingError(

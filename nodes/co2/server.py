@@ -5,7 +5,7 @@ stores uploads durably (storage.py) and hands parsed readings rows and pings
 to the callbacks `on_rows(unit_id, rows)` and `on_ping(unit_id, ping)`, which
 run on the reactor thread.
 
-Request bodies are capped while they stream in (`Co2Request`): a body over the
+Request bodies are capped while they stream in (`web.Co2Request`): a body over the
 cap is answered 413 at once and dropped, never buffered. Every refusal is a
 JSON `{"error", "message"}` with a 4xx status and writes nothing.
 """
@@ -13,7 +13,6 @@ JSON `{"error", "message"}` with a 4xx status and writes nothing.
 from __future__ import annotations
 
 import argparse
-import io
 import ipaddress
 import json
 import math
@@ -30,8 +29,7 @@ from typing import Any
 from twisted.internet import reactor as default_reactor
 from twisted.internet.defer import DeferredLock, ensureDeferred
 from twisted.logger import Logger
-from twisted.web.resource import Resource
-from twisted.web.server import NOT_DONE_YET, Request, Site
+from twisted.web.server import Request, Site
 
 from nodes.co2.errors import Rejected
 from nodes.co2.ingest import ReadingsIngest
@@ -41,13 +39,15 @@ from nodes.co2.paths import (
     compile_unit_pattern,
     is_readings_file,
 )
+from nodes.co2.pinglog import PingLog
 from nodes.co2.pings import Ping, parse_ping
 from nodes.co2.query import parse_flag, parse_limit, parse_offset, parse_query
 from nodes.co2.readings import Reading
 from nodes.co2.routes import Route, route
-from nodes.co2.storage import PingLog, PushResult, Storage, Workers
+from nodes.co2.storage import PushResult, Storage, Workers
 from nodes.co2.tokens import FILE_NAME as TOKENS_FILE
 from nodes.co2.tokens import TokenStore
+from nodes.co2.web import Co2Site, peer
 
 log = Logger(namespace="obsmesh.co2")
 
@@ -75,101 +75,6 @@ class Co2Config:
     drain_seconds: float = 10.0
 
 
-class Co2Request(Request):
-    """A request whose body is capped while it streams in.
-
-    Over the cap (by Content-Length, or counted for chunked bodies) the client
-    gets 413 at once, the write side is closed and the rest of the body is read
-    and dropped (up to `drain_bytes` / `drain_seconds`, then the connection is
-    cut): nothing beyond the cap is ever held in memory.
-    """
-
-    _refused = False
-    _seen = 0
-    _dropped = 0
-
-    def gotLength(self, length: int | None) -> None:
-        self.content = io.BytesIO()
-        if length is not None and length > self.channel.site.config.max_body_bytes:
-            self._refuse_too_large()
-
-    def handleContentChunk(self, data: bytes) -> None:
-        config = self.channel.site.config
-        if self._refused:
-            self._dropped += len(data)
-            if self._dropped > config.drain_bytes:
-                self.channel.transport.abortConnection()
-            return
-        self._seen += len(data)
-        if self._seen > config.max_body_bytes:
-            self.content = io.BytesIO()
-            self._refuse_too_large()
-            return
-        self.content.write(data)
-
-    def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
-        if self._refused:  # answered already; the whole body has been drained
-            self.channel.transport.loseConnection()
-            return
-        super().requestReceived(command, path, version)
-
-    def _refuse_too_large(self) -> None:
-        site = self.channel.site
-        self._refused = True
-        site.counters["rejected_body_too_large"] += 1
-        self.requestHeaders.removeHeader(b"expect")  # no "100 Continue" after a 413
-        body = json.dumps({
-            "error": "body_too_large",
-            "message": f"request body over {site.config.max_body_bytes} bytes",
-        }).encode()
-        transport = self.channel.transport
-        transport.write(
-            b"HTTP/1.1 413 Payload Too Large\r\nContent-Type: application/json\r\n"
-            b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(body), body)
-        )
-        half_close = getattr(transport, "loseWriteConnection", None)
-        if half_close is None:
-            transport.loseConnection()
-        else:
-            half_close()
-        call = site.reactor.callLater(site.config.drain_seconds, transport.abortConnection)
-        self.notifyFinish().addBoth(lambda _: call.cancel() if call.active() else None)
-        log.warn("413 body over {cap} bytes from {peer}", cap=site.config.max_body_bytes,
-                 peer=_peer(self))
-
-
-def _access_line(timestamp: str, request: Request) -> str:
-    """Access log line without the query string: a unit may send its token there."""
-    path = request.path[:300].decode("ascii", "backslashreplace")
-    method = request.method[:16].decode("ascii", "backslashreplace")
-    return (f'"{_peer(request)}" - - {timestamp} "{method} {path}" '
-            f"{request.code} {request.sentLength or '-'}")
-
-
-class Co2Site(Site):
-    noisy = False
-
-    def __init__(self, server: Co2Server) -> None:
-        super().__init__(Co2Resource(server), requestFactory=Co2Request,
-                         parsePOSTFormSubmission=False, reactor=server.reactor,
-                         logFormatter=_access_line)
-        self.config = server.config
-        self.counters = server.counters
-        self.reactor = server.reactor
-
-
-class Co2Resource(Resource):
-    isLeaf = True
-
-    def __init__(self, server: Co2Server) -> None:
-        super().__init__()
-        self.server = server
-
-    def render(self, request: Request) -> Any:
-        ensureDeferred(self.server.respond(request))
-        return NOT_DONE_YET
-
-
 class _FileLocks:
     """One lock per file: pushes to a file, and the parsing of what they
     appended, happen one at a time and in order."""
@@ -186,11 +91,6 @@ class _FileLocks:
             lock.release()
             if not lock.locked and not lock.waiting:
                 self._locks.pop(key, None)
-
-
-def _peer(request: Request) -> str:
-    addr = request.getClientAddress()
-    return getattr(addr, "host", str(addr))
 
 
 def _json_safe(value: Any) -> Any:
@@ -253,7 +153,7 @@ class Co2Server:
             log.warn(COMPAT_WARNING, nets=", ".join(map(str, self.networks)))
 
     def site(self) -> Site:
-        return Co2Site(self)
+        return Co2Site(self.respond, self.config, self.counters, self.reactor)
 
     def listen(self, port: int, interface: str = "127.0.0.1") -> Any:
         self._port = self.reactor.listenTCP(port, self.site(), interface=interface)
@@ -305,7 +205,7 @@ class Co2Server:
             emit("{status} {method} {path} from {peer}: {message}", status=exc.status,
                  method=request.method.decode("ascii", "replace"),
                  path=request.path[:200].decode("ascii", "replace"),
-                 peer=_peer(request), message=exc.message)
+                 peer=peer(request), message=exc.message)
             status, ctype, body = _json_response(exc.status, exc.as_json())
         except Exception:
             self.counters["internal_errors"] += 1
@@ -365,14 +265,14 @@ class Co2Server:
             if unit_id not in self._compat_seen:
                 self._compat_seen.add(unit_id)
                 log.warn("COMPATIBILITY MODE: accepting {unit} without a token from {peer}",
-                         unit=unit_id, peer=_peer(request))
+                         unit=unit_id, peer=peer(request))
             return
         self.counters["auth_failures"] += 1
         raise Rejected(401, "token_required", "a unit token is required")
 
     def _in_compat_networks(self, request: Request) -> bool:
         try:
-            ip = ipaddress.ip_address(_peer(request))
+            ip = ipaddress.ip_address(peer(request))
         except ValueError:
             return False
         if ip.version == 6 and ip.ipv4_mapped is not None:
@@ -414,7 +314,7 @@ class Co2Server:
 
     async def _alive(self, request: Request, unit_id: str, query: dict[str, str]) -> Response:
         ping = parse_ping(unit_id, query, time.time())
-        await self.workers.in_db(self.pings.append, ping, _peer(request))
+        await self.workers.in_db(self.pings.append, ping, peer(request))
         self.counters["pings"] += 1
         if self.on_ping is not None:
             try:

@@ -5,8 +5,8 @@ Layout of the data root:
 
     units/<unit>/<path>        uploaded files, exactly as sent
     updates/<unit>/update-X/   firmware updates, placed by the operator only
-    pings/pings-NNNN.tsv       alive pings, escaped TSV, rolled at ~100 KiB
-    co2.sqlite3                pings and the readings parse progress
+    pings/pings-NNNN.tsv       alive pings, escaped TSV, rolled at ~100 KiB (pinglog.py)
+    co2.sqlite3                pings and the readings parse progress (pinglog.py)
     tokens.json                per-unit token hashes (see tokens.py)
 
 Paths are walked one name at a time from directory descriptors with
@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import errno
 import os
-import sqlite3
 import stat
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,11 +31,10 @@ from twisted.python.threadpool import ThreadPool
 from nodes.co2 import upload
 from nodes.co2.errors import Rejected
 from nodes.co2.paths import READINGS_NAME, is_plain_name
-from nodes.co2.pings import Ping, tsv_line
 
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 # O_NONBLOCK: opening a FIFO planted in the tree must not hang a worker.
-_FILE_FLAGS = os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
+FILE_FLAGS = os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
 
 
 @dataclass(frozen=True)
@@ -59,8 +57,8 @@ class Storage:
         for sub in ("units", "updates", "pings"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
         self._root_fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        self._units_fd = os.open("units", _DIR_FLAGS, dir_fd=self._root_fd)
-        self._updates_fd = os.open("updates", _DIR_FLAGS, dir_fd=self._root_fd)
+        self._units_fd = os.open("units", DIR_FLAGS, dir_fd=self._root_fd)
+        self._updates_fd = os.open("updates", DIR_FLAGS, dir_fd=self._root_fd)
 
     def close(self) -> None:
         for fd in (self._units_fd, self._updates_fd, self._root_fd):
@@ -75,7 +73,7 @@ class Storage:
         try:
             for name in names:
                 try:
-                    nfd = os.open(name, _DIR_FLAGS, dir_fd=fd)
+                    nfd = os.open(name, DIR_FLAGS, dir_fd=fd)
                 except FileNotFoundError:
                     if not create:
                         os.close(fd)
@@ -85,7 +83,7 @@ class Storage:
                         os.fsync(fd)  # the new entry is durable before anything in it is
                     except FileExistsError:
                         pass
-                    nfd = os.open(name, _DIR_FLAGS, dir_fd=fd)
+                    nfd = os.open(name, DIR_FLAGS, dir_fd=fd)
                 except OSError as exc:
                     if exc.errno in (errno.ELOOP, errno.ENOTDIR):
                         raise _not_regular(name) from None
@@ -100,7 +98,7 @@ class Storage:
     @staticmethod
     def _open_file(dir_fd: int, name: str, flags: int) -> int | None:
         try:
-            fd = os.open(name, flags | _FILE_FLAGS, 0o644, dir_fd=dir_fd)
+            fd = os.open(name, flags | FILE_FLAGS, 0o644, dir_fd=dir_fd)
         except FileNotFoundError:
             return None
         except OSError as exc:
@@ -150,7 +148,7 @@ class Storage:
 
     def _create_file(self, dir_fd: int, name: str) -> int:
         try:
-            fd = os.open(name, os.O_RDWR | os.O_CREAT | os.O_EXCL | _FILE_FLAGS, 0o644,
+            fd = os.open(name, os.O_RDWR | os.O_CREAT | os.O_EXCL | FILE_FLAGS, 0o644,
                          dir_fd=dir_fd)
         except FileExistsError:
             fd = self._open_file(dir_fd, name, os.O_RDWR)
@@ -224,7 +222,7 @@ class Storage:
             return _listing(dir_fd, recursive)
         try:
             try:
-                fd = os.open(names[-1], os.O_RDONLY | _FILE_FLAGS, dir_fd=dir_fd)
+                fd = os.open(names[-1], os.O_RDONLY | FILE_FLAGS, dir_fd=dir_fd)
             except FileNotFoundError:
                 return None
             except OSError as exc:
@@ -267,7 +265,7 @@ def _listing(fd: int, recursive: bool) -> list[str]:
             return sorted(_plain_entries(fd, True) + _plain_entries(fd, False))
         out = list(_plain_entries(fd, False))
         for sub in _plain_entries(fd, True):
-            sub_fd = os.open(sub, _DIR_FLAGS, dir_fd=fd)
+            sub_fd = os.open(sub, DIR_FLAGS, dir_fd=fd)
             out += [f"{sub}/{p}" for p in _listing(sub_fd, True)]
         return sorted(out)
     finally:
@@ -294,130 +292,6 @@ def _pwrite_all(fd: int, data: bytes, at: int) -> None:
         n = os.pwrite(fd, view, at)
         view = view[n:]
         at += n
-
-
-# -- pings and parse progress -------------------------------------------------------
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS pings (
-    id INTEGER PRIMARY KEY,
-    t REAL NOT NULL,
-    unit_id TEXT NOT NULL,
-    site_code TEXT,
-    rssi_raw INTEGER,
-    rssi_dbm INTEGER,
-    ber_raw INTEGER,
-    peer TEXT
-);
-CREATE INDEX IF NOT EXISTS pings_by_unit ON pings (unit_id, id);
-CREATE TABLE IF NOT EXISTS readings_progress (
-    unit_id TEXT NOT NULL,
-    path TEXT NOT NULL,
-    parsed_until INTEGER NOT NULL,
-    PRIMARY KEY (unit_id, path)
-);
-"""
-
-
-class PingLog:
-    """Ping TSV files and the SQLite database. Use from one thread only (the
-    server's single database worker), which also orders the ping lines."""
-
-    def __init__(self, root: Path, file_bytes: int = 100 * 1024) -> None:
-        self.root = Path(root)
-        self.file_bytes = file_bytes
-        self._dir = self.root / "pings"
-        self._dir.mkdir(parents=True, exist_ok=True)
-        self._fd: int | None = None
-        self._index = self._last_index()
-        self.db = sqlite3.connect(self.root / "co2.sqlite3", check_same_thread=False,
-                                  isolation_level=None)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=FULL")
-        self.db.executescript(_SCHEMA)
-
-    def _last_index(self) -> int:
-        indices = [int(p.stem.split("-")[1]) for p in self._dir.glob("pings-[0-9][0-9][0-9][0-9]*.tsv")
-                   if p.stem.split("-")[1].isdigit()]
-        return max(indices, default=0)
-
-    def _file_fd(self) -> int:
-        if self._fd is not None and os.fstat(self._fd).st_size >= self.file_bytes:
-            os.close(self._fd)
-            self._fd = None
-            self._index += 1
-        if self._fd is None:
-            dir_fd = os.open(self._dir, _DIR_FLAGS)
-            try:
-                name = f"pings-{self._index:04d}.tsv"
-                self._fd = os.open(name, os.O_WRONLY | os.O_APPEND | os.O_CREAT | _FILE_FLAGS,
-                                   0o644, dir_fd=dir_fd)
-                os.fsync(dir_fd)
-            finally:
-                os.close(dir_fd)
-            if os.fstat(self._fd).st_size >= self.file_bytes:
-                return self._file_fd()
-        return self._fd
-
-    def append(self, ping: Ping, peer: str) -> None:
-        """Durably record one ping: its TSV line (fsync), then its database row."""
-        fd = self._file_fd()
-        line = tsv_line(ping)
-        _pwrite_all_append(fd, line)
-        os.fsync(fd)
-        self.db.execute(
-            "INSERT INTO pings (t, unit_id, site_code, rssi_raw, rssi_dbm, ber_raw, peer)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (ping.t, ping.unit_id, ping.site_code, ping.rssi_raw, ping.rssi_dbm, ping.ber_raw,
-             peer),
-        )
-
-    def recent(self, limit: int) -> list[dict[str, object]]:
-        rows = self.db.execute(
-            "SELECT t, unit_id, site_code, rssi_raw, rssi_dbm, ber_raw FROM pings"
-            " ORDER BY id DESC LIMIT ?", (limit,)).fetchall()
-        return [_ping_row(r) for r in rows]
-
-    def summary(self) -> list[dict[str, object]]:
-        rows = self.db.execute(
-            "SELECT p.t, p.unit_id, p.site_code, p.rssi_raw, p.rssi_dbm, p.ber_raw, g.n, g.first"
-            " FROM pings p JOIN (SELECT unit_id, MAX(id) AS id, COUNT(*) AS n, MIN(t) AS first"
-            " FROM pings GROUP BY unit_id) g ON p.id = g.id ORDER BY p.unit_id").fetchall()
-        out = []
-        for r in rows:
-            last = _ping_row(r[:6])
-            out.append({"unit_id": r[1], "pings": r[6], "first_seen": r[7],
-                        "last_seen": r[0], "last": last})
-        return out
-
-    def progress(self) -> dict[tuple[str, str], int]:
-        rows = self.db.execute("SELECT unit_id, path, parsed_until FROM readings_progress")
-        return {(u, p): n for u, p, n in rows}
-
-    def save_progress(self, entries: dict[tuple[str, str], int]) -> None:
-        self.db.execute("BEGIN")
-        self.db.executemany(
-            "INSERT INTO readings_progress (unit_id, path, parsed_until) VALUES (?, ?, ?)"
-            " ON CONFLICT (unit_id, path) DO UPDATE SET parsed_until = excluded.parsed_until",
-            [(u, p, n) for (u, p), n in entries.items()])
-        self.db.execute("COMMIT")
-
-    def close(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
-        self.db.close()
-
-
-def _pwrite_all_append(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]
-
-
-def _ping_row(r: tuple) -> dict[str, object]:
-    t, unit_id, site, rssi_raw, rssi_dbm, ber_raw = r
-    return Ping(t, unit_id, site, rssi_raw, rssi_dbm, ber_raw).as_dict()
 
 
 class Workers:
