@@ -543,3 +543,23 @@ async def test_restart_delivers_rows_stored_but_not_delivered_and_not_twice(co2,
         assert h.rows == []  # everything was delivered before: nothing is delivered again
     finally:
         await server.stop()
+
+
+def test_ping_files_roll_and_continue_after_restart(tmp_path):
+    from nodes.co2.pinglog import PingLog
+    from nodes.co2.pings import Ping
+
+    log = PingLog(tmp_path, file_bytes=200)
+    for i in range(6):
+        log.append(Ping(1e9 + i, UNIT, f"site-{i}", 1, -90, 99), "127.0.0.1")
+    log.close()
+    log = PingLog(tmp_path, file_bytes=200)  # a restart appends to the newest file
+    log.append(Ping(2e9, UNIT, "after", 1, -90, 99), "127.0.0.1")
+    assert [p["site_code"] for p in log.recent(2)] == ["after", "site-5"]
+    log.close()
+    files = sorted((tmp_path / "pings").iterdir())
+    assert [f.name for f in files] == ["pings-0000.tsv", "pings-0001.tsv"]  # ~65 B a line
+    assert files[1].read_text().splitlines()[-1].split("\t")[2] == "after"
+    lines = [line for f in files for line in f.read_text().splitlines()]
+    assert [line.split("\t")[2] for line in lines] == [f"site-{i}" for i in range(6)] + ["after"]
+    assert all(f.stat().st_size < 200 + 80 for f in files)
