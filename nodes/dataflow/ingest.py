@@ -1,0 +1,368 @@
+"""Thin I/O around the parser: watched trees -> followers -> parsers -> callbacks.
+
+`SummaryLogs` keeps one `FileFollower` and one `SummaryParser` per summary
+log and turns watcher events into parsed records. `DataFiles` turns finished
+files in data directories into `Arrival`s, `FlagFiles` the pipeline's inotify
+flags into `FlagEvent`s. `DataflowIngest` wires the three to `TreeWatcher`s.
+All callbacks run on the reactor thread; reads are bounded per reactor turn.
+
+A run read twice (a log rewritten in a way the follower must re-read from its
+start) is recognised by its identity (script, radar, host, start) and not
+delivered again.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from twisted.logger import Logger
+
+from nodes.dataflow.names import DataName, parse_data_name, parse_flag_name, parse_log_name
+from nodes.dataflow.products import DEFAULT_PERIOD
+from nodes.dataflow.summary import FileLine, Record, Run, RunStart, SummaryParser
+from nodes.dataflow.tail import FileFollower
+from nodes.dataflow.watch import ARRIVED, CHANGED, CREATED, EXISTS, GONE, RESCAN, TreeWatcher
+
+log = Logger()
+
+DEFAULT_BACKLOG = 2 * 86400.0  # at start, logs modified this recently are read from their start
+DEFAULT_IDLE_CLOSE = 600.0  # close the descriptor of a log idle this long (state is kept)
+
+
+def is_summary_log(path: str) -> bool:
+    name = os.path.basename(path)
+    return parse_log_name(name) is not None or name.endswith("_summary.log")
+
+
+class _Seen:
+    """A bounded set (oldest forgotten first)."""
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._d: OrderedDict[object, None] = OrderedDict()
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._d
+
+    def add(self, key: object) -> None:
+        self._d[key] = None
+        self._d.move_to_end(key)
+        if len(self._d) > self._size:
+            self._d.popitem(last=False)
+
+    def discard(self, key: object) -> None:
+        self._d.pop(key, None)
+
+
+class _Log:
+    __slots__ = ("follower", "parser", "last_data", "scheduled", "done", "replay")
+
+    def __init__(self, follower: FileFollower, parser: SummaryParser) -> None:
+        self.follower = follower
+        self.parser = parser
+        self.last_data = 0.0
+        self.scheduled = False
+        self.done = _Seen(4096)  # (script, radar, host, start) of runs delivered finished
+        self.replay = _Seen(64)  # (script, radar, start) of runs being read a second time
+
+
+class SummaryLogs:
+    """Summary logs being followed; `file_event` is a `TreeWatcher` callback."""
+
+    def __init__(
+        self,
+        on_records: Callable[[list[Record]], None],
+        *,
+        reactor=None,
+        clock: Callable[[], float] = time.time,
+        backlog: float = DEFAULT_BACKLOG,
+        unfinished_after: float = DEFAULT_PERIOD,
+        idle_close: float = DEFAULT_IDLE_CLOSE,
+        max_chunk: int = 1 << 18,
+        accept: Callable[[str], bool] = is_summary_log,
+    ) -> None:
+        if reactor is None:
+            from twisted.internet import reactor as default_reactor
+
+            reactor = default_reactor
+        self.on_records = on_records
+        self.reactor = reactor
+        self.clock = clock
+        self.backlog = backlog
+        self.unfinished_after = unfinished_after
+        self.idle_close = idle_close
+        self.max_chunk = max_chunk
+        self.accept = accept
+        self.logs: dict[str, _Log] = {}
+        self.counters = {"reads": 0, "records": 0, "duplicates": 0, "read_errors": 0}
+
+    def file_event(self, path: str, kind: str) -> None:
+        if not self.accept(path):
+            return
+        entry = self.logs.get(path)
+        if entry is None:
+            if kind == GONE:
+                return
+            entry = self._new(path, kind)
+        self._schedule(path, entry)
+
+    def _new(self, path: str, kind: str) -> _Log:
+        start = 0
+        if kind in (EXISTS, RESCAN):
+            # found by a scan rather than seen being written: replay only recent logs
+            try:
+                st = os.stat(path)
+                if st.st_mtime < self.clock() - self.backlog:
+                    start = st.st_size
+            except OSError:
+                pass
+        entry = _Log(FileFollower(path, start_offset=start, max_chunk=self.max_chunk), SummaryParser(path))
+        self.logs[path] = entry
+        return entry
+
+    def _schedule(self, path: str, entry: _Log) -> None:
+        # many events per written line (modify, close): one read per reactor turn
+        if not entry.scheduled:
+            entry.scheduled = True
+            self.reactor.callLater(0, self._read, path)
+
+    def _read(self, path: str) -> None:
+        entry = self.logs.get(path)
+        if entry is None:
+            return
+        entry.scheduled = False
+        data = entry.follower.read()
+        self.counters["reads"] += 1
+        if entry.follower.error:
+            self.counters["read_errors"] += 1
+        now = self.clock()
+        if data:
+            entry.last_data = now
+            self._deliver(entry, entry.parser.feed(data, now))
+        if entry.follower.more:
+            self._schedule(path, entry)
+
+    def _deliver(self, entry: _Log, records: list[Record]) -> None:
+        out: list[Record] = []
+        done, replay = entry.done, entry.replay
+        for r in records:
+            if isinstance(r, Run):
+                key = (r.script, r.radar, r.host, r.start)
+                replay.discard((r.script, r.radar, r.start))
+                if key in done:
+                    self.counters["duplicates"] += 1
+                    continue
+                if r.state == "finished" and r.start is not None:
+                    done.add(key)
+            elif isinstance(r, RunStart):
+                if (r.script, r.radar, r.host, r.start) in done:
+                    # a run already delivered is being read again: mute it until its end
+                    replay.add((r.script, r.radar, r.start))
+                    self.counters["duplicates"] += 1
+                    continue
+            elif isinstance(r, FileLine) and (r.script, r.radar, r.run_start) in replay:
+                self.counters["duplicates"] += 1
+                continue
+            out.append(r)
+        if out:
+            self.counters["records"] += len(out)
+            self.on_records(out)
+
+    def tick(self, now: float | None = None) -> list[Run]:
+        """Expire runs open too long (delivered as died) and close idle descriptors."""
+        now = self.clock() if now is None else now
+        died: list[Run] = []
+        for entry in self.logs.values():
+            runs = entry.parser.expire(now, self.unfinished_after)
+            if runs:
+                died.extend(runs)
+                self._deliver(entry, list(runs))
+            if entry.follower.is_open and now - entry.last_data > self.idle_close:
+                entry.follower.close()
+                entry.follower.compact()
+        return died
+
+    def running(self) -> list[Run]:
+        return [r for entry in self.logs.values() for r in entry.parser.running()]
+
+    def status(self) -> dict[str, object]:
+        parsers = [e.parser.stats for e in self.logs.values()]
+        totals: dict[str, int] = {}
+        for s in parsers:
+            for k, v in s.as_dict().items():
+                totals[k] = totals.get(k, 0) + v
+        errors = {p: e.follower.error for p, e in self.logs.items() if e.follower.error}
+        return {"logs": len(self.logs), "parser": totals, **self.counters, "errors": errors}
+
+
+@dataclass(frozen=True, slots=True)
+class Arrival:
+    """A finished file that appeared in a watched data directory."""
+
+    path: str
+    size: int
+    mtime: float
+    name: DataName | None  # what its name says (radar, kind, start time), if a data name
+
+    @property
+    def basename(self) -> str:
+        return os.path.basename(self.path)
+
+
+class DataFiles:
+    """Arrivals of finished files in data directories (`file_event` is a watcher callback)."""
+
+    def __init__(self, on_arrival: Callable[[Arrival], None], *, remember: int = 200_000) -> None:
+        self.on_arrival = on_arrival
+        self._known = _Seen(remember)  # (path, inode, size, mtime_ns) already reported or found
+        self.counters = {"arrivals": 0, "ignored": 0}
+
+    def file_event(self, path: str, kind: str) -> None:
+        name = os.path.basename(path)
+        if name.startswith("."):
+            self.counters["ignored"] += 1  # rsync's temporary files; the final name arrives by rename
+            return
+        if kind not in (EXISTS, RESCAN, ARRIVED):
+            return
+        try:
+            st = os.stat(path)
+        except OSError:
+            return
+        key = (path, st.st_ino, st.st_size, st.st_mtime_ns)
+        if key in self._known:
+            return
+        self._known.add(key)
+        if kind == EXISTS:
+            return  # the inventory at start is not news
+        self.counters["arrivals"] += 1
+        self.on_arrival(Arrival(path, st.st_size, st.st_mtime, parse_data_name(name)))
+
+
+@dataclass(frozen=True, slots=True)
+class FlagEvent:
+    """A pipeline flag raised (moved in) or cleared (removed)."""
+
+    path: str
+    stage: str  # the stage whose end the flag announces
+    radar: str | None
+    raised: bool
+    time: float  # clock time it was seen
+    initial: bool  # found by the first scan rather than seen arriving
+
+
+class FlagFiles:
+    """Pipeline flags in the daemons' flag directories."""
+
+    def __init__(self, on_flag: Callable[[FlagEvent], None], *, clock: Callable[[], float] = time.time) -> None:
+        self.on_flag = on_flag
+        self.clock = clock
+        self.raised: dict[str, FlagEvent] = {}
+        self.counters = {"flags": 0, "ignored": 0}
+
+    def file_event(self, path: str, kind: str) -> None:
+        parsed = parse_flag_name(os.path.basename(path))
+        if parsed is None:
+            self.counters["ignored"] += 1
+            return
+        if kind in (ARRIVED, EXISTS, RESCAN, CREATED):
+            if path in self.raised:
+                return
+            ev = FlagEvent(path, parsed.stage, parsed.radar, True, self.clock(), kind == EXISTS)
+            self.raised[path] = ev
+        elif kind == GONE:
+            if self.raised.pop(path, None) is None:
+                return
+            ev = FlagEvent(path, parsed.stage, parsed.radar, False, self.clock(), False)
+        else:
+            return
+        self.counters["flags"] += 1
+        self.on_flag(ev)
+
+
+class DataflowIngest:
+    """Watch summary-log roots, and optionally data and flag directories.
+
+    The node built on this gives `on_records` (lists of RunStart / FileLine /
+    Run), `on_arrival` and `on_flag`, and calls `tick()` every few seconds.
+    """
+
+    def __init__(
+        self,
+        *,
+        summary_roots: Iterable[str],
+        on_records: Callable[[list[Record]], None],
+        data_dirs: Iterable[str] = (),
+        flag_dirs: Iterable[str] = (),
+        on_arrival: Callable[[Arrival], None] | None = None,
+        on_flag: Callable[[FlagEvent], None] | None = None,
+        reactor=None,
+        clock: Callable[[], float] = time.time,
+        mode: str = "auto",
+        poll_interval: float = 1.0,
+        backlog: float = DEFAULT_BACKLOG,
+        unfinished_after: float = DEFAULT_PERIOD,
+    ) -> None:
+        if reactor is None:
+            from twisted.internet import reactor as default_reactor
+
+            reactor = default_reactor
+        self.logs = SummaryLogs(
+            on_records, reactor=reactor, clock=clock, backlog=backlog, unfinished_after=unfinished_after
+        )
+        self.watchers = [
+            TreeWatcher(summary_roots, self.logs.file_event, reactor=reactor, mode=mode, poll_interval=poll_interval)
+        ]
+        self.data: DataFiles | None = None
+        self.flags: FlagFiles | None = None
+        data_dirs, flag_dirs = list(data_dirs), list(flag_dirs)
+        if data_dirs:
+            self.data = DataFiles(on_arrival or (lambda a: None))
+            self.watchers.append(
+                TreeWatcher(data_dirs, self.data.file_event, reactor=reactor, mode=mode, modify=False,
+                            poll_interval=poll_interval)
+            )
+        if flag_dirs:
+            self.flags = FlagFiles(on_flag or (lambda f: None), clock=clock)
+            self.watchers.append(
+                TreeWatcher(flag_dirs, self.flags.file_event, reactor=reactor, mode=mode, modify=False,
+                            poll_interval=poll_interval)
+            )
+
+    def start(self) -> None:
+        for w in self.watchers:
+            w.start()
+
+    def stop(self) -> None:
+        for w in self.watchers:
+            w.stop()
+        for entry in self.logs.logs.values():
+            entry.follower.close()
+
+    def tick(self, now: float | None = None) -> list[Run]:
+        return self.logs.tick(now)
+
+    def status(self) -> dict[str, object]:
+        return {
+            "mode": [w.mode for w in self.watchers],
+            "watch": [w.counters for w in self.watchers],
+            "logs": self.logs.status(),
+            "data": None if self.data is None else self.data.counters,
+            "flags": None if self.flags is None else self.flags.counters,
+        }
+
+
+__all__ = [
+    "ARRIVED",
+    "CHANGED",
+    "Arrival",
+    "DataFiles",
+    "DataflowIngest",
+    "FlagEvent",
+    "FlagFiles",
+    "SummaryLogs",
+    "is_summary_log",
+]
