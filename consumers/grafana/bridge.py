@@ -1,0 +1,351 @@
+"""The bridge's WAMP side: one backend session, the catalog kept fresh, and the
+calls to nodes, fanned out concurrently.
+
+The catalog follows the hub: the full listing on every join, then
+`data_node_added` / `data_node_subtracted`. A node's fields are fetched when
+it appears and again whenever a target names a field the catalog does not
+know (a field declared after start-up is queryable at once, never answered
+with empty data). Concurrent refreshes of one node share one call.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from autobahn.wamp.exception import ApplicationError
+from autobahn.wamp.types import CallOptions
+from twisted.internet import defer
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from consumers.grafana import frames, protocol, replies
+from consumers.grafana.catalog import Catalog, Series
+from consumers.grafana.errors import RequestError, unavailable
+from obsmesh.uris import Uris
+from obsmesh.wamp import component as make_component
+
+FAR_FUTURE = 366 * 86400.0  # get_fields asks up to a year ahead, so clock skew hides nothing
+EXPORT_TIMEOUT_FACTOR = 10  # a download may take ten times a panel's query timeout
+EARLIEST = 1e-3  # the mesh reads times <= 0 as "before now"; Grafana's 1970 is absolute
+
+
+class Bridge:
+    log = Logger()
+
+    def __init__(
+        self,
+        mesh: dict[str, Any],
+        settings: dict[str, Any],
+        reactor: Any = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if reactor is None:
+            from twisted.internet import reactor
+        self.reactor = reactor
+        self.mesh = mesh
+        self.settings = settings
+        self.uris = Uris(mesh["prefix"])
+        self.clock = clock
+        self.catalog = Catalog()
+        self.session = None
+        self.timeout = float(settings["query_timeout"])
+        self._inflight: dict[str, list[defer.Deferred]] = {}
+        self._component = None
+        self.stats = {"queries": 0, "series": 0, "refreshes": 0, "node_errors": 0}
+
+    # -- the session -------------------------------------------------------
+    def start(self) -> defer.Deferred:
+        """Connect to the router and stay connected (retrying forever)."""
+        comp = make_component(self.mesh["router_url"], self.mesh["realm"], self.settings.get("authentication"))
+        comp.on("join", lambda s, d: defer.ensureDeferred(self._on_join(s, d)))
+        comp.on("leave", self._on_leave)
+        self._component = comp
+        done = comp.start(self.reactor)
+        done.addErrback(lambda f: self.log.failure("WAMP component ended", failure=f))
+        return done
+
+    async def stop(self) -> None:
+        if self._component is not None:
+            d = self._component.stop()
+            if isinstance(d, defer.Deferred):
+                d.addTimeout(2.0, self.reactor)
+                try:
+                    await d
+                except Exception as exc:
+                    self.log.debug("leaving: {exc}", exc=exc)
+
+    async def _on_join(self, session, details) -> None:
+        u = self.uris
+        await session.subscribe(self._on_added, u.added)
+        await session.subscribe(self._on_subtracted, u.subtracted)
+        await session.subscribe(lambda *a, **kw: self._reload(session), u.hub_online)
+        self.session = session
+        self._inflight.clear()
+        self.log.info("grafana bridge joined {realm} (session {sid})", realm=details.realm, sid=details.session)
+        await self._reload(session)
+
+    def _on_leave(self, session, details) -> None:
+        if self.session is session:
+            self.session = None
+            self._inflight.clear()
+        self.log.info("grafana bridge left the router ({reason})", reason=getattr(details, "reason", details))
+
+    @property
+    def connected(self) -> bool:
+        return self.session is not None
+
+    def _require(self):
+        if self.session is None:
+            raise unavailable()
+        return self.session
+
+    # -- keeping the catalog fresh ---------------------------------------
+    async def _reload(self, session=None) -> None:
+        try:
+            await self.refresh_directory()
+        except Exception as exc:  # the hub is not up yet: its hub.online will bring us back
+            self.log.info("directory not available yet: {exc}", exc=exc)
+            return
+        await defer.DeferredList([defer.ensureDeferred(self.refresh_fields(n)) for n in list(self.catalog.nodes)],
+                                 consumeErrors=True)
+
+    def _on_added(self, announcement=None, *args, **kwargs) -> None:
+        name = self.catalog.added(announcement)
+        if name is not None:
+            d = defer.ensureDeferred(self.refresh_fields(name))
+            d.addErrback(lambda f: self.log.info("fields of {n}: {e}", n=name, e=f.getErrorMessage()))
+
+    def _on_subtracted(self, announcement=None, *args, **kwargs) -> None:
+        self.catalog.subtracted(announcement)
+
+    def _shared(self, key: str, make: Callable[[], Any]) -> defer.Deferred:
+        """One call in flight per key; every waiter gets its own Deferred with the shared outcome."""
+        mine: defer.Deferred = defer.Deferred()
+        waiters = self._inflight.get(key)
+        if waiters is not None:
+            waiters.append(mine)
+            return mine
+        waiters = [mine]
+        self._inflight[key] = waiters
+
+        def done(result):
+            if self._inflight.get(key) is waiters:
+                del self._inflight[key]
+            for w in waiters:
+                w.errback(result) if isinstance(result, Failure) else w.callback(result)
+
+        defer.ensureDeferred(make()).addBoth(done)
+        return mine
+
+    async def _call(self, uri: str, *args, timeout: float | None = None, **kwargs) -> Any:
+        session = self._require()
+        d = session.call(uri, *args, **kwargs)
+        d.addTimeout(timeout or self.timeout, self.reactor)
+        return await d
+
+    async def refresh_directory(self) -> None:
+        async def fetch():
+            listing = await self._call(self.uris.get_data_node)
+            self.catalog.set_directory(listing)
+
+        self.stats["refreshes"] += 1
+        await self._shared("directory", fetch)
+
+    async def refresh_fields(self, node: str) -> None:
+        async def fetch():
+            now = self.clock()
+            answer = await self._call(self.uris.get_fields(node), EARLIEST, now + FAR_FUTURE)
+            if not self.catalog.set_fields(node, answer):
+                self.log.warn("node {node} sent malformed fields", node=node)
+
+        self.stats["refreshes"] += 1
+        await self._shared(f"fields:{node}", fetch)
+
+    async def resolve(self, targets: Iterable[protocol.Target], filters=()) -> list[list[Series]]:
+        """Targets to series; whatever the catalog misses is refreshed once, then looked up again."""
+        targets = list(targets)
+        res = self.catalog.resolve(targets, filters)
+        stale = set(res.stale_nodes) | self._wildcard_nodes(targets)
+        if not res.unknown_nodes and not stale:
+            return res.series
+        if res.unknown_nodes:
+            try:
+                await self.refresh_directory()
+            except Exception as exc:
+                self.log.info("directory refresh failed: {exc}", exc=exc)
+            stale |= {n for n in res.unknown_nodes if n in self.catalog.nodes}
+        await defer.DeferredList(
+            [defer.ensureDeferred(self.refresh_fields(n)) for n in sorted(stale) if n in self.catalog.nodes],
+            consumeErrors=True,
+        )
+        return self.catalog.resolve(targets, filters).series
+
+    def _wildcard_nodes(self, targets: list[protocol.Target]) -> set[str]:
+        """Nodes whose whole field list a target asks for: that list is fetched anew, so a
+        field declared a moment ago is drawn too."""
+        out: set[str] = set()
+        for t in targets:
+            for node, field in t.pairs:
+                if field == protocol.WILDCARD:
+                    out |= set(self.catalog.nodes) if node == protocol.WILDCARD else {node}
+        return out
+
+    # -- /query ------------------------------------------------------------
+    async def query(self, q: protocol.Query) -> list[dict[str, Any]]:
+        """Every target of one request; one get_data per (node, reduction), all concurrently."""
+        self._require()
+        self.stats["queries"] += 1
+        resolved = await self.resolve(q.targets, q.filters)
+        groups: dict[tuple[str, str], list[Series]] = {}
+        for target, series in zip(q.targets, resolved, strict=True):
+            for s in series:
+                members = groups.setdefault((s.node, target.reduce), [])
+                if s not in members:
+                    members.append(s)
+        keys = list(groups)
+        answers = await defer.DeferredList(
+            [defer.ensureDeferred(self._fetch(node, reduce, groups[(node, reduce)], q)) for node, reduce in keys],
+            consumeErrors=True,
+        )
+        results: dict[tuple[str, str], dict] = {}
+        for key, (ok, value) in zip(keys, answers, strict=True):
+            results[key] = value if ok else {}
+            if not ok:
+                self.stats["node_errors"] += 1
+                self.log.info("{node}: {err}", node=key[0], err=value.getErrorMessage())
+        events = await self._events_for_targets(q)
+        out: list[dict[str, Any]] = []
+        for target, series in zip(q.targets, resolved, strict=True):
+            for s in series:
+                col = results[(s.node, target.reduce)].get(s.field)
+                kind = s.meta["type"]
+                if target.table:
+                    out.append(frames.table(s.name, *col, kind, target.ref_id) if col
+                               else frames.empty_table(s.name, kind, target.ref_id))
+                elif col:
+                    out.append(frames.timeseries(s.name, *col, kind, target.ref_id, s.meta.get("units", "")))
+                else:
+                    out.append(frames.empty_series(s.name, target.ref_id))
+                self.stats["series"] += 1
+            if not series:
+                out.extend(self._unresolved(target, events))
+        return out
+
+    def _unresolved(self, target: protocol.Target, events: dict[str, list]) -> list[dict[str, Any]]:
+        """A target with no series: event tables, or one empty series so the panel shows why."""
+        if any(f == protocol.EVENTS for _, f in target.pairs):
+            rows = sorted((e for n, f in target.pairs if f == protocol.EVENTS for e in events.get(n, [])),
+                          key=lambda e: e["time"])
+            return [frames.events_table(target.text, rows, target.ref_id)]
+        if target.table:
+            return [frames.empty_table(target.text, "number", target.ref_id)]
+        return [frames.empty_series(target.text, target.ref_id)]
+
+    async def _fetch(self, node: str, reduce: str, series: list[Series], q: protocol.Query) -> dict:
+        """One node's columns; a field the node no longer has is dropped and the rest asked again."""
+        wanted = [(s.field, s.timeline) for s in series]
+        start = max(q.start, EARLIEST)
+        if q.end <= EARLIEST:
+            return {}
+        stride = protocol.min_stride(start, q.end, q.max_points, reduce, q.interval)
+        try:
+            reply = await self._get_data(node, [f for f, _ in wanted], start, q.end, stride, reduce)
+        except ApplicationError as exc:
+            if exc.error != self.uris.error("no_such_field"):
+                raise
+            await self.refresh_fields(node)
+            entry = self.catalog.nodes.get(node)
+            wanted = [(f, tl) for f, tl in wanted if entry is not None and f in entry.fields]
+            if not wanted:
+                return {}
+            reply = await self._get_data(node, [f for f, _ in wanted], start, q.end, stride, reduce)
+        return replies.columns(reply, wanted)
+
+    async def _get_data(self, node: str, fields: list[str], start: float, end: float,
+                        stride: float | None, reduce: str = "mean", options: CallOptions | None = None,
+                        timeout: float | None = None) -> Any:
+        entry = self.catalog.nodes.get(node)
+        if entry is not None and not entry.obsmesh:
+            # sisock's nodes know neither reduce= nor encoding=: plain lists, mean bins.
+            return await self._call(self.uris.get_data(node), fields, start, end, stride, timeout=timeout)
+        kwargs: dict[str, Any] = {"min_stride": stride, "reduce": reduce, "encoding": "array"}
+        if options is not None:
+            kwargs["options"] = options
+        return await self._call(self.uris.get_data(node), fields, start, end, timeout=timeout, **kwargs)
+
+    # -- annotations ---------------------------------------------------------
+    async def events(self, nodes: Iterable[str], start: float, end: float) -> dict[str, list[dict]]:
+        """Each node's annotation events in `[start, end)`; a node that fails gives none."""
+        self._require()
+        nodes = sorted(set(nodes))
+        start, end = max(start, EARLIEST), max(end, EARLIEST)
+        answers = await defer.DeferredList(
+            [defer.ensureDeferred(self._call(self.uris.get_events(n), start, end)) for n in nodes],
+            consumeErrors=True,
+        )
+        out: dict[str, list[dict]] = {}
+        for node, (ok, value) in zip(nodes, answers, strict=True):
+            if not ok:
+                self.log.info("events of {node}: {err}", node=node, err=value.getErrorMessage())
+                out[node] = []
+                continue
+            raw = value if isinstance(value, list) else []
+            cleaned = (frames.clean_event(e, node) for e in raw[:100_000])
+            out[node] = [e for e in cleaned if e is not None and start <= e["time"] < end]
+        return out
+
+    async def _events_for_targets(self, q: protocol.Query) -> dict[str, list[dict]]:
+        nodes = set()
+        for t in q.targets:
+            for node, field in t.pairs:
+                if field == protocol.EVENTS:
+                    nodes |= set(self.catalog.nodes) if node == protocol.WILDCARD else {node}
+        return await self.events(nodes, q.start, q.end) if nodes else {}
+
+    def annotation_nodes(self, query: str) -> list[str]:
+        """The nodes an annotation query names: `*` or empty for all, else names split by , or space."""
+        names = [n for n in query.replace(",", " ").split() if n]
+        if not names or protocol.WILDCARD in names:
+            return sorted(self.catalog.nodes)
+        out = []
+        for n in names:
+            for a in protocol.alternatives(n):
+                out.append(a)
+        return out
+
+    # -- /export -------------------------------------------------------------
+    async def export_fields(self, node: str, fields: list[str]) -> dict[str, dict]:
+        """The metadata of the fields a download asks for (refreshed if unknown); 404 otherwise."""
+        self._require()
+        if node not in self.catalog.nodes:
+            await self.refresh_directory()
+        if node not in self.catalog.nodes:
+            raise RequestError(f"no node {node!r} in the mesh", 404)
+        if any(f not in self.catalog.nodes[node].fields for f in fields):
+            await self.refresh_fields(node)
+        entry = self.catalog.nodes.get(node)
+        known = entry.fields if entry is not None else {}
+        missing = [f for f in fields if f not in known]
+        if missing:
+            raise RequestError(f"node {node!r} has no field {', '.join(map(repr, missing))}", 404)
+        return {f: dict(known[f]) for f in fields}
+
+    async def export(self, node: str, fields: list[str], start: float, end: float, stride: float | None,
+                     reduce: str, on_chunk: Callable[..., None]) -> Any:
+        """A node's data as progressive chunks (so no reply nears the message size): every chunk
+        but the last goes to `on_chunk`, the last is returned."""
+        entry = self.catalog.nodes.get(node)
+        options = CallOptions(on_progress=on_chunk) if entry is None or entry.obsmesh else None
+        try:
+            return await self._get_data(node, fields, start, end, stride, reduce, options,
+                                        timeout=EXPORT_TIMEOUT_FACTOR * self.timeout)
+        except ApplicationError as exc:
+            message = exc.args[0] if exc.args and isinstance(exc.args[0], str) else exc.error
+            if exc.error.startswith(self.uris.prefix + ".error."):
+                raise RequestError(f"{node}: {message}") from None
+            raise RequestError(f"{node} is unavailable: {message}", 503) from None
+        except defer.TimeoutError:
+            raise RequestError(f"{node} did not answer within {EXPORT_TIMEOUT_FACTOR * self.timeout:g} s",
+                               503) from None

@@ -1,0 +1,330 @@
+"""Grafana request bodies to validated values (pure functions: no I/O).
+
+Both datasource plugins are covered: the current JSON datasource
+(simpod-json-datasource) and the legacy SimpleJSON plugin. Every body is
+hostile until parsed here; anything malformed becomes one `RequestError`
+(HTTP 400) with a message that says what was wrong.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from consumers.grafana.errors import RequestError
+
+REDUCTIONS = ("mean", "minmax")
+DEFAULT_POINTS = 1000  # when a request names no maxDataPoints
+MAX_TARGETS = 100  # targets in one request
+MAX_TEXT = 1000  # characters of a target, key or value
+SEPARATOR = "::"  # sisock's `<node>::<field>`
+EVENTS = "@events"  # `<node>::@events`: the node's annotation events as a table
+WILDCARD = "*"
+FILTER_OPERATORS = ("=", "!=", "=~", "!~")
+
+_ALTERNATIVES = re.compile(r"^\{([^{}]*)\}$")  # Grafana's multi-value variable format {a,b}
+
+
+# -- JSON --------------------------------------------------------------------
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def parse_json(body: bytes) -> Any:
+    """A request body to a JSON value; an empty body is `{}` (Grafana sends none at times)."""
+    if not body.strip():
+        return {}
+    try:
+        return json.loads(body, parse_constant=_no_constants)
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
+        raise RequestError(f"the body is not valid JSON: {exc}") from None
+
+
+def as_object(value: Any, what: str) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise RequestError(f"{what} must be a JSON object, got {_kind(value)}")
+    return value
+
+
+def _kind(value: Any) -> str:
+    return {dict: "an object", list: "an array", str: "a string", bool: "a boolean",
+            type(None): "null"}.get(type(value), "a number")
+
+
+def text(value: Any, what: str, default: str | None = None, allow_empty: bool = True) -> str | None:
+    """An optional string field, bounded in length."""
+    if value is None:
+        return default
+    if not isinstance(value, str):
+        raise RequestError(f"{what} must be a string, got {_kind(value)}")
+    if len(value) > MAX_TEXT:
+        raise RequestError(f"{what} is longer than {MAX_TEXT} characters")
+    if not allow_empty and not value:
+        raise RequestError(f"{what} must not be empty")
+    return value
+
+
+def number(value: Any, what: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise RequestError(f"{what} must be a number, got {_kind(value)}")
+    try:
+        out = float(value)
+    except OverflowError:
+        raise RequestError(f"{what} is out of range") from None
+    if not math.isfinite(out):
+        raise RequestError(f"{what} must be finite")
+    return out
+
+
+# -- times -------------------------------------------------------------------
+_LEAP_SECOND = re.compile(r"^(.*T\d\d:\d\d):60(.*)$")
+
+
+def iso_seconds(s: str) -> float:
+    """An ISO 8601 / RFC 3339 time to UNIX seconds (UTC when no offset is given).
+
+    RFC 3339 allows a lower-case `t` and `z` and a leap second `:60`; Python's
+    parser knows neither, so they are normalised first. Raises ValueError.
+    """
+    s = s.strip().upper()
+    leap = _LEAP_SECOND.match(s)
+    if leap:
+        s = f"{leap.group(1)}:59{leap.group(2)}"
+    dt = datetime.fromisoformat(s)
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    return dt.timestamp() + (1.0 if leap else 0.0)
+
+
+def parse_time(value: Any, what: str) -> float:
+    """Grafana's ISO 8601 time (`2016-10-31T06:33:44.866Z`) or UNIX milliseconds, to UNIX seconds."""
+    if isinstance(value, str):
+        s = value.strip()
+        if len(s) > 64:
+            raise RequestError(f"{what} is not a time: too long")
+        try:
+            return iso_seconds(s)
+        except (ValueError, OverflowError):
+            pass
+        try:  # a number of milliseconds written as a string
+            return number(float(s), what) / 1000.0
+        except (ValueError, OverflowError):
+            raise RequestError(f"{what} is not an ISO 8601 time or UNIX milliseconds: {s!r}") from None
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return number(value, what) / 1000.0
+    raise RequestError(f"{what} must be an ISO 8601 time or UNIX milliseconds, got {_kind(value)}")
+
+
+def parse_range(body: dict[str, Any], required: bool = True) -> tuple[float, float] | None:
+    """`range.from` / `range.to` → `(start, end)` in UNIX seconds, start not after end."""
+    rng = body.get("range")
+    if rng is None and not required:
+        return None
+    rng = as_object(rng, "range")
+    if "from" not in rng or "to" not in rng:
+        raise RequestError("range.from and range.to are required")
+    start = parse_time(rng["from"], "range.from")
+    end = parse_time(rng["to"], "range.to")
+    if start > end:
+        raise RequestError("range.from is after range.to")
+    return start, end
+
+
+# -- targets -----------------------------------------------------------------
+@dataclass(frozen=True)
+class Target:
+    """One query target: which series to draw and how."""
+
+    text: str  # as the dashboard wrote it
+    ref_id: str | None
+    pairs: tuple[tuple[str, str], ...]  # (node, field); either may be "*"
+    reduce: str  # "mean" | "minmax"
+    timeline: str | None  # only the fields of this timeline (for wildcards)
+    table: bool  # table instead of time series
+
+
+@dataclass(frozen=True)
+class Filter:
+    key: str
+    operator: str
+    value: str
+
+    def accepts(self, actual: str | None) -> bool:
+        actual = "" if actual is None else actual
+        if self.operator == "=":
+            return actual == self.value
+        if self.operator == "!=":
+            return actual != self.value
+        # Shell-style patterns, not regular expressions: no pathological backtracking.
+        from fnmatch import fnmatchcase
+
+        matched = fnmatchcase(actual, self.value)
+        return matched if self.operator == "=~" else not matched
+
+
+@dataclass(frozen=True)
+class Query:
+    start: float
+    end: float
+    max_points: int
+    interval: float  # seconds; Grafana's intervalMs, 0 if absent
+    targets: tuple[Target, ...]
+    filters: tuple[Filter, ...]
+
+
+def alternatives(part: str) -> tuple[str, ...]:
+    """`{a,b}` (a multi-value dashboard variable) → ("a", "b"); anything else stays one name."""
+    m = _ALTERNATIVES.match(part)
+    if m is None:
+        return (part,)
+    names = tuple(dict.fromkeys(p.strip() for p in m.group(1).split(",") if p.strip()))
+    if not names:
+        raise RequestError(f"empty alternatives {part!r}")
+    return names
+
+
+def split_target(name: str) -> tuple[tuple[str, str], ...]:
+    """`<node>::<field>` → (node, field) pairs; node names never hold ':' so the first `::` splits."""
+    node, sep, field = name.partition(SEPARATOR)
+    if not sep or not node or not field:
+        raise RequestError(f"target {name!r} must be <node>::<field>")
+    return tuple((n, f) for n in alternatives(node.strip()) for f in alternatives(field))
+
+
+def _payload(raw: dict[str, Any]) -> dict[str, Any]:
+    """The plugin's per-target payload (current plugin) or `data` (older versions)."""
+    value = raw.get("payload", raw.get("data"))
+    if isinstance(value, str):  # some versions send the payload editor's text
+        value = parse_json(value.encode()) if value.strip() else {}
+    return as_object(value, "payload")
+
+
+def parse_target(raw: Any, index: int) -> Target | None:
+    """One entry of `targets`; None for a hidden or still empty one (a panel being edited)."""
+    where = f"targets[{index}]"
+    raw = as_object(raw, where)
+    if raw.get("hide") is True:
+        return None
+    name = text(raw.get("target"), f"{where}.target")
+    if name is None or not name.strip():
+        return None
+    name = name.strip()
+    payload = _payload(raw)
+    reduce = text(payload.get("reduce"), f"{where}.payload.reduce", "mean") or "mean"
+    if reduce not in REDUCTIONS:
+        raise RequestError(f"{where}.payload.reduce must be one of {list(REDUCTIONS)}, got {reduce!r}")
+    timeline = text(payload.get("timeline"), f"{where}.payload.timeline") or None
+    kind = text(raw.get("type"), f"{where}.type") or text(payload.get("format"), f"{where}.payload.format")
+    kind = kind or "timeserie"
+    if kind not in ("timeserie", "timeseries", "time_series", "table"):
+        raise RequestError(f"{where}.type must be timeserie or table, got {kind!r}")
+    ref_id = raw.get("refId")
+    return Target(
+        text=name,
+        ref_id=ref_id if isinstance(ref_id, str) and len(ref_id) <= MAX_TEXT else None,
+        pairs=split_target(name),
+        reduce=reduce,
+        timeline=timeline,
+        table=kind == "table",
+    )
+
+
+def parse_filters(body: dict[str, Any]) -> tuple[Filter, ...]:
+    """Ad hoc filters (`adhocFilters` in the current plugin, `filters` in some versions)."""
+    raw = body.get("adhocFilters", body.get("filters"))
+    if raw is None:
+        return ()
+    if not isinstance(raw, list) or len(raw) > MAX_TARGETS:
+        raise RequestError(f"adhocFilters must be an array of at most {MAX_TARGETS} filters")
+    out = []
+    for i, f in enumerate(raw):
+        f = as_object(f, f"adhocFilters[{i}]")
+        key = text(f.get("key"), f"adhocFilters[{i}].key", allow_empty=False)
+        op = text(f.get("operator"), f"adhocFilters[{i}].operator", "=")
+        value = f.get("value")
+        value = str(value) if isinstance(value, int | float) and not isinstance(value, bool) else value
+        value = text(value, f"adhocFilters[{i}].value", "")
+        if key is None:
+            raise RequestError(f"adhocFilters[{i}].key is required")
+        if op not in FILTER_OPERATORS:
+            raise RequestError(f"adhocFilters[{i}].operator must be one of {list(FILTER_OPERATORS)}, got {op!r}")
+        out.append(Filter(key, op, value))
+    return tuple(out)
+
+
+def parse_query(body: Any, max_points_cap: int) -> Query:
+    """A `/query` body of either plugin."""
+    body = as_object(body, "the body")
+    start, end = parse_range(body)
+    points = body.get("maxDataPoints")
+    if points is None:
+        max_points = min(DEFAULT_POINTS, max_points_cap)
+    else:
+        p = number(points, "maxDataPoints")
+        if p < 1:
+            raise RequestError("maxDataPoints must be at least 1")
+        max_points = int(min(p, max_points_cap))
+    interval_ms = body.get("intervalMs")
+    interval = 0.0 if interval_ms is None else number(interval_ms, "intervalMs") / 1000.0
+    if interval < 0:
+        raise RequestError("intervalMs must not be negative")
+    raw_targets = body.get("targets", [])
+    if not isinstance(raw_targets, list):
+        raise RequestError(f"targets must be an array, got {_kind(raw_targets)}")
+    if len(raw_targets) > MAX_TARGETS:
+        raise RequestError(f"at most {MAX_TARGETS} targets per request")
+    targets = tuple(t for i, raw in enumerate(raw_targets) if (t := parse_target(raw, i)) is not None)
+    return Query(start, end, max_points, interval, targets, parse_filters(body))
+
+
+def min_stride(start: float, end: float, max_points: int, reduce: str, interval: float = 0.0) -> float:
+    """The bin width (seconds) that keeps a series within `max_points` points.
+
+    Bins are aligned to multiples of the stride, so B bins can touch a span of
+    (B - 1) strides; minmax gives two points per bin. Grafana's own interval
+    (intervalMs) wins when it is coarser.
+    """
+    span = end - start
+    bins = max_points // 2 if reduce == "minmax" else max_points
+    if span <= 0:
+        return max(interval, 1.0)
+    if bins <= 1:
+        # One bin for the whole range: a stride past `end` puts every time in bin 0.
+        return max(interval, abs(end) + span + 1.0)
+    stride = span / (bins - 1) * (1.0 + 1e-9)  # a hair wider against rounding
+    return max(stride, interval)
+
+
+# -- the other bodies --------------------------------------------------------
+def query_text(body: Any, *keys: str) -> str:
+    """The free text of /search, /variable and annotation queries, wherever the plugin put it."""
+    if isinstance(body, str):
+        return text(body, "the query") or ""
+    body = as_object(body, "the body")
+    for key in keys:
+        value = body.get(key)
+        if isinstance(value, dict):
+            return query_text(value, "target", "query")
+        if value is not None:
+            return text(value, key) or ""
+    return ""
+
+
+def parse_timestamp_arg(value: str, what: str) -> float:
+    """A time in a URL: UNIX seconds (`<= 0` means before now, resolved by the node) or ISO 8601."""
+    if len(value) > 64:
+        raise RequestError(f"{what} is too long")
+    try:
+        return number(float(value), what)
+    except (ValueError, OverflowError):
+        pass
+    try:
+        return iso_seconds(value)
+    except (ValueError, OverflowError):
+        raise RequestError(f"{what} must be UNIX seconds or an ISO 8601 time, got {value!r}") from None
