@@ -166,3 +166,20 @@ def test_mean_and_minmax_match_plain_python(data, stride):
     assert xt.tolist() == expect_t
     assert same(xc["v"].tolist(), expect_v)
     assert len(mt) <= max_points(len(t), float(t[0]) if len(t) else 0.0, float(t[-1]) if len(t) else 0.0, stride)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    scale=st.sampled_from([1.0, 1e3, 1e9]),
+    fraction=st.sampled_from([0.1, 0.3, 1 / 3, 7.7, 1e-3]),
+)
+def test_bin_edges_by_search_equal_floor_definition(seed, scale, fraction):
+    rng = np.random.default_rng(seed)
+    t = np.sort(rng.random(5000) * scale + scale)
+    stride = fraction * (t[-1] - t[0] + 1e-9) / 50
+    bins = np.floor(t / stride)
+    expected = np.concatenate(([0], np.flatnonzero(bins[1:] != bins[:-1]) + 1))
+    from obsmesh.store.reduce import bin_starts
+
+    assert np.array_equal(bin_starts(t, stride), expected)

@@ -17,12 +17,29 @@ import numpy as np
 
 
 def bin_starts(t: np.ndarray, stride: float) -> np.ndarray:
-    """Indices where a new bin starts in sorted `t`."""
+    """Indices where a new bin starts in sorted `t`; bin k is floor(t / stride) == k."""
     if t.size == 0:
         return np.zeros(0, dtype=np.intp)
-    bins = np.floor(t / stride)
-    change = np.flatnonzero(bins[1:] != bins[:-1]) + 1
-    return np.concatenate(([0], change))
+    first, last = np.floor(t[0] / stride), np.floor(t[-1] / stride)
+    nbins = int(last - first) + 1
+    if nbins > t.size // 8:  # many small bins: one pass over every sample
+        bins = np.floor(t / stride)
+        change = np.flatnonzero(bins[1:] != bins[:-1]) + 1
+        return np.concatenate(([0], change))
+    # Few bins: binary-search each edge instead of touching every sample.
+    k = first + np.arange(1, nbins)
+    idx = np.searchsorted(t, k * stride, side="left")
+    # k * stride may round differently from t / stride: nudge each edge until it
+    # is exactly the first index whose floor(t / stride) reaches k (monotone in t).
+    for _ in range(64):
+        up = (idx < t.size) & (np.floor(t[np.minimum(idx, t.size - 1)] / stride) < k)
+        down = (idx > 0) & (np.floor(t[np.maximum(idx - 1, 0)] / stride) >= k)
+        if not (up.any() or down.any()):
+            break
+        idx = idx + up - down
+    starts = np.concatenate(([0], idx))
+    keep = np.concatenate(([True], np.diff(starts) > 0)) & (starts < t.size)
+    return starts[keep]
 
 
 def _finite_mean(col: np.ndarray, starts: np.ndarray) -> np.ndarray:
