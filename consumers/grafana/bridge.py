@@ -51,7 +51,7 @@ class Bridge:
         self.catalog = Catalog()
         self.session = None
         self.timeout = float(settings["query_timeout"])
-        self._inflight: dict[str, list[defer.Deferred]] = {}
+        self._inflight: dict[str, dict] = {}
         self._component = None
         self.stats = {"queries": 0, "series": 0, "refreshes": 0, "node_errors": 0}
 
@@ -121,23 +121,33 @@ class Bridge:
         self.catalog.subtracted(announcement)
 
     def _shared(self, key: str, make: Callable[[], Any]) -> defer.Deferred:
-        """One call in flight per key; every waiter gets its own Deferred with the shared outcome."""
+        """Coalesced refreshes: one call per key at a time, and a caller never gets the
+        answer of a call that started before it asked (that answer may predate what made
+        it ask, such as a field declared a moment ago). Callers arriving while a call
+        runs share one follow-up call, started when the running one ends."""
         mine: defer.Deferred = defer.Deferred()
-        waiters = self._inflight.get(key)
-        if waiters is not None:
-            waiters.append(mine)
-            return mine
-        waiters = [mine]
-        self._inflight[key] = waiters
+        slot = self._inflight.get(key)
+        if slot is None:
+            slot = {"next": None}
+            self._inflight[key] = slot
+            self._run_shared(key, slot, [mine], make)
+        else:
+            if slot["next"] is None:
+                slot["next"] = []
+            slot["next"].append(mine)
+        return mine
 
+    def _run_shared(self, key: str, slot: dict, waiters: list[defer.Deferred], make: Callable[[], Any]) -> None:
         def done(result):
-            if self._inflight.get(key) is waiters:
+            follow_up, slot["next"] = slot["next"], None
+            if follow_up:
+                self._run_shared(key, slot, follow_up, make)
+            elif self._inflight.get(key) is slot:
                 del self._inflight[key]
             for w in waiters:
                 w.errback(result) if isinstance(result, Failure) else w.callback(result)
 
         defer.ensureDeferred(make()).addBoth(done)
-        return mine
 
     async def _call(self, uri: str, *args, timeout: float | None = None, **kwargs) -> Any:
         session = self._require()
