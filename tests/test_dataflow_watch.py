@@ -239,3 +239,75 @@ async def test_ingest_replacement_rotation_backlog_and_unfinished(tmp_path):
         assert status["mode"] == ["inotify"] and status["logs"]["logs"] == 2
     finally:
         ingest.stop()
+
+
+@needs_inotify
+@pytest_twisted.ensureDeferred
+async def test_queue_overflow_and_lost_connection_lead_to_a_rescan(tmp_path):
+    import struct
+
+    from twisted.internet.error import ConnectionLost
+    from twisted.python.failure import Failure
+
+    (tmp_path / "a.log").write_text("x\n")
+    ev = Events()
+    w = TreeWatcher([str(tmp_path)], ev, mode="inotify")
+    w.start()
+    try:
+        await wait_until(lambda: ev.has(tmp_path / "a.log", EXISTS))
+        # the kernel's overflow event (wd -1, IN_Q_OVERFLOW), which Twisted alone ignores
+        w._notifier._doRead(struct.pack("=LLLL", 0xFFFFFFFF, 0x4000, 0, 0))
+        await wait_until(lambda: ev.has(tmp_path / "a.log", "rescan"), what="rescan after overflow")
+        assert w.counters["overflows"] == 1
+        # the inotify descriptor is lost: a new one is made, the tree rescanned and watched again
+        ev.seen.clear()
+        w._notifier.connectionLost(Failure(ConnectionLost()))
+        await wait_until(lambda: ev.has(tmp_path / "a.log", "rescan"), what="rescan after restart")
+        assert w.counters["restarts"] == 1 and w.mode == "inotify"
+        (tmp_path / "b.log").write_text("y\n")
+        await wait_until(lambda: ev.has(tmp_path / "b.log", ARRIVED), what="event after restart")
+    finally:
+        w.stop()
+
+
+@needs_inotify
+@pytest_twisted.ensureDeferred
+async def test_a_root_that_appears_later_is_watched(tmp_path):
+    root = tmp_path / "summary"
+    ev = Events()
+    w = TreeWatcher([str(root)], ev, mode="inotify", poll_interval=0.05)
+    w.start()
+    try:
+        await task.deferLater(reactor, 0.1, lambda: None)
+        (root / "2024").mkdir(parents=True)
+        (root / "2024" / "a.log").write_text("x\n")
+        await wait_until(lambda: ev.has(root / "2024" / "a.log", ARRIVED), what="file in a late root")
+        with open(root / "2024" / "a.log", "a") as fh:
+            fh.write("y\n")
+        await wait_until(lambda: ev.has(root / "2024" / "a.log", CHANGED), what="change in a late root")
+    finally:
+        w.stop()
+
+
+@needs_inotify
+@pytest_twisted.ensureDeferred
+async def test_idle_logs_release_their_descriptor_and_resume(tmp_path):
+    root = tmp_path / "summary"
+    root.mkdir()
+    log = root / "20240315.rsync_to_nas_summary.log"
+    got = Collect()
+    ingest = DataflowIngest(summary_roots=[str(root)], on_records=got.on_records, mode="inotify")
+    ingest.start()
+    try:
+        log.write_text(block("sas", 0))
+        await wait_until(lambda: len(got.runs()) == 1)
+        follower = ingest.logs.logs[str(log)].follower
+        assert follower.is_open
+        ingest.tick(now=time.time() + 3600)  # idle for an hour
+        assert not follower.is_open
+        with open(log, "a") as fh:
+            fh.write(block("pgr", 1))
+        await wait_until(lambda: len(got.runs()) == 2)
+        assert [r.radar for r in got.runs()] == ["sas", "pgr"] and follower.is_open
+    finally:
+        ingest.stop()

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import calendar
 import datetime
+import functools
+import re
 from dataclasses import dataclass
 
 # Pipeline order; each stage is triggered by the previous one finishing.
@@ -96,30 +98,25 @@ class DataName:
 
 
 _IMAGE_EXTS = ("jpg", "jpeg", "png")
+_DATA_NAME_RE = re.compile(
+    r"(\d{8})\.(\d\d)(\d\d)\.(\d\d)\.([a-z]{3})\.([0-9A-Za-z]+)\.([A-Za-z0-9_]+)\.([^/]+)", re.ASCII
+)
 
 
+@functools.lru_cache(maxsize=65536)  # names repeat: one file is named on several lines and runs
 def parse_data_name(name: str) -> DataName | None:
     """Parse a data-file base name (no directory); None if it is not one."""
-    parts = name.split(".")
-    if len(parts) < 7:
+    m = _DATA_NAME_RE.fullmatch(name)
+    if m is None:
         return None
-    day = day_start(parts[0])
-    if day is None or len(parts[1]) != 4:
+    day = day_start(m.group(1))
+    sec = clock_seconds(m.group(2), m.group(3), m.group(4))
+    if day is None or sec is None:
         return None
-    sec = clock_seconds(parts[1][:2], parts[1][2:], parts[2])
-    if sec is None or not is_radar_code(parts[3]):
-        return None
-    slice_, kind = parts[4], parts[5]
-    if not slice_ or not slice_.isascii() or not slice_.isalnum():
-        return None
-    if not kind or not kind.replace("_", "a").isalnum() or not kind.isascii():
-        return None
-    ext = ".".join(parts[6:])
-    if not ext:
-        return None
-    if parts[-1].lower() in _IMAGE_EXTS:
+    kind, ext = m.group(7), m.group(8)
+    if ext.rsplit(".", 1)[-1].lower() in _IMAGE_EXTS:
         kind = "iq_plot" if kind == "antennas_iq" else f"{kind}_plot"
-    return DataName(day + sec, parts[3], slice_, kind, ext)
+    return DataName(day + sec, m.group(5), m.group(6), kind, ext)
 
 
 def data_name_of_path(path: str) -> DataName | None:

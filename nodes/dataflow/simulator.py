@@ -36,7 +36,11 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from twisted.logger import Logger
+
 from nodes.dataflow.names import STAGES, is_radar_code
+
+log = Logger()
 
 DEFAULT_RADARS = ("sas", "pgr", "inv", "cly", "rkn")
 LOW_BANDWIDTH = frozenset({"cly", "rkn"})  # convert rawacf to DMAP on campus (config.sh)
@@ -687,6 +691,7 @@ class Simulator:
                 _sleep_until(ct, clock, sleep, should_stop)
             if should_stop():
                 break
+            log.info("dataflow simulator: cycle {k} at {t}", k=self.cycle, t=utc_line(ct))
             for a in self.plan_cycle(ct):
                 if realtime:
                     _sleep_until(a.t, clock, sleep, should_stop)
@@ -787,10 +792,10 @@ def configure(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 def main(args: argparse.Namespace) -> int:
     """Run the simulator from parsed arguments; returns an exit status."""
-    period = args.period if args.period is not None else DEFAULT_PERIOD / args.speed
     try:
         if not args.speed > 0:
             raise SimulatorError("speed must be positive")
+        period = args.period if args.period is not None else DEFAULT_PERIOD / args.speed
         if args.cycles is not None and args.cycles < 0:
             raise SimulatorError("cycles must be >= 0")
         if args.backfill < 0:
@@ -809,13 +814,17 @@ def main(args: argparse.Namespace) -> int:
     def on_signal(signum, frame) -> None:
         stopping.append(signum)
 
-    old = signal.signal(signal.SIGTERM, on_signal)
+    try:
+        old = signal.signal(signal.SIGTERM, on_signal)
+    except ValueError:  # not the main thread: the caller handles signals
+        old = None
     try:
         sim.run(args.cycles, start=start, realtime=not args.fast, should_stop=lambda: bool(stopping))
     except KeyboardInterrupt:
         pass
     finally:
-        signal.signal(signal.SIGTERM, old)
+        if old is not None:
+            signal.signal(signal.SIGTERM, old)
         sim.write_journal()
     return 0
 

@@ -25,6 +25,10 @@ Strict but tolerant: the known line forms are parsed exactly; anything else is
 an unknown line, kept (bounded) and counted, never an exception. Lines from
 blocks of different radars may interleave (several runs appending to one
 file); file lines are attributed by the radar code in the file name.
+
+Records are immutable: `RunStart` and `FileLine` (one per file line, so many)
+are named tuples, which are several times cheaper to make than frozen
+dataclasses; `Run` is a frozen dataclass.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ import re
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from nodes.dataflow.names import (
     DataName,
@@ -134,8 +139,7 @@ def parse_utc_line(line: str) -> float | None:
     return day + sec
 
 
-@dataclass(frozen=True, slots=True)
-class GitInfo:
+class GitInfo(NamedTuple):
     """One `<repo>: On branch <b>, last commit: <hash> <date>` line."""
 
     repo: str
@@ -144,8 +148,7 @@ class GitInfo:
     date: str | None
 
 
-@dataclass(frozen=True, slots=True)
-class RunStart:
+class RunStart(NamedTuple):
     """A block's header is complete: a run has started (it may still be going)."""
 
     source: str  # the log the parser was given (its path)
@@ -156,8 +159,7 @@ class RunStart:
     line: int  # line number of the Executing line in this parser's input
 
 
-@dataclass(frozen=True, slots=True)
-class FileLine:
+class FileLine(NamedTuple):
     """One per-file status line of a run."""
 
     source: str
@@ -508,11 +510,15 @@ class SummaryParser:
         name = parse_data_name(base) if base else None
         block = None
         if name is not None:
-            # interleaved runs: the file name's radar tells whose line it is
-            for b in reversed(self._open.values()):
-                if b.radar == name.radar:
-                    block = b
-                    break
+            current = self._current
+            if current is not None and current.radar == name.radar:
+                block = current
+            else:
+                # interleaved runs: the file name's radar tells whose line it is
+                for b in reversed(self._open.values()):
+                    if b.radar == name.radar:
+                        block = b
+                        break
         if block is None:
             block = self._target()
         if block is None:
