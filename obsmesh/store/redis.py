@@ -67,6 +67,7 @@ READ_ATTEMPTS = 8  # a read restarts when maintenance replaced what it was readi
 WRITER_KEY_TTL = 7 * 86400
 MAINTAIN_EVERY = 16  # writes of a timeline between two maintenance passes
 DELETE_CHUNK = 256  # segments deleted per script call
+MERGE_MAX_SEGMENTS = 16  # overlapping segments are merged up to this many segments' rows
 
 # KEYS: idx, seg, seq, writer ; ARGV: uid, first, last, rows, ttl, key1, value1, ...
 WRITE_LUA = b"""
@@ -79,19 +80,23 @@ redis.call('SET', KEYS[4], ARGV[1], 'EX', ARGV[5])
 return order
 """
 
-# KEYS: idx, old seg keys..., [new seg key] ; ARGV: n, old members..., [member, score, k1, v1, ...]
+# KEYS: idx, old seg keys (n), new seg keys (m)
+# ARGV: n, m, old members (n), then per new segment: member, score, pairs, k1, v1, ...
 REPLACE_LUA = b"""
-local n = tonumber(ARGV[1])
+local n, m = tonumber(ARGV[1]), tonumber(ARGV[2])
 for i = 1, n do
-  if not redis.call('ZSCORE', KEYS[1], ARGV[1 + i]) then return 0 end
+  if not redis.call('ZSCORE', KEYS[1], ARGV[2 + i]) then return 0 end
 end
 for i = 1, n do
-  redis.call('ZREM', KEYS[1], ARGV[1 + i])
+  redis.call('ZREM', KEYS[1], ARGV[2 + i])
   redis.call('DEL', KEYS[1 + i])
 end
-if #ARGV > n + 1 then
-  for i = n + 4, #ARGV, 2 do redis.call('HSET', KEYS[n + 2], ARGV[i], ARGV[i + 1]) end
-  redis.call('ZADD', KEYS[1], ARGV[n + 3], ARGV[n + 2])
+local p = 3 + n
+for j = 1, m do
+  local key, pairs = KEYS[1 + n + j], tonumber(ARGV[p + 2])
+  for i = p + 3, p + 2 + 2 * pairs, 2 do redis.call('HSET', key, ARGV[i], ARGV[i + 1]) end
+  redis.call('ZADD', KEYS[1], ARGV[p + 1], ARGV[p])
+  p = p + 3 + 2 * pairs
 end
 return 1
 """
@@ -271,27 +276,38 @@ def eviction_cut(view: _View, too_old: int, max_samples: int) -> tuple[int, int]
     return i, drop - int(view.start_row[i])
 
 
-def plan_runs(view: _View, small_rows: int, segment_rows: int) -> list[list[int]]:
-    """Runs of adjacent clusters worth merging into one segment each."""
+def plan_runs(view: _View, small_rows: int, segment_rows: int, max_rows: int) -> list[list[int]]:
+    """Runs of adjacent clusters worth rewriting: small segments, and segments that
+    overlap (an out-of-order batch inside a big segment), up to max_rows rows."""
     runs: list[list[int]] = []
     run: list[int] = []
     rows = 0
-
-    def close() -> None:
-        if sum(len(view.clusters[i]) for i in run) > 1:
-            runs.append(list(run))
-
     for i, c in enumerate(view.clusters):
         n = int(view.rows[i])
-        mergeable = n <= segment_rows and (len(c) > 1 or n < small_rows)
-        if mergeable and rows + n <= segment_rows:
+        if run and (rows + n > segment_rows or not (n <= max_rows and (len(c) > 1 or n < small_rows))):
+            if sum(len(view.clusters[k]) for k in run) > 1:
+                runs.append(run)
+            run, rows = [], 0
+        if n <= max_rows and (len(c) > 1 or n < small_rows):
             run.append(i)
             rows += n
-            continue
-        close()
-        run, rows = ([i], n) if mergeable else ([], 0)
-    close()
+    if sum(len(view.clusters[k]) for k in run) > 1:
+        runs.append(run)
     return runs
+
+
+def split_points(t: np.ndarray, size: int) -> list[int]:
+    """Where to cut sorted times into pieces of about `size` rows: only between two
+    different times, so the pieces never touch and no tie changes order."""
+    cuts: list[int] = []
+    pos = size
+    while pos < t.shape[0]:
+        k = int(np.searchsorted(t, t[pos - 1], side="right"))
+        if k >= t.shape[0]:
+            break
+        cuts.append(k)
+        pos = k + size
+    return cuts
 
 
 def parse_url(url: str) -> dict:
@@ -333,6 +349,10 @@ class _Timeline:
 
 
 class RedisStore(Store):
+    """The Store interface over Redis. Beyond it: `flush(timeout)`, `maintain(timeline)`,
+    `pending_rows(timeline)`, `segment_count`/`stored_rows` (for tests and benchmarks),
+    the counters `dropped` and `rereads`, and `close(timeout)` that flushes first."""
+
     def __init__(
         self,
         redis_url: str,
@@ -343,7 +363,7 @@ class RedisStore(Store):
         max_pending: int = 1_000_000,
         retry_max_delay: float = 1.0,
         connect_wait: float = 2.0,
-        reply_timeout: float = 60.0,
+        reply_timeout: float = 20.0,
         segment_rows: int = 1 << 16,
         small_rows: int = 1 << 14,
         max_small: int = 32,
@@ -364,6 +384,7 @@ class RedisStore(Store):
         self.small_rows = int(small_rows)
         self.max_small = int(max_small)
         self.dropped = 0  # pending rows given up on (cap reached during an outage)
+        self.rereads = 0  # reads restarted because maintenance replaced their segments
         self.writer_id = os.urandom(6).hex()
         self._timelines: dict[str, _Timeline] = {}
         self._closed = False  # no more appends
@@ -614,7 +635,7 @@ class RedisStore(Store):
                 self._kick(tl)
         if not waits:
             return True
-        done = defer.gatherResults(waits)
+        done = defer.gatherResults(waits, consumeErrors=True)
         if timeout is not None:
             done.addTimeout(timeout, reactor)
         try:
@@ -729,6 +750,7 @@ class RedisStore(Store):
                 cut = await self._cut_of(conn, timeline, view, cache)
                 return await how(conn, timeline, view, cut, cache, *args)
             except _Changed:
+                self.rereads += 1
                 continue
         raise StoreUnavailable(f"timeline {timeline!r} changed under {READ_ATTEMPTS} reads in a row")
 
@@ -813,16 +835,21 @@ class RedisStore(Store):
         except StoreError as exc:
             log.warn("redis store {ns}: maintenance of {tl} failed: {err}", ns=self.namespace, tl=name, err=exc)
 
-    async def _replace(self, conn, name: str, old: Sequence[_Seg], new: tuple | None) -> bool:
-        """Atomically swap segments for one (or none); False when one of them is gone."""
+    async def _replace(self, conn, name: str, old: Sequence[_Seg], new: tuple | None = None) -> bool:
+        """Atomically swap segments for the rows `new` = (times, columns, order), cut
+        into segments of about segment_rows; False when one of `old` is gone."""
         key = self._key(name)
         keys = [f"{key}:idx", *(f"{key}:seg:{s.uid}" for s in old)]
-        args: list = [len(old), *(s.raw for s in old)]
-        if new is not None:
+        news: list = []
+        if new is not None and new[0].shape[0]:
             t, cols, order = new
-            seg = _Seg(os.urandom(8).hex(), order, float(t[0]), float(t[-1]), int(t.shape[0]))
-            keys.append(f"{key}:seg:{seg.uid}")
-            args += [member(seg), repr(seg.last), *encode_segment(t, cols)]
+            bounds = [0, *split_points(t, self.segment_rows), t.shape[0]]
+            for a, b in zip(bounds, bounds[1:], strict=False):
+                seg = _Seg(os.urandom(8).hex(), order, float(t[a]), float(t[b - 1]), b - a)
+                pairs = encode_segment(t[a:b], {k: v[a:b] for k, v in cols.items()})
+                keys.append(f"{key}:seg:{seg.uid}")
+                news += [member(seg), repr(seg.last), len(pairs) // 2, *pairs]
+        args = [len(old), len(keys) - 1 - len(old), *(s.raw for s in old), *news]
         return bool(await self._call(self._eval(conn, REPLACE_LUA, keys, args)))
 
     async def _evict(self, conn, name: str) -> None:
@@ -830,7 +857,7 @@ class RedisStore(Store):
         ci, off = await self._cut_of(conn, name, view, {})
         gone = [s for c in view.clusters[:ci] for s in c]
         for k in range(0, len(gone), DELETE_CHUNK):
-            if not await self._replace(conn, name, gone[k : k + DELETE_CHUNK], None):
+            if not await self._replace(conn, name, gone[k : k + DELETE_CHUNK]):
                 return
         if off and ci < len(view.clusters):
             segs = view.clusters[ci]
@@ -844,7 +871,7 @@ class RedisStore(Store):
         small = sum(1 for c in view.clusters for s in c if s.rows < self.small_rows)
         if small <= self.max_small:
             return
-        for run in plan_runs(view, self.small_rows, self.segment_rows):
+        for run in plan_runs(view, self.small_rows, self.segment_rows, MERGE_MAX_SEGMENTS * self.segment_rows):
             segs = [s for i in run for s in view.clusters[i]]
             got = await self._fetch(conn, name, segs, None)
             pieces = [merge_parts([got[s.uid] for s in view.clusters[i]], {}) for i in run]
