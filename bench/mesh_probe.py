@@ -28,7 +28,7 @@ async def rpc(url: str, seconds: float) -> dict:
         done = 0
         deadline = time.perf_counter() + seconds
 
-        async def worker():
+        async def worker(uri=uri, args=args, deadline=deadline):
             nonlocal done
             while time.perf_counter() < deadline:
                 await s.call(uri, *args)
@@ -76,7 +76,7 @@ async def query(url: str, n: int) -> dict:
     start, end = 1_000_000_000.0, 1_000_000_000.0 + n
     stride = n / 1000
     times = []
-    for i in range(12):
+    for _ in range(12):
         t0 = time.perf_counter()
         r = await s.call("obsmesh.consumer.history.get_data", ["f0"], start, end, min_stride=stride, encoding="array")
         times.append(time.perf_counter() - t0)
