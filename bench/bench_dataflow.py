@@ -98,8 +98,14 @@ def _latency_child(blocks: int, rate: float) -> None:
 
     sep = "#" * 80
     radars = ("sas", "pgr", "inv", "cly", "rkn")
-    scripts = ("rsync_to_nas", "plot_antennas_iq", "rsync_to_campus", "convert_on_campus",
-               "distribute_borealis_data", "archive_iq_plots")
+    scripts = (
+        "rsync_to_nas",
+        "plot_antennas_iq",
+        "rsync_to_campus",
+        "convert_on_campus",
+        "distribute_borealis_data",
+        "archive_iq_plots",
+    )
     d = tempfile.mkdtemp(prefix="bench-dataflow-")
     root = os.path.join(d, "summary", "2024", "03")
     os.makedirs(root)
@@ -119,8 +125,15 @@ def _latency_child(blocks: int, rate: float) -> None:
             start = t0 + i
             stamp = time.strftime("%Y%m%d %H:%M:%S UTC", time.gmtime(start))
             path = os.path.join(root, f"20240315.{script}_summary.log")
-            lines = [f"{sep}\n\n", f"Executing /home/x/data_flow/{script} on h for {radar}\n", stamp + "\n"]
-            lines += [f"Successfully transferred: /d/20240315.1200.00.{radar}.{k}.rawacf.h5\n" for k in range(8)]
+            lines = [
+                f"{sep}\n\n",
+                f"Executing /home/x/data_flow/{script} on h for {radar}\n",
+                stamp + "\n",
+            ]
+            lines += [
+                f"Successfully transferred: /d/20240315.1200.00.{radar}.{k}.rawacf.h5\n"
+                for k in range(8)
+            ]
             lines.append(f"\nFinished {script}. End time: {stamp}\n\n")
             for n, line in enumerate(lines):  # one write per printed line, as `tee --append` does
                 if n == len(lines) - 1:
@@ -131,7 +144,9 @@ def _latency_child(blocks: int, rate: float) -> None:
         time.sleep(1.0)
         reactor.callFromThread(reactor.stop)
 
-    ingest = DataflowIngest(summary_roots=[os.path.join(d, "summary")], on_records=on_records, mode="inotify")
+    ingest = DataflowIngest(
+        summary_roots=[os.path.join(d, "summary")], on_records=on_records, mode="inotify"
+    )
     reactor.callWhenRunning(ingest.start)
     reactor.callLater(0.3, threading.Thread(target=writer, daemon=True).start)
     reactor.run()
@@ -141,7 +156,9 @@ def _latency_child(blocks: int, rate: float) -> None:
 
 def _latency(blocks: int = 1500, rate: float = 500.0) -> dict:
     code = f"from bench.bench_dataflow import _latency_child; _latency_child({blocks}, {rate})"
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
     if out.returncode != 0:
         raise RuntimeError(out.stderr[-2000:])
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -152,12 +169,24 @@ def run() -> list[dict]:
     rate, lines, runs = _parse_rate(logs)
     follow = _follow_rate(logs)
     figures = [
-        {"name": "summary lines parsed", "value": rate, "unit": "lines/s", "target": ">= 100,000 lines/s",
-         "reference": f"{lines:,} lines, {runs:,} runs of all six scripts, 5 radars", "ratio": rate / 100_000,
-         "met": rate >= 100_000},
-        {"name": "summary lines followed from files and parsed", "value": follow, "unit": "lines/s",
-         "target": ">= 100,000 lines/s", "reference": "FileFollower + SummaryParser on real files",
-         "ratio": follow / 100_000, "met": follow >= 100_000},
+        {
+            "name": "summary lines parsed",
+            "value": rate,
+            "unit": "lines/s",
+            "target": ">= 100,000 lines/s",
+            "reference": f"{lines:,} lines, {runs:,} runs of all six scripts, 5 radars",
+            "ratio": rate / 100_000,
+            "met": rate >= 100_000,
+        },
+        {
+            "name": "summary lines followed from files and parsed",
+            "value": follow,
+            "unit": "lines/s",
+            "target": ">= 100,000 lines/s",
+            "reference": "FileFollower + SummaryParser on real files",
+            "ratio": follow / 100_000,
+            "met": follow >= 100_000,
+        },
     ]
     lat = _latency()
     delays = sorted(lat["delays"])
@@ -165,11 +194,16 @@ def run() -> list[dict]:
         p50 = statistics.median(delays) * 1000
         p99 = delays[min(len(delays) - 1, int(0.99 * len(delays)))] * 1000
         figures += [
-            {"name": f"line written -> run record, p99 ({lat['mode']})", "value": p99, "unit": "ms",
-             "target": "<= 1000 ms p99 (to live publication)",
-             "reference": f"{len(delays)} of {lat['blocks']} runs at 500 runs/s, 11 writes each; p50 {p50:.2f} ms, "
-                          f"max {delays[-1] * 1000:.1f} ms",
-             "ratio": 1000 / p99 if p99 > 0 else None, "met": p99 <= 1000 and len(delays) == lat["blocks"]},
+            {
+                "name": f"line written -> run record, p99 ({lat['mode']})",
+                "value": p99,
+                "unit": "ms",
+                "target": "<= 1000 ms p99 (to live publication)",
+                "reference": f"{len(delays)} of {lat['blocks']} runs at 500 runs/s, 11 writes each; p50 {p50:.2f} ms, "
+                f"max {delays[-1] * 1000:.1f} ms",
+                "ratio": 1000 / p99 if p99 > 0 else None,
+                "met": p99 <= 1000 and len(delays) == lat["blocks"],
+            },
         ]
     return figures
 

@@ -27,11 +27,20 @@ def stamp(t: float, fmt: str) -> str:
     return time.strftime(fmt, time.gmtime(t))
 
 
-def block(script: str, radar: str, start: float, ok=(), failed=(), end: float | None = None, nothing=False) -> str:
+def block(
+    script: str, radar: str, start: float, ok=(), failed=(), end: float | None = None, nothing=False
+) -> str:
     """A summary block; ok/failed are data-file start times."""
-    lines = [SEP, "", f"Executing /home/x/data_flow/{script} on host for {radar}", stamp(start, "%Y%m%d %H:%M:%S UTC")]
+    lines = [
+        SEP,
+        "",
+        f"Executing /home/x/data_flow/{script} on host for {radar}",
+        stamp(start, "%Y%m%d %H:%M:%S UTC"),
+    ]
     for i, t in enumerate(ok):
-        lines.append(f"Successfully transferred: /d/{stamp(t, '%Y%m%d.%H%M.%S')}.{radar}.{i}.rawacf.h5")
+        lines.append(
+            f"Successfully transferred: /d/{stamp(t, '%Y%m%d.%H%M.%S')}.{radar}.{i}.rawacf.h5"
+        )
     for i, t in enumerate(failed):
         lines.append(f"Transfer failed: /d/{stamp(t, '%Y%m%d.%H%M.%S')}.{radar}.{i}.rawacf.h5")
     if nothing:
@@ -50,15 +59,28 @@ def one_run(text: str) -> Run:
 
 def test_run_figures_and_old_files_across_the_year_boundary():
     start = utc(2024, 1, 1, 0, 0, 5)
-    run = one_run(block("rsync_to_nas", "sas", start,
-                        ok=(utc(2023, 12, 31, 22), utc(2023, 12, 29, 22)),  # 2 h and 2 days before
-                        failed=(utc(2022, 12, 31, 22),), end=start + 40))
+    run = one_run(
+        block(
+            "rsync_to_nas",
+            "sas",
+            start,
+            ok=(utc(2023, 12, 31, 22), utc(2023, 12, 29, 22)),  # 2 h and 2 days before
+            failed=(utc(2022, 12, 31, 22),),
+            end=start + 40,
+        )
+    )
     assert files_older_than(run) == 2
     assert files_older_than(run, age=3 * 86400) == 1
     figures = run_figures(run)
     assert figures == {
-        "files_ok": 2.0, "files_failed": 1.0, "duration": 40.0, "files_old": 2.0,
-        "nothing_to_do": 0.0, "died": 0.0, "connection_errors": 0.0, "unknown_lines": 0.0,
+        "files_ok": 2.0,
+        "files_failed": 1.0,
+        "duration": 40.0,
+        "files_old": 2.0,
+        "nothing_to_do": 0.0,
+        "died": 0.0,
+        "connection_errors": 0.0,
+        "unknown_lines": 0.0,
     }
 
 
@@ -66,10 +88,16 @@ def test_figures_of_a_died_and_an_empty_run():
     died = one_run(block("rsync_to_nas", "sas", utc(2024, 3, 1), ok=(utc(2024, 3, 1),)))
     f = run_figures(died)
     assert f["died"] == 1.0 and f["duration"] is None and f["files_old"] == 0.0
-    empty = one_run(block("rsync_to_nas", "sas", utc(2024, 3, 1), end=utc(2024, 3, 1), nothing=True))
+    empty = one_run(
+        block("rsync_to_nas", "sas", utc(2024, 3, 1), end=utc(2024, 3, 1), nothing=True)
+    )
     assert run_figures(empty)["nothing_to_do"] == 1.0
     # archive_iq_plots moves old plots by design: no old-file figure for it
-    arch = one_run(block("archive_iq_plots", "sas", utc(2024, 3, 3), ok=(utc(2024, 3, 1),), end=utc(2024, 3, 3)))
+    arch = one_run(
+        block(
+            "archive_iq_plots", "sas", utc(2024, 3, 3), ok=(utc(2024, 3, 1),), end=utc(2024, 3, 3)
+        )
+    )
     assert run_figures(arch)["files_old"] is None
 
 
@@ -79,8 +107,18 @@ def test_success_rate_over_a_window_and_last_run():
     # runs every 2 h; the first two fail one file each
     for k, (ok, failed) in enumerate([(1, 1), (2, 1), (3, 0), (4, 0)]):
         start = t0 + k * 2 * H
-        book.add_run(one_run(block("rsync_to_nas", "sas", start, ok=[start - H] * ok,
-                                   failed=[start - H] * failed, end=start + 60)))
+        book.add_run(
+            one_run(
+                block(
+                    "rsync_to_nas",
+                    "sas",
+                    start,
+                    ok=[start - H] * ok,
+                    failed=[start - H] * failed,
+                    end=start + 60,
+                )
+            )
+        )
     p = book.products("sas", "rsync_to_nas", t0 + 6 * H + 120)
     # window [t0-58min, t0+6h+2min]: all four runs
     assert (p.runs, p.files_ok, p.files_failed) == (4, 10, 2)
@@ -91,14 +129,20 @@ def test_success_rate_over_a_window_and_last_run():
     assert not p.stale
     later = book.products("sas", "rsync_to_nas", t0 + 9 * H)  # window from t0+2h: the last three
     assert (later.runs, later.files_ok, later.files_failed) == (3, 9, 1)
-    assert later.success_rate == pytest.approx(0.9) and later.run_success_rate == pytest.approx(2 / 3)
+    assert later.success_rate == pytest.approx(0.9) and later.run_success_rate == pytest.approx(
+        2 / 3
+    )
 
 
 def test_runs_arriving_out_of_order():
     book = ProductBook()
     t0 = utc(2024, 3, 1)
     for k in (3, 0, 2, 1):  # e.g. day files read in directory order
-        book.add_run(one_run(block("rsync_to_campus", "pgr", t0 + k * 2 * H, ok=[t0], end=t0 + k * 2 * H + 10)))
+        book.add_run(
+            one_run(
+                block("rsync_to_campus", "pgr", t0 + k * 2 * H, ok=[t0], end=t0 + k * 2 * H + 10)
+            )
+        )
     p = book.products("pgr", "rsync_to_campus", t0 + 7 * H)
     assert p.last_start == t0 + 6 * H and p.runs == 4 and p.since_last_run == H
 
@@ -109,7 +153,12 @@ def test_staleness_changes_are_reported_once_each_way():
     book.add_run(one_run(block("rsync_to_nas", "inv", t0, ok=[t0], end=t0 + 10)))
     assert book.check(t0 + 2.4 * H) == []
     (change,) = book.check(t0 + 2.6 * H)
-    assert (change.radar, change.stage, change.stale, change.last_activity) == ("inv", "rsync_to_nas", True, t0)
+    assert (change.radar, change.stage, change.stale, change.last_activity) == (
+        "inv",
+        "rsync_to_nas",
+        True,
+        t0,
+    )
     assert book.check(t0 + 5 * H) == []  # still stale: no new change
     p = book.products("inv", "rsync_to_nas", t0 + 5 * H)
     assert p.stale and p.overdue == pytest.approx(2.5 * H)

@@ -40,7 +40,9 @@ def parse_tree(root: str) -> tuple[list[Run], dict[str, int]]:
     return runs, totals
 
 
-def simulate(tmp_path, cycles=3, radars=("sas", "pgr", "cly"), start=T0, **kw) -> tuple[Simulator, list[Run], dict]:
+def simulate(
+    tmp_path, cycles=3, radars=("sas", "pgr", "cly"), start=T0, **kw
+) -> tuple[Simulator, list[Run], dict]:
     kw.setdefault("failure_rate", 0.0)
     kw.setdefault("antennas", 2)
     sim = Simulator(str(tmp_path), radars, seed=3, **kw)
@@ -49,9 +51,17 @@ def simulate(tmp_path, cycles=3, radars=("sas", "pgr", "cly"), start=T0, **kw) -
     return sim, runs, totals
 
 
-def at(runs: list[Run], script: str, radar: str, cycle: int, period: float = P, start: float = T0) -> Run:
-    found = [r for r in runs if r.script == script and r.radar == radar
-             and r.start is not None and start + cycle * period <= r.start < start + (cycle + 1) * period]
+def at(
+    runs: list[Run], script: str, radar: str, cycle: int, period: float = P, start: float = T0
+) -> Run:
+    found = [
+        r
+        for r in runs
+        if r.script == script
+        and r.radar == radar
+        and r.start is not None
+        and start + cycle * period <= r.start < start + (cycle + 1) * period
+    ]
     assert len(found) == 1, (script, radar, cycle, found)
     return found[0]
 
@@ -77,21 +87,37 @@ def test_clean_cycles_run_every_stage_for_every_radar(tmp_path):
     assert sorted(f.name.ext for f in dist.files) == ["bz2", "h5"]
     assert at(runs, "plot_antennas_iq", "sas", 1).files_info == 2 * 2  # "Resizing file" per image
     # log files by day, blocks of all radars in each, hosts as on the real machines
-    names = [os.path.basename(p) for p in glob.glob(str(tmp_path / "summary" / "2024" / "03" / "*.log"))]
+    names = [
+        os.path.basename(p) for p in glob.glob(str(tmp_path / "summary" / "2024" / "03" / "*.log"))
+    ]
     assert sorted(parse_log_name(n).script for n in names) == sorted(STAGES)
-    assert {r.host for r in runs if r.script == "rsync_to_nas"} == {"sasmain207", "pgrmain207", "clymain207"}
+    assert {r.host for r in runs if r.script == "rsync_to_nas"} == {
+        "sasmain207",
+        "pgrmain207",
+        "clymain207",
+    }
     # data ended in the campus archive by year/month; flags of the last daemon are up
     site = tmp_path / "data" / "campus" / "borealis_site_data"
-    assert sorted(os.listdir(site)) == ["cly_rawacf", "cly_rawacf_dmap", "pgr_rawacf", "pgr_rawacf_dmap",
-                                        "sas_rawacf", "sas_rawacf_dmap"]
+    assert sorted(os.listdir(site)) == [
+        "cly_rawacf",
+        "cly_rawacf_dmap",
+        "pgr_rawacf",
+        "pgr_rawacf_dmap",
+        "sas_rawacf",
+        "sas_rawacf_dmap",
+    ]
     assert os.listdir(site / "sas_rawacf_dmap" / "2024" / "03")
-    assert sorted(os.listdir(sim.flag_dir)) == [f".campus_dataflow_flag_{r}" for r in ("cly", "pgr", "sas")]
+    assert sorted(os.listdir(sim.flag_dir)) == [
+        f".campus_dataflow_flag_{r}" for r in ("cly", "pgr", "sas")
+    ]
     big = os.path.getsize(next(iter(glob.glob(str(site / "sas_rawacf" / "2024" / "03" / "*")))))
     assert big > 10_000_000  # sparse files of a realistic size
 
 
 def test_runs_of_one_log_never_overlap(tmp_path):
-    _, runs, _ = simulate(tmp_path, cycles=4, radars=("sas", "pgr", "inv", "cly", "rkn"), failure_rate=0.2)
+    _, runs, _ = simulate(
+        tmp_path, cycles=4, radars=("sas", "pgr", "inv", "cly", "rkn"), failure_rate=0.2
+    )
     by_log: dict[str, list[Run]] = {}
     for r in runs:
         by_log.setdefault(r.source, []).append(r)
@@ -104,21 +130,62 @@ def test_runs_of_one_log_never_overlap(tmp_path):
 @pytest.mark.parametrize(
     ("spec", "script", "radar", "check"),
     [
-        ("transfer@1:sas", "rsync_to_nas", "sas", lambda r: r.files_failed == 1 and r.files_ok == 3),
-        ("connection@1:pgr", "rsync_to_campus", "pgr",
-         lambda r: len(r.connection_errors) == 1 and r.files_failed == 2 and r.files_ok == 0),
+        (
+            "transfer@1:sas",
+            "rsync_to_nas",
+            "sas",
+            lambda r: r.files_failed == 1 and r.files_ok == 3,
+        ),
+        (
+            "connection@1:pgr",
+            "rsync_to_campus",
+            "pgr",
+            lambda r: len(r.connection_errors) == 1 and r.files_failed == 2 and r.files_ok == 0,
+        ),
         ("convert@1", "convert_on_campus", "cly", lambda r: r.files_failed == 1),
-        ("plot@1:sas", "plot_antennas_iq", "sas", lambda r: r.files_failed == 1 and r.files_ok == 1),
-        ("integrity@1:sas", "distribute_borealis_data", "sas",
-         lambda r: [f.path for f in r.files if f.outcome == "failed"] == [""]),
-        ("bzip2@1:pgr", "distribute_borealis_data", "pgr",
-         lambda r: [f.status for f in r.files if f.outcome == "failed"] == ["DMAP file failed bzip2 test"]),
-        ("distribute@1:sas", "distribute_borealis_data", "sas",
-         lambda r: [f.status for f in r.files if f.outcome == "failed"] == ["File distribution failed"]),
-        ("old@1:pgr", "rsync_to_nas", "pgr", lambda r: files_older_than(r) == 1 and r.files_failed == 0),
+        (
+            "plot@1:sas",
+            "plot_antennas_iq",
+            "sas",
+            lambda r: r.files_failed == 1 and r.files_ok == 1,
+        ),
+        (
+            "integrity@1:sas",
+            "distribute_borealis_data",
+            "sas",
+            lambda r: [f.path for f in r.files if f.outcome == "failed"] == [""],
+        ),
+        (
+            "bzip2@1:pgr",
+            "distribute_borealis_data",
+            "pgr",
+            lambda r: (
+                [f.status for f in r.files if f.outcome == "failed"]
+                == ["DMAP file failed bzip2 test"]
+            ),
+        ),
+        (
+            "distribute@1:sas",
+            "distribute_borealis_data",
+            "sas",
+            lambda r: (
+                [f.status for f in r.files if f.outcome == "failed"] == ["File distribution failed"]
+            ),
+        ),
+        (
+            "old@1:pgr",
+            "rsync_to_nas",
+            "pgr",
+            lambda r: files_older_than(r) == 1 and r.files_failed == 0,
+        ),
         ("nothing@1:sas", "rsync_to_nas", "sas", lambda r: r.nothing_to_do),
         ("unknown@1:sas", "rsync_to_nas", "sas", lambda r: r.unknown_count == 1),
-        ("died@1:sas", "rsync_to_campus", "sas", lambda r: r.state == "died" and r.reason == "superseded"),
+        (
+            "died@1:sas",
+            "rsync_to_campus",
+            "sas",
+            lambda r: r.state == "died" and r.reason == "superseded",
+        ),
         ("died@1:cly:convert_on_campus", "convert_on_campus", "cly", lambda r: r.state == "died"),
     ],
 )
@@ -136,13 +203,18 @@ def test_each_injection_shows_in_the_logs(tmp_path, spec, script, radar, check):
 
 
 def test_failed_transfers_are_retried_and_a_died_run_blocks_its_followers(tmp_path):
-    _, runs, _ = simulate(tmp_path, injections=(Injection("transfer", 1, "sas"), Injection("died", 1, "pgr")))
+    _, runs, _ = simulate(
+        tmp_path, injections=(Injection("transfer", 1, "sas"), Injection("died", 1, "pgr"))
+    )
     failed = [f.basename for f in at(runs, "rsync_to_nas", "sas", 1).files if f.outcome == "failed"]
     retried = [f.basename for f in at(runs, "rsync_to_nas", "sas", 2).files if f.outcome == "ok"]
     assert failed and failed[0] in retried
     # pgr's rsync_to_campus died in cycle 1: no flag, so no campus runs for pgr then
-    assert not [r for r in runs if r.radar == "pgr" and r.script == "convert_on_campus"
-                and T0 + P <= r.start < T0 + 2 * P]
+    assert not [
+        r
+        for r in runs
+        if r.radar == "pgr" and r.script == "convert_on_campus" and T0 + P <= r.start < T0 + 2 * P
+    ]
 
 
 def test_a_stopped_stage_goes_stale(tmp_path):
@@ -150,7 +222,11 @@ def test_a_stopped_stage_goes_stale(tmp_path):
     pgr_campus = [r for r in runs if r.radar == "pgr" and r.script == "rsync_to_campus"]
     assert len(pgr_campus) == 2  # cycles 0 and 1 only
     assert len([r for r in runs if r.radar == "pgr" and r.script == "rsync_to_nas"]) == 5
-    assert not [r for r in runs if r.radar == "pgr" and r.script == "archive_iq_plots" and r.start >= T0 + 2 * P]
+    assert not [
+        r
+        for r in runs
+        if r.radar == "pgr" and r.script == "archive_iq_plots" and r.start >= T0 + 2 * P
+    ]
     book = ProductBook(period=P, margin=600.0)
     for r in runs:
         book.add_run(r)
@@ -160,7 +236,9 @@ def test_a_stopped_stage_goes_stale(tmp_path):
 
 def test_stop_for_some_cycles_then_resume(tmp_path):
     _, runs, _ = simulate(tmp_path, cycles=5, stops=(Stop("rsync_to_nas", 1, "cly", 2),))
-    cycles = sorted(int((r.start - T0) // P) for r in runs if r.radar == "cly" and r.script == "rsync_to_nas")
+    cycles = sorted(
+        int((r.start - T0) // P) for r in runs if r.radar == "cly" and r.script == "rsync_to_nas"
+    )
     assert cycles == [0, 3, 4]
     resumed = at(runs, "rsync_to_nas", "cly", 3)
     # the blocks of the stopped cycles waited: three blocks of a rawacf and an antennas_iq file
@@ -170,7 +248,9 @@ def test_stop_for_some_cycles_then_resume(tmp_path):
 def test_year_boundary_layout(tmp_path):
     start = float(calendar.timegm((2023, 12, 31, 20, 0, 0)))
     _, runs, _ = simulate(tmp_path, cycles=3, radars=("sas",), start=start)
-    assert os.path.isdir(tmp_path / "summary" / "2023" / "12") and os.path.isdir(tmp_path / "summary" / "2024" / "01")
+    assert os.path.isdir(tmp_path / "summary" / "2023" / "12") and os.path.isdir(
+        tmp_path / "summary" / "2024" / "01"
+    )
     new_year = [r for r in runs if r.script == "rsync_to_nas" and r.start >= start + 4 * 3600]
     (run,) = new_year
     assert os.path.basename(run.source) == "20240101.rsync_to_nas_summary.log"
@@ -196,13 +276,32 @@ def test_compressed_time_schedule_without_real_sleeping(tmp_path):
 
 def test_command_line(tmp_path, capsys):
     parser = configure(argparse.ArgumentParser())
-    args = parser.parse_args([str(tmp_path), "--radars", "inv,rkn", "--fast", "--cycles", "2", "--speed", "3600",
-                              "--failure-rate", "0", "--inject", "transfer@1:inv", "--stop", "archive_iq_plots@1",
-                              "--seed", "5"])
+    args = parser.parse_args(
+        [
+            str(tmp_path),
+            "--radars",
+            "inv,rkn",
+            "--fast",
+            "--cycles",
+            "2",
+            "--speed",
+            "3600",
+            "--failure-rate",
+            "0",
+            "--inject",
+            "transfer@1:inv",
+            "--stop",
+            "archive_iq_plots@1",
+            "--seed",
+            "5",
+        ]
+    )
     assert main(args) == 0
     runs, _ = parse_tree(str(tmp_path))
     assert {r.radar for r in runs} == {"inv", "rkn"}
-    assert len([r for r in runs if r.script == "archive_iq_plots"]) == 2  # cycle 0 only, both radars
+    assert (
+        len([r for r in runs if r.script == "archive_iq_plots"]) == 2
+    )  # cycle 0 only, both radars
     with pytest.raises(SystemExit):
         parser.parse_args([str(tmp_path), "--radars", "SAS"])
     with pytest.raises(SystemExit):
@@ -214,10 +313,19 @@ def test_command_line(tmp_path, capsys):
 
 
 def test_argument_parsers():
-    assert parse_injection("died@4:inv:convert_on_campus") == Injection("died", 4, "inv", "convert_on_campus")
+    assert parse_injection("died@4:inv:convert_on_campus") == Injection(
+        "died", 4, "inv", "convert_on_campus"
+    )
     assert parse_stop("rsync_to_campus@2:pgr+3") == Stop("rsync_to_campus", 2, "pgr", 3)
     assert parse_stop("plot_antennas_iq@0") == Stop("plot_antennas_iq", 0, None, None)
-    for bad in ("transfer", "transfer@-1", "transfer@1:SAS", "transfer@1:sas:nowhere", "x@1", "transfer@1:sas:rsync_to_nas:z"):
+    for bad in (
+        "transfer",
+        "transfer@-1",
+        "transfer@1:SAS",
+        "transfer@1:sas:nowhere",
+        "x@1",
+        "transfer@1:sas:rsync_to_nas:z",
+    ):
         with pytest.raises(SimulatorError):
             parse_injection(bad)
     for bad in ("nowhere@1", "rsync_to_nas@", "rsync_to_nas@1+x", "rsync_to_nas@1:Pgr"):

@@ -175,7 +175,13 @@ def test_rsync_to_nas_blocks():
     assert first.git[0].commit == "9b47e20" and first.git[0].date == "2024-02-12 15:04:11 -0600"
     assert first.source_dir == "/data/borealis_data/"
     assert first.destination == "/borealis_nfs/borealis_data"
-    assert [f.name.kind for f in first.files] == ["antennas_iq", "rawacf", "rawacf", "rawacf", "antennas_iq"]
+    assert [f.name.kind for f in first.files] == [
+        "antennas_iq",
+        "rawacf",
+        "rawacf",
+        "rawacf",
+        "antennas_iq",
+    ]
     assert first.files[0].name.time == utc(2024, 3, 15, 12)
     assert not first.nothing_to_do
     assert second.nothing_to_do and second.nothing == ("No files to be transferred.",)
@@ -196,7 +202,9 @@ def test_plot_antennas_iq_block():
 
 def test_rsync_to_campus_connection_failure():
     (run,) = runs(parse_text(RSYNC_TO_CAMPUS)[0])
-    assert run.connection_errors == ("ssh: connect to host sdc-serv.usask.ca port 22: Connection timed out",)
+    assert run.connection_errors == (
+        "ssh: connect to host sdc-serv.usask.ca port 22: Connection timed out",
+    )
     assert (run.files_ok, run.files_failed) == (0, 2)
     assert [g.repo for g in run.git] == ["data_flow", "pyDARNio"] and run.git[1].branch == "develop"
     assert run.destination == "dataman@sdc-serv.usask.ca:/sddata/sas_data/"
@@ -239,7 +247,9 @@ def test_archive_iq_plots_block():
 
 
 def test_all_scripts_in_one_stream_and_chunking_does_not_matter():
-    text = RSYNC_TO_NAS + PLOT_ANTENNAS_IQ + RSYNC_TO_CAMPUS + CONVERT_ON_CAMPUS + DISTRIBUTE + ARCHIVE
+    text = (
+        RSYNC_TO_NAS + PLOT_ANTENNAS_IQ + RSYNC_TO_CAMPUS + CONVERT_ON_CAMPUS + DISTRIBUTE + ARCHIVE
+    )
     whole, _ = parse_text(text)
     data = text.encode()
     for size in (1, 7, 80, 4096):
@@ -250,8 +260,14 @@ def test_all_scripts_in_one_stream_and_chunking_does_not_matter():
         pieces += p.flush()
         assert pieces == whole, size
     assert [r.script for r in runs(whole)] == [
-        "rsync_to_nas", "rsync_to_nas", "plot_antennas_iq", "rsync_to_campus",
-        "convert_on_campus", "convert_on_campus", "distribute_borealis_data", "archive_iq_plots",
+        "rsync_to_nas",
+        "rsync_to_nas",
+        "plot_antennas_iq",
+        "rsync_to_campus",
+        "convert_on_campus",
+        "convert_on_campus",
+        "distribute_borealis_data",
+        "archive_iq_plots",
     ]
 
 
@@ -267,7 +283,10 @@ def test_block_cut_in_the_middle_waits_then_completes():
     rest = p.feed(data[cut:], now=1001.0)
     (run,) = runs(rest)
     assert run.state == "finished" and run.files_failed == 2
-    assert [f.status for f in rest if isinstance(f, FileLine)] == ["Transfer failed", "Transfer failed"]
+    assert [f.status for f in rest if isinstance(f, FileLine)] == [
+        "Transfer failed",
+        "Transfer failed",
+    ]
 
 
 def test_unfinished_block_expires_as_died_once():
@@ -291,7 +310,9 @@ def test_block_without_time_line_expires_from_when_it_was_seen():
 
 
 def test_restart_of_same_script_and_radar_ends_the_old_run_as_died():
-    head = RSYNC_TO_NAS.split("Successfully transferred: /data/borealis_data/20240315/20240315.1200.00.sas.0.rawacf")[0]
+    head = RSYNC_TO_NAS.split(
+        "Successfully transferred: /data/borealis_data/20240315/20240315.1200.00.sas.0.rawacf"
+    )[0]
     second_block = RSYNC_TO_NAS[RSYNC_TO_NAS.index(SEP, 10) :]
     records, p = parse_text(head + second_block)
     died, finished = runs(records)
@@ -303,9 +324,13 @@ def test_restart_of_same_script_and_radar_ends_the_old_run_as_died():
 def test_interleaved_radars_are_kept_apart():
     # two runs of one script appending to the same file at the same time
     lines = [
-        SEP, "", "Executing /home/transfer/data_flow/site-linux/rsync_to_campus on sasdist205 for sas",
+        SEP,
+        "",
+        "Executing /home/transfer/data_flow/site-linux/rsync_to_campus on sasdist205 for sas",
         "20240315 14:02:45 UTC",
-        SEP, "", "Executing /home/transfer/data_flow/site-linux/rsync_to_campus on pgrdist205 for pgr",
+        SEP,
+        "",
+        "Executing /home/transfer/data_flow/site-linux/rsync_to_campus on pgrdist205 for pgr",
         "20240315 14:02:46 UTC",
         "Successfully transferred: /borealis_nfs/borealis_data/rawacf_array/20240315.1200.00.sas.0.rawacf.h5",
         "Successfully transferred: /borealis_nfs/borealis_data/rawacf_array/20240315.1200.00.pgr.0.rawacf.h5",
@@ -318,7 +343,10 @@ def test_interleaved_radars_are_kept_apart():
     ]
     records, p = parse_text("\n".join(lines) + "\n")
     starts = [r for r in records if isinstance(r, RunStart)]
-    assert [(s.radar, s.start) for s in starts] == [("sas", utc(2024, 3, 15, 14, 2, 45)), ("pgr", utc(2024, 3, 15, 14, 2, 46))]
+    assert [(s.radar, s.start) for s in starts] == [
+        ("sas", utc(2024, 3, 15, 14, 2, 45)),
+        ("pgr", utc(2024, 3, 15, 14, 2, 46)),
+    ]
     by_radar = {r.radar: r for r in runs(records)}
     assert (by_radar["sas"].files_ok, by_radar["sas"].files_failed) == (2, 1)
     assert (by_radar["pgr"].files_ok, by_radar["pgr"].files_failed) == (2, 1)
@@ -393,8 +421,10 @@ def test_malformed_known_forms_are_unknown_lines():
 
 
 def test_crlf_and_missing_radar():
-    text = f"{SEP}\r\n\r\nExecuting /x/rsync_to_nas.sh on  for \r\n20240315 10:00:00 UTC\r\n" \
-           "Finished rsync_to_nas. End time: 20240315 10:00:01 UTC\r\n"
+    text = (
+        f"{SEP}\r\n\r\nExecuting /x/rsync_to_nas.sh on  for \r\n20240315 10:00:00 UTC\r\n"
+        "Finished rsync_to_nas. End time: 20240315 10:00:01 UTC\r\n"
+    )
     (run,) = runs(parse_text(text)[0])
     assert run.script == "rsync_to_nas" and run.radar == "unknown" and run.host == ""
     assert run.duration == 1.0
@@ -434,20 +464,29 @@ def test_utc_line_and_names():
 # ---- fuzz ----------------------------------------------------------------------
 
 _PIECES = [
-    SEP, "", "Executing /x/rsync_to_nas on h for sas", "Executing /x/rsync_to_nas on h for pgr",
-    "Executing distribute_borealis_data on sdc-serv for sas", "20240315 14:00:07 UTC",
+    SEP,
+    "",
+    "Executing /x/rsync_to_nas on h for sas",
+    "Executing /x/rsync_to_nas on h for pgr",
+    "Executing distribute_borealis_data on sdc-serv for sas",
+    "20240315 14:00:07 UTC",
     "Successfully transferred: /d/20240315.1200.00.sas.0.rawacf.h5",
-    "Transfer failed: /d/20240315.1200.00.pgr.0.rawacf.h5", "DMAP integrity test failed: ",
+    "Transfer failed: /d/20240315.1200.00.pgr.0.rawacf.h5",
+    "DMAP integrity test failed: ",
     "Finished rsync_to_nas. End time: 20240315 14:01:12 UTC",
     "Finished distribute_borealis_data. End time: 20240315 14:01:12 UTC",
-    "No files to be transferred.", "data_flow: On branch main, last commit: \t\tabc1234 x",
-    "Transferring from: /data", "ssh: connect to host x port 22: Connection refused",
+    "No files to be transferred.",
+    "data_flow: On branch main, last commit: \t\tabc1234 x",
+    "Transferring from: /data",
+    "ssh: connect to host x port 22: Connection refused",
 ]
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.lists(st.one_of(st.sampled_from(_PIECES), st.text(max_size=60)), max_size=60),
-       st.integers(min_value=1, max_value=50))
+@given(
+    st.lists(st.one_of(st.sampled_from(_PIECES), st.text(max_size=60)), max_size=60),
+    st.integers(min_value=1, max_value=50),
+)
 def test_fuzz_lines_never_crash_and_are_all_counted(lines, chunk):
     text = "\n".join(lines) + "\n"
     data = text.encode("utf-8", "surrogatepass")
@@ -461,7 +500,11 @@ def test_fuzz_lines_never_crash_and_are_all_counted(lines, chunk):
     assert len(done) == p.stats.finished + p.stats.died == p.stats.blocks
     assert all(isinstance(r, RunStart | FileLine | Run) for r in out)
     # nothing is lost: every file line is either in a run or reported outside one
-    assert sum(len(r.files) for r in done) + sum(1 for r in out if isinstance(r, FileLine) and r.script is None) == p.stats.file_lines
+    assert (
+        sum(len(r.files) for r in done)
+        + sum(1 for r in out if isinstance(r, FileLine) and r.script is None)
+        == p.stats.file_lines
+    )
 
 
 @settings(max_examples=200, deadline=None)

@@ -13,9 +13,16 @@ SEP = "#" * 80
 
 
 def block(radar: str, minute: int, n_files: int = 2, finished: bool = True) -> str:
-    lines = [SEP, "", f"Executing /home/radar/data_flow/borealis/rsync_to_nas on {radar}main207 for {radar}",
-             f"20240315 14:{minute:02d}:00 UTC"]
-    lines += [f"Successfully transferred: /d/20240315.1200.00.{radar}.{i}.rawacf.h5" for i in range(n_files)]
+    lines = [
+        SEP,
+        "",
+        f"Executing /home/radar/data_flow/borealis/rsync_to_nas on {radar}main207 for {radar}",
+        f"20240315 14:{minute:02d}:00 UTC",
+    ]
+    lines += [
+        f"Successfully transferred: /d/20240315.1200.00.{radar}.{i}.rawacf.h5"
+        for i in range(n_files)
+    ]
     if finished:
         lines += ["", f"Finished rsync_to_nas. End time: 20240315 14:{minute:02d}:30 UTC", ""]
     return "\n".join(lines) + "\n"

@@ -131,15 +131,27 @@ class Collect:
 
 
 async def _ingest_simulated_cycles(tmp_path, mode: str) -> None:
-    sim = Simulator(str(tmp_path / "sim"), ("sas", "cly"), period=3600.0, seed=7, failure_rate=0.0, antennas=2,
-                    injections=(Injection("transfer", 1, "sas"), Injection("integrity", 1, "sas")))
+    sim = Simulator(
+        str(tmp_path / "sim"),
+        ("sas", "cly"),
+        period=3600.0,
+        seed=7,
+        failure_rate=0.0,
+        antennas=2,
+        injections=(Injection("transfer", 1, "sas"), Injection("integrity", 1, "sas")),
+    )
     for d in (sim.summary_dir, sim.flag_dir, os.path.join(sim.data_dir, "campus")):
         os.makedirs(d, exist_ok=True)
     got = Collect()
     ingest = DataflowIngest(
-        summary_roots=[sim.summary_dir], data_dirs=[os.path.join(sim.data_dir, "campus")],
-        flag_dirs=[sim.flag_dir], on_records=got.on_records, on_arrival=got.arrivals.append,
-        on_flag=got.flags.append, mode=mode, poll_interval=0.05,
+        summary_roots=[sim.summary_dir],
+        data_dirs=[os.path.join(sim.data_dir, "campus")],
+        flag_dirs=[sim.flag_dir],
+        on_records=got.on_records,
+        on_arrival=got.arrivals.append,
+        on_flag=got.flags.append,
+        mode=mode,
+        poll_interval=0.05,
     )
     ingest.start()
     try:
@@ -158,8 +170,12 @@ async def _ingest_simulated_cycles(tmp_path, mode: str) -> None:
         await wait_until(lambda: len(got.runs()) == finished_lines, what="all runs")
         runs = got.runs()
         assert {r.script for r in runs} == {
-            "rsync_to_nas", "plot_antennas_iq", "rsync_to_campus", "convert_on_campus",
-            "distribute_borealis_data", "archive_iq_plots",
+            "rsync_to_nas",
+            "plot_antennas_iq",
+            "rsync_to_campus",
+            "convert_on_campus",
+            "distribute_borealis_data",
+            "archive_iq_plots",
         }
         assert all(r.state == "finished" for r in runs)
         assert len({(r.script, r.radar, r.start) for r in runs}) == len(runs)  # none twice
@@ -170,12 +186,19 @@ async def _ingest_simulated_cycles(tmp_path, mode: str) -> None:
         }
         assert len([r for r in got.records if isinstance(r, RunStart)]) == len(runs)
         # finished files reached the campus archive; flags came and went
-        await wait_until(lambda: any("borealis_site_data" in a.path for a in got.arrivals), what="arrivals")
+        await wait_until(
+            lambda: any("borealis_site_data" in a.path for a in got.arrivals), what="arrivals"
+        )
         final = [a for a in got.arrivals if "borealis_site_data" in a.path]
-        assert all(a.name is not None and a.name.radar in ("sas", "cly") and a.size > 0 for a in final)
+        assert all(
+            a.name is not None and a.name.radar in ("sas", "cly") and a.size > 0 for a in final
+        )
         assert not any(os.path.basename(a.path).startswith(".") for a in got.arrivals)
         on_disk = {os.path.join(sim.flag_dir, n) for n in os.listdir(sim.flag_dir)}
-        assert {os.path.basename(p) for p in on_disk} == {".campus_dataflow_flag_sas", ".campus_dataflow_flag_cly"}
+        assert {os.path.basename(p) for p in on_disk} == {
+            ".campus_dataflow_flag_sas",
+            ".campus_dataflow_flag_cly",
+        }
         await wait_until(lambda: set(ingest.flags.raised) == on_disk, what="flag state")
         if mode == "inotify":  # a poll between two scans cannot see a flag come and go
             await wait_until(lambda: any(not f.raised for f in got.flags), what="a cleared flag")
@@ -207,8 +230,12 @@ async def test_ingest_replacement_rotation_backlog_and_unfinished(tmp_path):
     log = root / "2024" / "03" / "20240315.rsync_to_nas_summary.log"
     log.write_text(block("sas", 1))  # recent: replayed
     got = Collect()
-    ingest = DataflowIngest(summary_roots=[str(root)], on_records=got.on_records, mode="inotify",
-                            unfinished_after=3600.0)
+    ingest = DataflowIngest(
+        summary_roots=[str(root)],
+        on_records=got.on_records,
+        mode="inotify",
+        unfinished_after=3600.0,
+    )
     ingest.start()
     try:
         await wait_until(lambda: len(got.runs()) == 1, what="replayed run")
@@ -281,10 +308,14 @@ async def test_a_root_that_appears_later_is_watched(tmp_path):
         await task.deferLater(reactor, 0.1, lambda: None)
         (root / "2024").mkdir(parents=True)
         (root / "2024" / "a.log").write_text("x\n")
-        await wait_until(lambda: ev.has(root / "2024" / "a.log", ARRIVED), what="file in a late root")
+        await wait_until(
+            lambda: ev.has(root / "2024" / "a.log", ARRIVED), what="file in a late root"
+        )
         with open(root / "2024" / "a.log", "a") as fh:
             fh.write("y\n")
-        await wait_until(lambda: ev.has(root / "2024" / "a.log", CHANGED), what="change in a late root")
+        await wait_until(
+            lambda: ev.has(root / "2024" / "a.log", CHANGED), what="change in a late root"
+        )
     finally:
         w.stop()
 

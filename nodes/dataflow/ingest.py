@@ -120,7 +120,9 @@ class SummaryLogs:
                     start = st.st_size
             except OSError:
                 pass
-        entry = _Log(FileFollower(path, start_offset=start, max_chunk=self.max_chunk), SummaryParser(path))
+        entry = _Log(
+            FileFollower(path, start_offset=start, max_chunk=self.max_chunk), SummaryParser(path)
+        )
         self.logs[path] = entry
         return entry
 
@@ -224,7 +226,9 @@ class DataFiles:
     def file_event(self, path: str, kind: str) -> None:
         name = os.path.basename(path)
         if name.startswith("."):
-            self.counters["ignored"] += 1  # rsync's temporary files; the final name arrives by rename
+            self.counters["ignored"] += (
+                1  # rsync's temporary files; the final name arrives by rename
+            )
             return
         if kind not in (EXISTS, RESCAN, ARRIVED):
             return
@@ -257,7 +261,9 @@ class FlagEvent:
 class FlagFiles:
     """Pipeline flags in the daemons' flag directories."""
 
-    def __init__(self, on_flag: Callable[[FlagEvent], None], *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, on_flag: Callable[[FlagEvent], None], *, clock: Callable[[], float] = time.time
+    ) -> None:
         self.on_flag = on_flag
         self.clock = clock
         self.raised: dict[str, FlagEvent] = {}
@@ -311,10 +317,20 @@ class DataflowIngest:
 
             reactor = default_reactor
         self.logs = SummaryLogs(
-            on_records, reactor=reactor, clock=clock, backlog=backlog, unfinished_after=unfinished_after
+            on_records,
+            reactor=reactor,
+            clock=clock,
+            backlog=backlog,
+            unfinished_after=unfinished_after,
         )
         self.watchers = [
-            TreeWatcher(summary_roots, self.logs.file_event, reactor=reactor, mode=mode, poll_interval=poll_interval)
+            TreeWatcher(
+                summary_roots,
+                self.logs.file_event,
+                reactor=reactor,
+                mode=mode,
+                poll_interval=poll_interval,
+            )
         ]
         self.data: DataFiles | None = None
         self.flags: FlagFiles | None = None
@@ -322,14 +338,26 @@ class DataflowIngest:
         if data_dirs:
             self.data = DataFiles(on_arrival or (lambda a: None))
             self.watchers.append(
-                TreeWatcher(data_dirs, self.data.file_event, reactor=reactor, mode=mode, modify=False,
-                            poll_interval=poll_interval)
+                TreeWatcher(
+                    data_dirs,
+                    self.data.file_event,
+                    reactor=reactor,
+                    mode=mode,
+                    modify=False,
+                    poll_interval=poll_interval,
+                )
             )
         if flag_dirs:
             self.flags = FlagFiles(on_flag or (lambda f: None), clock=clock)
             self.watchers.append(
-                TreeWatcher(flag_dirs, self.flags.file_event, reactor=reactor, mode=mode, modify=False,
-                            poll_interval=poll_interval)
+                TreeWatcher(
+                    flag_dirs,
+                    self.flags.file_event,
+                    reactor=reactor,
+                    mode=mode,
+                    modify=False,
+                    poll_interval=poll_interval,
+                )
             )
 
     def start(self) -> None:

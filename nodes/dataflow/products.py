@@ -109,7 +109,9 @@ class _Entry:
 class StageHistory:
     """Runs of one radar x stage, kept for a window (they may arrive out of order)."""
 
-    def __init__(self, radar: str, stage: str, window: float = DEFAULT_WINDOW, keep: int = 10000) -> None:
+    def __init__(
+        self, radar: str, stage: str, window: float = DEFAULT_WINDOW, keep: int = 10000
+    ) -> None:
         self.radar = radar
         self.stage = stage
         self.window = window
@@ -123,7 +125,9 @@ class StageHistory:
         if run.start is None or not math.isfinite(run.start):
             return  # a run without a time line has no place on a timeline
         old = None if self.stage in OLD_BY_DESIGN else files_older_than(run, old_after)
-        entry = _Entry(run.start, run.end, run.state, run.files_ok, run.files_failed, old, run.duration)
+        entry = _Entry(
+            run.start, run.end, run.state, run.files_ok, run.files_failed, old, run.duration
+        )
         i = bisect.bisect_right(self._starts, run.start)
         self._starts.insert(i, run.start)
         self._entries.insert(i, entry)
@@ -132,7 +136,11 @@ class StageHistory:
         self._prune()
 
     def note_activity(self, t: float | None) -> None:
-        if t is not None and math.isfinite(t) and (self.last_activity is None or t > self.last_activity):
+        if (
+            t is not None
+            and math.isfinite(t)
+            and (self.last_activity is None or t > self.last_activity)
+        ):
             self.last_activity = t
 
     def _prune(self) -> None:
@@ -192,7 +200,12 @@ class ProductBook:
         periods: Mapping[str, float] | None = None,
         old_after: float = DAY,
     ) -> None:
-        for name, value in (("period", period), ("margin", margin), ("window", window), ("old_after", old_after)):
+        for name, value in (
+            ("period", period),
+            ("margin", margin),
+            ("window", window),
+            ("old_after", old_after),
+        ):
             if not (isinstance(value, int | float) and math.isfinite(value) and value >= 0):
                 raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
         self.period = float(period)
@@ -244,7 +257,9 @@ class ProductBook:
             if stale != self._stale.get(key, False):
                 self._stale[key] = stale
                 changes.append(
-                    StaleChange(key[0], key[1], stale, now, last, self.period_of(key[1]), self.margin)
+                    StaleChange(
+                        key[0], key[1], stale, now, last, self.period_of(key[1]), self.margin
+                    )
                 )
         return changes
 

@@ -96,18 +96,22 @@ CONTEXT_LABELS: dict[str, str] = {
 }
 
 # Exact "nothing to do" lines of the scripts; a looser pattern catches variants.
-NOTHING_LINES = frozenset({
-    "No files to be transferred.",
-    "No antenna iq files found to plot.",
-    "No dmap files found to be transferred.",
-    "No array files found to be transferred.",
-    "Not transferring any dmap files",
-    "No files to be converted.",
-    "No dmap files found to be distributed.",
-    "No array files found to be distributed.",
-    "No plots to archive.",
-})
-_NOTHING_RE = re.compile(r"^(?:No|Not) [\w .-]*\b(?:files?|plots?)\b[\w .-]*\.?$|^Not converting files for \w+\.?$")
+NOTHING_LINES = frozenset(
+    {
+        "No files to be transferred.",
+        "No antenna iq files found to plot.",
+        "No dmap files found to be transferred.",
+        "No array files found to be transferred.",
+        "Not transferring any dmap files",
+        "No files to be converted.",
+        "No dmap files found to be distributed.",
+        "No array files found to be distributed.",
+        "No plots to archive.",
+    }
+)
+_NOTHING_RE = re.compile(
+    r"^(?:No|Not) [\w .-]*\b(?:files?|plots?)\b[\w .-]*\.?$|^Not converting files for \w+\.?$"
+)
 
 # Lines from ssh/rsync when the far side cannot be reached.
 _CONNECTION_RE = re.compile(
@@ -130,7 +134,13 @@ MAX_LINE = 64 * 1024  # longer lines are cut here and counted; the rest up to th
 
 def parse_utc_line(line: str) -> float | None:
     """`YYYYMMDD HH:MM:SS UTC` (date --utc "+%Y%m%d %H:%M:%S UTC") to UNIX seconds."""
-    if len(line) != 21 or line[8] != " " or line[11] != ":" or line[14] != ":" or line[17:] != " UTC":
+    if (
+        len(line) != 21
+        or line[8] != " "
+        or line[11] != ":"
+        or line[14] != ":"
+        or line[17:] != " UTC"
+    ):
         return None
     day = day_start(line[:8])
     sec = clock_seconds(line[9:11], line[12:14], line[15:17])
@@ -281,7 +291,9 @@ class SummaryParser:
     bounds the unknown lines kept per run and outside runs; all are counted.
     """
 
-    def __init__(self, source: str = "", *, keep_unknown: int = 100, max_line: int = MAX_LINE) -> None:
+    def __init__(
+        self, source: str = "", *, keep_unknown: int = 100, max_line: int = MAX_LINE
+    ) -> None:
         self.source = source
         self.stats = ParserStats()
         self.orphans: deque[str] = deque(maxlen=keep_unknown)  # unknown lines outside blocks
@@ -479,7 +491,9 @@ class SummaryParser:
             return
         block.start = t
         block.last_line = self._line_no
-        self._out.append(RunStart(self.source, block.script, block.host, block.radar, t, block.first_line))
+        self._out.append(
+            RunStart(self.source, block.script, block.host, block.radar, t, block.first_line)
+        )
 
     def _git(self, line: str) -> None:
         m = _GIT_RE.match(line)
@@ -523,9 +537,21 @@ class SummaryParser:
             block = self._target()
         if block is None:
             self.stats.orphan += 1
-            self._out.append(FileLine(self.source, None, None, None, status, outcome, path, name, self._line_no))
+            self._out.append(
+                FileLine(self.source, None, None, None, status, outcome, path, name, self._line_no)
+            )
             return
-        rec = FileLine(self.source, block.script, block.radar, block.start, status, outcome, path, name, self._line_no)
+        rec = FileLine(
+            self.source,
+            block.script,
+            block.radar,
+            block.start,
+            status,
+            outcome,
+            path,
+            name,
+            self._line_no,
+        )
         block.files.append(rec)
         if outcome == OK:
             block.ok += 1
@@ -549,7 +575,9 @@ class SummaryParser:
             self._unknown(line)
             return
         script = stage_of(m.group(1))
-        block = self._current if self._current is not None and self._current.script == script else None
+        block = (
+            self._current if self._current is not None and self._current.script == script else None
+        )
         if block is None:
             candidates = [b for b in self._open.values() if b.script == script]
             if candidates:

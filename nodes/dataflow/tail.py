@@ -145,7 +145,10 @@ class FileFollower:
         if size < self.offset:
             self.stats.truncated += 1
             self._resync(size)
-        elif self._tail and os.pread(fd, len(self._tail), self.offset - len(self._tail)) != self._tail:
+        elif (
+            self._tail
+            and os.pread(fd, len(self._tail), self.offset - len(self._tail)) != self._tail
+        ):
             self.stats.rewritten += 1
             self._resync(size)
         return out + self._consume(size)
@@ -271,7 +274,11 @@ class FileFollower:
         p = ends[good] if good >= 0 else 0
         if p == old:
             self.stats.resumed += 1  # all that was read is still there
-        elif good >= 0 and b"\n" not in os.pread(fd, min(max(0, size - p), 1 << 16), p) and size - p < 1 << 16:
+        elif (
+            good >= 0
+            and b"\n" not in os.pread(fd, min(max(0, size - p), 1 << 16), p)
+            and size - p < 1 << 16
+        ):
             self.stats.shortened += 1  # a prefix of what was read, plus at most a partial line
         else:
             self.stats.restarted += 1

@@ -37,7 +37,14 @@ except Exception:  # noqa: BLE001 - any failure to load means "no inotify here"
 
 log = Logger()
 
-EXISTS, RESCAN, CREATED, CHANGED, ARRIVED, GONE = "exists", "rescan", "created", "changed", "arrived", "gone"
+EXISTS, RESCAN, CREATED, CHANGED, ARRIVED, GONE = (
+    "exists",
+    "rescan",
+    "created",
+    "changed",
+    "arrived",
+    "gone",
+)
 
 _IN_MODIFY = 0x002
 _IN_ATTRIB = 0x004
@@ -89,7 +96,9 @@ if _inotify_mod is not None:
     class _Notifier(_inotify_mod.INotify):
         """INotify that survives a deleted subdirectory and reports queue overflows."""
 
-        def __init__(self, reactor, on_overflow: Callable[[], None], on_lost: Callable[[], None]) -> None:
+        def __init__(
+            self, reactor, on_overflow: Callable[[], None], on_lost: Callable[[], None]
+        ) -> None:
             super().__init__(reactor)
             self._on_overflow = on_overflow
             self._on_lost = on_lost
@@ -183,7 +192,9 @@ class TreeWatcher:
             try:
                 self._start_inotify()
             except Exception as e:  # noqa: BLE001 - e.g. the watch limit is reached
-                log.warn("inotify unavailable ({err}); polling every {s} s", err=e, s=self.poll_interval)
+                log.warn(
+                    "inotify unavailable ({err}); polling every {s} s", err=e, s=self.poll_interval
+                )
                 self._stop_inotify()
                 self.mode = "poll"
         if self.mode == "poll":
@@ -223,7 +234,9 @@ class TreeWatcher:
             return
         self._pending_roots.discard(root)
         assert self._notifier is not None
-        self._notifier.watch(FilePath(root), mask=self.mask, autoAdd=True, callbacks=[self._notify], recursive=True)
+        self._notifier.watch(
+            FilePath(root), mask=self.mask, autoAdd=True, callbacks=[self._notify], recursive=True
+        )
 
     def _schedule_retry(self) -> None:
         # only for roots that do not exist yet: nothing to watch until they do
@@ -253,7 +266,13 @@ class TreeWatcher:
             if mask & _IN_MOVED_TO and self._notifier is not None:
                 # a whole directory moved in: Twisted only follows created ones
                 try:
-                    self._notifier.watch(filepath, mask=self.mask, autoAdd=True, callbacks=[self._notify], recursive=True)
+                    self._notifier.watch(
+                        filepath,
+                        mask=self.mask,
+                        autoAdd=True,
+                        callbacks=[self._notify],
+                        recursive=True,
+                    )
                 except Exception as e:  # noqa: BLE001
                     self.counters["errors"] += 1
                     log.warn("cannot watch {path}: {err}", path=path, err=e)
@@ -311,7 +330,9 @@ class TreeWatcher:
 
     def _scan_paths(self, paths: list[str], kind: str) -> None:
         self.counters["scans"] += 1
-        d = threads.deferToThreadPool(self.reactor, self.reactor.getThreadPool(), _scan, list(paths))
+        d = threads.deferToThreadPool(
+            self.reactor, self.reactor.getThreadPool(), _scan, list(paths)
+        )
 
         def done(found: list[tuple[str, tuple[int, int, int]]]) -> None:
             if kind == EXISTS:
@@ -333,7 +354,9 @@ class TreeWatcher:
         if self._scanning:
             return None
         self._scanning = True
-        d = threads.deferToThreadPool(self.reactor, self.reactor.getThreadPool(), _scan, list(self.roots))
+        d = threads.deferToThreadPool(
+            self.reactor, self.reactor.getThreadPool(), _scan, list(self.roots)
+        )
 
         def done(found: list[tuple[str, tuple[int, int, int]]]) -> None:
             first = not self._first_scan_done
