@@ -336,3 +336,16 @@ def _type_codes(data: bytes) -> dict[str, int]:
             extents = struct.unpack_from(f"<{ndim}i", data, z + 6)
             pos = z + 6 + 4 * ndim + int(np.prod(extents)) * dmap._DTYPE[kind].itemsize
     return codes
+
+
+def test_empty_array_with_giant_extents_is_refused():
+    # Found by the bit-flip fuzzer: extents (0, 2**31-1, ...) make numpy itself fail.
+    body = b"a\0\x04" + struct.pack("<iiii", 3, 0, 2**31 - 1, 2**31 - 1)
+    data = struct.pack("<iiii", dmap.RECORD_CODE, 16 + len(body), 0, 1) + body
+    with pytest.raises(dmap.DmapError, match="absurd extents"):
+        dmap.decode_record(data)
+    body = b"a\0\x04" + struct.pack("<iii", 2, 0, 3)
+    ok = struct.pack("<iiii", dmap.RECORD_CODE, 16 + len(body), 0, 1) + body
+    assert dmap.decode_record(ok)["a"].shape == (3, 0)
+    layout = dmap._Layout(dmap._decode_generic(ok, 16, len(ok), 0, 1)[1])
+    assert layout.decode(data, 16, len(data)) is None

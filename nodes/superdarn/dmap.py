@@ -58,6 +58,8 @@ MAX_NDIM = 32
 # Smallest possible encodings, used to reject absurd counts before looping.
 _MIN_SCALAR_BYTES = 3  # empty name, type byte, 1-byte value (or empty string)
 _MIN_ARRAY_BYTES = 10  # empty name, type byte, ndim, one extent, no elements
+# Largest product of the non-zero extents of an empty array (an int32 count).
+_MAX_EMPTY_SHAPE = 0x7FFFFFFF
 
 # FITACF field types (RST fitacf 2.x/3.x), used to encode plain Python values so
 # that the bytes match what RST and darn-dmap's write_fitacf expect.
@@ -267,6 +269,10 @@ def _decode_generic(
         pos += 4 * ndim
         count = math.prod(extents)
         shape = extents[::-1]
+        # An empty array must not declare giant other extents either (numpy
+        # cannot even describe such a shape): bound the product of non-zero ones.
+        if count == 0 and math.prod(e or 1 for e in extents) > _MAX_EMPTY_SHAPE:
+            raise DmapError(f"array {name!r} declares absurd extents {list(extents)}", pos - 4 * ndim)
         if kind == STRING:
             value, pos = _string_array(buf, pos, end, count, shape, name)
         else:
@@ -385,7 +391,8 @@ class _Layout:
                     return None
                 count = math.prod(extents)
                 nbytes = count * dtype.itemsize
-                if pos + nbytes > end:
+                if pos + nbytes > end or (
+                        count == 0 and math.prod(e or 1 for e in extents) > _MAX_EMPTY_SHAPE):
                     return None
                 record[name] = frombuffer(buf, dtype, count, pos).reshape(extents[::-1])
             pos += nbytes
