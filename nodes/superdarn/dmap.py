@@ -399,6 +399,8 @@ class _Layout:
         return record if pos == end else None
 
 
+# Shared by every caller; safe across threads too: a reader that misses a
+# layout being replaced just takes the generic path.
 _LAYOUTS: dict[tuple[int, int], list[_Layout]] = {}
 _LAYOUTS_PER_KEY = 4
 _MAX_KEYS = 64
