@@ -276,6 +276,9 @@ class DataNode:
                 raise to_wamp(exc, self.uris.prefix) from None
             except ApplicationError:
                 raise
+            except StoreError as exc:  # e.g. Redis unreachable: the caller may retry
+                self.counters["rpc_store_errors"] += 1
+                raise ApplicationError(self.uris.error("unavailable"), f"history store: {exc}") from None
             except Exception as exc:
                 self.counters["rpc_errors"] += 1
                 self.log.failure("RPC {fn} failed", fn=getattr(fn, "__name__", fn))
