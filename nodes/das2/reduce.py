@@ -84,29 +84,33 @@ class _Bins:
 def _aggregate(
     bins: np.ndarray, values: list[np.ndarray], fills: list[float], minmax: bool
 ) -> _Bins:
-    """Per-bin sums, counts, minima and maxima of one batch."""
-    if bins.size and (np.diff(bins) < 0).any():
+    """Per-bin sums, counts, minima and maxima of one batch (at least one record)."""
+    step = np.diff(bins)
+    if (step < 0).any():
         order = np.argsort(bins, kind="stable")
         bins = bins[order]
         values = [v[order] for v in values]
-    starts = np.flatnonzero(np.diff(bins)) + 1 if bins.size else np.empty(0, np.intp)
-    starts = np.concatenate(([0], starts)).astype(np.intp) if bins.size else starts
+        step = np.diff(bins)
+    starts = np.flatnonzero(step)
+    starts += 1
+    starts = np.concatenate(([0], starts)).astype(np.intp)
     sizes = np.diff(np.append(starts, bins.size))
     out = _Bins(bins[starts], [], [], [], [])
     for v, fill in zip(values, fills, strict=True):
-        valid = ~np.isnan(v) & (v != fill)
-        if valid.all():
+        bad = np.isnan(v)
+        bad |= v == fill
+        if not bad.any():  # the usual case: no masking needed
             out.sums.append(np.add.reduceat(v, starts, axis=0, dtype=np.float64))
-            shape = (len(starts),) + v.shape[1:]
+            # each plane gets its own counts array: merging adds into it in place
             out.counts.append(
-                np.broadcast_to(sizes.reshape((-1,) + (1,) * (v.ndim - 1)), shape).copy()
+                sizes.copy() if v.ndim == 1 else np.repeat(sizes[:, None], v.shape[1], 1)
             )
             if minmax:
                 out.mins.append(np.minimum.reduceat(v, starts, axis=0).astype(np.float64))
                 out.maxs.append(np.maximum.reduceat(v, starts, axis=0).astype(np.float64))
             continue
-        zeroed = np.where(valid, v, 0)
-        out.sums.append(np.add.reduceat(zeroed, starts, axis=0, dtype=np.float64))
+        valid = ~bad
+        out.sums.append(np.add.reduceat(np.where(valid, v, 0), starts, axis=0, dtype=np.float64))
         out.counts.append(np.add.reduceat(valid, starts, axis=0, dtype=np.int64))
         if minmax:
             lo = np.where(valid, v, np.inf)
@@ -182,16 +186,19 @@ class _PacketReducer:
 
     def feed(self, data: Data) -> Data | None:
         x = np.asarray(data.columns[0], dtype=np.float64)
-        keep = np.isfinite(x)
         values = list(data.columns[1:])
-        if not keep.all():  # records without a time cannot be binned
+        if not (np.isfinite(x.min()) and np.isfinite(x.max())):
+            keep = np.isfinite(x)  # records without a time cannot be binned
             x = x[keep]
             values = [v[keep] for v in values]
         if x.size == 0:
             return None
-        bins = np.floor((x - self.origin) / self.width)
-        if not np.isfinite(bins).all() or np.abs(bins).max() > 2**62:
+        reach = max(abs(x.min() - self.origin), abs(x.max() - self.origin)) / self.width
+        if not reach < 2**62:
             raise Das2StreamError("x values too far from the bin origin to bin")
+        bins = x - self.origin
+        bins /= self.width
+        np.floor(bins, out=bins)
         agg = _aggregate(bins.astype(np.int64), values, self.fills, self.minmax)
         if self.pending is not None:
             agg = _merge(self.pending, agg, self.minmax)
