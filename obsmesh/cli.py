@@ -14,10 +14,12 @@ from obsmesh import config
 NODE_KINDS = {
     "sensors": "nodes.sensors.node",
     "weather": "nodes.weather.node",
+    "co2": "nodes.co2.node",
 }
 # Simulators of the outside world: `obsmesh simulate KIND`. Each has configure(parser) and main(args).
 SIMULATORS = {
     "weather": "nodes.weather.simulator",
+    "co2": "nodes.co2.simulator",
 }
 
 
@@ -114,6 +116,11 @@ def build_parser() -> argparse.ArgumentParser:
     for kind, module in SIMULATORS.items():
         importlib.import_module(module).configure(kinds.add_parser(kind, parents=[common], help=f"simulate {kind}"))
     p.set_defaults(func=cmd_simulate)
+
+    p = sub.add_parser("co2", parents=[common], help="CO2 units: register, revoke, offer firmware updates")
+    co2_admin = importlib.import_module("nodes.co2.admin")
+    co2_admin.configure(p)
+    p.set_defaults(func=co2_admin.main)
 
     return parser
 

@@ -36,10 +36,18 @@ def services(settings: dict[str, Any], state: str) -> list[Service]:
     """Every service `obsmesh up` runs, in start order (the router is separate)."""
     py = [sys.executable, "-m", "obsmesh"]
     weather_dir = os.path.join(state, "weather")
+    from nodes.co2.settings import endpoint_url, resolve
+
+    co2_root = os.path.join(state, "co2")  # uploads, pings and the simulated units' tokens
+    co2_url = endpoint_url(resolve(None, settings))
     return [
         Service("weather-simulator", [*py, "simulate", "weather", weather_dir], f"writes {weather_dir}"),
         Service("sensors", [*py, "node", "sensors"], "node sensors (this host)"),
         Service("weather", [*py, "node", "weather", "--dir", weather_dir], f"node weather ({weather_dir})"),
+        Service("co2", [*py, "node", "co2", "--data-root", co2_root], f"node co2, unit endpoint {co2_url}/"),
+        Service("co2-simulator", [*py, "simulate", "co2", "--units", "5", "--data-root", co2_root,
+                                  "--sd-dir", os.path.join(state, "co2-units"), co2_url],
+                f"5 simulated CO2 units uploading to {co2_url}"),
     ]
 
 

@@ -58,18 +58,39 @@ class ReadingsIngest:
 
     # -- life cycle -------------------------------------------------------------
 
-    def start(self) -> Deferred:
-        """Load progress and deliver rows stored but not yet delivered."""
-        return ensureDeferred(self._start())
+    def start(self, history: OnRows | None = None, since: float = -math.inf) -> Deferred:
+        """Load progress and deliver rows stored but not yet delivered.
 
-    async def _start(self) -> None:
+        With `history`, first hand it the rows delivered by an earlier run
+        (the bytes of each file before its saved progress) of the files
+        written since `since` (mtime): a node whose store did not survive the
+        restart gets its history back, and `on_rows` then continues exactly
+        where that history ends.
+        """
+        return ensureDeferred(self._start(history, since))
+
+    async def _start(self, history: OnRows | None, since: float) -> None:
         self._progress = await self.workers.in_db(self.pings.progress)
         files = await self.workers.in_files(self.storage.readings_files)
-        for unit_id, names, size in files:
+        for unit_id, names, size, mtime in files:
             key = (unit_id, "/".join(names))
             start = min(self._progress.get(key, 0), size)
+            if history is not None and start > 0 and mtime >= since:
+                await self._history(history, unit_id, names, start)
             await self._resync(unit_id, names, start, size)
         self._flusher.start(self._flush_interval, now=False)
+
+    async def _history(self, history: OnRows, unit_id: str, names: tuple[str, ...],
+                       end: int) -> None:
+        def parse() -> list[Reading]:
+            return ReadingsParser(unit_id, 0).feed(self.storage.read(unit_id, names, 0, end)).rows
+
+        rows = await self.workers.in_files(parse)
+        if rows:
+            try:
+                history(unit_id, rows)
+            except Exception:
+                log.failure("history callback failed for {unit}", unit=unit_id)
 
     def stop(self) -> Deferred:
         if self._flusher.running:

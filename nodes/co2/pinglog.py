@@ -104,6 +104,13 @@ class PingLog:
                         "last_seen": r[0], "last": last})
         return out
 
+    def since(self, t0: float, limit: int) -> list[Ping]:
+        """Pings received at or after `t0`, oldest first (the newest `limit`)."""
+        rows = self.db.execute(
+            "SELECT t, unit_id, site_code, rssi_raw, rssi_dbm, ber_raw FROM pings"
+            " WHERE t >= ? ORDER BY id DESC LIMIT ?", (t0, limit)).fetchall()
+        return [Ping(*r) for r in reversed(rows)]
+
     def progress(self) -> dict[tuple[str, str], int]:
         rows = self.db.execute("SELECT unit_id, path, parsed_until FROM readings_progress")
         return {(u, p): n for u, p, n in rows}

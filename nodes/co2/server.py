@@ -3,7 +3,10 @@
 Speaks the existing firmware's protocol (see routes.py), authenticates units,
 stores uploads durably (storage.py) and hands parsed readings rows and pings
 to the callbacks `on_rows(unit_id, rows)` and `on_ping(unit_id, ping)`, which
-run on the reactor thread.
+run on the reactor thread. Two more callbacks tell the node about units:
+`on_unit(unit_id)` after every authenticated request (the unit is alive) and
+`on_conflict(unit_id, path, offset, stored_size)` when an upload's bytes
+differ from the bytes already stored (409).
 
 Request bodies are capped while they stream in (`web.Co2Request`): a body over the
 cap is answered 413 at once and dropped, never buffered. Every refusal is a
@@ -106,6 +109,16 @@ def _json_safe(value: Any) -> Any:
 Response = tuple[int, bytes, bytes]
 
 
+def _notify(callback: Callable[..., object] | None, *args: Any) -> None:
+    """Call a node callback; its failure is logged, never the request's."""
+    if callback is None:
+        return
+    try:
+        callback(*args)
+    except Exception:
+        log.failure("callback {name} failed", name=getattr(callback, "__name__", callback))
+
+
 def _json_response(status: int, doc: Any) -> Response:
     return status, JSON, json.dumps(_json_safe(doc)).encode()
 
@@ -119,11 +132,15 @@ class Co2Server:
         on_rows: Callable[[str, list[Reading]], object] | None = None,
         on_ping: Callable[[str, Ping], object] | None = None,
         reactor: Any = None,
+        on_unit: Callable[[str], object] | None = None,
+        on_conflict: Callable[[str, str, int, int], object] | None = None,
     ) -> None:
         self.config = config
         self.reactor = reactor or default_reactor
         self.on_rows = on_rows
         self.on_ping = on_ping
+        self.on_unit = on_unit
+        self.on_conflict = on_conflict
         self.counters: Counter = Counter()
         self.root = Path(config.root)
         self.unit_pattern = compile_unit_pattern(config.unit_pattern)
@@ -141,14 +158,16 @@ class Co2Server:
 
     # -- life cycle ---------------------------------------------------------------
 
-    async def start(self) -> None:
-        """Open the database and deliver readings stored but not yet delivered."""
+    async def start(self, history: Callable[[str, list[Reading]], object] | None = None,
+                    history_since: float = -math.inf) -> None:
+        """Open the database and deliver readings stored but not yet delivered
+        (`history`: see `ReadingsIngest.start`)."""
         self.workers.start()
         self.pings = await self.workers.in_db(
             PingLog, self.root, self.config.ping_file_bytes)
         self.ingest = ReadingsIngest(self.storage, self.pings, self.workers,
                                      self.on_rows, self.counters)
-        await self.ingest.start()
+        await self.ingest.start(history, history_since)
         if self.networks:
             log.warn(COMPAT_WARNING, nets=", ".join(map(str, self.networks)))
 
@@ -225,6 +244,7 @@ class Co2Server:
         query = parse_query(request.uri.partition(b"?")[2])
         if r.unit_id is not None:
             self._authenticate(request, r.unit_id, query)
+            _notify(self.on_unit, r.unit_id)
         if r.kind == "push":
             return await self._push(request, r.unit_id, r.path, query)
         if r.kind == "alive":
@@ -305,6 +325,7 @@ class Co2Server:
                 "error": "SKIPPED_PART_OF_FILE", "ack_file": ack,
                 "message": f"offset {offset} is past the stored size {result.size_after}"})
         if result.action == "conflict":
+            _notify(self.on_conflict, unit_id, "/".join(names), offset, result.size_after)
             return _json_response(409, {
                 "error": "conflict", "ack_file": ack,
                 "message": f"bytes at offset {offset} differ from the stored bytes"})

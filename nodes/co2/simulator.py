@@ -96,10 +96,13 @@ class SimUnit:
     # -- measuring ---------------------------------------------------------------
 
     def measure(self, t: float, clock_reset: bool = False) -> Row | None:
-        """Append one readings row taken at `t` (whole seconds, UTC). With
-        `clock_reset` the row is dated 1970 as after an RTC reset, and is
-        not expected to be delivered (returns None)."""
+        """Append one readings row taken at `t` (whole seconds, UTC; at least a
+        second after the unit's previous row, as a measurement takes seconds).
+        With `clock_reset` the row is dated 1970 as after an RTC reset, and
+        is not expected to be delivered (returns None)."""
         t = float(int(t))
+        if self.rows and not clock_reset:
+            t = max(t, self.rows[-1].t + 1)
         rng = self.rng
         temp = None if rng.random() < 0.05 else round(rng.uniform(-20, 25) * 16) / 16
         co2 = tuple(None if rng.random() < 0.02 else rng.randrange(380, 1200) for _ in range(10))

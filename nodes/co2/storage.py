@@ -188,8 +188,8 @@ class Storage:
         finally:
             os.close(dir_fd)
 
-    def readings_files(self) -> list[tuple[str, tuple[str, ...], int]]:
-        """Every stored readings file: (unit id, names, size)."""
+    def readings_files(self) -> list[tuple[str, tuple[str, ...], int, float]]:
+        """Every stored readings file: (unit id, names, size, mtime)."""
         found = []
         for unit_id in sorted(_plain_entries(self._units_fd, want_dirs=True)):
             dir_fd = self._walk(self._units_fd, (unit_id, "data", "readings"), create=False)
@@ -199,8 +199,8 @@ class Storage:
                 for name in sorted(_plain_entries(dir_fd, want_dirs=False)):
                     if READINGS_NAME.fullmatch(name):
                         names = ("data", "readings", name)
-                        found.append((unit_id, names, os.stat(name, dir_fd=dir_fd,
-                                                              follow_symlinks=False).st_size))
+                        st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+                        found.append((unit_id, names, st.st_size, st.st_mtime))
             finally:
                 os.close(dir_fd)
         return found

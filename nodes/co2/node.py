@@ -1,0 +1,278 @@
+"""The `co2` node: the units' HTTP endpoint (Co2Server) inside a data node.
+
+Each unit appears as two timelines (see fields.py): `<unit>` with its readings
+rows and `<unit>.ping` with its alive pings; the fields are declared when a
+unit first shows up. Rows and pings go to the store and, batched by the base,
+live on `P.consumer.<name>.live`. Rows dated 1970 never reach the node (the
+server counts them: `co2.counters.rows_clock_error` in get_status).
+
+At start the node gets its history back from the data root: the readings
+rows delivered by earlier runs (files written within the mesh's `max_age`)
+and the pings of that period, stored without live publication. Since a unit's
+timelines only move forward (fields.keep_forward), rows delivered again after
+a restart, or already kept by a Redis store that outlived the node, are
+skipped and counted, never stored twice.
+
+A unit that sends nothing for `silence` seconds is marked `connected=False,
+stale=True` (the base publishes the change on `.status` and keeps it as an
+event for get_events and Grafana annotations); its next request marks it
+connected again. Conflicting uploads (409) are events too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import re
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from twisted.internet import task
+
+from nodes.base import DataNode
+from nodes.co2 import fields as F
+from nodes.co2.paths import compile_unit_pattern
+from nodes.co2.pings import Ping
+from nodes.co2.readings import Reading
+from nodes.co2.server import Co2Config, Co2Server
+from nodes.co2.settings import resolve
+from nodes.co2.tokens import TokenFileError
+from obsmesh import config
+
+MAX_HISTORY_PINGS = 1_000_000
+CONFLICT_EVENT_EVERY = 3600.0  # seconds between events about conflicts on one file
+
+
+class Co2Node(DataNode):
+    kind = "co2"
+    description = "CO2 observation units: readings and alive pings uploaded over HTTP"
+
+    def __init__(self, name: str, settings: dict[str, Any], options: dict[str, Any], **kw: Any) -> None:
+        self.options = options
+        self.root = Path(options["data_root"])
+        self.silence = float(options["silence"])
+        if not (self.silence > 0 and math.isfinite(self.silence)):
+            raise ValueError(f"silence must be a positive number of seconds, got {options['silence']!r}")
+        if not 0 <= int(options["port"]) <= 65535:
+            raise ValueError(f"port must be within 0..65535, got {options['port']!r}")
+        if int(options["max_body_bytes"]) < 1:
+            raise ValueError("max_body_bytes must be positive")
+        self._last: dict[str, float] = {}  # timeline -> last stored time
+        self._heard: dict[str, float] = {}  # unit -> last word from it (silence reference)
+        self._conflicts: dict[tuple[str, str], float] = {}  # (unit, path) -> last event
+        self.port: Any = None
+        super().__init__(name, settings, **kw)
+        self.server = Co2Server(
+            Co2Config(
+                root=self.root,
+                unit_pattern=options["unit_pattern"],
+                max_body_bytes=int(options["max_body_bytes"]),
+                token_header=options["token_header"] or None,
+                token_query=options["token_query"] or None,
+                compat_networks=tuple(options["compat_networks"]),
+            ),
+            on_rows=self._on_rows,
+            on_ping=self._on_ping,
+            reactor=self.reactor,
+            on_unit=self._on_unit,
+            on_conflict=self._on_conflict,
+        )
+        self._watch = task.LoopingCall(self.check_silence)
+        self._watch.clock = self.reactor
+
+    # -- fields ------------------------------------------------------------------
+
+    def _declare(self, unit_id: str, timeline: str, names: dict[str, tuple[str, str]]) -> None:
+        if F.field(unit_id, next(iter(names))) in self.fields:
+            return
+        for name, (units, description) in names.items():
+            self.declare(F.field(unit_id, name), timeline, units=units, description=f"{unit_id}: {description}")
+
+    # -- what the endpoint hands over (reactor thread) ----------------------------
+
+    def _on_unit(self, unit_id: str) -> None:
+        """Any authenticated request: the unit is alive."""
+        now = self.clock()
+        self._heard[unit_id] = now
+        src = self.sources.get(unit_id)
+        if src is None:
+            self.event(now, f"{unit_id}: first contact", "a unit this node had not seen", ["co2", "unit", unit_id])
+        if src is None or not src.get("connected") or src.get("stale"):
+            self.source(unit_id, connected=True, stale=False, error=None, last_heard=now)
+        else:
+            self.source(unit_id, last_heard=now)
+
+    def _on_rows(self, unit_id: str, rows: list[Reading]) -> None:
+        self._store_rows(unit_id, rows, live=True)
+
+    def _history_rows(self, unit_id: str, rows: list[Reading]) -> None:
+        self._store_rows(unit_id, rows, live=False)
+
+    def _store_rows(self, unit_id: str, rows: list[Reading], live: bool) -> None:
+        self._declare(unit_id, F.readings_timeline(unit_id), F.READINGS)
+        if any(r.extra for r in rows):
+            self._declare(unit_id, F.readings_timeline(unit_id), F.EXTRA)
+        timeline = F.readings_timeline(unit_id)
+        kept = self._keep(timeline, [r.t for r in rows], "rows" if live else "history_rows", unit_id, live)
+        if not kept:
+            return
+        rows = rows if len(kept) == len(rows) else [rows[i] for i in kept]
+        t, cols = F.readings_columns(unit_id, rows)
+        self.append(timeline, t, cols, live=live)
+        self.source(unit_id, last_sample=rows[-1].t, nickname=rows[-1].nickname)
+
+    def _on_ping(self, unit_id: str, ping: Ping) -> None:
+        self._store_pings(unit_id, [ping], live=True)
+
+    def _store_pings(self, unit_id: str, pings: list[Ping], live: bool) -> None:
+        timeline = F.ping_timeline(unit_id)
+        self._declare(unit_id, timeline, F.PINGS)
+        kept = self._keep(timeline, [p.t for p in pings], "pings" if live else "history_pings", unit_id, live)
+        if not kept:
+            return
+        pings = pings if len(kept) == len(pings) else [pings[i] for i in kept]
+        t, cols = F.ping_columns(unit_id, pings)
+        self.append(timeline, t, cols, live=live)
+        last = pings[-1]
+        self.source(unit_id, last_ping=last.t, site_code=last.site_code, rssi_dbm=last.rssi_dbm)
+
+    def _keep(self, timeline: str, times: list[float], counter: str, unit_id: str, live: bool) -> list[int]:
+        """Indices of the samples to store; the rest counted (and logged when live)."""
+        kept = F.keep_forward(times, self._last.get(timeline, -math.inf), self.clock() + F.FUTURE_SLACK)
+        self._last[timeline] = kept.last
+        if kept.index:
+            self.count(counter, len(kept.index))
+        if kept.not_after_last:
+            self.count(f"{counter}_not_after_last", kept.not_after_last)
+            if live:
+                self.log.info("{unit}: {n} samples of {tl} not after the last stored one, not stored again",
+                              unit=unit_id, n=kept.not_after_last, tl=timeline)
+        if kept.in_future:
+            self.count(f"{counter}_in_future", kept.in_future)
+            self.log.warn("{unit}: {n} samples of {tl} dated more than {slack:g} s ahead, not stored",
+                          unit=unit_id, n=kept.in_future, tl=timeline, slack=F.FUTURE_SLACK)
+        return kept.index
+
+    def _on_conflict(self, unit_id: str, path: str, offset: int, size: int) -> None:
+        now = self.clock()
+        key = (unit_id, path)
+        self.source(unit_id, error=f"upload conflict on {path} at offset {offset}")
+        if now - self._conflicts.get(key, -math.inf) < CONFLICT_EVENT_EVERY:
+            return
+        self._conflicts[key] = now
+        self.event(
+            now, f"{unit_id}: upload conflict on {path}",
+            f"bytes sent at offset {offset} differ from the {size} bytes stored; the stored file is kept "
+            f"as it is (more conflicts on this file are counted in co2.counters.push_conflict, "
+            f"one event an hour)",
+            ["co2", "conflict", unit_id],
+        )
+
+    # -- silence ------------------------------------------------------------------
+
+    def check_silence(self) -> None:
+        now = self.clock()
+        for unit_id, heard in self._heard.items():
+            quiet = now - heard
+            if quiet >= self.silence and not self.sources.get(unit_id, {}).get("stale"):
+                self.source(unit_id, connected=False, stale=True,
+                            error=f"silent for {quiet:.0f} s (limit {self.silence:g} s)")
+
+    def _track(self, unit_id: str, heard: float) -> None:
+        """A unit expected to speak, from the data root (no event: not news)."""
+        if unit_id not in self.sources:
+            self.source(unit_id, connected=False, stale=False, last_heard=None)
+        self._heard.setdefault(unit_id, heard)
+
+    def _units_on_disk(self) -> set[str]:
+        pattern = compile_unit_pattern(self.options["unit_pattern"])
+        try:
+            names = {n for n in os.listdir(self.root / "units") if pattern.fullmatch(n)}
+        except FileNotFoundError:
+            names = set()
+        tokens = self.server.tokens.units()
+        names |= {u for u, e in tokens.items() if e.token_hash}
+        return {u for u in names if u not in tokens or tokens[u].token_hash}
+
+    # -- life cycle -----------------------------------------------------------------
+
+    async def start(self) -> None:
+        now = self.clock()
+        since = now - float(self.settings["max_age"])
+        for unit_id in sorted(self._units_on_disk()):
+            self._track(unit_id, now)
+        for unit_id in [u for u in self.sources if u != "endpoint"]:
+            await self._seed_last(unit_id)
+        await self.server.start(history=self._history_rows, history_since=since)
+        await self._load_pings(since, now)
+        if self.server.networks:
+            status = self.server.status()["compat_mode"]
+            self.event(now, "CO2 endpoint in compatibility mode", status["warning"], ["co2", "compat_mode"])
+        host, port = self.options["host"], int(self.options["port"])
+        self.port = self.server.listen(port, host)
+        bound = self.port.getHost().port
+        self.source("endpoint", connected=True, url=f"http://{host}:{bound}/", data_root=str(self.root))
+        self._watch.start(max(0.05, min(self.silence / 4, 10.0)), now=False)
+
+    async def _seed_last(self, unit_id: str) -> None:
+        """The last stored times of a unit (a store that outlived the node keeps them)."""
+        for timeline in (F.readings_timeline(unit_id), F.ping_timeline(unit_id)):
+            if timeline not in self._last:
+                span = await self.store.span(timeline)
+                if span is not None:
+                    self._last[timeline] = span[1]
+
+    async def _load_pings(self, since: float, now: float) -> None:
+        pings = await self.server.workers.in_db(self.server.pings.since, since, MAX_HISTORY_PINGS)
+        by_unit: dict[str, list[Ping]] = defaultdict(list)
+        for p in pings:
+            by_unit[p.unit_id].append(p)
+        for unit_id, group in by_unit.items():
+            self._track(unit_id, now)
+            await self._seed_last(unit_id)
+            self._store_pings(unit_id, group, live=False)
+            self._heard[unit_id] = group[-1].t  # silence counts from its last ping
+            self.source(unit_id, last_heard=group[-1].t)
+
+    async def stop(self) -> None:
+        if self._watch.running:
+            self._watch.stop()
+        await self.server.stop()
+        self.port = None
+
+    # -- status ---------------------------------------------------------------------
+
+    def get_status(self) -> dict:
+        status = super().get_status()
+        co2 = self.server.status()
+        summary = self.server.ingest.summary() if self.server.ingest is not None else {}
+        for unit_id, s in summary.items():  # this run's clock-error and malformed rows
+            if unit_id in status["sources"]:
+                status["sources"][unit_id].update(clock_errors=s["clock_errors"], malformed_rows=s["malformed"])
+        co2["endpoint"] = self.sources.get("endpoint", {}).get("url")
+        status["co2"] = co2
+        if co2["compat_mode"]["enabled"]:
+            status["warnings"] = [co2["compat_mode"]["warning"]]
+        return status
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data-root", help="uploads, pings and unit tokens (default <state_dir>/co2)")
+    parser.add_argument("--port", type=int, help="HTTP port of the unit endpoint (default 8090)")
+    parser.add_argument("--host", help="interface to listen on (default 127.0.0.1)")
+    parser.add_argument("--compat-network", action="append", metavar="CIDR",
+                        help="accept units that send no token from this network (compatibility mode; repeatable)")
+    parser.add_argument("--silence", type=float, help="seconds without a word before a unit is flagged (default 900)")
+
+
+def build(args: argparse.Namespace, settings: dict[str, Any]) -> Co2Node:
+    options = resolve(args.config, settings, overrides={
+        "data_root": args.data_root, "port": args.port, "host": args.host,
+        "compat_networks": args.compat_network, "silence": args.silence,
+    })
+    try:
+        return Co2Node(args.name or "co2", settings, options)
+    except (ValueError, re.error, TokenFileError, OSError) as exc:
+        raise config.ConfigError(f"co2 node: {exc}") from exc
