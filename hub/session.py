@@ -20,8 +20,10 @@ from obsmesh.uris import DEFAULT_PREFIX, Uris, valid_node_name
 class HubService:
     log = Logger()
 
-    def __init__(self, session, prefix: str = DEFAULT_PREFIX) -> None:
+    def __init__(self, session, prefix: str = DEFAULT_PREFIX, enforce_authid: bool = False) -> None:
         self.session = session
+        # With authentication on, a node may only announce its own authid as its name.
+        self.enforce_authid = enforce_authid
         self.uris = Uris(prefix)
         self.directory = Directory()  # new on every join: nodes re-announce on hub.online
 
@@ -65,6 +67,9 @@ class HubService:
         if not isinstance(description, str):
             raise ApplicationError(self.uris.error("invalid_argument"), "description must be a string")
         session = self._session_of(session_id, details)
+        authid = getattr(details, "caller_authid", None)
+        if self.enforce_authid and getattr(details, "caller_authrole", None) == "node" and authid != name:
+            raise ApplicationError("wamp.error.not_authorized", f"authenticated as {authid!r}, not {name!r}")
         holder = self.directory.holder(name)
         if holder is not None and holder != session:
             alive = yield self._alive(holder)
@@ -104,5 +109,5 @@ class Hub(ApplicationSession):
 
     def onJoin(self, details):
         extra = (self.config.extra if self.config is not None else None) or {}
-        self.service = HubService(self, extra.get("prefix", DEFAULT_PREFIX))
+        self.service = HubService(self, extra.get("prefix", DEFAULT_PREFIX), bool(extra.get("auth")))
         return self.service.attach(details)

@@ -32,7 +32,7 @@ from obsmesh.store import FIELD_TYPES, STRING, Store, StoreError, make_store
 from obsmesh.store.reduce import REDUCERS, max_points
 from obsmesh.timerules import resolve_interval, resolve_stride
 from obsmesh.uris import Uris, valid_node_name
-from obsmesh.wamp import component as make_component
+from obsmesh.wamp import service_component
 
 MAX_EVENT_VALUES = 250_000  # values in one live event, so no event nears the message cap
 MAX_EVENTS_KEPT = 10_000
@@ -475,19 +475,19 @@ class DataNode:
         self.log.info("{name} left the router ({reason})", name=self.name, reason=getattr(details, "reason", details))
 
     # -- running -----------------------------------------------------------
-    def run_component(self, authentication: dict | None = None):
-        """Connect to the router (forever); returns the Component's Deferred."""
-        comp = make_component(self.settings["router_url"], self.settings["realm"], authentication)
+    def run_component(self):
+        """Connect to the router (forever), authenticated as the node's name."""
+        comp = service_component(self.settings, self.name)
         comp.on("join", lambda s, d: defer.ensureDeferred(self.on_join(s, d)))
         comp.on("leave", self.on_leave)
         self._component = comp
         return comp.start(self.reactor)
 
-    async def launch(self, authentication: dict | None = None) -> None:
+    async def launch(self) -> None:
         """Start ingest, live flushing and the WAMP connection (returns at once)."""
         self._flusher.start(float(self.settings["live_interval"]), now=False)
         await self.start()
-        self._run = self.run_component(authentication)
+        self._run = self.run_component()
         self._run.addErrback(lambda f: self.log.failure("WAMP component ended", failure=f))
 
     async def shutdown(self) -> None:

@@ -30,16 +30,45 @@ def _port(url: str) -> int:
     return port
 
 
+def secrets_path(settings: dict) -> str:
+    return settings["secrets_file"] or os.path.join(settings["state_dir"], "secrets.json")
+
+
+def ensure_secrets(settings: dict) -> str:
+    """The mesh's secrets file, created on first use (fresh key, local principals)."""
+    from obsmesh import secrets
+
+    path = secrets_path(settings)
+    if not os.path.exists(path):
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        secrets.save(path, secrets.new(DEFAULT_PRINCIPALS))
+        print(f"obsmesh: wrote a new secrets file {path} (keep it private; it is git-ignored)", file=sys.stderr)
+    return path
+
+
+# Local principals: any name may be a node (its secret derives from the key),
+# the hub is `hub`, and backend readers such as the Grafana bridge are consumers.
+DEFAULT_PRINCIPALS = {"*": "node", "hub": "hub", "grafana": "consumer"}
+
+
+def router_config(settings: dict, host: str = "127.0.0.1", no_hub: bool = False) -> dict:
+    from obsmesh import router
+
+    return router.render_config(
+        realm=settings["realm"], prefix=settings["prefix"], host=host,
+        public_port=_port(settings["public_url"]), backend_port=_port(settings["router_url"]),
+        host_hub=not no_hub, secrets_file=ensure_secrets(settings),
+        consumer_auth=settings["consumer_auth"], tls_key=settings["tls_key"] or None,
+        tls_cert=settings["tls_cert"] or None,
+    )
+
+
 def cmd_router(args: argparse.Namespace) -> int:
     from obsmesh import router
 
     settings = config.mesh(args.config)
     cbdir = os.path.abspath(args.cbdir or os.path.join(settings["state_dir"], "router"))
-    router.write_cbdir(cbdir, router.render_config(
-        realm=settings["realm"], prefix=settings["prefix"], host=args.host,
-        public_port=_port(settings["public_url"]), backend_port=_port(settings["router_url"]),
-        host_hub=not args.no_hub, hub_ticket=os.environ.get("OBSMESH_HUB_SECRET"),
-    ))
+    router.write_cbdir(cbdir, router_config(settings, args.host, args.no_hub))
     exe = router.crossbar_executable()
     os.execv(exe, [exe, "start", "--cbdir", cbdir])
     return 0  # not reached
@@ -51,16 +80,13 @@ def cmd_hub(args: argparse.Namespace) -> int:
     from twisted.logger import globalLogBeginner, textFileLogObserver
 
     from hub.session import HubService
-    from obsmesh.wamp import component
+    from obsmesh.wamp import service_component
 
     settings = config.mesh(args.config)
-    secret = os.environ.get("OBSMESH_HUB_SECRET")
-    if not secret:
-        print("obsmesh hub: set OBSMESH_HUB_SECRET (the router's hub ticket)", file=sys.stderr)
-        return 2
     globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stderr)])
-    comp = component(settings["router_url"], settings["realm"], {"ticket": {"authid": "hub", "ticket": secret}})
-    comp.on("join", lambda session, details: HubService(session, settings["prefix"]).attach(details))
+    comp = service_component(settings, "hub")
+    enforce = bool(settings["secrets_file"] or settings["secret"] or settings["secret_file"])
+    comp.on("join", lambda session, details: HubService(session, settings["prefix"], enforce).attach(details))
     comp.start(reactor)
     reactor.run()
     return 0
@@ -85,6 +111,47 @@ def cmd_up(args: argparse.Namespace) -> int:
     return launcher.up(config.mesh(args.config), args)
 
 
+def cmd_secrets(args: argparse.Namespace) -> int:
+    from obsmesh import secrets
+
+    settings = config.mesh(args.config)
+    path = args.file or secrets_path(settings)
+    if args.action == "init":
+        if os.path.exists(path) and not args.force:
+            print(f"obsmesh: {path} exists (use --force to replace it and every secret)", file=sys.stderr)
+            return 1
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        secrets.save(path, secrets.new(DEFAULT_PRINCIPALS))
+        print(f"wrote {path}")
+        return 0
+    s = secrets.load(path)
+    if args.action == "show":  # the one secret a remote service needs
+        if s.role_of(args.authid) is None:
+            print(f"obsmesh: {args.authid!r} is not a principal of {path}", file=sys.stderr)
+            return 1
+        print(s.secret_for(args.authid))
+    elif args.action == "add":
+        s.principals[args.authid] = args.role
+        secrets.save(path, s)
+    elif args.action == "revoke":
+        s.principals.pop(args.authid, None)
+        secrets.save(path, s)
+    elif args.action == "list":
+        for authid, role in sorted(s.principals.items()):
+            print(f"{authid}\t{role}")
+    return 0
+
+
+def cmd_certs(args: argparse.Namespace) -> int:
+    from obsmesh import certs
+
+    paths = certs.make(args.dir, args.host or None)
+    for name, path in paths.items():
+        print(f"{name:<11} {path}")
+    print("set OBSMESH_TLS_CERT and OBSMESH_TLS_KEY to server.pem/server.key; clients trust ca.pem (OBSMESH_TLS_CA)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--config", help="TOML configuration file (default: $OBSMESH_CONFIG)")
@@ -99,6 +166,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1)")
     p.add_argument("--no-hub", action="store_true", help="do not host the hub (run `obsmesh hub` instead)")
     p.set_defaults(func=cmd_router)
+
+    p = sub.add_parser("secrets", parents=[common], help="the mesh's secrets file (WAMP-CRA)")
+    p.add_argument("action", choices=["init", "show", "add", "revoke", "list"])
+    p.add_argument("authid", nargs="?", default="", help="principal (for show, add, revoke)")
+    p.add_argument("--role", default="node", choices=["node", "hub", "consumer"], help="role for add")
+    p.add_argument("--file", help="secrets file (default: secrets_file, or STATE_DIR/secrets.json)")
+    p.add_argument("--force", action="store_true", help="init: replace an existing file")
+    p.set_defaults(func=cmd_secrets)
+
+    p = sub.add_parser("certs", parents=[common], help="write a self-signed CA and server certificate")
+    p.add_argument("dir")
+    p.add_argument("--host", action="append", help="host name or address (repeatable; default localhost)")
+    p.set_defaults(func=cmd_certs)
 
     p = sub.add_parser("hub", parents=[common], help="run the hub standalone")
     p.set_defaults(func=cmd_hub)

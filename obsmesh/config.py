@@ -27,6 +27,15 @@ MESH_DEFAULTS: dict[str, Any] = {
     "live_interval": 0.1,  # longest a sample waits for its live batch, in seconds
     "live_batch_values": 4096,  # a live batch this full is published at once
     "state_dir": ".obsmesh",  # local state for `obsmesh up` (simulated data, logs)
+    # Authentication (WAMP-CRA). The mesh's secrets file (router, local services);
+    # a service elsewhere is given its own secret instead, never that file.
+    "secrets_file": "",
+    "secret": "",
+    "secret_file": "",
+    "consumer_auth": False,  # consumers must authenticate too (public transport)
+    "tls_key": "",  # TLS on the public transport when both are set
+    "tls_cert": "",
+    "tls_ca": "",  # CA a client trusts for wss:// and rss:// (self-signed setups)
 }
 
 

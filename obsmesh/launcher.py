@@ -79,11 +79,12 @@ def up(settings: dict[str, Any], args: argparse.Namespace | None = None) -> int:
     backend = urlparse(settings["router_url"])
     router_log = os.path.join(logs, "router.log")
     joins = router.hub_joins(router_log)
+    from obsmesh.cli import router_config, secrets_path
+
+    cbdir = os.path.join(state, "router")
+    rendered = router_config(settings, public.hostname or "127.0.0.1")
     print(f"obsmesh: starting the router (log {router_log}) ...", flush=True)
-    router_proc = router.start_router(
-        os.path.join(state, "router"), log_path=router_log, realm=settings["realm"], prefix=settings["prefix"],
-        host=public.hostname or "127.0.0.1", public_port=public.port, backend_port=backend.port,
-    )
+    router_proc = router.start_router(cbdir, rendered, router_log)
     stopping = False
 
     def on_signal(*_):
@@ -100,7 +101,8 @@ def up(settings: dict[str, Any], args: argparse.Namespace | None = None) -> int:
         return 1
     env = dict(os.environ)
     env.update(OBSMESH_ROUTER_URL=settings["router_url"], OBSMESH_PUBLIC_URL=settings["public_url"],
-               OBSMESH_REALM=settings["realm"], OBSMESH_PREFIX=settings["prefix"])
+               OBSMESH_REALM=settings["realm"], OBSMESH_PREFIX=settings["prefix"],
+               OBSMESH_SECRETS_FILE=os.path.abspath(secrets_path(settings)))
     svcs = services(settings, state)
     for svc in svcs:
         _start(svc, env, logs)
@@ -119,11 +121,7 @@ def up(settings: dict[str, Any], args: argparse.Namespace | None = None) -> int:
             if router_proc.poll() is not None:
                 print(f"obsmesh: the router exited ({router_proc.returncode}); restarting it", flush=True)
                 joins = router.hub_joins(router_log)
-                router_proc = router.start_router(
-                    os.path.join(state, "router"), log_path=router_log, realm=settings["realm"],
-                    prefix=settings["prefix"], host=public.hostname or "127.0.0.1",
-                    public_port=public.port, backend_port=backend.port,
-                )
+                router_proc = router.start_router(cbdir, rendered, router_log)
             now = time.monotonic()
             for svc in svcs:
                 if svc.proc is not None and svc.proc.poll() is not None and not stopping:

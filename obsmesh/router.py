@@ -40,40 +40,92 @@ def render_config(
     backend_port: int = 8081,
     web_dir: str | os.PathLike | None = None,
     host_hub: bool = True,
-    hub_ticket: str | None = None,
+    secrets_file: str | os.PathLike | None = None,
+    consumer_auth: bool = False,
+    tls_key: str | os.PathLike | None = None,
+    tls_cert: str | os.PathLike | None = None,
+    backend_tls: bool = False,
     base: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The router configuration for one run, derived from the committed default."""
+    """The router configuration for one run, derived from the committed default.
+
+    With `secrets_file` (the default config expects one), backend services
+    authenticate with WAMP-CRA through the hosted authenticator and nodes are
+    authorised per name. Without it the backend grants the node role to anyone
+    who can reach it: only for a loopback-only development router.
+    """
     cfg = copy.deepcopy(base or json.loads(DEFAULT_CONFIG.read_text()))
     worker = cfg["workers"][0]
     worker["options"]["pythonpath"] = [str(REPO)]
+    if not secrets_file and host not in ("127.0.0.1", "::1", "localhost"):
+        raise ValueError("a router listening beyond loopback needs authentication (a secrets file)")
+    if host not in ("127.0.0.1", "::1", "localhost") and not backend_tls and not _private(host):
+        raise ValueError(f"the backend transport on public address {host} needs TLS (backend_tls)")
     for r in worker["realms"]:
         r["name"] = realm
         for role in r["roles"]:
-            for perm in role["permissions"]:
+            for perm in role.get("permissions", []):
                 if perm["uri"].startswith("obsmesh."):
                     perm["uri"] = prefix + perm["uri"][len("obsmesh"):]
+            if "authorizer" in role:
+                role["authorizer"] = f"{prefix}.auth.authorize"
+        if not secrets_file:  # development: static permissions instead of the authoriser
+            r["roles"] = [_static_node_role(prefix) if ro["name"] == "node" else ro for ro in r["roles"]]
+    cra = {"wampcra": {"type": "dynamic", "authenticator": f"{prefix}.auth.authenticate"}}
+    tls = {"key": str(tls_key), "certificate": str(tls_cert)} if tls_key and tls_cert else None
     for t in worker["transports"]:
         t["endpoint"]["interface"] = host
         if t["id"] == "backend":
             t["endpoint"]["port"] = backend_port
-            if hub_ticket:
-                # A standalone hub authenticates with a ticket to get the hub role.
-                t["auth"]["ticket"] = {
-                    "type": "static",
-                    "principals": {"hub": {"ticket": hub_ticket, "role": "hub"}},
-                }
+            t["auth"] = copy.deepcopy(cra) if secrets_file else {"anonymous": {"type": "static", "role": "node"}}
+            if tls and backend_tls:
+                t["endpoint"]["tls"] = dict(tls)
         elif t["id"] == "public":
             t["endpoint"]["port"] = public_port
             t["paths"]["/"]["directory"] = str(pathlib.Path(web_dir or REPO / "consumers" / "web").resolve())
+            if consumer_auth:
+                if not secrets_file:
+                    raise ValueError("consumer authentication needs a secrets file")
+                t["paths"]["ws"]["auth"] = copy.deepcopy(cra)
+            if tls:
+                t["endpoint"]["tls"] = dict(tls)
     comps = worker.get("components", [])
-    if host_hub:
-        for c in comps:
-            c["realm"] = realm
-            c.setdefault("extra", {})["prefix"] = prefix
-    else:
-        worker["components"] = []
+    for c in comps:
+        c["realm"] = realm
+        extra = c.setdefault("extra", {})
+        extra["prefix"] = prefix
+        if c["id"] == "auth":
+            extra["secrets_file"] = str(pathlib.Path(secrets_file).resolve()) if secrets_file else ""
+        if c["id"] == "hub":
+            extra["auth"] = bool(secrets_file)
+    worker["components"] = [
+        c for c in comps if (c["id"] != "hub" or host_hub) and (c["id"] != "auth" or secrets_file)
+    ]
     return cfg
+
+
+def _private(host: str) -> bool:
+    import ipaddress
+
+    try:
+        return ipaddress.ip_address(host).is_private
+    except ValueError:
+        return False
+
+
+def _static_node_role(prefix: str) -> dict[str, Any]:
+    """The node role without the authoriser (development routers only)."""
+    def perm(uri, call=False, register=False, publish=False, subscribe=False, disclose=False):
+        return {"uri": uri, "match": "prefix",
+                "allow": {"call": call, "register": register, "publish": publish, "subscribe": subscribe},
+                "disclose": {"caller": disclose, "publisher": False}, "cache": True}
+
+    return {"name": "node", "permissions": [
+        perm(f"{prefix}.consumer.", call=True, register=True, publish=True, subscribe=True),
+        perm(f"{prefix}.data_node.", call=True, disclose=True),
+        perm(f"{prefix}.hub.", subscribe=True),
+        perm("wamp.subscription.", call=True, subscribe=True),
+    ]}
 
 
 def write_cbdir(cbdir: str | os.PathLike, config: dict[str, Any]) -> pathlib.Path:
@@ -87,9 +139,11 @@ def write_cbdir(cbdir: str | os.PathLike, config: dict[str, Any]) -> pathlib.Pat
     return path
 
 
-def start_router(cbdir: str | os.PathLike, log_path: str | os.PathLike | None = None, **kwargs: Any) -> subprocess.Popen:
-    """Start crossbar on a rendered copy of the config in `cbdir`."""
-    write_cbdir(cbdir, render_config(**kwargs))
+def start_router(
+    cbdir: str | os.PathLike, config: dict[str, Any], log_path: str | os.PathLike | None = None
+) -> subprocess.Popen:
+    """Start crossbar on a rendered configuration (see `render_config`) in `cbdir`."""
+    write_cbdir(cbdir, config)
     out = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115 - owned by the child
     env = dict(os.environ)
     env.pop("PYTHONPATH", None)

@@ -4,11 +4,13 @@ backoff and jitter, including when the very first connection fails."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlparse
 
 from autobahn.twisted.component import Component
-from autobahn.wamp.types import ComponentConfig  # noqa: F401  (re-exported for hosts)
+
+from obsmesh import secrets as mesh_secrets
 
 RETRY = {
     "max_retries": -1,  # forever
@@ -36,3 +38,29 @@ def transport(url: str, serializer: str = "msgpack") -> dict[str, Any]:
 
 def component(url: str, realm: str, authentication: dict | None = None, serializer: str = "msgpack") -> Component:
     return Component(transports=[transport(url, serializer)], realm=realm, authentication=authentication or {})
+
+
+def credentials(settings: Mapping[str, Any], authid: str) -> dict | None:
+    """WAMP-CRA credentials of a backend service, or None to connect anonymously.
+
+    In order: the service's own secret (`secret`, or the file `secret_file`),
+    else a secret derived from the mesh's secrets file (`secrets_file`, what the
+    local launcher and the tests give their children).
+    """
+    secret = settings.get("secret") or ""
+    if not secret and settings.get("secret_file"):
+        try:
+            with open(settings["secret_file"], encoding="utf-8") as f:
+                secret = f.read().strip()
+        except OSError as exc:
+            raise ValueError(f"cannot read secret_file: {exc}") from None
+    if not secret and settings.get("secrets_file"):
+        secret = mesh_secrets.load(settings["secrets_file"]).secret_for(authid)
+    if not secret:
+        return None
+    return {"wampcra": {"authid": authid, "secret": secret}}
+
+
+def service_component(settings: Mapping[str, Any], authid: str, serializer: str = "msgpack") -> Component:
+    """A backend service's Component: the mesh settings' router, realm and credentials."""
+    return component(settings["router_url"], settings["realm"], credentials(settings, authid), serializer)

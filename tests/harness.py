@@ -16,10 +16,18 @@ import time
 from autobahn.twisted.component import Component
 from twisted.internet import defer
 
-from obsmesh.router import REPO, hub_joins, start_router, wait_ready
+from obsmesh import secrets as mesh_secrets
+from obsmesh.router import REPO, hub_joins, render_config, start_router, wait_ready
 from obsmesh.router import port_open as _port_open
 
 PYTHON = sys.executable
+
+# One secrets file for the whole test session: every router authenticates
+# backend services with it, and every process the tests start (and every
+# in-process service reading the environment) derives its secret from it.
+SECRETS_FILE = os.path.join(tempfile.mkdtemp(prefix="obsmesh-secrets-"), "secrets.json")
+mesh_secrets.save(SECRETS_FILE, mesh_secrets.new({"*": "node", "hub": "hub", "grafana": "consumer"}))
+os.environ["OBSMESH_SECRETS_FILE"] = SECRETS_FILE
 
 
 def free_port() -> int:
@@ -50,6 +58,7 @@ class Router:
         self.prefix = prefix
         self.public_port = free_port()
         self.backend_port = free_port()
+        options.setdefault("secrets_file", SECRETS_FILE)
         self.options = options
         self.dir = pathlib.Path(tempfile.mkdtemp(prefix="obsmesh-router-"))
         self.log = self.dir / "router.log"
@@ -75,21 +84,18 @@ class Router:
             OBSMESH_PUBLIC_URL=self.ws_url,
             OBSMESH_REALM=self.realm,
             OBSMESH_PREFIX=self.prefix,
+            OBSMESH_SECRETS_FILE=self.options["secrets_file"] or "",
             PYTHONPATH=str(REPO),
         )
         return env
 
     def start(self, timeout: float = 60.0) -> None:
         joins = hub_joins(self.log)
-        self.proc = start_router(
-            self.dir / "cbdir",
-            log_path=self.log,
-            realm=self.realm,
-            prefix=self.prefix,
-            public_port=self.public_port,
-            backend_port=self.backend_port,
+        config = render_config(
+            realm=self.realm, prefix=self.prefix, public_port=self.public_port, backend_port=self.backend_port,
             **self.options,
         )
+        self.proc = start_router(self.dir / "cbdir", config, self.log)
         wait_ready(
             self.proc, self.log, [self.backend_port, self.public_port], joins,
             hosted_hub=self.options.get("host_hub", True), timeout=timeout,
@@ -173,15 +179,27 @@ def stop_process(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: flo
     return proc.returncode
 
 
-async def connect(url: str, realm: str = "obsmesh", serializer: str = "msgpack", timeout: float = 15.0):
-    """One WAMP session, joined (no reconnection: a test sees failures)."""
+def backend_credentials(authid: str = "tester", secrets_file: str | None = SECRETS_FILE) -> dict | None:
+    if not secrets_file:
+        return None
+    return {"wampcra": {"authid": authid, "secret": mesh_secrets.load(secrets_file).secret_for(authid)}}
+
+
+async def connect(
+    url: str, realm: str = "obsmesh", serializer: str = "msgpack", timeout: float = 15.0,
+    authentication: dict | None = None,
+):
+    """One WAMP session, joined (no reconnection: a test sees failures). On the
+    backend transport it authenticates as the node `tester` unless told otherwise."""
     from twisted.internet import reactor
 
     from obsmesh.wamp import transport
 
     spec = transport(url, serializer)
     spec["max_retries"] = 0
-    comp = Component(transports=[spec], realm=realm)
+    if authentication is None and url.startswith(("rs://", "rss://")):
+        authentication = backend_credentials()
+    comp = Component(transports=[spec], realm=realm, authentication=authentication or {})
     joined: defer.Deferred = defer.Deferred()
 
     @comp.on_join

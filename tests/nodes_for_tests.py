@@ -23,6 +23,7 @@ def probe(router, name: str = "probe", **overrides) -> ProbeNode:
         router_url=router.backend_url,
         realm=router.realm,
         prefix=router.prefix,
+        secrets_file=router.options["secrets_file"] or "",
         **overrides,
     )
     return ProbeNode(name, settings)

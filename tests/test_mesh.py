@@ -147,10 +147,9 @@ async def _started_changed(session, started):
 
 @pytest_twisted.ensureDeferred
 async def test_standalone_hub(tmp_path):
-    r = Router(host_hub=False, hub_ticket="test-hub-secret")
+    r = Router(host_hub=False)
     r.start()
-    env = r.env()
-    env["OBSMESH_HUB_SECRET"] = "test-hub-secret"
+    env = r.env()  # the hub authenticates as `hub` with the secret derived from the secrets file
     hub = spawn(["hub"], env, tmp_path / "hub.log")
     node = node_proc(r, tmp_path, "sensors", "solo")
     try:
