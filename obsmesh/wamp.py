@@ -4,6 +4,7 @@ backoff and jitter, including when the very first connection fails."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlparse
@@ -37,6 +38,13 @@ def transport(url: str, serializer: str = "msgpack") -> dict[str, Any]:
 
 
 def component(url: str, realm: str, authentication: dict | None = None, serializer: str = "msgpack") -> Component:
+    """A Component on `url`. Without explicit `authentication`, a backend
+    (rawsocket) client authenticates from the environment, as `OBSMESH_AUTHID`
+    (default `service`), with `OBSMESH_SECRET`, `OBSMESH_SECRET_FILE` or a
+    secret derived from `OBSMESH_SECRETS_FILE`."""
+    if authentication is None and urlparse(url).scheme in ("rs", "rss", "tcp"):
+        env = {k.removeprefix("OBSMESH_").lower(): v for k, v in os.environ.items() if k.startswith("OBSMESH_")}
+        authentication = credentials(env, os.environ.get("OBSMESH_AUTHID") or "service")
     return Component(transports=[transport(url, serializer)], realm=realm, authentication=authentication or {})
 
 
