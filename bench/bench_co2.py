@@ -1,16 +1,21 @@
-"""CO2 unit endpoint: durable upload rate with 50 simulated units at once, and
-the delay from an upload to the delivery of its rows (the live publication
-path of the node; here up to the server's `on_rows` callback).
+"""CO2 node: durable upload rate with 50 simulated units at once, and the delay
+from an upload to the live WAMP publication of its rows.
 
-Two phases against one server: saturated (every unit pushes as fast as it is
+A real router, the `co2` node as its own process (`obsmesh node co2`: its own
+reactor, real fsync on the data root) and a subscriber process on
+`P.consumer.co2.live` (an anonymous consumer on the public WebSocket, msgpack)
+that writes down when each row arrives. 50 simulated
+units push their readings files in 4 KiB chunks, as the firmware does, each
+from its own thread with its own connections.
+
+Two phases against one node: saturated (every unit pushes as fast as it is
 acknowledged: the upload rate) and paced at the target rate (50 units, one
 chunk each every 0.5 s: the delay, measured from the start of the request
-that completed a row to that row's delivery). Under saturation the delay is
-mostly time queued behind the other 49 units, reported for information.
+that completed a row to that row's arrival at the subscriber). Under
+saturation the delay is mostly time queued behind the other 49 units,
+reported for information.
 
-The server runs in its own process (its own reactor, real fsync on the data
-root); 50 simulated units push their readings files in 4 KiB chunks, as the
-firmware does, each from its own thread with its own connections.
+    python -m bench.bench_co2 subscribe WS_URL NODE OUT READY   (the subscriber)
 """
 
 from __future__ import annotations
@@ -25,26 +30,55 @@ from pathlib import Path
 
 from nodes.co2.admin import add_unit
 from nodes.co2.simulator import CHUNK, READINGS_DIR, SimUnit, unit_id_for
+from tests.harness import Router, free_port, port_open, wait_for
 
+NODE = "co2"
 UNITS = 50
 ROWS_PER_UNIT = 400  # ~64 KiB of readings per unit: 16 chunks of 4 KiB
 PACE_PERIOD = 0.5  # paced phase: 50 units x 2 uploads/s = the 100 uploads/s target
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _start_server(root: Path, rows_log: Path) -> tuple[subprocess.Popen, int]:
-    port_file = root.parent / "port"
+def _start_node(router: Router, root: Path, logs: Path) -> tuple[subprocess.Popen, int]:
+    port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "nodes.co2.server", "--root", str(root), "--port", "0",
-         "--port-file", str(port_file), "--rows-log", str(rows_log), "--log-level", "error"],
-        cwd=ROOT)
-    deadline = time.monotonic() + 30
-    while not port_file.exists():
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            raise RuntimeError("CO2 server did not start")
-        time.sleep(0.05)
-    return proc, int(port_file.read_text())
+        [sys.executable, "-m", "obsmesh", "node", "co2", "--name", NODE, "--data-root", str(root),
+         "--port", str(port)],
+        cwd=ROOT, env=router.env(), stdout=open(logs / "node.log", "ab"),  # noqa: SIM115
+        stderr=subprocess.STDOUT)
+    wait_for(lambda: proc.poll() is not None or port_open(port), 60, "the co2 node listening")
+    if proc.poll() is not None:
+        raise RuntimeError(f"co2 node exited: {(logs / 'node.log').read_text()[-2000:]}")
+    return proc, port
+
+
+def _start_subscriber(router: Router, rows_log: Path, logs: Path) -> subprocess.Popen:
+    ready = logs / "subscribed"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bench.bench_co2", "subscribe", router.ws_url, NODE, str(rows_log),
+         str(ready)], cwd=ROOT, stdout=open(logs / "subscriber.log", "ab"),  # noqa: SIM115
+        stderr=subprocess.STDOUT)
+    wait_for(lambda: proc.poll() is not None or ready.exists(), 60, "the subscriber ready")
+    if proc.poll() is not None:
+        raise RuntimeError(f"subscriber exited: {(logs / 'subscriber.log').read_text()[-2000:]}")
+    return proc
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(10)
+
+
+def _lines(path: Path) -> int:
+    try:
+        with open(path, "rb") as f:
+            return sum(1 for _ in f)
+    except FileNotFoundError:
+        return 0
 
 
 def _row_ends(unit: SimUnit) -> dict[str, tuple[list[int], list[float]]]:
@@ -164,17 +198,27 @@ def run() -> list[dict]:
         fast_units = _make_units(root, tmp_path / "sd", 11)
         paced_units = _make_units(root, tmp_path / "sd", 12)
         rows_log = tmp_path / "rows.log"
-        proc, port = _start_server(root, rows_log)
+        expected_rows = 2 * UNITS * ROWS_PER_UNIT
+        router = Router()
+        router.start()
+        procs = []
         try:
+            proc, port = _start_node(router, root, tmp_path)
+            procs.append(proc)
+            procs.append(_start_subscriber(router, rows_log, tmp_path))
             acks, elapsed = _saturated(fast_units, port)
             paced_acks = _paced(paced_units, port, PACE_PERIOD)
+            try:
+                wait_for(lambda: _lines(rows_log) >= expected_rows, 30, "every row live", interval=0.2)
+            except TimeoutError:
+                pass  # reported below as rows published / rows sent
         finally:
-            proc.terminate()
-            proc.wait(30)
+            for proc in reversed(procs):
+                _stop(proc)
+            router.close()
         fast_delays = _delays(fast_units, acks, rows_log)
         paced_delays = _delays(paced_units, paced_acks, rows_log)
-        expected_rows = 2 * UNITS * ROWS_PER_UNIT
-        delivered = len(rows_log.read_text().splitlines())
+        delivered = _lines(rows_log)
 
     rate = len(acks) / elapsed
     megabytes = sum(a[3] for a in acks) / 1e6
@@ -182,25 +226,64 @@ def run() -> list[dict]:
     p50, p99 = _pct(paced_delays, 0.50), _pct(paced_delays, 0.99)
     rtt = [(a[5] - a[4]) * 1000 for a in paced_acks]
     return [
-        {"name": f"durable uploads/s, {UNITS} units at once, as fast as acknowledged",
+        {"name": f"durable uploads/s through the co2 node, {UNITS} units at once, as fast as acknowledged",
          "value": rate, "unit": "uploads/s", "target": ">= 100 acknowledged durable uploads/s",
          "ratio": rate / 100, "met": rate >= 100},
         {"name": "upload throughput (4 KiB chunks, fsync each)", "value": megabytes / elapsed,
          "unit": "MB/s", "target": "(none)", "ratio": None, "met": None},
-        {"name": f"upload -> rows delivered p50, {load}", "value": p50, "unit": "ms",
+        {"name": f"upload -> live WAMP publication p50, {load}", "value": p50, "unit": "ms",
          "target": "(p99 is the target)", "ratio": None, "met": None},
-        {"name": f"upload -> rows delivered p99, {load}", "value": p99, "unit": "ms",
+        {"name": f"upload -> live WAMP publication p99, {load}", "value": p99, "unit": "ms",
          "target": "p99 <= 200 ms", "ratio": 200 / p99 if p99 else None, "met": p99 <= 200,
          "reference": f"request round trip p99 {_pct(rtt, 0.99):.0f} ms at this load"},
-        {"name": "upload -> rows delivered p99, saturated (queueing in the clients)",
+        {"name": "upload -> live WAMP publication p99, saturated (queueing in the clients)",
          "value": _pct(fast_delays, 0.99), "unit": "ms", "target": "(information)",
          "ratio": None, "met": None},
-        {"name": "rows delivered / rows sent", "value": delivered / expected_rows,
+        {"name": f"rows received on P.consumer.{NODE}.live / rows sent", "value": delivered / expected_rows,
          "unit": "", "target": "1.0 (each row once)", "ratio": None,
          "met": delivered == expected_rows},
     ]
 
 
+# -- the subscriber process ------------------------------------------------------------
+
+
+async def _subscribe(url: str, node: str, out: Path, ready: Path) -> None:
+    """Write `timeline<TAB>row time<TAB>arrival time` for every live sample."""
+    from tests.harness import connect, wait_until
+
+    session = await connect(url)
+    log = open(out, "a", buffering=1 << 16)  # noqa: SIM115 - open for the process's life
+
+    def on_batch(event: dict) -> None:
+        now = time.time()
+        tl = event["timeline"]
+        log.write("".join(f"{tl}\t{t!r}\t{now!r}\n" for t in event["t"]))
+        log.flush()
+
+    await session.subscribe(on_batch, f"obsmesh.consumer.{node}.live")
+
+    async def listed() -> bool:
+        return node in [n["name"] for n in await session.call("obsmesh.consumer.get_data_node")]
+
+    await wait_until(listed, 60, f"node {node} listed", interval=0.1)
+    ready.write_text("ready")
+
+
+def _subscriber_main(url: str, node: str, out: str, ready: str) -> None:
+    import signal
+
+    from twisted.internet import defer, reactor
+
+    d = defer.ensureDeferred(_subscribe(url, node, Path(out), Path(ready)))
+    d.addErrback(lambda f: (print(f.getTraceback(), file=sys.stderr), reactor.stop()))
+    signal.signal(signal.SIGTERM, lambda *_: reactor.callFromThread(reactor.stop))
+    reactor.run(installSignalHandlers=False)
+
+
 if __name__ == "__main__":
-    for fig in run():
-        print(fig)
+    if sys.argv[1:2] == ["subscribe"]:
+        _subscriber_main(*sys.argv[2:6])
+    else:
+        for fig in run():
+            print(fig)
