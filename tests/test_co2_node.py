@@ -161,6 +161,9 @@ async def test_uploads_become_exact_history_and_live_samples(router, tmp_path):
             assert pings["data"] == {f"{u.unit_id}.rssi_dbm": [rssi], f"{u.unit_id}.rssi_raw": [8],
                                      f"{u.unit_id}.ber_raw": [99]}
 
+        listing = {n["name"]: n for n in await s.call("obsmesh.consumer.get_data_node")}
+        assert listing[node.name]["kind"] == "co2"
+        assert listing[node.name]["endpoint"] == f"http://127.0.0.1:{node.port}/"
         fields, timelines = await s.call(node.uri("get_fields"), t0 - 1, 0)
         assert set(timelines) == {ext.unit_id, f"{ext.unit_id}.ping", base.unit_id, f"{base.unit_id}.ping"}
         assert fields[f"{ext.unit_id}.co2_mean"]["units"] == "ppm"

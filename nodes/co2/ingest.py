@@ -6,7 +6,9 @@ file's lock, so rows of one file are delivered in order and exactly once per
 process. How far each file has been delivered is saved in SQLite (batched,
 once a second), and `catch_up` at start parses whatever was stored but not yet
 delivered (for instance when the process was killed between the fsync and the
-delivery): rows are delivered at least once across restarts.
+delivery): rows are delivered at least once across restarts. Before that, an
+optional `history` callback gets the rows an earlier run delivered, so a node
+whose store did not survive can rebuild it (the node skips what it has).
 """
 
 from __future__ import annotations

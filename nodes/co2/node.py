@@ -41,7 +41,7 @@ from nodes.co2.settings import resolve
 from nodes.co2.tokens import TokenFileError
 from obsmesh import config
 
-MAX_HISTORY_PINGS = 1_000_000
+MAX_HISTORY_PINGS = 200_000  # newest pings reloaded at start (a week of 5 demo units at 10 s)
 CONFLICT_EVENT_EVERY = 3600.0  # seconds between events about conflicts on one file
 
 
@@ -243,6 +243,9 @@ class Co2Node(DataNode):
         self.port = None
 
     # -- status ---------------------------------------------------------------------
+
+    def info(self) -> dict[str, Any]:
+        return {**super().info(), "endpoint": self.sources.get("endpoint", {}).get("url")}
 
     def get_status(self) -> dict:
         status = super().get_status()
