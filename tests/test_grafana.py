@@ -57,7 +57,8 @@ async def post(url: str, body, **kw):
 
 
 async def start_bridge(router, **overrides):
-    mesh = config.mesh(environ={}, router_url=router.backend_url, realm=router.realm, prefix=router.prefix)
+    mesh = config.mesh(environ={}, router_url=router.backend_url, realm=router.realm, prefix=router.prefix,
+                       secrets_file=router.options["secrets_file"] or "")
     settings = {**cli.DEFAULTS, "port": 0, "query_timeout": 5.0, **overrides}
     bridge, port = cli.serve(mesh, settings, reactor)
     return bridge, port, f"http://127.0.0.1:{port.getHost().port}"
@@ -244,7 +245,8 @@ class OpeningNode(ProbeNode):
 
 @pytest_twisted.ensureDeferred
 async def test_nodes_are_asked_concurrently(router, mesh_parts):
-    settings = config.mesh(environ={}, router_url=router.backend_url, realm=router.realm, prefix=router.prefix)
+    settings = config.mesh(environ={}, router_url=router.backend_url, realm=router.realm, prefix=router.prefix,
+                           secrets_file=router.options["secrets_file"] or "")
     gate: defer.Deferred = defer.Deferred()
     first, second = GatedNode("gated", settings), OpeningNode("opening", settings)
     first.gate = second.opens = gate

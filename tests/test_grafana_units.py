@@ -101,8 +101,7 @@ def test_times_iso_rfc3339_and_milliseconds():
     assert protocol.parse_time("2016-10-31T08:33:44.866+02:00", "t") == pytest.approx(1477895624.866)
     assert protocol.parse_time("1990-12-31T23:59:60Z", "t") == 662688000.0  # a leap second
     assert protocol.parse_time(1477895624866, "t") == pytest.approx(1477895624.866)
-    assert protocol.parse_time("1477895624866", "t") == pytest.approx(1477895624.866)
-    for bad in ("soon", True, None, [], float("nan"), "1e400"):
+    for bad in ("soon", True, None, [], float("nan"), "1477895624866", 1e400):
         with pytest.raises(RequestError):
             protocol.parse_time(bad, "t")
 

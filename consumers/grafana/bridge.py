@@ -24,7 +24,7 @@ from consumers.grafana import frames, protocol, replies
 from consumers.grafana.catalog import Catalog, Series
 from consumers.grafana.errors import RequestError, unavailable
 from obsmesh.uris import Uris
-from obsmesh.wamp import component as make_component
+from obsmesh.wamp import service_component
 
 FAR_FUTURE = 366 * 86400.0  # get_fields asks up to a year ahead, so clock skew hides nothing
 EXPORT_TIMEOUT_FACTOR = 10  # a download may take ten times a panel's query timeout
@@ -53,12 +53,14 @@ class Bridge:
         self.timeout = float(settings["query_timeout"])
         self._inflight: dict[str, dict] = {}
         self._component = None
+        self.last_leave = ""
         self.stats = {"queries": 0, "series": 0, "refreshes": 0, "node_errors": 0}
 
     # -- the session -------------------------------------------------------
     def start(self) -> defer.Deferred:
         """Connect to the router and stay connected (retrying forever)."""
-        comp = make_component(self.mesh["router_url"], self.mesh["realm"], self.settings.get("authentication"))
+        # WAMP-CRA as the principal `authid` (a consumer), with the mesh's credentials.
+        comp = service_component(self.mesh, self.settings.get("authid") or "grafana")
         comp.on("join", lambda s, d: defer.ensureDeferred(self._on_join(s, d)))
         comp.on("leave", self._on_leave)
         self._component = comp
@@ -90,6 +92,7 @@ class Bridge:
         if self.session is session:
             self.session = None
             self._inflight.clear()
+        self.last_leave = str(getattr(details, "reason", "") or "")
         self.log.info("grafana bridge left the router ({reason})", reason=getattr(details, "reason", details))
 
     @property
@@ -98,7 +101,8 @@ class Bridge:
 
     def _require(self):
         if self.session is None:
-            raise unavailable()
+            why = f" (last refusal or leave: {self.last_leave})" if self.last_leave else ""
+            raise unavailable(f"the WAMP router is unreachable{why}; retrying")
         return self.session
 
     # -- keeping the catalog fresh ---------------------------------------

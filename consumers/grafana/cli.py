@@ -1,6 +1,7 @@
 """`obsmesh grafana`: run the Grafana bridge (also `python -m consumers.grafana`).
 
-Settings: the mesh's (router_url, realm, prefix) and the `[grafana]` section,
+Settings: the mesh's (router_url, realm, prefix, credentials: secrets_file,
+secret or secret_file, for the principal `authid`) and the `[grafana]` section,
 each key overridable by `OBSMESH_GRAFANA_<KEY>` (the password is best given
 that way or through `password_file`, never in a committed file).
 """
@@ -15,6 +16,7 @@ from obsmesh import config
 
 DEFAULTS: dict[str, Any] = {
     "host": "127.0.0.1",
+    "authid": "grafana",  # the bridge's principal on the router (role consumer)
     "port": 5000,
     "user": "",  # HTTP basic auth is on when a user is set
     "password": "",

@@ -22,7 +22,7 @@ from twisted.internet import defer
 from consumers.grafana import frames, protocol
 from consumers.grafana.bridge import Bridge
 from consumers.grafana.catalog import Series
-from consumers.grafana.errors import RequestError, unavailable
+from consumers.grafana.errors import RequestError
 from consumers.grafana.protocol import EVENTS, SEPARATOR, WILDCARD
 
 TAG_KEYS = ("node", "field", "timeline", "units", "type", "kind")
@@ -53,8 +53,7 @@ async def fresh(bridge: Bridge) -> None:
 
 
 def _connected(bridge: Bridge) -> None:
-    if not bridge.connected:
-        raise unavailable()
+    bridge._require()
 
 
 def _label(s: Series) -> str:
@@ -85,7 +84,7 @@ async def root(bridge: Bridge, body: Any) -> dict[str, Any]:
 
 async def metrics(bridge: Bridge, body: Any) -> list[dict[str, Any]]:
     _connected(bridge)
-    body = protocol.as_object(body, "the body")
+    body = protocol.as_body(body)
     payload = protocol.as_object(body.get("payload"), "payload")
     timeline = protocol.text(payload.get("timeline"), "payload.timeline") or None
     protocol.text(body.get("metric"), "metric")
@@ -96,7 +95,7 @@ async def metrics(bridge: Bridge, body: Any) -> list[dict[str, Any]]:
 
 async def metric_payload_options(bridge: Bridge, body: Any) -> list[dict[str, str]]:
     _connected(bridge)
-    body = protocol.as_object(body, "the body")
+    body = protocol.as_body(body)
     name = protocol.text(body.get("name"), "name") or ""
     metric = protocol.text(body.get("metric"), "metric") or ""
     protocol.as_object(body.get("payload"), "payload")
@@ -136,20 +135,22 @@ def _listing(bridge: Bridge, text: str) -> list[tuple[str, str]]:
 
 async def variable(bridge: Bridge, body: Any) -> list[dict[str, str]]:
     _connected(bridge)
-    text = protocol.query_text(body, "payload", "target", "query")
+    body = protocol.as_body(body)
+    text = protocol.query_text(body, "payload", nested=True)
+    protocol.as_object(body.get("range"), "range")
     await fresh(bridge)
     return [{"__text": t, "__value": v} for v, t in _listing(bridge, text)]
 
 
 async def tag_keys(bridge: Bridge, body: Any) -> list[dict[str, str]]:
     _connected(bridge)
-    protocol.as_object(body, "the body")
+    protocol.as_body(body)
     return [{"type": "string", "text": k} for k in TAG_KEYS]
 
 
 async def tag_values(bridge: Bridge, body: Any) -> list[dict[str, str]]:
     _connected(bridge)
-    body = protocol.as_object(body, "the body")
+    body = protocol.as_body(body)
     key = protocol.text(body.get("key"), "key")
     if key is None:
         raise RequestError("key is required")
@@ -160,14 +161,14 @@ async def tag_values(bridge: Bridge, body: Any) -> list[dict[str, str]]:
 # -- the legacy SimpleJSON plugin ----------------------------------------------
 async def search(bridge: Bridge, body: Any) -> list[str]:
     _connected(bridge)
-    text = protocol.query_text(body, "target", "query")
+    text = protocol.query_text(protocol.as_body(body), "target")
     await fresh(bridge)
     return [v for v, _ in _listing(bridge, text)]
 
 
 async def annotations(bridge: Bridge, body: Any) -> list[dict[str, Any]]:
     _connected(bridge)
-    body = protocol.as_object(body, "the body")
+    body = protocol.as_body(body)
     start, end = protocol.parse_range(body)
     annotation = protocol.as_object(body.get("annotation"), "annotation")
     text = protocol.query_text(annotation, "query")
@@ -180,7 +181,7 @@ Handler = Callable[[Bridge, Any], Awaitable[Any]]
 
 # path -> (methods, handler); /export and /openapi are served by http.py itself.
 ROUTES: dict[str, tuple[tuple[bytes, ...], Handler | None]] = {
-    "/": ((b"GET", b"HEAD", b"POST"), root),
+    "/": ((b"GET", b"HEAD"), root),
     "/metrics": ((b"POST",), metrics),
     "/metric-payload-options": ((b"POST",), metric_payload_options),
     "/query": ((b"POST",), query),

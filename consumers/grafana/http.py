@@ -16,6 +16,7 @@ from typing import Any
 
 from twisted.internet import defer, threads
 from twisted.logger import Logger
+from twisted.web.http import HTTPChannel
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
 
@@ -249,11 +250,20 @@ class JsonRequest(Request):
     _parsePOSTFormSubmission = False
 
 
+class RoomyChannel(HTTPChannel):
+    """A download's URL may name many fields: allow request lines and headers up to 256 KiB
+    (Twisted's 16 KiB default would drop such a request without an answer)."""
+
+    MAX_LENGTH = 256 * 1024
+    totalHeadersSize = 256 * 1024
+
+
 class QuietSite(Site):
     """No access log line per request: at hundreds of requests a second it would cost more than the answer."""
 
     displayTracebacks = False
     requestFactory = JsonRequest
+    protocol = RoomyChannel
 
     def log(self, request) -> None:
         pass

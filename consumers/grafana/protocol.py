@@ -25,6 +25,7 @@ SEPARATOR = "::"  # sisock's `<node>::<field>`
 EVENTS = "@events"  # `<node>::@events`: the node's annotation events as a table
 WILDCARD = "*"
 FILTER_OPERATORS = ("=", "!=", "=~", "!~")
+FORMATS = ("timeserie", "timeseries", "time_series", "table")
 
 _ALTERNATIVES = re.compile(r"^\{([^{}]*)\}$")  # Grafana's multi-value variable format {a,b}
 
@@ -45,10 +46,18 @@ def parse_json(body: bytes) -> Any:
 
 
 def as_object(value: Any, what: str) -> dict[str, Any]:
+    """An optional object member: null or absent is `{}`."""
     if value is None:
         return {}
     if not isinstance(value, dict):
         raise RequestError(f"{what} must be a JSON object, got {_kind(value)}")
+    return value
+
+
+def as_body(value: Any) -> dict[str, Any]:
+    """A request body: a JSON object (an empty body was already read as `{}`)."""
+    if not isinstance(value, dict):
+        raise RequestError(f"the body must be a JSON object, got {_kind(value)}")
     return value
 
 
@@ -112,10 +121,7 @@ def parse_time(value: Any, what: str) -> float:
             return iso_seconds(s)
         except (ValueError, OverflowError):
             pass
-        try:  # a number of milliseconds written as a string
-            return number(float(s), what) / 1000.0
-        except (ValueError, OverflowError):
-            raise RequestError(f"{what} is not an ISO 8601 time or UNIX milliseconds: {s!r}") from None
+        raise RequestError(f"{what} is not an ISO 8601 time: {s!r}")
     if isinstance(value, int | float) and not isinstance(value, bool):
         return number(value, what) / 1000.0
     raise RequestError(f"{what} must be an ISO 8601 time or UNIX milliseconds, got {_kind(value)}")
@@ -124,9 +130,12 @@ def parse_time(value: Any, what: str) -> float:
 def parse_range(body: dict[str, Any], required: bool = True) -> tuple[float, float] | None:
     """`range.from` / `range.to` → `(start, end)` in UNIX seconds, start not after end."""
     rng = body.get("range")
-    if rng is None and not required:
-        return None
-    rng = as_object(rng, "range")
+    if rng is None:
+        if not required:
+            return None
+        raise RequestError("range.from and range.to are required")
+    if not isinstance(rng, dict):
+        raise RequestError(f"range must be a JSON object with from and to, got {_kind(rng)}")
     if "from" not in rng or "to" not in rng:
         raise RequestError("range.from and range.to are required")
     start = parse_time(rng["from"], "range.from")
@@ -205,34 +214,33 @@ def _payload(raw: dict[str, Any]) -> dict[str, Any]:
     return as_object(value, "payload")
 
 
+def _choice(value: Any, what: str, allowed: tuple[str, ...]) -> str | None:
+    value = text(value, what)
+    if value is not None and value not in allowed:
+        raise RequestError(f"{what} must be one of {list(allowed)}, got {value!r}")
+    return value
+
+
 def parse_target(raw: Any, index: int) -> Target | None:
-    """One entry of `targets`; None for a hidden or still empty one (a panel being edited)."""
+    """One entry of `targets`, checked whole; None for a hidden or still empty one
+    (a panel being edited)."""
     where = f"targets[{index}]"
-    raw = as_object(raw, where)
-    if raw.get("hide") is True:
-        return None
-    name = text(raw.get("target"), f"{where}.target")
-    if name is None or not name.strip():
-        return None
-    name = name.strip()
+    if not isinstance(raw, dict):
+        raise RequestError(f"{where} must be a JSON object, got {_kind(raw)}")
+    hide = raw.get("hide")
+    if hide is not None and not isinstance(hide, bool):
+        raise RequestError(f"{where}.hide must be true or false")
+    name = (text(raw.get("target"), f"{where}.target") or "").strip()
     payload = _payload(raw)
-    reduce = text(payload.get("reduce"), f"{where}.payload.reduce", "mean") or "mean"
-    if reduce not in REDUCTIONS:
-        raise RequestError(f"{where}.payload.reduce must be one of {list(REDUCTIONS)}, got {reduce!r}")
+    reduce = _choice(payload.get("reduce"), f"{where}.payload.reduce", REDUCTIONS) or "mean"
     timeline = text(payload.get("timeline"), f"{where}.payload.timeline") or None
-    kind = text(raw.get("type"), f"{where}.type") or text(payload.get("format"), f"{where}.payload.format")
-    kind = kind or "timeserie"
-    if kind not in ("timeserie", "timeseries", "time_series", "table"):
-        raise RequestError(f"{where}.type must be timeserie or table, got {kind!r}")
-    ref_id = raw.get("refId")
-    return Target(
-        text=name,
-        ref_id=ref_id if isinstance(ref_id, str) and len(ref_id) <= MAX_TEXT else None,
-        pairs=split_target(name),
-        reduce=reduce,
-        timeline=timeline,
-        table=kind == "table",
-    )
+    kind = _choice(raw.get("type"), f"{where}.type", FORMATS)
+    kind = kind or _choice(payload.get("format"), f"{where}.payload.format", FORMATS) or "timeserie"
+    ref_id = text(raw.get("refId"), f"{where}.refId")
+    if hide or not name:
+        return None
+    return Target(text=name, ref_id=ref_id, pairs=split_target(name), reduce=reduce, timeline=timeline,
+                  table=kind == "table")
 
 
 def parse_filters(body: dict[str, Any]) -> tuple[Filter, ...]:
@@ -244,7 +252,8 @@ def parse_filters(body: dict[str, Any]) -> tuple[Filter, ...]:
         raise RequestError(f"adhocFilters must be an array of at most {MAX_TARGETS} filters")
     out = []
     for i, f in enumerate(raw):
-        f = as_object(f, f"adhocFilters[{i}]")
+        if not isinstance(f, dict):
+            raise RequestError(f"adhocFilters[{i}] must be a JSON object, got {_kind(f)}")
         key = text(f.get("key"), f"adhocFilters[{i}].key", allow_empty=False)
         op = text(f.get("operator"), f"adhocFilters[{i}].operator", "=")
         value = f.get("value")
@@ -260,7 +269,7 @@ def parse_filters(body: dict[str, Any]) -> tuple[Filter, ...]:
 
 def parse_query(body: Any, max_points_cap: int) -> Query:
     """A `/query` body of either plugin."""
-    body = as_object(body, "the body")
+    body = as_body(body)
     start, end = parse_range(body)
     points = body.get("maxDataPoints")
     if points is None:
@@ -302,18 +311,14 @@ def min_stride(start: float, end: float, max_points: int, reduce: str, interval:
 
 
 # -- the other bodies --------------------------------------------------------
-def query_text(body: Any, *keys: str) -> str:
-    """The free text of /search, /variable and annotation queries, wherever the plugin put it."""
-    if isinstance(body, str):
-        return text(body, "the query") or ""
-    body = as_object(body, "the body")
-    for key in keys:
-        value = body.get(key)
-        if isinstance(value, dict):
-            return query_text(value, "target", "query")
-        if value is not None:
-            return text(value, key) or ""
-    return ""
+def query_text(body: dict[str, Any], key: str, nested: bool = False) -> str:
+    """The free text of /search, /variable and annotation queries: a string member, or
+    (`nested`, the variable editor's payload) an object holding `target` or `query`."""
+    value = body.get(key)
+    if nested and isinstance(value, dict):
+        found = [text(value.get(inner), f"{key}.{inner}") for inner in ("target", "query")]
+        return next((f for f in found if f is not None), "")
+    return text(value, key) or ""
 
 
 def parse_timestamp_arg(value: str, what: str) -> float:
