@@ -25,8 +25,12 @@ PYTHON = sys.executable
 # One secrets file for the whole test session: every router authenticates
 # backend services with it, and every process the tests start (and every
 # in-process service reading the environment) derives its secret from it.
-SECRETS_FILE = os.path.join(tempfile.mkdtemp(prefix="obsmesh-secrets-"), "secrets.json")
-mesh_secrets.save(SECRETS_FILE, mesh_secrets.new({"*": "node", "hub": "hub", "grafana": "consumer"}))
+# Processes started by the tests that import this module reuse the same file.
+SECRETS_FILE = os.environ.get("OBSMESH_TEST_SECRETS_FILE", "")
+if not SECRETS_FILE or not os.path.exists(SECRETS_FILE):
+    SECRETS_FILE = os.path.join(tempfile.mkdtemp(prefix="obsmesh-secrets-"), "secrets.json")
+    mesh_secrets.save(SECRETS_FILE, mesh_secrets.new({"*": "node", "hub": "hub", "grafana": "consumer"}))
+os.environ["OBSMESH_TEST_SECRETS_FILE"] = SECRETS_FILE
 os.environ["OBSMESH_SECRETS_FILE"] = SECRETS_FILE
 
 
