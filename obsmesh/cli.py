@@ -15,11 +15,17 @@ NODE_KINDS = {
     "sensors": "nodes.sensors.node",
     "weather": "nodes.weather.node",
     "co2": "nodes.co2.node",
+    "superdarn": "nodes.superdarn.node",
 }
 # Simulators of the outside world: `obsmesh simulate KIND`. Each has configure(parser) and main(args).
 SIMULATORS = {
     "weather": "nodes.weather.simulator",
     "co2": "nodes.co2.simulator",
+    "radar": "nodes.superdarn.simulator",
+}
+# Archive loaders: `obsmesh replay KIND FILE...`. Each has configure(parser) and main(args).
+REPLAYERS = {
+    "superdarn": "nodes.superdarn.replay_command",
 }
 
 
@@ -103,6 +109,10 @@ def cmd_node(args: argparse.Namespace) -> int:
 
 def cmd_simulate(args: argparse.Namespace) -> int:
     return importlib.import_module(SIMULATORS[args.kind]).main(args) or 0
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    return importlib.import_module(REPLAYERS[args.kind]).main(args) or 0
 
 
 def cmd_up(args: argparse.Namespace) -> int:
@@ -196,6 +206,12 @@ def build_parser() -> argparse.ArgumentParser:
     for kind, module in SIMULATORS.items():
         importlib.import_module(module).configure(kinds.add_parser(kind, parents=[common], help=f"simulate {kind}"))
     p.set_defaults(func=cmd_simulate)
+
+    p = sub.add_parser("replay", parents=[common], help="load archived files into a node's history")
+    kinds = p.add_subparsers(dest="kind", required=True)
+    for kind, module in REPLAYERS.items():
+        importlib.import_module(module).configure(kinds.add_parser(kind, parents=[common], help=f"replay {kind} files"))
+    p.set_defaults(func=cmd_replay)
 
     p = sub.add_parser("co2", parents=[common], help="CO2 units: register, revoke, offer firmware updates")
     co2_admin = importlib.import_module("nodes.co2.admin")

@@ -40,6 +40,11 @@ def services(settings: dict[str, Any], state: str) -> list[Service]:
 
     co2_root = os.path.join(state, "co2")  # uploads, pings and the simulated units' tokens
     co2_url = endpoint_url(resolve(None, settings))
+    import json
+
+    sd_sites = {"sas": 14011, "pgr": 14012, "rkn": 14013}  # simulated radar sites: code -> port
+    sd_radars = json.dumps({code: f"127.0.0.1:{port}" for code, port in sd_sites.items()})
+    sd_options = {"sas": [], "pgr": ["--scan-sign", "-1"], "rkn": ["--no-xcf"]}  # as real sites differ
     return [
         Service("weather-simulator", [*py, "simulate", "weather", weather_dir], f"writes {weather_dir}"),
         Service("sensors", [*py, "node", "sensors"], "node sensors (this host)"),
@@ -48,6 +53,12 @@ def services(settings: dict[str, Any], state: str) -> list[Service]:
         Service("co2-simulator", [*py, "simulate", "co2", "--units", "5", "--data-root", co2_root,
                                   "--sd-dir", os.path.join(state, "co2-units"), co2_url],
                 f"5 simulated CO2 units uploading to {co2_url}"),
+        *[Service(f"radar-{code}", [*py, "simulate", "radar", "--code", code, "--port", str(port),
+                                    *sd_options[code]], f"simulated radar site {code} on 127.0.0.1:{port}")
+          for code, port in sd_sites.items()],
+        Service("superdarn", [*py, "node", "superdarn", "--radars", sd_radars,
+                              "--echo-db", os.path.join(state, "superdarn", "echoes.sqlite")],
+                f"node superdarn ({', '.join(sd_sites)})"),
     ]
 
 

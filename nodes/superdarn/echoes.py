@@ -71,15 +71,21 @@ class EchoStore:
                 f"VALUES ({', '.join('?' * len(_COLUMNS))})", rows)
         return len(rows)
 
-    def query(self, start: float, end: float, code: str | None = None) -> list[dict[str, Any]]:
-        """Scans with start time in [start, end), oldest first, optionally of one radar."""
+    def query(self, start: float, end: float, code: str | None = None,
+              limit: int | None = None) -> list[dict[str, Any]]:
+        """Scans with start time in [start, end), oldest first, optionally of one
+        radar; at most `limit` rows (the oldest)."""
         sql = f"SELECT {', '.join(_COLUMNS)} FROM scan_echoes WHERE time >= ? AND time < ?"
         args: list[Any] = [float(start), float(end)]
         if code is not None:
             sql += " AND code = ?"
             args.append(code)
+        sql += " ORDER BY time, stid, channel"
+        if limit is not None:
+            sql += " LIMIT ?"
+            args.append(int(limit))
         with self._lock:
-            rows = self._db.execute(sql + " ORDER BY time, stid, channel", args).fetchall()
+            rows = self._db.execute(sql, args).fetchall()
         out = []
         for row in rows:
             item = dict(zip(_COLUMNS, row, strict=True))
@@ -97,6 +103,13 @@ class EchoStore:
         cutoff = float(now) - self.retention * 86400.0
         with self._lock, self._db:
             return self._db.execute("DELETE FROM scan_echoes WHERE time < ?", (cutoff,)).rowcount
+
+    def codes(self) -> list[str]:
+        """Radar codes that have rows (radars known from a replay, say)."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT DISTINCT code FROM scan_echoes WHERE code IS NOT NULL ORDER BY code").fetchall()
+        return [r[0] for r in rows]
 
     def count(self) -> int:
         with self._lock:

@@ -11,7 +11,7 @@ the end.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -65,13 +65,8 @@ def replay_files(
             done_before += size
             continue
         summary.files += 1
-        offset, n = 0, len(data)
-        while offset < n:
-            try:
-                record, offset = dmap.decode_at(data, offset)
-            except dmap.DmapError as exc:
-                summary.errors.append(f"{path}: {exc}; rest of the file skipped")
-                break
+        n = len(data)
+        for record, offset in iter_file_records(data, path, summary.errors):
             summary.records += 1
             info = radars.radar_by_stid(record.get("stid")) if isinstance(record.get("stid"), int) else None
             try:
@@ -90,6 +85,20 @@ def replay_files(
             on_progress(done_before, total)
     emit(scans.flush())
     return summary
+
+
+def iter_file_records(data: bytes, path: str, errors: list[str]) -> Iterator[tuple[dict[str, Any], int]]:
+    """(record, offset after it) for each record of one file's bytes. A corrupt
+    record ends the file (DMAP cannot be resynchronised inside a file): its
+    error goes to `errors`, and the records before it stand."""
+    offset, n = 0, len(data)
+    while offset < n:
+        try:
+            record, offset = dmap.decode_at(data, offset)
+        except dmap.DmapError as exc:
+            errors.append(f"{path}: {exc}; rest of the file skipped")
+            return
+        yield record, offset
 
 
 def progress_bar(done: int, total: int, width: int = 30) -> str:

@@ -98,7 +98,11 @@ class RadarServer(Factory):
         self.max_clients = max_clients
         self.wall_time = wall_time
         self.clients: list[_Client] = []
-        self.sent = 0
+        self.sent = 0  # records sent (to however many clients, maybe none)
+        self.deliveries = 0  # records written to a client, summed over clients
+        # Called with each record as sent (times rewritten) and the number of
+        # clients it went to: tests and benchmarks count what left the site.
+        self.on_sent: Any = None
         self._call: Any = None
 
     def add(self, client: _Client) -> bool:
@@ -124,15 +128,20 @@ class RadarServer(Factory):
         self._call = self.clock.callLater(pause / self.speed, self._send, record)
 
     def _send(self, record: dict[str, Any]) -> None:
+        stamped = stamp(record, self.wall_time())
         try:
-            payload = dmap.encode_record(stamp(record, self.wall_time()))
+            payload = dmap.encode_record(stamped)
         except dmap.DmapEncodeError as exc:
             self.log.warn("skipping a record that cannot be encoded: {e}", e=exc)
         else:
             message = frame(payload)
-            for client in list(self.clients):
+            clients = list(self.clients)
+            for client in clients:
                 client.transport.write(message)
             self.sent += 1
+            self.deliveries += len(clients)
+            if self.on_sent is not None:
+                self.on_sent(stamped, len(clients))
         self._next()
 
 

@@ -1,0 +1,166 @@
+"""The `superdarn` node: SuperDARN radars' realtime feeds (RST Connex over TCP).
+
+One `RadarClient` per configured radar (or radar channel) decodes the feed and
+hands each record to the node's `RadarPipeline`, which publishes the beam and
+scan products on `P.consumer.<name>.radar.<key>.beam|scan`, keeps per-beam and
+per-scan history on the timelines `<key>.beam` and `<key>.scan`, and the
+per-scan echo counts in SQLite (`get_echoes`). A radar's connection, loss and
+staleness are status changes (published on `.status`, kept as events for
+annotations); `get_status` shows each client's state, attempts and framing
+counters.
+
+Settings (section `[superdarn]` of the TOML file, `OBSMESH_SUPERDARN_<KEY>`,
+or the command line): see DEFAULTS and nodes/superdarn/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sqlite3
+from functools import partial
+from typing import Any
+
+from twisted.internet import defer
+
+from nodes.base import DataNode
+from obsmesh import config
+
+from .client import Backoff, RadarClient
+from .echoes import EchoStore
+from .pipeline import RadarPipeline
+from .radars import RadarConfigError, RadarEndpoint, load_radar_config, parse_radar_config
+
+DEFAULTS: dict[str, Any] = {
+    "radars": None,  # a JSON/TOML file, inline JSON text, or (in TOML) a list or table
+    "stale_after": 120.0,  # seconds of silence before a radar is marked stale
+    "echo_db": "",  # SQLite file of per-scan echo counts ("" = <state_dir>/superdarn/<name>-echoes.sqlite)
+    "retention_days": 30.0,  # echo counts older than this are purged (0 = keep forever)
+    "purge_interval": 3600.0,  # seconds between purges
+    "max_payload": 1 << 20,  # larger frames are drained and counted, never buffered
+    "backoff_initial": 1.0,  # first reconnect delay, seconds (doubles, with jitter)
+    "backoff_max": 60.0,  # longest reconnect delay
+    "reconnect_after_silence": 600.0,  # drop and remake a connection silent this long (0 = never)
+}
+
+
+def load_radars(value: Any) -> list[RadarEndpoint]:
+    """The radars setting: None/"" (none), a file path, inline JSON text, or an
+    already parsed list/table (from the TOML file). RadarConfigError if bad."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return []
+    if isinstance(value, str):
+        text = value.strip()
+        if text[0] in "[{":
+            try:
+                return parse_radar_config(json.loads(text))
+            except json.JSONDecodeError as exc:
+                raise RadarConfigError(f"inline radar config: {exc}") from None
+        try:
+            return load_radar_config(text)
+        except OSError as exc:
+            raise RadarConfigError(f"radar config file: {exc}") from None
+    return parse_radar_config(value)
+
+
+def echo_db_path(options: dict[str, Any], settings: dict[str, Any], name: str) -> str:
+    path = options.get("echo_db") or os.path.join(settings["state_dir"], "superdarn", f"{name}-echoes.sqlite")
+    return os.path.abspath(path)
+
+
+def open_echo_store(path: str, retention_days: float) -> EchoStore:
+    """The node's SQLite echo store (its directory made if needed); 0 days = keep forever."""
+    if not (math.isfinite(retention_days) and retention_days >= 0):
+        raise ValueError(f"retention_days must be a number >= 0, got {retention_days!r}")
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    return EchoStore(path, retention=retention_days or None)
+
+
+class SuperdarnNode(DataNode):
+    kind = "superdarn"
+    description = "SuperDARN radars: realtime beams, scans and echo counts (RST realtime feeds)"
+
+    def __init__(self, name: str, settings: dict[str, Any], options: dict[str, Any],
+                 endpoints: list[RadarEndpoint], *, echoes: EchoStore | None = None,
+                 timelines: bool = True, **kw: Any) -> None:
+        self.options = options
+        self.endpoints = list(endpoints)
+        self.clients: dict[str, RadarClient] = {}
+        for key in ("stale_after", "purge_interval", "backoff_initial", "backoff_max"):
+            if not (float(options[key]) > 0 and math.isfinite(float(options[key]))):
+                raise ValueError(f"{key} must be a positive number, got {options[key]!r}")
+        if int(options["max_payload"]) < 1024:
+            raise ValueError("max_payload must be at least 1024 bytes")
+        self.backoff = Backoff(initial=float(options["backoff_initial"]),
+                               maximum=max(float(options["backoff_max"]), float(options["backoff_initial"])))
+        super().__init__(name, settings, **kw)
+        self.echo_store = echoes
+        self.pipeline = RadarPipeline(self, echoes, purge_interval=float(options["purge_interval"]),
+                                      timelines=timelines)
+        self.pipeline.register_rpcs()
+        for ep in self.endpoints:
+            self.pipeline.add_radar(ep.key)
+        if not self.endpoints:
+            self.log.warn("{name}: no radars configured; serving history only", name=name)
+
+    def info(self) -> dict[str, Any]:
+        return {"kind": self.kind, "radars": [ep.key for ep in self.endpoints]}
+
+    async def start(self) -> None:
+        self.pipeline.start()
+        silence = float(self.options["reconnect_after_silence"]) or None
+        for ep in self.endpoints:
+            client = RadarClient(
+                ep.host, ep.port, partial(self.pipeline.ingest, ep.key),
+                partial(self._client_status, ep.key), name=ep.key, reactor=self.reactor,
+                backoff=self.backoff, stale_after=float(self.options["stale_after"]),
+                reconnect_after_silence=silence, max_payload=int(self.options["max_payload"]))
+            self.clients[ep.key] = client
+            client.start()
+
+    async def stop(self) -> None:
+        await defer.gatherResults([c.stop() for c in self.clients.values()], consumeErrors=True)
+        await self.pipeline.stop()
+        if self.echo_store is not None:
+            self.echo_store.close()
+
+    def _client_status(self, key: str, status: dict[str, Any]) -> None:
+        connected = bool(status["connected"])
+        self.pipeline.radar_status(
+            key, connected=connected, stale=bool(status["stale"]),
+            error=None if connected else status["error"], state=status["state"],
+            host=status["host"], port=status["port"], attempts=status["attempts"],
+            next_attempt=status["next_attempt"])
+
+    def get_status(self) -> dict:
+        status = super().get_status()
+        status["radars"] = {key: c.status() for key, c in self.clients.items()}
+        status["pipeline"] = self.pipeline.status()
+        return status
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--radars", help="radar config: a JSON/TOML file or inline JSON, e.g. "
+                        "'{\"sas\": \"127.0.0.1:1401\"}' (default: [superdarn] radars)")
+    parser.add_argument("--stale-after", type=float, help="seconds of silence before a radar is stale (120)")
+    parser.add_argument("--echo-db", help="SQLite file of per-scan echo counts")
+    parser.add_argument("--retention-days", type=float, help="days of echo counts kept (30; 0 = forever)")
+
+
+def options_from(args: argparse.Namespace) -> dict[str, Any]:
+    return config.settings(DEFAULTS, "superdarn", path=args.config, overrides={
+        "radars": getattr(args, "radars", None), "stale_after": getattr(args, "stale_after", None),
+        "echo_db": getattr(args, "echo_db", None), "retention_days": getattr(args, "retention_days", None)})
+
+
+def build(args: argparse.Namespace, settings: dict[str, Any]) -> SuperdarnNode:
+    options = options_from(args)
+    name = args.name or "superdarn"
+    try:
+        endpoints = load_radars(options["radars"])
+        echoes = open_echo_store(echo_db_path(options, settings, name), float(options["retention_days"]))
+        return SuperdarnNode(name, settings, options, endpoints, echoes=echoes)
+    except (RadarConfigError, ValueError, OSError, sqlite3.Error) as exc:
+        raise config.ConfigError(f"superdarn node: {exc}") from None
