@@ -401,8 +401,13 @@ async def test_basic_auth_and_cors(router, mesh_parts, tmp_path):
     assert hdrs.getRawHeaders(b"access-control-allow-origin") == [b"https://dash.example"]
     assert hdrs.getRawHeaders(b"access-control-allow-credentials") == [b"true"]
     code, hdrs, data = await http(url + "/query", b"OPTIONS", headers={
-        "origin": "https://dash.example", "access-control-request-method": "POST"})
+        "origin": "https://dash.example", "access-control-request-method": "POST",
+        "access-control-request-headers": "content-type, x-grafana-org-id"})
     assert code == 204 and b"POST" in hdrs.getRawHeaders(b"access-control-allow-methods")[0]
+    assert hdrs.getRawHeaders(b"access-control-allow-headers") == [b"content-type, x-grafana-org-id"]
+    code, hdrs, data = await http(url + "/query", b"OPTIONS", headers={
+        "origin": "https://dash.example", "access-control-request-headers": "bad header\r\nx"})
+    assert hdrs.getRawHeaders(b"access-control-allow-headers") == [b"Content-Type, Authorization"]
     code, hdrs, data = await http(url + "/", headers={"authorization": good, "origin": "https://evil.example"})
     assert code == 200 and not hdrs.hasHeader(b"access-control-allow-origin")
 

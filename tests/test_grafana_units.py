@@ -13,8 +13,10 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from twisted.internet import defer
 
 from consumers.grafana import export, frames, jsonout, protocol, replies
+from consumers.grafana.bridge import Bridge
 from consumers.grafana.catalog import Catalog, NodeEntry
 from consumers.grafana.errors import RequestError
 from obsmesh import wire
@@ -378,3 +380,28 @@ def test_json_export_joins_chunks():
     assert out["timeline"] == {"fast": {"t": [1.0, 2.0, 3.0]}, "slow": {"t": [9.0]}}
     assert out["data"] == {"x": [1.0, None, 3.0], "s": ["a"]}
     assert out["fields"]["s"]["type"] == "string" and out["node"] == "p"
+
+
+# -- coalesced refreshes ---------------------------------------------------------------
+def test_refreshes_are_shared_but_never_answered_by_a_call_older_than_the_ask():
+    bridge = Bridge({"prefix": "obsmesh", "router_url": "rs://127.0.0.1:1", "realm": "obsmesh"},
+                    {"query_timeout": 1.0}, reactor=object())
+    calls: list[defer.Deferred] = []
+
+    def make():
+        calls.append(defer.Deferred())
+        return calls[-1]
+
+    got: dict[str, list] = {"first": [], "later": [], "again": []}
+    bridge._shared("fields:n", make).addBoth(got["first"].append)
+    for _ in range(3):  # asked while the first call runs: one follow-up call for all three
+        bridge._shared("fields:n", make).addBoth(got["later"].append)
+    assert len(calls) == 1
+    calls[0].callback("old answer")
+    assert got["first"] == ["old answer"] and got["later"] == [] and len(calls) == 2
+    calls[1].callback("new answer")
+    assert got["later"] == ["new answer"] * 3
+    bridge._shared("fields:n", make).addBoth(got["again"].append)  # nothing running: a call at once
+    assert len(calls) == 3
+    calls[2].errback(RuntimeError("node gone"))
+    assert got["again"][0].check(RuntimeError) and bridge._inflight == {}

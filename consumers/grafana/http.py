@@ -12,13 +12,14 @@ import base64
 import binascii
 import hmac
 import pathlib
+import re
 from typing import Any
 
 from twisted.internet import defer, threads
 from twisted.logger import Logger
 from twisted.web.http import HTTPChannel
 from twisted.web.resource import Resource
-from twisted.web.server import NOT_DONE_YET, Request, Site
+from twisted.web.server import NOT_DONE_YET, Site
 
 from consumers.grafana import endpoints, export, protocol, replies
 from consumers.grafana.bridge import Bridge
@@ -27,6 +28,7 @@ from consumers.grafana.jsonout import dumps
 
 OPENAPI = pathlib.Path(__file__).with_name("openapi.yaml")
 JSON_TYPE = b"application/json"
+_HEADER_LIST = re.compile(rb"^[A-Za-z0-9!#$%&'*+.^_`|~-]+(\s*,\s*[A-Za-z0-9!#$%&'*+.^_`|~-]+)*$")
 
 
 def _normal_path(raw: bytes) -> str:
@@ -78,8 +80,12 @@ class BridgeResource(Resource):
                 await self._export(request, gone)
                 return
             if path == "/openapi.yaml":
+                try:
+                    document = OPENAPI.read_bytes()
+                except OSError:
+                    raise RequestError("the OpenAPI document is not installed with this bridge", 404) from None
                 request.setHeader(b"content-type", b"application/yaml")
-                self._write(request, gone, 200, OPENAPI.read_bytes())
+                self._write(request, gone, 200, document)
                 return
             body = self._body(request)
             value = await handler(self.bridge, protocol.parse_json(body) if request.method == b"POST" else {})
@@ -135,7 +141,13 @@ class BridgeResource(Resource):
         else:
             return
         request.setHeader(b"access-control-allow-methods", b"GET, POST, OPTIONS")
-        request.setHeader(b"access-control-allow-headers", b"Content-Type, Authorization")
+        # Grafana's browser mode sends its own X-Grafana-* headers: allow what the preflight
+        # asks for, as long as it is a plain list of header names.
+        asked = request.getHeader(b"access-control-request-headers") or b""
+        allowed = b"Content-Type, Authorization"
+        if asked and len(asked) <= 1000 and _HEADER_LIST.match(asked):
+            allowed = asked
+        request.setHeader(b"access-control-allow-headers", allowed)
         request.setHeader(b"access-control-max-age", b"600")
 
     def _send(self, request, gone: list, status: int, value: Any) -> None:
@@ -243,13 +255,6 @@ def _password(settings: dict[str, Any]) -> str:
     return settings.get("password") or ""
 
 
-class JsonRequest(Request):
-    """Bodies are JSON: Twisted need not parse form submissions (it would parse the
-    Content-Type header of every POST with the email package, and multipart bodies)."""
-
-    _parsePOSTFormSubmission = False
-
-
 class RoomyChannel(HTTPChannel):
     """A download's URL may name many fields: allow request lines and headers up to 256 KiB
     (Twisted's 16 KiB default would drop such a request without an answer)."""
@@ -262,7 +267,6 @@ class QuietSite(Site):
     """No access log line per request: at hundreds of requests a second it would cost more than the answer."""
 
     displayTracebacks = False
-    requestFactory = JsonRequest
     protocol = RoomyChannel
 
     def log(self, request) -> None:
@@ -270,4 +274,6 @@ class QuietSite(Site):
 
 
 def site(bridge: Bridge, settings: dict[str, Any]) -> QuietSite:
-    return QuietSite(BridgeResource(bridge, settings))
+    # Bodies are JSON: Twisted need not parse form submissions (it would parse every
+    # POST's Content-Type with the email package, and multipart bodies whole).
+    return QuietSite(BridgeResource(bridge, settings), parsePOSTFormSubmission=False)
