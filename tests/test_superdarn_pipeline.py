@@ -206,17 +206,16 @@ def test_get_echoes_checks_its_arguments(tmp_path):
 
 
 def test_skip_history_keeps_rows_out_of_the_store_only():
-    node = Node()
-    recs = records(5, 40, sounding_every=0)
-    skip_time = synth_time = None
-    pipe = RadarPipeline(node, run_in_thread=now_thread,
-                         skip_history=lambda tl, t, ch: tl == "sas.beam" and t == skip_time)
     from nodes.superdarn.products import radar_time
 
-    skip_time = synth_time = radar_time(recs[3])
+    node = Node()
+    recs = records(5, 40, sounding_every=0)
+    held = radar_time(recs[3])  # as if the store had this beam already
+    pipe = RadarPipeline(node, run_in_thread=now_thread,
+                         skip_history=lambda tl, t, ch: tl == "sas.beam" and (t, ch) == (held, 0))
     for r in recs:
         pipe.ingest("sas", r, live=False)
     t, _ = node.query("sas.beam", ["sas.noise"])
-    assert t.size == len(recs) - 1 and synth_time not in t.tolist()
+    assert t.size == len(recs) - 1 and held not in t.tolist()
     assert node.published == []  # archived records are not live news
     assert node.counters["beams"] == len(recs)

@@ -155,6 +155,7 @@ class RadarPipeline:
         self._echo_retry: Any = None
         self._echo_idle: list[defer.Deferred] = []
         self._last_purge: float | None = None
+        self._maintaining: defer.Deferred | None = None  # a maintenance pass under way
         self._maintain = task.LoopingCall(self._maintenance)
         self._maintain.clock = node.reactor
         self._maintain_every = float(maintain_every)
@@ -396,6 +397,7 @@ class RadarPipeline:
             self.log.failure("echo database maintenance failed", failure=f)
 
         d.addErrback(failed)
+        self._maintaining = d
         return d
 
     async def get_echoes(self, start: Any = -86400.0, end: Any = 0.0, code: Any = None) -> list[dict]:
@@ -426,6 +428,8 @@ class RadarPipeline:
         """Stop the schedule and watchdogs; wait for queued echo counts to be written."""
         if self._maintain.running:
             self._maintain.stop()
+        if self._maintaining is not None and not self._maintaining.called:
+            await self._maintaining  # the caller may close the EchoStore next
         for state in self.radars.values():
             if state.watchdog is not None and state.watchdog.active():
                 state.watchdog.cancel()
