@@ -201,6 +201,18 @@ async def test_max_data_points_and_interval_are_respected(router, mesh_parts):
 
 
 @pytest_twisted.ensureDeferred
+async def test_answers_over_the_node_point_budget_come_in_chunks_and_are_joined(router, mesh_parts):
+    (node,), bridge, url = await mesh(router, mesh_parts, ["budget"])
+    t = fill(node, n=2000, step=0.25)
+    node.settings["point_budget"] = 300  # 2000 rows of x and y: seven chunks
+    code, out = await post(url + "/query", query_body([{"target": "budget::*", "payload": {"timeline": "fast"}}],
+                                                      BASE, BASE + 600, maxDataPoints=5000))
+    assert code == 200 and [s["target"] for s in out] == ["budget::x", "budget::y"]
+    assert out[0]["datapoints"] == [[i * 0.5, t[i] * 1000] for i in range(2000)]
+    assert [v for v, _ in out[1]["datapoints"]] == [i * -2.0 for i in range(2000)]
+
+
+@pytest_twisted.ensureDeferred
 async def test_a_field_declared_after_start_up_is_queryable_at_once(router, mesh_parts):
     (node,), bridge, url = await mesh(router, mesh_parts, ["late"])
     fill(node)

@@ -28,6 +28,7 @@ from obsmesh.wamp import service_component
 
 FAR_FUTURE = 366 * 86400.0  # get_fields asks up to a year ahead, so clock skew hides nothing
 EXPORT_TIMEOUT_FACTOR = 10  # a download may take ten times a panel's query timeout
+HUB_SETTLE = 2.0  # seconds after hub.online before the listing is read again
 EARLIEST = 1e-3  # the mesh reads times <= 0 as "before now"; Grafana's 1970 is absolute
 
 
@@ -82,11 +83,11 @@ class Bridge:
         u = self.uris
         await session.subscribe(self._on_added, u.added)
         await session.subscribe(self._on_subtracted, u.subtracted)
-        await session.subscribe(lambda *a, **kw: self._reload(session), u.hub_online)
+        await session.subscribe(self._on_hub_online, u.hub_online)
         self.session = session
         self._inflight.clear()
         self.log.info("grafana bridge joined {realm} (session {sid})", realm=details.realm, sid=details.session)
-        await self._reload(session)
+        await self._reload()
 
     def _on_leave(self, session, details) -> None:
         if self.session is session:
@@ -106,7 +107,7 @@ class Bridge:
         return self.session
 
     # -- keeping the catalog fresh ---------------------------------------
-    async def _reload(self, session=None) -> None:
+    async def _reload(self) -> None:
         try:
             await self.refresh_directory()
         except Exception as exc:  # the hub is not up yet: its hub.online will bring us back
@@ -114,6 +115,15 @@ class Bridge:
             return
         await defer.DeferredList([defer.ensureDeferred(self.refresh_fields(n)) for n in list(self.catalog.nodes)],
                                  consumeErrors=True)
+
+    def _on_hub_online(self, *args, **kwargs) -> None:
+        """A (re)started hub: the nodes re-announce themselves (added events follow); the
+        listing is read again a little later to drop nodes that died while it was away."""
+        def reload():
+            if self.session is not None:
+                defer.ensureDeferred(self._reload()).addErrback(lambda f: self.log.failure("reload", failure=f))
+
+        self.reactor.callLater(HUB_SETTLE, reload)
 
     def _on_added(self, announcement=None, *args, **kwargs) -> None:
         name = self.catalog.added(announcement)
@@ -219,6 +229,7 @@ class Bridge:
                 if s not in members:
                     members.append(s)
         keys = list(groups)
+        events_asked = defer.ensureDeferred(self._events_for_targets(q))  # alongside the data
         answers = await defer.DeferredList(
             [defer.ensureDeferred(self._fetch(node, reduce, groups[(node, reduce)], q)) for node, reduce in keys],
             consumeErrors=True,
@@ -229,7 +240,7 @@ class Bridge:
             if not ok:
                 self.stats["node_errors"] += 1
                 self.log.info("{node}: {err}", node=key[0], err=value.getErrorMessage())
-        events = await self._events_for_targets(q)
+        events = await events_asked
         out: list[dict[str, Any]] = []
         for target, series in zip(q.targets, resolved, strict=True):
             for s in series:
@@ -265,17 +276,27 @@ class Bridge:
             return {}
         stride = protocol.min_stride(start, q.end, q.max_points, reduce, q.interval)
         try:
-            reply = await self._get_data(node, [f for f, _ in wanted], start, q.end, stride, reduce)
+            return await self._columns(node, wanted, start, q.end, stride, reduce)
         except ApplicationError as exc:
             if exc.error != self.uris.error("no_such_field"):
                 raise
-            await self.refresh_fields(node)
-            entry = self.catalog.nodes.get(node)
-            wanted = [(f, tl) for f, tl in wanted if entry is not None and f in entry.fields]
-            if not wanted:
-                return {}
-            reply = await self._get_data(node, [f for f, _ in wanted], start, q.end, stride, reduce)
-        return replies.columns(reply, wanted)
+        await self.refresh_fields(node)
+        entry = self.catalog.nodes.get(node)
+        wanted = [(f, tl) for f, tl in wanted if entry is not None and f in entry.fields]
+        return await self._columns(node, wanted, start, q.end, stride, reduce) if wanted else {}
+
+    async def _columns(self, node: str, wanted: list[tuple[str, str]], start: float, end: float,
+                       stride: float, reduce: str) -> dict:
+        """Asked with progressive results, so that many fields at a high maxDataPoints come
+        in chunks under the node's point budget instead of failing; the chunks are joined."""
+        chunks: list[Any] = []
+        entry = self.catalog.nodes.get(node)
+        options = CallOptions(on_progress=lambda reply, *a, **kw: chunks.append(reply)) if (
+            entry is None or entry.obsmesh) else None
+        chunks.append(await self._get_data(node, [f for f, _ in wanted], start, end, stride, reduce, options))
+        if len(chunks) == 1:
+            return replies.columns(chunks[0], wanted)
+        return replies.joined([replies.columns(c, wanted) for c in chunks])
 
     async def _get_data(self, node: str, fields: list[str], start: float, end: float,
                         stride: float | None, reduce: str = "mean", options: CallOptions | None = None,

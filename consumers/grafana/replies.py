@@ -57,3 +57,14 @@ def _times(entry: Any) -> np.ndarray | None:
     if t.ndim != 1 or t.dtype.kind not in "fiu":
         return None
     return t.astype(np.float64, copy=False)
+
+
+def joined(parts: list[dict[str, tuple[np.ndarray, np.ndarray]]]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Progressive chunks of one answer, in order, back into one column per field."""
+    out: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for name in dict.fromkeys(f for part in parts for f in part):
+        pieces = [part[name] for part in parts if name in part]
+        t = np.concatenate([p[0] for p in pieces])
+        values = np.concatenate([p[1] for p in pieces])
+        out[name] = (t, values)
+    return out
