@@ -246,8 +246,10 @@ async def test_simulator_process_killed_and_restarted_is_reconnected(router, tmp
     port = free_port()
     sim_args = ["simulate", "radar", "--code", "kod", "--port", str(port), "--speed", "20"]
     sim = spawn(sim_args, router.env(), tmp_path / "sim.log")
+    # Radars inline on the command line (as `obsmesh up` gives them) override the file's.
     proc = spawn(["node", "superdarn", "--name", "sdkill", "--config",
-                  config_file(tmp_path, {"kod": f"127.0.0.1:{port}"})], router.env(), tmp_path / "node.log")
+                  config_file(tmp_path, {"gbr": "127.0.0.1:9"}), "--radars",
+                  json.dumps({"kod": f"127.0.0.1:{port}"})], router.env(), tmp_path / "node.log")
     s = await connect(router.backend_url)
     beams: list[dict] = []
     statuses: list[dict] = []
@@ -263,7 +265,7 @@ async def test_simulator_process_killed_and_restarted_is_reconnected(router, tmp
         status = await s.call("obsmesh.consumer.sdkill.get_status")
         assert status["sources"]["kod"]["connected"] is True
         assert status["radars"]["kod"]["connections"] >= 2
-        assert beams[-1]["name"] == "Kodiak"
+        assert beams[-1]["name"] == "Kodiak" and set(status["sources"]) == {"kod"}
     finally:
         stop_process(sim)
         stop_process(proc)
