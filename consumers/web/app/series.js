@@ -1,0 +1,132 @@
+// A plot's time series: history from get_data, then live samples appended.
+//
+// Live samples are binned like the server bins history (bins aligned to
+// multiples of `stride`, one mean point per bin), so a plot holds about
+// range / stride points whatever the sample rate: memory and drawing cost stay
+// bounded. Samples not after the last one held are dropped: a retained batch
+// or a batch the history already covered is not drawn twice.
+
+export const TARGET_POINTS = 1500;
+
+// A readable stride (1, 2, 5 x 10^k seconds) giving about TARGET_POINTS over `range`.
+export function niceStride(range, points = TARGET_POINTS) {
+  const raw = range / points;
+  if (!(raw > 0) || !Number.isFinite(raw)) return null;
+  const exp = Math.floor(Math.log10(raw));
+  for (const m of [1, 2, 5, 10]) {
+    const s = m * 10 ** exp;
+    if (s >= raw) return Number(s.toPrecision(6));
+  }
+  return 10 ** (exp + 1);
+}
+
+// A value as a plottable number (bool as 0/1), or null (a gap).
+export function plottable(v) {
+  if (typeof v === "number") return Number.isFinite(v) ? v : null;
+  if (typeof v === "boolean") return v ? 1 : 0;
+  return null;
+}
+
+export class Series {
+  constructor(stride = null) {
+    this.stride = stride;
+    this.t = [];
+    this.v = [];
+    this.head = 0; // points before head are out of range, kept until compaction
+    this.bin = null; // the open live bin: {index, n, sumT, nv, sumV}
+  }
+
+  get length() {
+    return this.t.length - this.head;
+  }
+
+  get lastT() {
+    return this.t.length ? this.t[this.t.length - 1] : -Infinity;
+  }
+
+  get lastV() {
+    return this.v.length ? this.v[this.v.length - 1] : null;
+  }
+
+  // Replace everything with history (times ascending); returns points kept.
+  setHistory(t, v) {
+    this.t = [];
+    this.v = [];
+    this.head = 0;
+    this.bin = null;
+    const n = Math.min(t.length, v.length);
+    let last = -Infinity;
+    for (let i = 0; i < n; i++) {
+      const ti = t[i];
+      if (typeof ti !== "number" || !(ti > last)) continue;
+      this.t.push(ti);
+      this.v.push(plottable(v[i]));
+      last = ti;
+    }
+    return this.t.length;
+  }
+
+  // Append live samples; returns how many were taken (not dropped as old).
+  append(t, v) {
+    const n = Math.min(t.length, v.length);
+    let taken = 0;
+    for (let i = 0; i < n; i++) {
+      const ti = t[i];
+      if (typeof ti !== "number" || !Number.isFinite(ti) || !(ti > this.lastT)) continue;
+      this._add(ti, plottable(v[i]));
+      taken++;
+    }
+    return taken;
+  }
+
+  _add(t, v) {
+    const s = this.stride;
+    if (!s) {
+      this.t.push(t);
+      this.v.push(v);
+      return;
+    }
+    const index = Math.floor(t / s);
+    let bin = this.bin;
+    const last = this.t.length - 1;
+    if ((!bin || bin.index !== index) && last >= 0 && Math.floor(this.t[last] / s) === index) {
+      // The last point (from history) is in this bin: carry on its mean.
+      const lv = this.v[last];
+      bin = this.bin = { index, n: 1, sumT: this.t[last], nv: lv === null ? 0 : 1, sumV: lv ?? 0 };
+    } else if (!bin || bin.index !== index) {
+      bin = this.bin = { index, n: 0, sumT: 0, nv: 0, sumV: 0 };
+      this.t.push(t);
+      this.v.push(v);
+    }
+    bin.n++;
+    bin.sumT += t;
+    if (v !== null) {
+      bin.nv++;
+      bin.sumV += v;
+    }
+    if (bin.n > 1) {
+      // mean time stays inside the bin and after the previous point
+      this.t[this.t.length - 1] = bin.sumT / bin.n;
+      this.v[this.v.length - 1] = bin.nv ? bin.sumV / bin.nv : null;
+    }
+  }
+
+  // Forget points before tmin (lazily: arrays are compacted now and then).
+  trim(tmin) {
+    const t = this.t;
+    let h = this.head;
+    while (h < t.length && t[h] < tmin) h++;
+    this.head = h;
+    if (h > 2048 && h > t.length / 2) {
+      t.splice(0, h);
+      this.v.splice(0, h);
+      this.head = 0;
+    }
+  }
+
+  // The arrays for the plot, without copying: points before head lie left of
+  // the plot's time range, where uPlot does not draw or scale.
+  view() {
+    return [this.t, this.v];
+  }
+}
