@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 import textwrap
 from pathlib import Path
@@ -91,6 +92,8 @@ def test_good_requests() -> None:
         float("nan"),
         float("inf"),
         1e300,
+        1e303,
+        -1e20,
         True,
         None,
         ["2020"],
@@ -436,3 +439,33 @@ async def test_magnetometer_example_planes_gaps_fill_and_frames() -> None:
 async def test_example_outside_valid_range_says_no_data() -> None:
     events = decode(await example(SPEC, "1990-01-01", "1990-01-02"))
     assert events[-1].type == "NoDataInInterval"
+
+
+def test_pool_works_in_a_reactor_without_signal_handlers(tmp_path: Path) -> None:
+    """Without a SIGCHLD handler Twisted never hears of an exit by itself; the
+    pool must still see every reader end (this hung one run in four before)."""
+    quick = script(tmp_path, "quick.py", "import sys\nsys.stdout.write('x' * 100000)\n")
+    program = textwrap.dedent(f"""
+        import sys
+        from twisted.internet import defer, reactor
+        from nodes.das2.readers import ReaderPool
+        results = []
+
+        @defer.inlineCallbacks
+        def go():
+            try:
+                pool = ReaderPool(max_concurrent=2)
+                runs = [pool.run([sys.executable, {quick!r}], lambda b: None) for _ in range(8)]
+                results.extend((yield defer.gatherResults(runs)))
+            finally:
+                reactor.callLater(0, reactor.stop)
+
+        reactor.callWhenRunning(go)
+        reactor.run(installSignalHandlers=False)
+        print(sum(r.ok and r.bytes_out == 100000 for r in results))
+    """)
+    root = Path(__file__).resolve().parent.parent
+    done = subprocess.run(
+        [sys.executable, "-c", program], cwd=root, capture_output=True, text=True, timeout=30
+    )
+    assert done.stdout.strip() == "8", done.stderr

@@ -344,3 +344,31 @@ def test_refusals() -> None:
         r = StreamReducer(1.0)
         r.feed(encode([StreamHeader(), h, Data(h, (t, z))]) + b"garbage!")
     assert err.value.output.startswith(b"[00]")  # what was good still came out
+
+
+def test_fill_from_zfill_and_from_the_stream_header() -> None:
+    h = PacketHeader(
+        1,
+        (
+            Plane("x", value_type("sun_real8"), units="t1970"),
+            Plane(
+                "yscan",
+                value_type("sun_real8"),
+                "s",
+                "V",
+                2,
+                "Hz",
+                properties={"zFill": ("double", "-5")},
+            ),
+            Plane("y", value_type("sun_real8"), "y", "V"),
+        ),
+    )
+    x = np.array([0.0, 1.0])
+    scan = np.array([[-5.0, 2.0], [4.0, -5.0]])
+    y = np.array([7.0, -9.0])
+    reducer = Reducer(10.0)
+    head = StreamHeader({"yFill": ("double", "-9")})
+    out = reducer.feed([head, h, Data(h, (x, scan, y))]) + reducer.flush()
+    data = coalesce([e for e in out if isinstance(e, Data)])[0]
+    assert data.columns[1].tolist() == [[4.0, 2.0]]  # each item skips its own fills
+    assert data.columns[2].tolist() == [7.0]  # the stream's yFill applies to y planes

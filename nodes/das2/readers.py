@@ -20,7 +20,7 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from twisted.internet import abstract, defer, error, main, protocol
+from twisted.internet import abstract, defer, error, main, protocol, task
 from twisted.python import failure
 
 from nodes.das2.dsdf import Dsdf
@@ -81,8 +81,8 @@ def parse_request_time(value: object, name: str) -> int:
         except TimeTextError as exc:
             raise InvalidArgument(f"{name}: {exc}") from None
     elif isinstance(value, int | float) and not isinstance(value, bool):
-        if not math.isfinite(value):
-            raise InvalidArgument(f"{name} must be finite")
+        if not (math.isfinite(value) and abs(value) < 1e12):
+            raise InvalidArgument(f"{name} must be a finite number of UNIX seconds")
         us = round(value * US_PER_S)
     else:
         raise InvalidArgument(f"{name} must be a time text or UNIX seconds")
@@ -281,6 +281,7 @@ class _ReaderProtocol(protocol.ProcessProtocol):
         self._exited = False
         self._stdout_open = True
         self._timer = None
+        self._reaper: task.LoopingCall | None = None
         self._stderr = bytearray()
 
     def connectionMade(self) -> None:  # noqa: N802 - Twisted's name
@@ -308,6 +309,16 @@ class _ReaderProtocol(protocol.ProcessProtocol):
     def stdout_closed(self) -> None:
         self._stdout_open = False
         self._maybe_end()
+        if not self._exited and self._reaper is None:
+            # Twisted learns of the exit from SIGCHLD, which a reactor run without
+            # signal handlers never gets: look for the exit ourselves meanwhile.
+            self._reaper = task.LoopingCall(self._reap)
+            self._reaper.clock = self.clock
+            self._reaper.start(0.05, now=False)
+
+    def _reap(self) -> None:
+        if not self._exited and self.transport.pid is not None:
+            self.transport.reapProcess()
 
     def errReceived(self, data: bytes) -> None:  # noqa: N802
         self._stderr += data
@@ -345,6 +356,8 @@ class _ReaderProtocol(protocol.ProcessProtocol):
             return  # (the timeout stays armed: a descendant may still hold stdout)
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
+        if self._reaper is not None and self._reaper.running:
+            self._reaper.stop()
         self.result.stderr = bytes(self._stderr)
         if self.stopping:
             self.result.reason = self.stopping
@@ -489,11 +502,12 @@ class StreamGate:
         self._pass(self._decoder.consumed - before, chunk, events)
 
     def _pass(self, complete: int, chunk: bytes, events: list[Event]) -> None:
-        data = self._pending + bytes(chunk)
-        good, self._pending = data[:complete], data[complete:]
-        if good and self._on_bytes is not None:
-            self._on_bytes(good)
-        self.sent += len(good)
+        if self._on_bytes is not None:
+            data = memoryview(self._pending + bytes(chunk) if self._pending else chunk)
+            self._pending = bytes(data[complete:])  # an unfinished packet: small
+            if complete:
+                self._on_bytes(bytes(data[:complete]))
+        self.sent += complete
         if events and self._on_events is not None:
             self._on_events(events)
 

@@ -50,14 +50,19 @@ def resolution_datum(width: float, x_units: str = "s") -> str:
     return f"{_fmt(width)} {x_units}".strip()
 
 
-def plane_fill(plane: Plane) -> float:
-    """The plane's fill value: its `fill` property, else das2's customary -1e31."""
-    ptype, text = plane.properties.get("fill", ("", ""))
-    try:
-        value = float(text.split()[0]) if text.strip() else DEFAULT_FILL
-    except ValueError:
-        value = DEFAULT_FILL
-    return value
+def plane_fill(plane: Plane, stream_properties: Properties | None = None) -> float:
+    """A plane's fill value: its own `fill` (or `zFill` for a yscan, `yFill` for
+    a y), else the stream's, else das2's customary -1e31."""
+    names = ("fill", "zFill") if plane.kind == "yscan" else ("fill", "yFill")
+    for props in (plane.properties, stream_properties or {}):
+        for name in names:
+            if name in props:
+                text = props[name][1].split()
+                try:
+                    return float(text[0]) if text else DEFAULT_FILL
+                except ValueError:
+                    return DEFAULT_FILL
+    return DEFAULT_FILL
 
 
 @dataclass
@@ -168,7 +173,14 @@ def _merge_ordered(a: _Bins, b: _Bins, minmax: bool) -> _Bins:
 class _PacketReducer:
     """State of one packet id: its headers in and out, the open bin."""
 
-    def __init__(self, header: PacketHeader, width: float, origin: float, minmax: bool) -> None:
+    def __init__(
+        self,
+        header: PacketHeader,
+        width: float,
+        origin: float,
+        minmax: bool,
+        stream_properties: Properties,
+    ) -> None:
         x = header.planes[0]
         if x.type.kind == "time" or seconds_per_unit(x.units) is not None:
             units = time_units(x.units)  # the units decoded time values are in
@@ -179,7 +191,7 @@ class _PacketReducer:
         self.minmax = minmax
         self.header_in = header
         self.value_planes = header.planes[1:]
-        self.fills = [plane_fill(p) for p in self.value_planes]
+        self.fills = [plane_fill(p, stream_properties) for p in self.value_planes]
         self.header_out = _output_header(header, minmax)
         self.pending: _Bins | None = None
         self.frontier: int | None = None
@@ -271,7 +283,7 @@ class Reducer:
         self.origin = float(origin)
         self.minmax = minmax
         self._packets: dict[int, _PacketReducer] = {}
-        self._header_seen = False
+        self._stream_properties: Properties = {}
 
     def feed(self, events: Iterable[Event]) -> list[Event]:
         out: list[Event] = []
@@ -292,11 +304,13 @@ class Reducer:
                 old = self._packets.pop(ev.packet_id, None)
                 if old is not None:  # a redefinition closes the bins of the old layout
                     self._emit(old.flush(), out)
-                state = _PacketReducer(ev, self.width, self.origin, self.minmax)
+                state = _PacketReducer(
+                    ev, self.width, self.origin, self.minmax, self._stream_properties
+                )
                 self._packets[ev.packet_id] = state
                 out.append(state.header_out)
             elif isinstance(ev, StreamHeader):
-                self._header_seen = True
+                self._stream_properties = ev.properties
                 out.append(self._stream_header(ev))
             elif isinstance(ev, StreamException):
                 out.extend(self.flush())  # what came before the error is still good data
