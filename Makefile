@@ -5,7 +5,7 @@ ROUTER_VENV := .venv-router
 CROSSBAR_VERSION := 26.10.1
 PIP_QUIET := --quiet --disable-pip-version-check
 
-.PHONY: setup run test lint bench system-deps
+.PHONY: setup run test lint bench bench-soak system-deps
 
 setup: $(VENV)/.installed $(ROUTER_VENV)/.installed
 
@@ -38,3 +38,7 @@ test: setup system-deps lint
 
 bench: setup system-deps
 	$(VENV)/bin/python -m bench.run
+
+# 10 minutes of the whole mesh plus 200 subscribers (SOAK_SECONDS, SOAK_SUBSCRIBERS)
+bench-soak: setup
+	$(VENV)/bin/python -m bench.soak
