@@ -115,6 +115,12 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return importlib.import_module(REPLAYERS[args.kind]).main(args) or 0
 
 
+def cmd_grafana(args: argparse.Namespace) -> int:
+    from consumers.grafana import cli as grafana
+
+    return grafana.main(args)
+
+
 def cmd_up(args: argparse.Namespace) -> int:
     from obsmesh import launcher
 
@@ -189,6 +195,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dir")
     p.add_argument("--host", action="append", help="host name or address (repeatable; default localhost)")
     p.set_defaults(func=cmd_certs)
+
+    p = sub.add_parser("grafana", parents=[common], help="run the Grafana JSON datasource bridge")
+    importlib.import_module("consumers.grafana.cli").configure(p)
+    p.set_defaults(func=cmd_grafana)
 
     p = sub.add_parser("hub", parents=[common], help="run the hub standalone")
     p.set_defaults(func=cmd_hub)

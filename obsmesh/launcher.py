@@ -46,6 +46,7 @@ def services(settings: dict[str, Any], state: str) -> list[Service]:
     sd_radars = json.dumps({code: f"127.0.0.1:{port}" for code, port in sd_sites.items()})
     sd_options = {"sas": [], "pgr": ["--scan-sign", "-1"], "rkn": ["--no-xcf"]}  # as real sites differ
     return [
+        Service("grafana", [*py, "grafana"], "Grafana JSON datasource bridge on http://127.0.0.1:5000/"),
         Service("weather-simulator", [*py, "simulate", "weather", weather_dir], f"writes {weather_dir}"),
         Service("sensors", [*py, "node", "sensors"], "node sensors (this host)"),
         Service("weather", [*py, "node", "weather", "--dir", weather_dir], f"node weather ({weather_dir})"),
