@@ -290,18 +290,18 @@ class DataNode:
         return deferred
 
     async def get_fields(self, start=-3600.0, end=0.0):
+        """Every declared field, and per timeline the mean sample interval in
+        `[start, end)` (None with fewer than two samples there)."""
         t0, t1 = resolve_interval(start, end, self.clock)
-        fields: dict[str, dict] = {}
+        fields = {f: dict(meta) for f, meta in self.fields.items()}
         timelines: dict[str, dict] = {}
-        by_timeline = self._by_timeline(list(self.fields))
-        for timeline, names in by_timeline.items():
-            times, _ = await self.store.query(timeline, [], t0, t1)
-            if times.size == 0:
-                continue
-            interval = float((times[-1] - times[0]) / (times.size - 1)) if times.size > 1 else None
+        for timeline, names in self._by_timeline(list(self.fields)).items():
+            n = await self.store.count(timeline, t0, t1)
+            span = await self.store.span(timeline) if n > 1 else None
+            interval = None
+            if span is not None:  # cheap: no sample is read, the first/last ones bound the range
+                interval = (min(t1, span[1]) - max(t0, span[0])) / (n - 1)
             timelines[timeline] = {"interval": interval, "field": names}
-            for f in names:
-                fields[f] = dict(self.fields[f])
         return [fields, timelines]
 
     def _by_timeline(self, names: Sequence[str]) -> dict[str, list[str]]:
