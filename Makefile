@@ -5,7 +5,7 @@ ROUTER_VENV := .venv-router
 CROSSBAR_VERSION := 26.10.1
 PIP_QUIET := --quiet --disable-pip-version-check
 
-.PHONY: setup run test lint bench bench-soak system-deps
+.PHONY: setup run test lint bench bench-soak system-deps test-docker
 
 setup: $(VENV)/.installed $(ROUTER_VENV)/.installed
 
@@ -42,3 +42,8 @@ bench: setup system-deps
 # 10 minutes of the whole mesh plus 200 subscribers (SOAK_SECONDS, SOAK_SUBSCRIBERS)
 bench-soak: setup
 	$(VENV)/bin/python -m bench.soak
+
+# The Docker lane: builds the images, runs docker-compose.yml, checks it, tears it down.
+# Needs a reachable Docker engine (it says so and fails without one); never part of `make test`.
+test-docker: setup
+	$(VENV)/bin/python -m tests.docker.lane
