@@ -100,6 +100,12 @@ def test_plot_loads_history_then_appends_live_points(router, page, tmp_path):
         assert tail["t"][-1] > time.time() - 5  # reaches the present: live points appended
         assert all(b > a for a, b in zip(tail["t"], tail["t"][1:], strict=False))
 
+        # the fields table filters by name or description
+        page.fill(".filter", "a number")
+        assert page.locator("#fields tbody tr").evaluate_all("rows => rows.map(r => r.dataset.field)") == ["x"]
+        page.fill(".filter", "")
+        assert page.locator("#fields tbody tr").count() == 4
+
         # the fields table offers y; plotting it loads its history and follows it live
         page.locator("#fields tr[data-field='y'] button").click()
         wait(page, "window.obsmesh.plots['webplot/y'] && window.obsmesh.plots['webplot/y'].livePoints >= 20")

@@ -9,22 +9,23 @@ const EMPTY = "#f1f5f9";
 const RING_KM = 1000;
 
 export function drawFan(canvas, radar) {
+  const { nbeams, ngates, frang, rsep } = radar.grid();
+  const half = ((nbeams / 2) * BEAM_SEP_DEG * Math.PI) / 180;
+  const rmax = frang + ngates * rsep;
+  // Fit the width; the canvas is as tall as the fan needs (radar at the bottom centre).
+  const padX = 44; // room for the range labels
+  const padY = 12;
   const dpr = window.devicePixelRatio || 1;
   const w = canvas.clientWidth || 250;
-  const hgt = canvas.clientHeight || 250;
+  const k = Math.min((w - 2 * padX) / (2 * rmax * Math.sin(half)), 400 / (rmax - frang * Math.cos(half)));
+  const hgt = Math.ceil(k * (rmax - frang * Math.cos(half)) + 2 * padY);
+  if (canvas.style.height !== `${hgt}px`) canvas.style.height = `${hgt}px`;
   if (canvas.width !== Math.round(w * dpr)) canvas.width = Math.round(w * dpr);
   if (canvas.height !== Math.round(hgt * dpr)) canvas.height = Math.round(hgt * dpr);
   const ctx = canvas.getContext("2d");
   ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
   ctx.clearRect(0, 0, w, hgt);
 
-  const { nbeams, ngates, frang, rsep } = radar.grid();
-  const half = ((nbeams / 2) * BEAM_SEP_DEG * Math.PI) / 180;
-  const rmax = frang + ngates * rsep;
-  // fit: width 2 rmax sin(half), height rmax - frang cos(half) (radar at the bottom centre)
-  const padX = 44; // room for the range labels
-  const padY = 12;
-  const k = Math.min((w - 2 * padX) / (2 * rmax * Math.sin(half)), (hgt - 2 * padY) / (rmax - frang * Math.cos(half)));
   const cx = w / 2;
   const by = padY + rmax * k;
   const at = (r, a) => [cx + r * Math.sin(a) * k, by - r * Math.cos(a) * k];

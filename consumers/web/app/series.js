@@ -34,6 +34,7 @@ export class Series {
     this.v = [];
     this.head = 0; // points before head are out of range, kept until compaction
     this.bin = null; // the open live bin: {index, n, sumT, nv, sumV}
+    this.lastRaw = -Infinity; // newest sample time taken (a bin's point sits at its mean time)
   }
 
   get length() {
@@ -63,6 +64,7 @@ export class Series {
       this.v.push(plottable(v[i]));
       last = ti;
     }
+    this.lastRaw = last;
     return this.t.length;
   }
 
@@ -72,8 +74,9 @@ export class Series {
     let taken = 0;
     for (let i = 0; i < n; i++) {
       const ti = t[i];
-      if (typeof ti !== "number" || !Number.isFinite(ti) || !(ti > this.lastT)) continue;
+      if (typeof ti !== "number" || !Number.isFinite(ti) || !(ti > this.lastRaw)) continue;
       this._add(ti, plottable(v[i]));
+      this.lastRaw = ti;
       taken++;
     }
     return taken;

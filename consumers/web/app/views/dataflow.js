@@ -25,7 +25,7 @@ class DataflowNode {
       h("div", { class: "block-head" }, h("h2", {}, this.name, h("span", { class: "muted" }, ` · ${entry.description || "dataflow"}`)), h("div", { class: "legend" }, ["ok", "failed", "stale", "none"].map((k) => h("span", {}, h("i", { class: `cell-key ${k}` }), { ok: "last run ok", failed: "failures", stale: "stale", none: "no run" }[k])))),
       h("div", { class: "card table-card", style: { padding: "14px" } }, this.table, this.note),
       h("div", { class: "block-head", style: { marginTop: "16px" } }, h("h2", {}, "Recent failures")),
-      h("div", { class: "card" }, this.feed),
+      h("div", { class: "card scroll" }, this.feed),
     );
     for (const r of Array.isArray(entry.radars) ? entry.radars : []) for (const s of STAGES) this.board.cell(r, s);
     const { mesh } = ctx;

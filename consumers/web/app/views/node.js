@@ -32,6 +32,18 @@ export function nodeView(ctx, name, query) {
   const fieldBody = h("tbody", {});
   const fieldNote = h("p", { class: "muted" }, "Loading fields…");
   const plotGrid = h("div", { class: "plot-grid", id: "plots" });
+  const fieldCount = h("span", { class: "muted" });
+  let filter = "";
+  const filterBox = h("input", {
+    class: "filter",
+    type: "search",
+    placeholder: "Filter fields",
+    "aria-label": "filter fields",
+    oninput: (e) => {
+      filter = e.target.value.trim().toLowerCase();
+      renderFields();
+    },
+  });
   const pauseBtn = h("button", { class: "btn", type: "button", id: "pause", onclick: () => setPaused(!paused) }, "Pause");
   const rangeSel = h(
     "div",
@@ -48,13 +60,13 @@ export function nodeView(ctx, name, query) {
       h("div", { class: "block-head" }, h("h2", {}, "Live plots"), h("div", { class: "toolbar" }, rangeSel, pauseBtn)),
       plotGrid,
     ),
+    h("section", { class: "block" }, h("div", { class: "block-head" }, h("h2", {}, "Health")), statusBox),
     h(
       "section",
       { class: "block" },
-      h("div", { class: "block-head" }, h("h2", {}, "Fields")),
-      h("div", { class: "card table-card" }, h("table", { class: "table", id: "fields" }, h("thead", {}, h("tr", {}, ["", "field", "timeline", "type", "units", "description"].map((c) => h("th", {}, c)))), fieldBody), fieldNote),
+      h("div", { class: "block-head" }, h("h2", {}, "Fields", fieldCount), filterBox),
+      h("div", { class: "card table-card scroll" }, h("table", { class: "table", id: "fields" }, h("thead", {}, h("tr", {}, ["", "field", "timeline", "type", "units", "description"].map((c) => h("th", {}, c)))), fieldBody), fieldNote),
     ),
-    h("section", { class: "block" }, h("div", { class: "block-head" }, h("h2", {}, "Health")), statusBox),
   );
 
   let wasListed = !!directory.get(name);
@@ -118,8 +130,10 @@ export function nodeView(ctx, name, query) {
   function renderFields() {
     clear(fieldBody);
     if (!fields) return;
-    const names = Object.keys(fields).sort();
-    setText(fieldNote, names.length ? "" : "No field has data in the last 24 hours.");
+    const all = Object.keys(fields).sort();
+    const names = all.filter((f) => !filter || f.toLowerCase().includes(filter) || String(fields[f]?.description || "").toLowerCase().includes(filter));
+    setText(fieldCount, ` · ${names.length === all.length ? all.length : `${names.length} of ${all.length}`}`);
+    setText(fieldNote, all.length ? (names.length ? "" : "No field matches the filter.") : "No field has data in the last 24 hours.");
     for (const f of names) {
       const meta = fields[f] || {};
       const can = plottableField(meta);

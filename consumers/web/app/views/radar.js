@@ -27,7 +27,8 @@ class RadarCard {
     this.title = h("span", { class: "radar-name" }, state.code.toUpperCase());
     this.pill = h("span", { class: "pill pill-idle" }, "waiting");
     this.facts = h("div", { class: "radar-facts" });
-    this.canvas = h("canvas", { class: "fan", width: 250, height: 250 });
+    this.errorEl = h("div", { class: "radar-error" });
+    this.canvas = h("canvas", { class: "fan", width: 250, height: 200 });
     this.echoBox = h("div", { class: "echo-plot" });
     this.el = h(
       "section",
@@ -41,6 +42,7 @@ class RadarCard {
           "div",
           {},
           this.facts,
+          this.errorEl,
           h("h3", { style: { margin: "12px 0 2px" } }, "Echoes per scan"),
           this.echoBox,
           h("div", { class: "legend" }, SERIES.map((s) => h("span", {}, h("i", { style: { background: s.color } }), s.label))),
@@ -89,8 +91,8 @@ class RadarCard {
       ["gates", `${s.grid().ngates} × ${s.grid().rsep} km`],
       ["state since", s.source && typeof s.source.updated === "number" ? `${fmtAge(now - s.source.updated)} ago` : "—"],
     ];
-    if (s.source && s.source.error) facts.push(["error", String(s.source.error)]);
     for (const [k, v] of facts) this.facts.append(h("span", {}, k), h("span", {}, v));
+    setText(this.errorEl, s.source && s.source.error ? String(s.source.error) : "");
     drawFan(this.canvas, s);
     const t = [];
     const cols = SERIES.map(() => []);
