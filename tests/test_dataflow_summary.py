@@ -321,6 +321,40 @@ def test_restart_of_same_script_and_radar_ends_the_old_run_as_died():
     assert p.stats.died == 1 and p.stats.finished == 1
 
 
+def test_header_of_an_open_run_read_again_continues_it_never_a_died_run():
+    # a rewritten log is read again from its start while a run is still open
+    first = RSYNC_TO_NAS[: RSYNC_TO_NAS.index("\nFinished")]
+    head = first[: first.index("check_timestamp")]
+    p = SummaryParser()
+    out = p.feed(head.encode())
+    assert [type(r) for r in out].count(RunStart) == 1 and not runs(out)
+    out = p.feed(head.encode())  # the same header and lines again: no RunStart, no died run
+    assert out == [r for r in out if isinstance(r, FileLine)]
+    out = p.feed(RSYNC_TO_NAS[len(head) :].encode())
+    finished = runs(out)
+    assert [r.state for r in finished] == ["finished", "finished"]
+    assert finished[0].files_ok == 3 and finished[0].files_failed == 2  # each file once
+    assert p.stats.reread == 1 and p.stats.died == 0 and p.stats.reread_file_lines == 2
+
+
+def test_new_header_of_an_open_run_ends_it_as_died_at_its_time_line():
+    first = RSYNC_TO_NAS[: RSYNC_TO_NAS.index("check_timestamp")]
+    p = SummaryParser()
+    p.feed(first.encode())
+    again = first.replace("20240315 14:00:07 UTC", "20240315 16:00:07 UTC")
+    header, _, rest = again.partition("20240315 16:00:07 UTC\n")
+    assert runs(p.feed(header.encode())) == []  # undecided until the time line
+    out = p.feed(("20240315 16:00:07 UTC\n" + rest).encode())
+    (died,) = runs(out)
+    assert died.state == "died" and died.reason == "superseded" and died.files_ok == 2
+    assert [r.start for r in out if isinstance(r, RunStart)] == [utc(2024, 3, 15, 16, 0, 7)]
+    # a different host is another run, even at the same second
+    p = SummaryParser()
+    p.feed(first.encode())
+    (died,) = runs(p.feed(first.replace("on sasmain207", "on sasbore206").encode()))
+    assert died.host == "sasmain207" and p.stats.reread == 0
+
+
 def test_interleaved_radars_are_kept_apart():
     # two runs of one script appending to the same file at the same time
     lines = [
@@ -497,12 +531,13 @@ def test_fuzz_lines_never_crash_and_are_all_counted(lines, chunk):
     out += p.flush() + p.expire(1e12, 1.0)
     assert p.stats.lines == text.count("\n")
     done = runs(out)
-    assert len(done) == p.stats.finished + p.stats.died == p.stats.blocks
+    assert len(done) == p.stats.finished + p.stats.died == p.stats.blocks - p.stats.reread
     assert all(isinstance(r, RunStart | FileLine | Run) for r in out)
     # nothing is lost: every file line is either in a run or reported outside one
     assert (
         sum(len(r.files) for r in done)
         + sum(1 for r in out if isinstance(r, FileLine) and r.script is None)
+        + p.stats.reread_file_lines  # a run's header read again: its block starts over
         == p.stats.file_lines
     )
 

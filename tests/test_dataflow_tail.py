@@ -111,20 +111,38 @@ def test_truncate_then_regrow_before_the_next_read(tmp_path):
     assert f.stats.rewritten == 1 and f.stats.restarted == 1
 
 
-def test_shortened_to_a_prefix_then_appended(tmp_path):
+def test_shortened_file_is_read_again_from_its_start(tmp_path):
+    # a shorter file that matches what was read cannot tell where it was cut:
+    # it is read again (the reader above recognises what it has seen)
     p = tmp_path / "s.log"
     p.write_text("a\nb\nc\n")
     f = FileFollower(str(p))
     f.read()
     os.truncate(p, 4)  # "a\nb\n"
-    assert f.read() == b""
+    assert f.read() == b"a\nb\n"
     append(p, "d\n")
     assert f.read() == b"d\n"
     os.truncate(p, 5)  # "a\nb\nd" : cut in the middle of a line
-    assert f.read() == b""
+    assert f.read() == b"a\nb\n"
     append(p, "x\n")
     assert f.read() == b"dx\n"
-    assert f.stats.shortened == 2
+    assert f.stats.restarted == 2 and f.stats.truncated == 2
+
+
+def test_cut_then_written_with_lines_like_the_old_ones_loses_nothing(tmp_path):
+    # copytruncate while a run goes on: the new file starts like the old one did,
+    # and is read when it is still a prefix of the old content
+    p = tmp_path / "s.log"
+    old = block("sas", 0)
+    p.write_text(old + block("pgr", 5))
+    f = FileFollower(str(p))
+    f.read()
+    os.truncate(p, 0)
+    head = "".join(old.splitlines(keepends=True)[:3])  # separator, blank, Executing ... for sas
+    append(p, head)
+    assert f.read() == head.encode()
+    append(p, block("sas", 10)[len(head) :])
+    assert f.read() == block("sas", 10)[len(head) :].encode()
 
 
 def test_deleted_then_recreated(tmp_path):
@@ -242,3 +260,33 @@ def test_parser_behind_follower_sees_every_run_once_through_rotations(tmp_path):
     assert all(r.state == "finished" and r.files_ok == 2 for r in done)
     assert len([r for r in records if isinstance(r, RunStart)]) == len(written)
     assert parser.stats.unknown == 0 and parser.open_count == 0
+
+
+def test_parser_behind_follower_shortened_inside_an_open_run(tmp_path):
+    """A log cut inside a run that goes on: read again from the start, the open run
+    ends once, finished (the complete run before it comes twice: SummaryLogs drops it)."""
+    p = tmp_path / "20240315.rsync_to_nas_summary.log"
+    f = FileFollower(str(p))
+    parser = SummaryParser(str(p))
+    records = []
+
+    def pump():
+        while True:
+            records.extend(parser.feed(f.read()))
+            if not f.more:
+                break
+
+    done = block("sas", 0)
+    running = block("pgr", 1, n_files=3, finished=False)
+    append(p, done + running)
+    pump()
+    cut = len(done) + running.index("Successfully transferred: /d/20240315.1200.00.pgr.1")
+    os.truncate(p, cut)  # the last file line of the open pgr run is gone
+    append(p, "Successfully transferred: /d/20240315.1200.00.pgr.5.rawacf.h5\n")
+    append(p, "\nFinished rsync_to_nas. End time: 20240315 14:01:30 UTC\n")
+    pump()
+    ended = [r for r in records if isinstance(r, Run)]
+    assert [(r.radar, r.state) for r in ended] == [("sas", "finished"), ("sas", "finished"), ("pgr", "finished")]
+    assert [x.basename.split(".")[4] for x in ended[2].files] == ["0", "5"]
+    assert f.stats.restarted == 1 and parser.stats.reread == 1 and parser.stats.died == 0
+

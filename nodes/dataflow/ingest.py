@@ -59,13 +59,16 @@ class _Seen:
 
 
 class _Log:
-    __slots__ = ("follower", "parser", "last_data", "scheduled", "done", "replay")
+    __slots__ = ("follower", "parser", "last_data", "scheduled", "done", "replay", "backlog")
 
-    def __init__(self, follower: FileFollower, parser: SummaryParser) -> None:
+    def __init__(
+        self, follower: FileFollower, parser: SummaryParser, backlog: bool = False
+    ) -> None:
         self.follower = follower
         self.parser = parser
         self.last_data = 0.0
         self.scheduled = False
+        self.backlog = backlog  # found at start: its first reads are history, not news
         self.done = _Seen(4096)  # (script, radar, host, start) of runs delivered finished
         self.replay = _Seen(64)  # (script, radar, start) of runs being read a second time
 
@@ -99,6 +102,9 @@ class SummaryLogs:
         self.accept = accept
         self.logs: dict[str, _Log] = {}
         self.counters = {"reads": 0, "records": 0, "duplicates": 0, "read_errors": 0}
+        # True while `on_records` is given what a log held when the watch began (history
+        # a node stores without publishing it live); False for everything written since.
+        self.replaying = False
 
     def file_event(self, path: str, kind: str) -> None:
         if not self.accept(path):
@@ -121,7 +127,9 @@ class SummaryLogs:
             except OSError:
                 pass
         entry = _Log(
-            FileFollower(path, start_offset=start, max_chunk=self.max_chunk), SummaryParser(path)
+            FileFollower(path, start_offset=start, max_chunk=self.max_chunk),
+            SummaryParser(path),
+            backlog=kind == EXISTS,
         )
         self.logs[path] = entry
         return entry
@@ -144,9 +152,15 @@ class SummaryLogs:
         now = self.clock()
         if data:
             entry.last_data = now
-            self._deliver(entry, entry.parser.feed(data, now))
+            self.replaying = entry.backlog
+            try:
+                self._deliver(entry, entry.parser.feed(data, now))
+            finally:
+                self.replaying = False
         if entry.follower.more:
             self._schedule(path, entry)
+        else:
+            entry.backlog = False  # caught up: what comes next is news
 
     def _deliver(self, entry: _Log, records: list[Record]) -> None:
         out: list[Record] = []
@@ -191,14 +205,26 @@ class SummaryLogs:
     def running(self) -> list[Run]:
         return [r for entry in self.logs.values() for r in entry.parser.running()]
 
+    @property
+    def catching_up(self) -> bool:
+        """Some log found at start is not read to its end yet (history still coming)."""
+        return any(entry.backlog for entry in self.logs.values())
+
     def status(self) -> dict[str, object]:
-        parsers = [e.parser.stats for e in self.logs.values()]
         totals: dict[str, int] = {}
-        for s in parsers:
-            for k, v in s.as_dict().items():
-                totals[k] = totals.get(k, 0) + v
+        follow: dict[str, int] = {}
+        for e in self.logs.values():
+            for sums, stats in ((totals, e.parser.stats), (follow, e.follower.stats)):
+                for k, v in stats.as_dict().items():
+                    sums[k] = sums.get(k, 0) + v
         errors = {p: e.follower.error for p, e in self.logs.items() if e.follower.error}
-        return {"logs": len(self.logs), "parser": totals, **self.counters, "errors": errors}
+        return {
+            "logs": len(self.logs),
+            "parser": totals,
+            "follower": follow,
+            **self.counters,
+            "errors": errors,
+        }
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,6 +21,11 @@ any size. It emits `RunStart` when a block's header is complete, one
 radar (the scripts are singletons per radar), or when `expire` is called with
 a clock and the block has been open longer than the limit.
 
+A header seen again with the same host and start time is the same run read a
+second time (its log was rewritten and is being read from its start): the
+open block is replaced by the one being re-read, never ended as died. So the
+old block's end is decided at the new header's time line.
+
 Strict but tolerant: the known line forms are parsed exactly; anything else is
 an unknown line, kept (bounded) and counted, never an exception. Lines from
 blocks of different radars may interleave (several runs appending to one
@@ -250,6 +255,8 @@ class ParserStats:
     lines: int = 0
     blank: int = 0
     blocks: int = 0
+    reread: int = 0  # headers of a run still open, read again (a rewritten log)
+    reread_file_lines: int = 0  # file lines of the replaced blocks (read again after them)
     finished: int = 0
     died: int = 0
     file_lines: int = 0
@@ -303,6 +310,9 @@ class SummaryParser:
         self._skip_to_newline = False
         self._line_no = 0
         self._open: dict[tuple[str, str], _Block] = {}
+        # an open block whose header came again: died, or the same run re-read?
+        # Decided by the new header's time line (see _time).
+        self._superseded: dict[tuple[str, str], _Block] = {}
         self._current: _Block | None = None
         self._between = True  # after a separator and before the next Executing line
         self._now: float | None = None
@@ -471,10 +481,14 @@ class SummaryParser:
             # RADAR_ID unset or garbled: keep the run, under an explicit name
             radar = "unknown"
         key = (script, radar)
+        self._end_superseded(key)  # a third header before the second's time line
         old = self._open.pop(key, None)
         if old is not None:
-            # the scripts run one at a time per radar: a new start means the old run died
-            self._emit_run(old, "died", "superseded", None)
+            # the scripts run one at a time per radar: a new start means the old run
+            # died, unless the new header turns out to be the same run read again
+            self._superseded[key] = old
+            if self._current is old:
+                self._current = None
         block = _Block(script, host, radar, self._line_no, self._now, last_line=self._line_no)
         self._open[key] = block
         self._current = block
@@ -491,6 +505,16 @@ class SummaryParser:
             return
         block.start = t
         block.last_line = self._line_no
+        old = self._superseded.pop((block.script, block.radar), None)
+        if old is not None:
+            if old.host == block.host and (old.start == t or (old.start is None and not old.files)):
+                # the same run read again from its header: the new block replaces it
+                self.stats.reread += 1
+                self.stats.reread_file_lines += len(old.files)
+                if old.start is not None:
+                    return  # its RunStart was emitted already
+            else:
+                self._emit_run(old, "died", "superseded", None)
         self._out.append(
             RunStart(self.source, block.script, block.host, block.radar, t, block.first_line)
         )
@@ -586,6 +610,7 @@ class SummaryParser:
             self._orphan(line)
             return
         del self._open[(block.script, block.radar)]
+        self._end_superseded((block.script, block.radar))
         block.last_line = self._line_no
         self._emit_run(block, "finished", "", end)
 
@@ -594,6 +619,11 @@ class SummaryParser:
             self._current = block
 
     # ---- ending runs ---------------------------------------------------------
+
+    def _end_superseded(self, key: tuple[str, str]) -> None:
+        old = self._superseded.pop(key, None)
+        if old is not None:
+            self._emit_run(old, "died", "superseded", None)
 
     def _emit_run(self, block: _Block, state: str, reason: str, end: float | None) -> None:
         if state == "finished":
@@ -619,6 +649,7 @@ class SummaryParser:
             since = block.start if block.start is not None else block.seen_at
             if since is not None and now - since > limit:
                 del self._open[key]
+                self._end_superseded(key)
                 self._emit_run(block, "died", "expired", None)
         self._out = []
         return [r for r in out if isinstance(r, Run)]
@@ -627,6 +658,8 @@ class SummaryParser:
         """End every open block as died (the log will not be read any further)."""
         out: list[Record] = []
         self._out = out
+        for key in list(self._superseded):
+            self._end_superseded(key)
         for key in list(self._open):
             self._emit_run(self._open.pop(key), "died", "closed", None)
         self._out = []

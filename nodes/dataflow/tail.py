@@ -13,12 +13,14 @@ content:
   file with the checkpoints and finds the longest matching prefix `p`:
   * everything read still matches (`p` is the old offset): carry on there
     (an rsync replacement; nothing is read twice);
-  * the file is now exactly a prefix of what was read, up to at most one
-    unterminated line: it was shortened; carry on at `p` (what follows is new);
-  * otherwise the file is new content (rotation, copytruncate and rewrite):
-    read it from the start. A partial match is not trusted, because summary
-    logs repeat themselves (every block starts with the same separator and
-    `Executing` lines) and skipping them would lose a run.
+  * otherwise (rotation, copytruncate, a file shortened or rewritten): read
+    it from the start. A partial match is not trusted, because summary logs
+    repeat themselves (every block starts with the same separator and
+    `Executing` lines): a file cut to `c` and written on before it is read
+    looks exactly like one shortened to a longer prefix `p`, and resuming at
+    `p` would skip the new lines between. Reading again is safe: the reader
+    (`ingest.SummaryLogs`) recognises runs it has delivered, and the parser a
+    run header it has seen.
 
 Lines already handed out are never taken back. Bytes of the old inode not yet
 read are read before switching to the new one. Only complete lines are handed
@@ -48,7 +50,6 @@ class FollowerStats:
     truncated: int = 0  # same inode, shorter than the offset
     rewritten: int = 0  # same inode, the bytes before the offset changed
     resumed: int = 0  # after one of the above, everything read still matched
-    shortened: int = 0  # ... the file was a prefix of what was read
     restarted: int = 0  # ... new content, read from the start
     partial_dropped: int = 0  # an unterminated last line of an inode that was replaced
     errors: int = 0
@@ -272,24 +273,15 @@ class FileFollower:
                 break
             good = i
         p = ends[good] if good >= 0 else 0
-        if p == old:
+        if p == old and good >= 0:
             self.stats.resumed += 1  # all that was read is still there
-        elif (
-            good >= 0
-            and b"\n" not in os.pread(fd, min(max(0, size - p), 1 << 16), p)
-            and size - p < 1 << 16
-        ):
-            self.stats.shortened += 1  # a prefix of what was read, plus at most a partial line
-        else:
-            self.stats.restarted += 1
-            self._ends, self._crcs = array("q"), array("L")
-            self.offset, self._crc, self._tail = 0, 0, b""
+            self._position(p, crcs[good])
             return
-        if good < 0:
+        if p == old:
             return  # nothing had been read: nothing to keep
-        del ends[good + 1 :]
-        del crcs[good + 1 :]
-        self._position(p, crcs[good])
+        self.stats.restarted += 1
+        self._ends, self._crcs = array("q"), array("L")
+        self.offset, self._crc, self._tail = 0, 0, b""
 
     def _position(self, end: int, crc: int) -> None:
         fd = self._fd
