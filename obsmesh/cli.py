@@ -15,12 +15,14 @@ NODE_KINDS = {
     "sensors": "nodes.sensors.node",
     "weather": "nodes.weather.node",
     "co2": "nodes.co2.node",
+    "dataflow": "nodes.dataflow.node",
     "superdarn": "nodes.superdarn.node",
 }
 # Simulators of the outside world: `obsmesh simulate KIND`. Each has configure(parser) and main(args).
 SIMULATORS = {
     "weather": "nodes.weather.simulator",
     "co2": "nodes.co2.simulator",
+    "dataflow": "nodes.dataflow.simulator",
     "radar": "nodes.superdarn.simulator",
 }
 # Archive loaders: `obsmesh replay KIND FILE...`. Each has configure(parser) and main(args).

@@ -40,6 +40,8 @@ def services(settings: dict[str, Any], state: str) -> list[Service]:
 
     co2_root = os.path.join(state, "co2")  # uploads, pings and the simulated units' tokens
     co2_url = endpoint_url(resolve(None, settings))
+    dataflow_dir = os.path.join(state, "dataflow")
+    radars = "sas,pgr,inv,cly,rkn"
     import json
 
     sd_sites = {"sas": 14011, "pgr": 14012, "rkn": 14013}  # simulated radar sites: code -> port
@@ -54,6 +56,14 @@ def services(settings: dict[str, Any], state: str) -> list[Service]:
         Service("co2-simulator", [*py, "simulate", "co2", "--units", "5", "--data-root", co2_root,
                                   "--sd-dir", os.path.join(state, "co2-units"), co2_url],
                 f"5 simulated CO2 units uploading to {co2_url}"),
+        # a cycle every 4 s (speed 1800), random failures, an injected few and a 40-s stop
+        Service("dataflow-simulator", [*py, "simulate", "dataflow", dataflow_dir, "--radars", radars,
+                                       "--speed", "1800", "--antennas", "2", "--failure-rate", "0.03",
+                                       "--inject", "connection@5:pgr", "--inject", "died@8:inv",
+                                       "--stop", "rsync_to_campus@15:cly+10"],
+                f"writes {dataflow_dir} (a data-flow cycle every 4 s)"),
+        Service("dataflow", [*py, "node", "dataflow", "--dir", dataflow_dir, "--radars", radars,
+                             "--period", "4", "--margin", "4"], f"node dataflow ({dataflow_dir})"),
         *[Service(f"radar-{code}", [*py, "simulate", "radar", "--code", code, "--port", str(port),
                                     *sd_options[code]], f"simulated radar site {code} on 127.0.0.1:{port}")
           for code, port in sd_sites.items()],
