@@ -138,7 +138,8 @@ def test_large_get_uses_progressive_results_transparently(router, mesh, capsys):
         r = mesh.get("small-budget", ["x", "y"], base, base + 200, progress=True)
         t, x, y = expected(base, 0, 20000)
         assert np.array_equal(r.time("x"), t) and np.array_equal(r["x"], x) and np.array_equal(r["y"], y)
-        assert "20.0k" in capsys.readouterr().err  # the bar reached the full count
+        err = capsys.readouterr().err  # the bar reached the full count (tqdm, or the plain fallback)
+        assert "20.0k/20.0k" in err or "20,000 of 20,000" in err
     finally:
         probe.stop()
 
@@ -351,37 +352,50 @@ def test_asyncio_flavour(history, router):
 
 
 def run_cli(router, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    """The commands as their own process, configured by the environment."""
     return subprocess.run([PYTHON, "-m", "consumers.client.cli", *args], env=router.env(), cwd=str(REPO),
                           capture_output=True, text=True, timeout=timeout)
 
 
-def test_cli_nodes_fields_get_csv_and_json(history, router, tmp_path):
+def cli(router, capsys, *args: str) -> tuple[int, str, str]:
+    """The commands in this process (faster), pointed at the router by options."""
+    from consumers.client import cli as commands
+
+    capsys.readouterr()
+    code = commands.main([args[0], *args[1:], "--url", router.backend_url, "--realm", router.realm])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_cli_nodes_fields_get_csv_and_json(history, router, tmp_path, capsys):
     out = run_cli(router, "nodes", "--json")
     assert out.returncode == 0, out.stderr
     assert "hist" in [n["name"] for n in json.loads(out.stdout)]
-    out = run_cli(router, "fields", "hist", "--start", "1d")
-    assert out.returncode == 0 and "x" in out.stdout and "fast" in out.stdout and "0.01 s" in out.stdout
+    code, text, _ = cli(router, capsys, "nodes")
+    assert code == 0 and text.splitlines()[0].split() == ["NAME", "KIND", "DESCRIPTION"] and "hist" in text
+    code, text, _ = cli(router, capsys, "fields", "hist", "--start", "1d")
+    assert code == 0 and "x" in text and "fast" in text and "0.01 s" in text
     base = history.base
-    out = run_cli(router, "get", "hist", "x", "label", "--start", repr(base), "--end", repr(base + 0.2))
-    assert out.returncode == 0, out.stderr
-    lines = out.stdout.splitlines()
+    code, text, err = cli(router, capsys, "get", "hist", "x", "label", "--start", repr(base), "--end", repr(base + 0.2))
+    assert code == 0, err
+    lines = text.splitlines()
     assert lines[0] == "time,timeline,x,label"
     assert lines[1] == f"{base!r},fast,0.0," and lines[2] == f"{base!r},slow,,s0"
     assert lines[3] == f"{base + DT!r},fast,1.0,"
     assert len(lines) == 1 + 20 + 2
     path = tmp_path / "out.json"
-    out = run_cli(router, "get", "hist", "x", "--start", repr(base), "--end", repr(base + 30), "-o", str(path))
-    assert out.returncode == 0, out.stderr
+    code, _, err = cli(router, capsys, "get", "hist", "x", "--start", repr(base), "--end", repr(base + 30), "-o", str(path))
+    assert code == 0, err
     doc = json.loads(path.read_text())
     t, x, _ = expected(base, 0, 3000)
     assert doc["timelines"]["fast"]["t"] == t.tolist() and doc["timelines"]["fast"]["data"]["x"] == x.tolist()
-    bad = run_cli(router, "get", "hist", "nope")
-    assert bad.returncode == 1 and "nope" in bad.stderr and "Traceback" not in bad.stderr
-    bad = run_cli(router, "get", "hist", "x", "--start", "whenever")
-    assert bad.returncode == 2 and "whenever" in bad.stderr
+    code, _, err = cli(router, capsys, "get", "hist", "nope")
+    assert code == 1 and "nope" in err and "Traceback" not in err
+    code, _, err = cli(router, capsys, "get", "hist", "x", "--start", "whenever")
+    assert code == 2 and "whenever" in err
 
 
-def test_cli_tail_prints_live_samples(router):
+def test_cli_tail_prints_live_samples(router, capsys):
     probe = Probe(router, "tailed", history=0, live=True)
     try:
         with Mesh(router.backend_url, router.realm) as mesh:
@@ -393,9 +407,10 @@ def test_cli_tail_prints_live_samples(router):
         rows = [line.split(",") for line in lines[1:]]
         k = [round((float(t) - probe.base) / DT) for t, _, _ in rows]
         assert k == list(range(k[0], k[0] + 30)) and [float(x) for _, _, x in rows] == [float(i) for i in k]
-        out = run_cli(router, "tail", "tailed", "--format", "json", "-n", "5")
-        assert out.returncode == 0, out.stderr
-        assert all("data" in json.loads(line) for line in out.stdout.splitlines())
+        code, text, err = cli(router, capsys, "tail", "tailed", "--format", "json", "-n", "5")
+        assert code == 0, err
+        objs = [json.loads(line) for line in text.splitlines()]
+        assert len(objs) == 5 and all(o["timeline"] in ("fast", "slow") and o["data"] for o in objs)
     finally:
         probe.stop()
 

@@ -119,7 +119,7 @@ def _table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
 
 
 def configure_fields(parser: argparse.ArgumentParser) -> None:
-    parser.description = "List a node's fields that have data in [start, end)."
+    parser.description = "List a node's fields, with each timeline's mean sample interval in [start, end)."
     parser.add_argument("node")
     parser.add_argument("--start", default="-1h", help="UNIX s, ISO time or duration ago like 1h (default 1h ago)")
     parser.add_argument("--end", default="now", help="default now")

@@ -19,6 +19,7 @@ from twisted.internet import defer
 from consumers.client.connection import Connection
 from consumers.client.errors import (
     ClientError,
+    Closed,
     NodeUnavailable,
     ProtocolError,
     UnknownField,
@@ -56,6 +57,8 @@ class Core:
         try:
             return await self.conn.call(uri, *args, timeout=self.timeout, **kwargs)
         except ApplicationError as exc:
+            if self.conn.closed:
+                raise Closed("the client was closed during the call") from None
             if exc.error == "wamp.error.no_such_procedure" and node is not None:
                 raise await self._missing(node) from None
             if exc.error in ("wamp.error.invalid_argument", "wamp.error.runtime_error", "wamp.error.canceled"):
@@ -227,8 +230,10 @@ async def _run_all(fetch: Callable[[int], Any], n: int, width: int) -> None:
 def _estimate(
     listing: Fields, fields: list[str], start: float, end: float, stride: float | None, reduce: str | None
 ) -> tuple[int, int]:
-    """(rows, values) a query will bring: the requested span over each
-    timeline's mean interval (from get_fields), capped by the stride's bins."""
+    """(rows, values) a query will bring, from get_fields: a timeline's sample
+    count when the node gives one, else the requested span over its mean
+    interval (an overestimate where data cover part of the span); capped by
+    the stride's bins."""
     span = max(0.0, min(end, time.time() + 60.0) - start)
     per_timeline: dict[str, int] = {}
     for f in fields:
@@ -238,9 +243,12 @@ def _estimate(
             per_timeline[tl] = per_timeline.get(tl, 0) + 1
     rows_total = values_total = 0
     for tl, n_fields in per_timeline.items():
-        interval = (listing.timelines.get(tl) or {}).get("interval")
+        info = listing.timelines.get(tl) or {}
+        interval, count = info.get("interval"), info.get("count")
         rows = 1
-        if isinstance(interval, int | float) and not isinstance(interval, bool) and interval > 0:
+        if isinstance(count, int) and not isinstance(count, bool) and count >= 0:
+            rows = count  # exact, where the node says how many samples the interval holds
+        elif isinstance(interval, int | float) and not isinstance(interval, bool) and interval > 0:
             rows = int(span / interval) + 1
         if stride is not None:
             rows = min(rows, (int(span / stride) + 1) * (2 if reduce == "minmax" else 1))

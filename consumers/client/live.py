@@ -25,6 +25,7 @@ from autobahn.wamp.exception import ApplicationError
 from autobahn.wamp.types import SubscribeOptions
 from twisted.internet import defer
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from consumers.client.errors import (
     ClientError,
@@ -380,9 +381,7 @@ class StreamCore:
         pending = self.pending
         if self.closed or pending is None:
             return
-        if isinstance(outcome, defer.Deferred):  # pragma: no cover
-            return
-        failure = outcome if hasattr(outcome, "value") and hasattr(outcome, "trap") else None
+        failure = outcome if isinstance(outcome, Failure) else None
         if failure is not None and _node_missing(failure.value):
             # Not back yet; the next live event, node announcement or join retries.
             self.log.info("{node}: not back yet, waiting to backfill", node=self.node)

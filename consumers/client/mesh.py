@@ -105,8 +105,9 @@ class Mesh:
         return self._run(self._core.nodes)
 
     def fields(self, node: str, start: Any = -3600.0, end: Any = 0.0) -> Fields:
-        """The node's fields with data in [start, end): a dict field -> info
-        ("timeline", "type", "units", "description"), with `.timelines`."""
+        """The node's fields: a dict field -> info ("timeline", "type", "units",
+        "description"), with `.timelines` (per timeline the mean sample
+        interval in [start, end), None with fewer than two samples there)."""
         node = check.node_name(node)
         t0, t1 = check.interval(start, end)
         return self._run(self._core.fields, node, t0, t1)
@@ -127,7 +128,7 @@ class Mesh:
         as_frame: bool = False,
         progress: bool = False,
     ) -> Result | Any:
-        """History of `fields` (all fields with data when None) in [start, end).
+        """History of `fields` (all the node's fields when None) in [start, end).
 
         Returns a `Result`: `r[field]` values and `r.time(field)` times as numpy
         arrays, `r.timelines[name].t / .data` per timeline; or, with
