@@ -206,6 +206,10 @@ def test_radar_co2_and_dataflow_views_light_up_with_their_nodes(router, page, tm
         assert page.locator("#board-webdf td.cell.failed").count() == 2
         screenshot(page, "dataflow")
 
+        page.locator(".nav-link[href='#/']").click()
+        wait(page, "document.querySelectorAll('#node-cards .node-card').length >= 3")
+        screenshot(page, "home")
+
         page.locator(".nav-link[data-view='radars']").click()
         stop_process(feeds[0])  # the radar node leaves: its view goes dark again
         wait(page, "!window.obsmesh.nodes.includes('websd')")
