@@ -85,12 +85,13 @@ async def test_runs_reach_the_live_topic_and_get_data_within_a_second(router, tm
     (root / "2024").mkdir(parents=True)
     node = DataflowProc(router, tmp_path, "df-live", "--summary-root", str(root), "--period", "600")
     s = await connect(router.backend_url)
+    base = int(time.time()) - 300
+    log = root / "2024" / f"{time.strftime('%Y%m%d', time.gmtime(base))}.rsync_to_nas_summary.log"
+    append(log, block("sas", base - 50, base - 45))  # history: in the store, never live
     try:
         await node.start(s)
         received: list[tuple[float, dict]] = []
         await s.subscribe(lambda ev: received.append((time.time(), ev)), node.uri("live"))
-        base = int(time.time()) - 300
-        log = root / "2024" / f"{time.strftime('%Y%m%d', time.gmtime(base))}.rsync_to_nas_summary.log"
         # a first run, until the node has seen the subscription (it publishes only to subscribed topics)
         append(log, block("pgr", base, base + 5))
         await wait_until(lambda: live_times([e for _, e in received], "pgr.rsync_to_nas"), 20, "the warm-up run")
@@ -111,6 +112,8 @@ async def test_runs_reach_the_live_topic_and_get_data_within_a_second(router, tm
         assert max(delays) < 1.0, delays
         assert live_times([e for _, e in received], "sas.rsync_to_nas") == ends
         fields = [f"sas.rsync_to_nas.{f}" for f in ("files_ok", "files_failed", "duration", "state", "died")]
+        r = await s.call(node.uri("get_data"), fields[:1], base - 100, base)
+        assert r["timeline"]["sas.rsync_to_nas"]["t"] == [base - 45.0]
         r = await s.call(node.uri("get_data"), fields, base, base + 200)
         assert r["timeline"]["sas.rsync_to_nas"]["t"] == ends
         assert r["data"]["sas.rsync_to_nas.files_ok"] == [3.0] * 5
