@@ -215,16 +215,16 @@ class StreamCore:
     # -- opening and closing ----------------------------------------------
     async def open(self) -> None:
         """Check the node and fields, subscribe, and start listening for joins."""
-        reactor = self.core.reactor
         await self.core.check_fields(self.node, self.fields)
         self.opened = time.time()
         session = await self.core.conn.ready(self.core.timeout)
         self.core.conn.listeners.append(self)
         await self._subscribe(session, retained=self.latest)
         if self.since is not None:
+            # History first: a pending interruption without a reason is not reported.
             self.pending = _Pending(self.opened, [])
             self._floor = self.since
-            reactor.callLater(0, self._recover, report=False)
+            self._recover()
 
     def close(self) -> None:
         if self.closed:
@@ -350,24 +350,19 @@ class StreamCore:
             self._interrupted("the reader fell behind (inbox full)", wall=time.time(), overflow=True)
 
     # -- recovery ---------------------------------------------------------------
-    def _recover(self, report: bool = True) -> None:
+    def _recover(self) -> None:
         if self.recovering or self.pending is None or self.closed:
             return
         self.recovering = True
-        d = defer.ensureDeferred(self._fetch_missed() if self.backfill else _nothing())
-        d.addBoth(self._recovered, report)
+        fetch = self.backfill or not self.pending.reasons  # `since` history is always fetched
+        d = defer.ensureDeferred(self._fetch_missed() if fetch else _nothing())
+        d.addBoth(self._recovered)
 
     async def _fetch_missed(self) -> list[Batch]:
         assert self.pending is not None
         floor = self._floor if self._floor is not None else self.opened
         start = min([*self.last.values(), floor]) if self.last else floor
-        fields = self.fields
-        if fields is None:
-            listing = await self.core.fields(self.node, start, FAR_FUTURE)
-            fields = list(listing)
-            if not fields:
-                return []
-        result = await self.core.get(self.node, fields, start, FAR_FUTURE)
+        result = await self.core.get(self.node, self.fields, start, FAR_FUTURE)  # None: every field
         batches = []
         for tl in result.timelines.values():
             batch = Batch(self.node, tl.name, tl.t, tl.data, backfill=True)
@@ -376,7 +371,7 @@ class StreamCore:
                 batches.append(batch)
         return batches
 
-    def _recovered(self, outcome: Any, report: bool) -> None:
+    def _recovered(self, outcome: Any) -> None:
         self.recovering = False
         pending = self.pending
         if self.closed or pending is None:
@@ -386,18 +381,18 @@ class StreamCore:
             # Not back yet; the next live event, node announcement or join retries.
             self.log.info("{node}: not back yet, waiting to backfill", node=self.node)
             if self.core.conn.session is not None and not self.buffer:
-                self.core.reactor.callLater(1.0, self._recover, report)
+                self.core.reactor.callLater(1.0, self._recover)
             return
         self.pending = None
         self._floor = None
         batches = [] if failure is not None else outcome
-        if report or failure is not None:
+        if pending.reasons or failure is not None:
             self.gaps += 1
             gap = Gap(
                 node=self.node,
                 start=pending.start,
                 end=time.time(),
-                reason="; ".join(pending.reasons),
+                reason="; ".join(pending.reasons) or "history since the stream's start",
                 backfilled=self.backfill and failure is None,
                 recovered=sum(len(b) for b in batches),
                 last=dict(self.last),
