@@ -34,7 +34,10 @@ from obsmesh.timerules import resolve_interval, resolve_stride
 from obsmesh.uris import Uris, valid_node_name
 from obsmesh.wamp import service_component
 
-MAX_EVENT_VALUES = 250_000  # values in one live event, so no event nears the message cap
+# Values in one live event or one progressive chunk. Messages stay around 1 MB:
+# the router reassembles a rawsocket message at a cost that grows faster than
+# its size, so several 1 MB messages pass far quicker than one 8 MB message.
+MAX_EVENT_VALUES = 131_072
 MAX_EVENTS_KEPT = 10_000
 RETAIN = PublishOptions(retain=True)
 
@@ -291,7 +294,8 @@ class DataNode:
 
     async def get_fields(self, start=-3600.0, end=0.0):
         """Every declared field, and per timeline the mean sample interval in
-        `[start, end)` (None with fewer than two samples there)."""
+        `[start, end)` (None with fewer than two samples there) and the number
+        of samples there (`count`, an obsmesh addition to sisock's shape)."""
         t0, t1 = resolve_interval(start, end, self.clock)
         fields = {f: dict(meta) for f, meta in self.fields.items()}
         timelines: dict[str, dict] = {}
@@ -301,7 +305,7 @@ class DataNode:
             interval = None
             if span is not None:  # cheap: no sample is read, the first/last ones bound the range
                 interval = (min(t1, span[1]) - max(t0, span[0])) / (n - 1)
-            timelines[timeline] = {"interval": interval, "field": names}
+            timelines[timeline] = {"interval": interval, "field": names, "count": n}
         return [fields, timelines]
 
     def _by_timeline(self, names: Sequence[str]) -> dict[str, list[str]]:
@@ -351,8 +355,8 @@ class DataNode:
             answers.append((timeline, fs, t, cols))
         if values <= budget:
             return self._reply(answers, encoding, stride)
-        # Progressive: chunks of whole rows under the budget, the last one as the result.
-        chunks = list(self._chunked(answers, budget))
+        # Progressive: chunks of whole rows of about 1 MB, the last one as the result.
+        chunks = list(self._chunked(answers, min(budget, MAX_EVENT_VALUES)))
         for chunk in chunks[:-1]:
             progress(self._reply(chunk, encoding, stride))
         return self._reply(chunks[-1], encoding, stride)

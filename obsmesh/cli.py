@@ -123,6 +123,12 @@ def cmd_grafana(args: argparse.Namespace) -> int:
     return grafana.main(args)
 
 
+def cmd_client(args: argparse.Namespace) -> int:
+    from consumers.client import cli as client_cli
+
+    return getattr(client_cli, f"run_{args.command}")(args) or 0
+
+
 def cmd_up(args: argparse.Namespace) -> int:
     from obsmesh import launcher
 
@@ -201,6 +207,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("grafana", parents=[common], help="run the Grafana JSON datasource bridge")
     importlib.import_module("consumers.grafana.cli").configure(p)
     p.set_defaults(func=cmd_grafana)
+
+    client_cli = importlib.import_module("consumers.client.cli")
+    for name in ("nodes", "fields", "get", "tail"):  # quick looks from a terminal, through the client
+        p = sub.add_parser(name, parents=[common], help=client_cli.COMMANDS[name][2])
+        getattr(client_cli, f"configure_{name}")(p)
+        p.set_defaults(func=cmd_client)
 
     p = sub.add_parser("hub", parents=[common], help="run the hub standalone")
     p.set_defaults(func=cmd_hub)
