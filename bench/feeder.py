@@ -2,11 +2,12 @@
 
     python -m bench.feeder live ROUTER RATE SECONDS   # 10 float fields, f0 = sample index
     python -m bench.feeder history ROUTER N           # N samples of history, then idle
-    python -m bench.feeder echo ROUTER                # registers obsmesh.consumer.bench.echo
+    python -m bench.feeder echo ROUTER                # registers obsmesh.consumer.echo.echo
 """
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 
@@ -15,7 +16,7 @@ from twisted.internet import defer, reactor, task
 
 from nodes.base import DataNode
 from obsmesh import config
-from obsmesh.wamp import component
+from obsmesh.wamp import component, credentials
 
 FIELDS = [f"f{i}" for i in range(10)]
 
@@ -30,7 +31,8 @@ class Feeder(DataNode):
 
 
 def settings(url: str) -> dict:
-    return config.mesh(environ={}, router_url=url, max_samples=50_000_000, max_age=1e9)
+    return config.mesh(environ={}, router_url=url, max_samples=50_000_000, max_age=1e9,
+                       secrets_file=os.environ.get("OBSMESH_SECRETS_FILE", ""))
 
 
 def live(url: str, rate: float, seconds: float) -> None:
@@ -45,10 +47,10 @@ def live(url: str, rate: float, seconds: float) -> None:
                 return  # wait for the benchmark's subscriber
             state["start"] = now
         elapsed = now - state["start"]
-        if elapsed > seconds:
-            loop.stop()
-            return
         due = int(min(elapsed + tick, seconds) * rate)
+        if elapsed >= seconds:  # the last push sends whatever is still due, then stops
+            due = int(seconds * rate)
+            loop.stop()
         n = due - state["next"]
         if n <= 0:
             return
@@ -72,8 +74,8 @@ def history(url: str, n: int) -> None:
 
 
 def echo(url: str) -> None:
-    comp = component(url, "obsmesh")
-    comp.on("join", lambda session, details: session.register(lambda *a: a, "obsmesh.consumer.bench.echo"))
+    comp = component(url, "obsmesh", credentials(settings(url), "echo"))
+    comp.on("join", lambda session, details: session.register(lambda *a: a, "obsmesh.consumer.echo.echo"))
     comp.start(reactor)
     reactor.run()
 

@@ -22,7 +22,7 @@ async def rpc(url: str, seconds: float) -> dict:
     s = await connect(url)
     out = {}
     for name, uri, args in (("get_data_node", "obsmesh.consumer.get_data_node", ()),
-                            ("echo", "obsmesh.consumer.bench.echo", ({"name": "x", "description": "y"},))):
+                            ("echo", "obsmesh.consumer.echo.echo", ({"name": "x", "description": "y"},))):
         for _ in range(200):  # warm up
             await s.call(uri, *args)
         done = 0
