@@ -372,3 +372,24 @@ def test_fill_from_zfill_and_from_the_stream_header() -> None:
     data = coalesce([e for e in out if isinstance(e, Data)])[0]
     assert data.columns[1].tolist() == [[4.0, 2.0]]  # each item skips its own fills
     assert data.columns[2].tolist() == [7.0]  # the stream's yFill applies to y planes
+
+
+def test_a_reduced_stream_reduces_again_with_its_extremes_kept_extreme() -> None:
+    """A cache block (reduced with min/max planes) reduced to a coarser width:
+    min planes give the minimum, max planes the maximum, no second set is added,
+    and with equal counts per fine bin the means equal the direct reduction."""
+    x = Plane("x", value_type("little_endian_real8"), units="t1970")
+    h = PacketHeader(1, (x, Plane("y", value_type("little_endian_real8"), "B", "nT")))
+    rng = np.random.default_rng(3)
+    t = T0 - T0 % 600 + np.arange(6000) * 0.1  # ten per second, whole seconds aligned
+    y = rng.normal(size=t.size)
+    raw = encode([StreamHeader(), h, Data(h, (t, y))])
+    fine = reduce_stream(raw, 1.0, minmax=True)
+    twice = coalesce(decode(reduce_stream(fine, 60.0, minmax=True)))
+    once = coalesce(decode(reduce_stream(raw, 60.0, minmax=True)))
+    assert twice[0].properties["xCacheResolution"] == ("Datum", "60 s")
+    assert twice[1] == once[1]  # the same planes: B, B.min, B.max
+    a, b = twice[2], once[2]
+    assert np.array_equal(a.columns[0], b.columns[0])
+    np.testing.assert_allclose(a.columns[1], b.columns[1], rtol=1e-12, atol=1e-15)
+    assert np.array_equal(a.columns[2], b.columns[2]) and np.array_equal(a.columns[3], b.columns[3])

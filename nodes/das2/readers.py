@@ -263,6 +263,48 @@ class _StdoutReader(abstract.FileDescriptor):
             self._on_closed()
 
 
+class ReaderFlow:
+    """Back-pressure from a slow consumer: while paused, the readers attached to
+    it are not read, so they block on a full pipe instead of filling our memory.
+    (Their timeout still runs.)"""
+
+    def __init__(self) -> None:
+        self.paused = False
+        self._readers: set[_StdoutReader] = set()
+        self._waiting: list[defer.Deferred] = []
+
+    def attach(self, reader: _StdoutReader) -> None:
+        self._readers.add(reader)
+        if self.paused:
+            reader.stopReading()
+
+    def detach(self, reader: _StdoutReader) -> None:
+        self._readers.discard(reader)
+
+    def pause(self) -> None:
+        self.paused = True
+        for r in self._readers:
+            if r.fd >= 0:
+                r.stopReading()
+
+    def resume(self) -> None:
+        self.paused = False
+        for r in self._readers:
+            if r.fd >= 0:
+                r.startReading()
+        waiting, self._waiting = self._waiting, []
+        for d in waiting:
+            d.callback(None)
+
+    def wait(self) -> defer.Deferred:
+        """Fires when not paused (at once if not paused now)."""
+        if not self.paused:
+            return defer.succeed(None)
+        d: defer.Deferred = defer.Deferred()
+        self._waiting.append(d)
+        return d
+
+
 class _ReaderProtocol(protocol.ProcessProtocol):
     def __init__(
         self,
@@ -397,10 +439,12 @@ class ReaderPool:
         on_output: Callable[[bytes], object],
         limits: ReaderLimits = DEFAULT_LIMITS,
         cwd: str | None = None,
+        flow: ReaderFlow | None = None,
     ) -> defer.Deferred[ReaderResult]:
         """Start a reader when a slot is free; fires with its `ReaderResult`.
         `on_output` gets stdout chunks; if it raises, the reader is killed.
-        Cancelling the Deferred kills the reader (or drops it from the queue)."""
+        Cancelling the Deferred kills the reader (or drops it from the queue).
+        A `flow` pauses and resumes reading its output."""
         if not argv or not all(isinstance(a, str) and "\x00" not in a for a in argv):
             return defer.fail(ReaderError("argv must be non-empty texts without NUL"))
         if not os.path.isabs(argv[0]):
@@ -451,6 +495,9 @@ class ReaderPool:
             proto.stdout = _StdoutReader(
                 self._reactor, read_end, proto.stdout_data, proto.stdout_closed
             )
+            if flow is not None:
+                flow.attach(proto.stdout)
+                proto.ended.addBoth(lambda r, s=proto.stdout: (flow.detach(s), r)[1])
 
         def finish(outcome: object) -> None:
             self.active -= 1
@@ -542,6 +589,7 @@ def run_reader_stream(
     gate: StreamGate,
     limits: ReaderLimits = DEFAULT_LIMITS,
     cwd: str | None = None,
+    flow: ReaderFlow | None = None,
 ) -> defer.Deferred[ReaderResult]:
     """Run a reader through a `StreamGate`: the gate's output is always a valid
     das2 stream, ending in a `ServerError` exception when the reader failed.
@@ -562,11 +610,12 @@ def run_reader_stream(
             gate.fail("ServerError", "reader could not be started")
         return f
 
-    return pool.run(argv, gate.feed, limits, cwd).addCallbacks(ended, not_started)
+    return pool.run(argv, gate.feed, limits, cwd, flow).addCallbacks(ended, not_started)
 
 
 __all__ = [
     "ReaderError",
+    "ReaderFlow",
     "ReaderLimits",
     "ReaderPool",
     "ReaderRequest",

@@ -8,6 +8,11 @@ not the plane's fill value); a bin with no valid value gives the fill value.
 Optionally each plane gets `<name>.min` and `<name>.max` planes beside it.
 The output x of a bin is its centre.
 
+A stream reduced before (a cache block) can be reduced again to a coarser
+width: planes marked `operation = BIN_MIN` / `BIN_MAX` are combined by their
+minimum / maximum, not averaged, and no second set of min/max planes is added.
+Means of means are not weighted by how many samples each held.
+
 Input must be in time order from one batch to the next for one output record
 per bin; inside a batch any order is fine. A late record for a bin already
 written produces a second record for that bin rather than being lost.
@@ -170,6 +175,13 @@ def _merge_ordered(a: _Bins, b: _Bins, minmax: bool) -> _Bins:
     return _merge_ordered(head, b, minmax) if head.bins.size else b
 
 
+def plane_operation(plane: Plane) -> str:
+    """How a plane's values combine in a bin: "min" / "max" for the extreme planes
+    of an already reduced stream, "mean" otherwise."""
+    op = plane.properties.get("operation", ("", ""))[1]
+    return {"BIN_MIN": "min", "BIN_MAX": "max"}.get(op, "mean")
+
+
 class _PacketReducer:
     """State of one packet id: its headers in and out, the open bin."""
 
@@ -188,11 +200,14 @@ class _PacketReducer:
             self.origin = unix_to_units(origin, units)
         else:  # not a time axis: width and origin are in x units
             self.width, self.origin = width, origin
-        self.minmax = minmax
         self.header_in = header
         self.value_planes = header.planes[1:]
+        self.operations = [plane_operation(p) for p in self.value_planes]
+        reduced_before = any(op != "mean" for op in self.operations)
+        self.add_planes = minmax and not reduced_before  # min/max planes of our own
+        self.minmax = minmax or reduced_before  # whether bins track extremes
         self.fills = [plane_fill(p, stream_properties) for p in self.value_planes]
-        self.header_out = _output_header(header, minmax)
+        self.header_out = _output_header(header, self.add_planes)
         self.pending: _Bins | None = None
         self.frontier: int | None = None
 
@@ -230,10 +245,14 @@ class _PacketReducer:
         for j, plane in enumerate(self.value_planes):
             fill = self.fills[j]
             counts = agg.counts[j]
-            with np.errstate(invalid="ignore", divide="ignore"):
-                mean = np.where(counts > 0, agg.sums[j] / np.maximum(counts, 1), fill)
-            columns.append(mean.astype(plane.type.native))
-            if self.minmax:
+            op = self.operations[j]
+            if op == "mean":
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    value = np.where(counts > 0, agg.sums[j] / np.maximum(counts, 1), fill)
+            else:
+                value = np.where(counts > 0, agg.mins[j] if op == "min" else agg.maxs[j], fill)
+            columns.append(value.astype(_output_plane(plane).type.native))
+            if self.add_planes:
                 for extreme in (agg.mins[j], agg.maxs[j]):
                     columns.append(np.where(counts > 0, extreme, fill).astype(plane.type.native))
         return Data(self.header_out, tuple(columns))

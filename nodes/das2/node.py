@@ -1,0 +1,440 @@
+"""The `das2` node: das2 readers as mesh datasets, cached, over WAMP and HTTP.
+
+Each DSDF in the catalog (default: the example readers in `examples/`) is a
+timeline named after the dataset; each plane of its stream is a field
+(`columns.py`). The fields are learned at start by running each reader over a
+short stretch of its first example range ("probing").
+
+Data are not kept in the node's store: `get_data` runs the request through
+`Das2Service` (cache blocks where present, the reader for the rest) and
+answers in the base's reply shape, with its errors, point budget and
+progressive results. `min_stride` is the das2 resolution: bins aligned to
+multiples of it, one record per non-empty bin at the bin's centre (das2's
+reducer). `reduce="minmax"` is computed from full resolution by the mesh's
+own min/max reduction.
+
+Datasets marked `live = 1` are read for the newest interval every
+`live_poll` seconds; new records go out through `self.append` (the base's
+batched live topic). Only single-valued planes travel live.
+
+The das2.2 HTTP interface (`http.py`) listens on 127.0.0.1:8091 by default.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from twisted.internet import defer, task
+
+from nodes.base import DataNode
+from nodes.das2.cache import Cache, DiskBlocks, RedisBlocks
+from nodes.das2.columns import (
+    Collector,
+    encode_column,
+    field_name,
+    minmax_rows,
+    plane_meta,
+    value_planes,
+)
+from nodes.das2.dsdf import Dsdf, load_catalog
+from nodes.das2.http import Das2Resource, public, site
+from nodes.das2.readers import ReaderLimits, ReaderPool, ReaderRequest, validate_request
+from nodes.das2.service import Das2Service, StopStream, x_seconds
+from nodes.das2.stream import Data, PacketHeader
+from nodes.das2.timefmt import US_PER_S
+from obsmesh import config, wire
+from obsmesh.errors import InvalidArgument, MeshError, TooManyPoints
+from obsmesh.store import MemoryStore
+from obsmesh.store.reduce import REDUCERS
+from obsmesh.timerules import resolve_interval, resolve_stride
+
+EXAMPLES = Path(__file__).resolve().parent / "examples"
+PROBE_RECORDS = 2000  # records a probe reads before it stops the reader
+PROBE_TIMEOUT = 30.0
+
+DEFAULTS: dict[str, Any] = {
+    "catalog": "",  # directory of DSDF files; "" = the example readers
+    "http": "127.0.0.1:8091",  # das2 HTTP interface, host:port; "" = none
+    "server_id": "obsmesh-das2",
+    "cache": "auto",  # auto (redis when the mesh's store is redis, else disk) | redis | disk | off
+    "redis_url": "",  # "" = the mesh's redis_url
+    "cache_namespace": "",  # "" = <prefix>:das2cache; replicas sharing it share blocks and jobs
+    "cache_dir": "",  # "" = <state_dir>/das2-cache
+    "cache_ttl": 30 * 86400.0,  # seconds a block is kept
+    "max_block_bytes": 64 * 1024 * 1024,
+    "build_concurrency": 1,  # readers building blocks at once (besides the requests' readers)
+    "readers": 4,  # readers answering requests at once
+    "reader_timeout": 600.0,
+    "reader_output_cap": 2 * 1024**3,
+    "live_poll": 10.0,  # seconds between two reads of a live dataset
+    "live_window": 60.0,  # seconds the first live read reaches back
+    "probe_seconds": 600.0,
+    "max_values": 20_000_000,  # values one get_data may gather (progressive results too)
+}
+
+
+def _address(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535 or not host:
+        raise ValueError(f"http address must be host:port, got {text!r}")
+    return host.strip("[]"), int(port)
+
+
+def _nice(seconds: float) -> float:
+    if seconds <= 0:
+        return 1.0
+    exp = math.floor(math.log10(seconds))
+    for m in (1, 2, 5, 10):
+        if m * 10**exp >= seconds:
+            return float(m * 10**exp)
+    return float(10 ** (exp + 1))
+
+
+def probe_windows(dsdf: Dsdf, now_us: int, seconds: float) -> list[tuple[int, int]]:
+    """Where to look for a dataset's planes: the example ranges, then the end
+    of its valid range (or the last minutes before now)."""
+    span = max(1, int(seconds * US_PER_S))
+    out = [(ex.start_us, min(ex.end_us, ex.start_us + span)) for ex in dsdf.examples[:2]]
+    if dsdf.valid_range is not None:
+        lo, hi = dsdf.valid_range
+        hi = min(hi if hi is not None else now_us, now_us)
+        if hi > lo:
+            out.append((max(lo, hi - span), hi))
+    elif not out:
+        out.append((now_us - span, now_us))
+    return out
+
+
+class Das2Node(DataNode):
+    kind = "das2"
+    description = "das2 datasets: readers run on demand, cached, served over WAMP and das2 HTTP"
+
+    def __init__(self, name: str, settings: dict[str, Any], options: dict[str, Any], **kw: Any) -> None:
+        self.options = options
+        root = Path(options["catalog"] or EXAMPLES)
+        if not root.is_dir():
+            raise ValueError(f"das2 catalog {root} is not a directory")
+        self.catalog, self.catalog_errors = load_catalog(root)
+        self.http_address = _address(options["http"]) if options["http"] else None
+        self.cadence: dict[str, float] = {}
+        self.http_url: str | None = None
+        self._port: Any = None
+        self._live_from: dict[str, int] = {}
+        self._live_running: set[str] = set()
+        # The store only buffers what goes out live; history comes from the readers.
+        kw.setdefault("store", MemoryStore(3600.0, 1_000_000))
+        super().__init__(name, settings, **kw)
+        limits = ReaderLimits(float(options["reader_timeout"]), int(options["reader_output_cap"]))
+        self.pool = ReaderPool(int(options["readers"]), reactor=self.reactor)
+        self.build_pool = ReaderPool(int(options["build_concurrency"]), reactor=self.reactor)
+        self.service = Das2Service(
+            self.catalog, self.pool, limits, self.build_pool, count=self.count, clock=self.clock,
+            max_block_bytes=int(options["max_block_bytes"]),
+        )
+        backend = self._backend()
+        if backend is not None:
+            self.service.cache = Cache(
+                backend, self.catalog, self.service.build, count=self.count,
+                concurrency=int(options["build_concurrency"]), reactor=self.reactor,
+            )
+        self.resource = Das2Resource(self.service, options["server_id"], self.count)
+        self.register_rpc("get_datasets", self.get_datasets)
+        self._live_loop = task.LoopingCall(self._live_tick)
+        self._live_loop.clock = self.reactor
+
+    def _backend(self):
+        mode = self.options["cache"]
+        if mode == "auto":
+            mode = "redis" if self.settings.get("store") == "redis" else "disk"
+        ttl = float(self.options["cache_ttl"])
+        if mode == "redis":
+            namespace = self.options["cache_namespace"] or f"{self.settings['prefix']}:das2cache"
+            url = self.options["redis_url"] or self.settings["redis_url"]
+            job_ttl = float(self.options["reader_timeout"]) + 60.0
+            return RedisBlocks(url, namespace, ttl, job_ttl, reactor=self.reactor)
+        if mode == "disk":
+            where = self.options["cache_dir"] or os.path.join(self.settings["state_dir"], "das2-cache")
+            return DiskBlocks(where, ttl)
+        if mode == "off":
+            return None
+        raise ValueError(f"cache must be auto, redis, disk or off, got {mode!r}")
+
+    # -- start and stop ----------------------------------------------------
+    async def start(self) -> None:
+        self.source("catalog", connected=True, datasets=sorted(self.catalog), errors=self.catalog_errors)
+        for problem in self.catalog_errors:
+            self.log.warn("das2 catalog: {problem}", problem=problem)
+        cache = self.service.cache
+        if cache is not None:
+            cache.start()
+        if self.http_address is not None:
+            host, port = self.http_address
+            self._port = self.reactor.listenTCP(port, site(self.resource), interface=host)
+            real = self._port.getHost().port
+            shown = f"[{host}]" if ":" in host else host
+            self.http_url = f"http://{shown}:{real}/"
+            self.source("http", connected=True, url=self.http_url)
+        await defer.DeferredList(
+            [defer.ensureDeferred(self._probe(d)) for d in self.catalog.values()], consumeErrors=True
+        )
+        if any(d.live for d in self.catalog.values()):
+            self._live_loop.start(float(self.options["live_poll"]), now=True)
+
+    async def stop(self) -> None:
+        if self._live_loop.running:
+            self._live_loop.stop()
+        if self._port is not None:
+            await self._port.stopListening()
+        for d in list(self.resource.active):
+            d.cancel()
+        if self.service.cache is not None:
+            await self.service.cache.stop()
+
+    def info(self) -> dict[str, Any]:
+        return {**super().info(), "http": self.http_url, "datasets": sorted(self.catalog)}
+
+    # -- fields ------------------------------------------------------------
+    async def _probe(self, dsdf: Dsdf) -> None:
+        """Learn a dataset's planes (fields) and cadence from a short read."""
+        key = f"dataset:{dsdf.name}"
+        now_us = int(self.clock() * US_PER_S)
+        for a, b in probe_windows(dsdf, now_us, float(self.options["probe_seconds"])):
+            headers: list[PacketHeader] = []
+            times: list[np.ndarray] = []
+            seen = [0]
+
+            def look(events, headers=headers, times=times, seen=seen) -> None:
+                for ev in events:
+                    if isinstance(ev, PacketHeader):
+                        headers.append(ev)
+                    elif isinstance(ev, Data) and len(ev):
+                        times.append(np.asarray(ev.columns[0], dtype=np.float64))
+                        seen[0] += len(ev)
+                if seen[0] >= PROBE_RECORDS:
+                    raise StopStream()
+
+            try:
+                request = validate_request(dsdf, a / US_PER_S, b / US_PER_S)
+            except MeshError:
+                continue
+            await self.service.answer(request, look, use_cache=False)
+            if seen[0]:
+                self._declare(dsdf, headers, np.concatenate(times))
+                self.source(key, connected=True, error=None, fields=len(self._fields_of(dsdf.name)))
+                return
+        self.source(key, connected=False, error="no data found where the probe looked")
+
+    def _declare(self, dsdf: Dsdf, headers: list[PacketHeader], x: np.ndarray) -> None:
+        for header in headers:
+            for plane in value_planes(header):
+                meta = plane_meta(dsdf.name, dsdf.description, plane)
+                name = field_name(dsdf.name, plane)
+                self.declare(name, dsdf.name, "number", meta["units"], meta["description"])
+                self.fields[name].update({k: v for k, v in meta.items() if k not in ("units", "description")})
+        t = x_seconds(headers[0].planes[0], x) if headers else None
+        if t is not None and t.size > 1:
+            steps = np.diff(np.sort(t))
+            steps = steps[steps > 0]
+            if steps.size:
+                self.cadence[dsdf.name] = float(np.median(steps))
+
+    def _fields_of(self, dataset: str) -> list[str]:
+        return [f for f, m in self.fields.items() if m["timeline"] == dataset]
+
+    async def get_fields(self, start=-3600.0, end=0.0):
+        t0, t1 = resolve_interval(start, end, self.clock)
+        fields: dict[str, dict] = {}
+        timelines: dict[str, dict] = {}
+        for name, dsdf in self.catalog.items():
+            names = self._fields_of(name)
+            if not names or not _overlaps(dsdf, t0, t1, self.clock()):
+                continue
+            timelines[name] = {"interval": self.cadence.get(name), "field": names}
+            for f in names:
+                fields[f] = dict(self.fields[f])
+        return [fields, timelines]
+
+    def get_datasets(self) -> list[dict]:
+        """The catalog (extra RPC `get_datasets`)."""
+        out = []
+        for name, d in sorted(self.catalog.items()):
+            out.append({
+                "name": name, "description": d.description, "live": d.live,
+                "reducible": d.reducible, "params": [[p.template, p.description] for p in d.params],
+                "examples": [[e.start_us / US_PER_S, e.end_us / US_PER_S, e.label, list(e.params)]
+                             for e in d.examples],
+                "cache_levels": [[lv.resolution, lv.period] for lv in d.cache_levels],
+                "fields": self._fields_of(name), "http": public(d) and self.http_url is not None,
+            })
+        return out
+
+    # -- data --------------------------------------------------------------
+    def _width(self, fields) -> int:
+        return 1 + sum(int(np.prod(self.fields[f].get("shape", [1]))) for f in fields)
+
+    def _too_many(self, t0: float, t1: float, groups: dict[str, list[str]], budget: int):
+        width = sum(self._width(fs) for fs in groups.values())
+        stride = _nice((t1 - t0) * width / max(1, budget - width))
+
+        def text(values: int) -> str:
+            return (f"more than {budget} values for one reply: ask for min_stride >= {stride:g} s, "
+                    "a shorter interval, or progressive results")
+
+        return text
+
+    @staticmethod
+    def _params_for(params: Any, datasets: list[str]) -> dict[str, Any]:
+        if params is None or isinstance(params, str | list | tuple):
+            return dict.fromkeys(datasets, params)
+        if isinstance(params, dict):
+            unknown = set(params) - set(datasets)
+            if unknown:
+                raise InvalidArgument(f"params for datasets not asked: {', '.join(sorted(unknown))}")
+            return {d: params.get(d) for d in datasets}
+        raise InvalidArgument("params must be a text, a list of texts, or {dataset: params}")
+
+    async def get_data(self, field, start, end, min_stride=None, reduce="mean", encoding="list",
+                       details=None, params=None):
+        names = self._check_fields(field)
+        t0, t1 = resolve_interval(start, end, self.clock)
+        stride = resolve_stride(min_stride)
+        if reduce not in REDUCERS:
+            raise InvalidArgument(f"reduce must be one of {sorted(REDUCERS)}, got {reduce!r}")
+        if encoding not in wire.ENCODINGS:
+            raise InvalidArgument(f"encoding must be one of {list(wire.ENCODINGS)}, got {encoding!r}")
+        progress = getattr(details, "progress", None)
+        budget = int(self.settings["point_budget"])
+        groups = self._by_timeline(names)
+        per_dataset = self._params_for(params, list(groups))
+        too_many = self._too_many(t0, t1, groups, budget)
+        # Without progressive results nothing past the budget is gathered: the
+        # reader is stopped there and the call refused.
+        cap = budget if progress is None else int(self.options["max_values"])
+        requests = {}
+        for dataset in groups:  # every argument checked before any reader runs
+            if t1 > t0:
+                resolution = stride if reduce == "mean" else None
+                requests[dataset] = validate_request(
+                    self.catalog[dataset], t0, t1, resolution, per_dataset[dataset])
+        answers = []
+        used = 0
+        for dataset, fs in groups.items():
+            if dataset not in requests:
+                answers.append((dataset, fs, np.zeros(0), {f: np.zeros(0) for f in fs}))
+                continue
+            # min/max bins are made from full resolution, gathered up to max_values
+            raw_minmax = stride is not None and reduce == "minmax"
+            limit = int(self.options["max_values"]) if raw_minmax else cap - used
+            collector = Collector(dataset, fs, max(0, limit), too_many)
+            await self.service.answer(requests[dataset], collector)
+            t, cols = collector.result()
+            if raw_minmax:
+                t, cols = minmax_rows(t, cols, stride)
+            used += t.size * self._width(fs)
+            if used > cap:
+                raise TooManyPoints(too_many(used))
+            answers.append((dataset, fs, t, cols))
+        finalized = min(t1, self.clock())
+        if used <= budget:
+            return self._answer(answers, encoding, finalized)
+        if progress is None:
+            raise TooManyPoints(too_many(used))
+        chunks = list(self._chunks(answers, budget))
+        for chunk in chunks[:-1]:
+            progress(self._answer(chunk, encoding, finalized))
+        return self._answer(chunks[-1], encoding, finalized)
+
+    def _chunks(self, answers, budget: int):
+        for dataset, fs, t, cols in answers:
+            rows = max(1, budget // self._width(fs))
+            for a in range(0, max(t.size, 1), rows):
+                yield [(dataset, fs, t[a : a + rows], {f: c[a : a + rows] for f, c in cols.items()})]
+
+    @staticmethod
+    def _answer(answers, encoding: str, finalized: float) -> dict:
+        data: dict[str, Any] = {}
+        timeline: dict[str, Any] = {}
+        for dataset, fs, t, cols in answers:
+            for f in fs:
+                data[f] = encode_column(cols[f], encoding)
+            timeline[dataset] = {"t": wire.encode(t, encoding), "finalized_until": finalized}
+        return {"data": data, "timeline": timeline}
+
+    # -- live --------------------------------------------------------------
+    def _live_tick(self) -> None:
+        for name, dsdf in self.catalog.items():
+            if dsdf.live and name not in self._live_running and self._fields_of(name):
+                self._live_running.add(name)
+                d = defer.ensureDeferred(self._live_read(dsdf))
+                d.addErrback(lambda f, n=name: self.log.failure("live read of {n}", failure=f, n=n))
+                d.addBoth(lambda _, n=name: self._live_running.discard(n))
+
+    async def _live_read(self, dsdf: Dsdf) -> None:
+        name = dsdf.name
+        now_us = int(self.clock() * US_PER_S)
+        start_us = self._live_from.get(name, now_us - int(float(self.options["live_window"]) * US_PER_S))
+        if now_us <= start_us:
+            return
+        fields = [f for f in self._fields_of(name) if self.fields[f].get("das2_kind") != "yscan"]
+        collector = Collector(name, fields, int(self.options["max_values"]))
+        request = ReaderRequest(name, start_us, now_us)
+        await self.service.answer(request, collector, use_cache=False)
+        try:
+            t, cols = collector.result()
+        except MeshError as exc:
+            self.source(f"live:{name}", connected=False, error=exc.message)
+            return
+        self._live_from[name] = now_us  # readers answer [start, end): nothing read twice
+        if t.size:
+            self.append(name, t, cols)
+            self.count("live_records", int(t.size))
+        self.source(f"live:{name}", connected=True, error=None,
+                    last_sample=float(t[-1]) if t.size else self.last_sample.get(name))
+
+    # -- health ------------------------------------------------------------
+    def get_status(self) -> dict:
+        status = super().get_status()
+        cache = self.service.cache
+        status["das2"] = {
+            "datasets": sorted(self.catalog),
+            "catalog_errors": list(self.catalog_errors),
+            "http": self.http_url,
+            "readers": {"active": self.pool.active, "waiting": self.pool.waiting,
+                        "most_active": self.pool.most_active},
+            "cache": None if cache is None else {
+                "backend": cache.backend.name, "building": cache.active,
+                "last_error": cache.last_error,
+            },
+        }
+        return status
+
+
+def _overlaps(dsdf: Dsdf, t0: float, t1: float, now: float) -> bool:
+    if dsdf.valid_range is None:
+        return True
+    lo, hi = dsdf.valid_range
+    hi_s = now if hi is None else hi / US_PER_S
+    return t0 < hi_s and t1 > lo / US_PER_S
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--catalog", help="directory of DSDF files (default: the example readers)")
+    parser.add_argument("--http", help="das2 HTTP interface host:port (default 127.0.0.1:8091; '' for none)")
+    parser.add_argument("--cache", choices=["auto", "redis", "disk", "off"], help="where blocks are cached")
+    parser.add_argument("--cache-dir", help="directory of the disk cache")
+    parser.add_argument("--redis-url", help="Redis of the cache (default: the mesh's redis_url)")
+    parser.add_argument("--live-poll", type=float, help="seconds between reads of live datasets")
+
+
+def build(args: argparse.Namespace, settings: dict[str, Any]) -> Das2Node:
+    options = config.settings(
+        DEFAULTS, "das2", path=args.config,
+        overrides={"catalog": args.catalog, "http": args.http, "cache": args.cache,
+                   "cache_dir": args.cache_dir, "redis_url": args.redis_url, "live_poll": args.live_poll},
+    )
+    return Das2Node(args.name or "das2", settings, options)
