@@ -17,6 +17,7 @@ NODE_KINDS = {
     "co2": "nodes.co2.node",
     "dataflow": "nodes.dataflow.node",
     "superdarn": "nodes.superdarn.node",
+    "das2": "nodes.das2.node",
 }
 # Simulators of the outside world: `obsmesh simulate KIND`. Each has configure(parser) and main(args).
 SIMULATORS = {

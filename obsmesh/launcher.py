@@ -70,6 +70,9 @@ def services(settings: dict[str, Any], state: str) -> list[Service]:
         Service("superdarn", [*py, "node", "superdarn", "--radars", sd_radars,
                               "--echo-db", os.path.join(state, "superdarn", "echoes.sqlite")],
                 f"node superdarn ({', '.join(sd_sites)})"),
+        # das2 over the example readers; its das2.2 HTTP interface on the default address
+        Service("das2", [*py, "node", "das2", "--cache-dir", os.path.join(state, "das2-cache")],
+                "node das2 (example readers), das2 HTTP on http://127.0.0.1:8091/"),
     ]
 
 
