@@ -1,0 +1,1 @@
+"""The Docker test lane (`make test-docker`) and the compose reader it uses."""
