@@ -13,6 +13,7 @@ import datetime as dt
 import os
 from typing import Any
 
+import numpy as np
 from twisted.internet import task, threads
 
 from nodes.base import DataNode
@@ -21,6 +22,7 @@ from obsmesh import config
 
 DEFAULTS: dict[str, Any] = {"dir": "", "poll": 0.25, "days": 7}
 TIMELINE = "station"
+LIVE_SLACK = 10.0  # rows up to this many seconds older than the node's start are still news
 
 
 class _Follower:
@@ -64,6 +66,7 @@ class WeatherNode(DataNode):
         self.directory = options["dir"]
         self.options = options
         self.followers: dict[str, _Follower] = {}
+        self._reading: set[str] = set()  # files with a read in flight
         super().__init__(name, settings, **kw)
         self._loop = task.LoopingCall(self.poll)
         self._loop.clock = self.reactor
@@ -94,8 +97,9 @@ class WeatherNode(DataNode):
         follower.line += len(lines)
         return rows
 
-    def accept(self, follower: _Follower, rows: files.Rows | None, live: bool = True) -> None:
-        """Turn parsed rows into samples (reactor thread)."""
+    def accept(self, follower: _Follower, rows: files.Rows | None) -> None:
+        """Turn parsed rows into samples (reactor thread). Rows stamped before the
+        node started are archive: stored, not published live."""
         name = os.path.basename(follower.path)
         for c in (follower.columns or [])[1:]:
             if c not in self.fields:
@@ -109,44 +113,51 @@ class WeatherNode(DataNode):
         keep = [i for i, t in enumerate(rows.t) if t > follower.last_time]
         if not keep:
             return
-        t = [rows.t[i] for i in keep]
-        self.append(TIMELINE, t, {c: [v[i] for i in keep] for c, v in rows.values.items()}, live=live)
-        follower.last_time = max(t)
+        t = np.array([rows.t[i] for i in keep])
+        cols = {c: np.array([v[i] for i in keep]) for c, v in rows.values.items()}
+        recent = t >= self.started - LIVE_SLACK
+        if not recent.all():
+            self.append(TIMELINE, t[~recent], {c: v[~recent] for c, v in cols.items()}, live=False)
+        if recent.any():
+            self.append(TIMELINE, t[recent], {c: v[recent] for c, v in cols.items()})
+        follower.last_time = float(t.max())
         self.count("rows", len(t))
         self.source("station", connected=True, last_sample=follower.last_time, file=name)
 
-    def ingest(self, follower: _Follower, lines: list[str]) -> None:
-        try:
-            rows = self.parse(follower, lines)
-        except files.FormatError as exc:
-            self.count("bad_files")
-            self.source(os.path.basename(follower.path), connected=False, error=str(exc))
-            return
-        self.accept(follower, rows)
+    def _read(self, follower: _Follower) -> files.Rows | None:
+        """Read and parse what a file gained (worker thread)."""
+        return self.parse(follower, follower.read_lines())
 
     def poll(self) -> None:
-        for _day, path in self._day_files()[-2:]:  # today's file, and yesterday's last rows at midnight
+        """Follow every day file in the window: files may appear, grow or be
+        back-filled at any time (a station catching up after an outage)."""
+        first = dt.datetime.fromtimestamp(self.clock(), dt.UTC).date() - dt.timedelta(days=int(self.options["days"]))
+        for day, path in self._day_files():
+            if day < first:
+                continue
             follower = self.followers.get(path)
             if follower is None:
                 follower = self.followers[path] = _Follower(path)
-            self.ingest(follower, follower.read_lines())
+            if path in self._reading:
+                continue
+            try:
+                if os.stat(path).st_size == follower.offset:
+                    continue
+            except OSError:
+                continue
+            # Reads run in a thread, one per file at a time: a week of rows must not stall the reactor.
+            self._reading.add(path)
+            d = threads.deferToThread(self._read, follower)
+            d.addCallback(lambda rows, f=follower: self.accept(f, rows))
+            d.addErrback(self._bad_file, follower)
+            d.addBoth(lambda _, p=path: self._reading.discard(p))
+
+    def _bad_file(self, failure, follower: _Follower) -> None:
+        failure.trap(files.FormatError)
+        self.count("bad_files")
+        self.source(os.path.basename(follower.path), connected=False, error=failure.getErrorMessage())
 
     async def start(self) -> None:
-        # The archive is read in a thread: a week of 1 Hz rows must not stall the reactor.
-        days = self._day_files()
-        first = dt.datetime.fromtimestamp(self.clock(), dt.UTC).date() - dt.timedelta(days=int(self.options["days"]))
-        recent = {p for _, p in days[-2:]}
-        for _, path in [(d, p) for d, p in days if d >= first or p in recent]:
-            follower = _Follower(path)
-            if path in recent:
-                self.followers[path] = follower  # polling goes on from where the load stopped
-            try:
-                rows = await threads.deferToThread(lambda f=follower: self.parse(f, f.read_lines()))
-            except files.FormatError as exc:
-                self.count("bad_files")
-                self.log.warn("{path}: {exc}", path=path, exc=exc)
-                continue
-            self.accept(follower, rows, live=False)
         self._loop.start(float(self.options["poll"]), now=True)
 
     async def stop(self) -> None:
