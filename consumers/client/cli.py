@@ -156,7 +156,8 @@ def configure_get(parser: argparse.ArgumentParser) -> None:
     parser.description = "Write a node's history as CSV or JSON."
     parser.add_argument("node")
     parser.add_argument("fields", nargs="*", help="field names (default: all with data in the interval)")
-    parser.add_argument("--start", default="-1h", help="UNIX s, ISO time or duration ago like 1h (default 1h ago)")
+    parser.add_argument("--start", "--since", dest="start", default="-1h",
+                        help="UNIX s, ISO time or duration ago like 1h (default 1h ago)")
     parser.add_argument("--end", default="now", help="default now")
     parser.add_argument("--stride", help="min_stride: bin width, seconds or duration like 1m")
     parser.add_argument("--reduce", choices=("mean", "minmax"), help="how to bin with --stride (default mean)")
