@@ -151,6 +151,8 @@ def test_the_lane_understands_every_key_and_the_start_order_holds():
 def test_ports_are_bound_to_loopback_unless_told_otherwise():
     published = [p for svc in spec()["services"].values() for p in svc.get("ports") or []]
     assert published
+    # each host port a variable (the lane moves them all to free ports)
+    assert len(set(compose.port_variables(COMPOSE))) == len(published)
     assert all(p.split(":")[0] == "127.0.0.1" for p in published), published
     opened = [p for svc in spec({"BIND_ADDRESS": "0.0.0.0", "CO2_BIND_ADDRESS": "0.0.0.0"})["services"].values()
               for p in svc.get("ports") or []]
@@ -497,7 +499,7 @@ def demo(router, tmp_path_factory):
         d.logs.append(log)
         d.procs.append(spawn(args, env, log))
 
-    known = {"sensors", "weather", "co2", "dataflow", "superdarn", "canada"}
+    known = {"sensors", "weather", "co2", "dataflow", "superdarn", "canada", "das2"}
     assert set(names) <= known, f"tests/test_compose.py does not know how to start {sorted(set(names) - known)}"
     if "sensors" in names:
         start("sensors", ["node", "sensors", "--name", names["sensors"]])
@@ -539,6 +541,9 @@ def demo(router, tmp_path_factory):
                                    "--sites", _option(sim, "--sites") or "sas,pgr"])
         start("canada", ["node", "canada", "--name", names["canada"], "--addr", f"127.0.0.1:{port}",
                          "--echo-db", str(tmp / "canada-echoes.sqlite")])
+    if "das2" in names:  # the example readers, as the stack runs them
+        start("das2", ["node", "das2", "--name", names["das2"], "--http", f"127.0.0.1:{free_port()}",
+                       "--cache-dir", str(tmp / "das2-cache")])
     yield d
     for proc in d.procs:  # all at once: each node leaves the hub gracefully, concurrently
         if proc.poll() is None:

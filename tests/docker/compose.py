@@ -84,6 +84,20 @@ def load(path: str | os.PathLike, env: Mapping[str, str]) -> dict[str, Any]:
     return _walk({k: v for k, v in raw.items() if not str(k).startswith("x-")}, env)
 
 
+def port_variables(path: str | os.PathLike) -> list[str]:
+    """The variables that set published host ports (`IP:${X_PORT:-n}:n`), so a second stack can move them."""
+    with open(path, encoding="utf-8") as f:
+        raw = yaml.safe_load(f)
+    out = []
+    for svc in (raw.get("services") or {}).values():
+        for port in svc.get("ports") or []:
+            m = re.fullmatch(r"(?:\$\{\w+(?::-[^}]*)?\}|[^:$]+):\$\{(\w+)(?::-\d+)?\}:\d+(?:/\w+)?", str(port))
+            if m is None:
+                raise ComposeError(f"published port {port!r}: write the host port as ${{NAME_PORT:-n}}")
+            out.append(m.group(1))
+    return out
+
+
 def read_env_file(path: str | os.PathLike) -> dict[str, str]:
     """A compose `.env` file: KEY=VALUE lines, # comments, optional quotes."""
     out: dict[str, str] = {}

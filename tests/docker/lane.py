@@ -38,7 +38,6 @@ from tests.docker import compose
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 COMPOSE_FILE = REPO / "docker-compose.yml"
-PORT_VARIABLES = ("ROUTER_HTTP_PORT", "ROUTER_BACKEND_PORT", "BRIDGE_PORT", "GRAFANA_PORT", "CO2_PORT")
 PROBE_TARGET = "weather::temperature"  # a field with a sample a second, from the first minute on
 
 
@@ -253,7 +252,7 @@ def run(args: argparse.Namespace) -> int:
             "nothing was tested.")
         return 2
     env = {**compose.read_env_file(REPO / ".env"), **os.environ}
-    env.update({v: str(free_port()) for v in PORT_VARIABLES})
+    env.update({v: str(free_port()) for v in compose.port_variables(COMPOSE_FILE)})
     env.update(BIND_ADDRESS="127.0.0.1", CO2_BIND_ADDRESS="127.0.0.1", IMAGE_TAG="lane",
                GRAFANA_ADMIN_PASSWORD=secrets.token_urlsafe(16))
     spec = compose.load(COMPOSE_FILE, env)
