@@ -48,7 +48,7 @@ WORKDIR /var/lib/obsmesh
 
 # Asks the service itself: a node's get_status (and the hub's listing), the
 # bridge's `/`, a simulator's port; chosen from the container's command line.
-HEALTHCHECK --interval=30s --timeout=15s --start-period=60s --retries=3 \
+HEALTHCHECK --interval=20s --timeout=15s --start-period=60s --retries=3 \
     CMD ["python", "-m", "obsmesh.health"]
 
 ENTRYPOINT ["obsmesh"]
