@@ -1,7 +1,9 @@
 // One animation-frame loop for the whole page. Plots mark themselves dirty
 // when data arrives; each frame redraws dirty plots until a time budget is
 // spent, and the rest wait for the next frame in order, so many fast plots
-// never make one long frame. The loop also records frame intervals: the
+// never make one long frame. An item may say when it is worth drawing again
+// (`readyAt`, ms on the frame clock) and whether it is on screen (`visible`):
+// it stays dirty until then. The loop also records frame intervals: the
 // page's responsiveness, read by the benchmark and shown in the footer.
 
 const BUDGET_MS = 10;
@@ -14,6 +16,7 @@ export class Frames {
     this.count = 0;
     this.last = null;
     this.draws = 0;
+    this.drawMs = 0; // main-thread time spent drawing, in total
     this.deferred = 0;
     this._tick = (ts) => this.frame(ts);
     requestAnimationFrame(this._tick);
@@ -35,17 +38,20 @@ export class Frames {
     this.last = ts;
     const start = performance.now();
     for (const item of this.dirty) {
+      if (item.visible === false || (item.readyAt && item.readyAt > ts)) continue;
       if (performance.now() - start > BUDGET_MS) {
         this.deferred += 1;
         break;
       }
       this.dirty.delete(item);
+      const t0 = performance.now();
       try {
         item.draw();
         this.draws += 1;
       } catch (err) {
         console.warn("draw failed", err);
       }
+      this.drawMs += performance.now() - t0;
     }
     requestAnimationFrame(this._tick);
   }

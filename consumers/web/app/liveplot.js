@@ -11,6 +11,10 @@ import { utcAxis } from "./timeaxis.js";
 const PALETTE = ["#2563eb", "#0d9488", "#d97706", "#7c3aed", "#dc2626", "#0891b2", "#65a30d", "#db2777"];
 const MAX_QUEUED = 2000; // live batches held while history loads
 const HEIGHT = 170;
+// Redraw at most this often: a plot moves by less than a pixel between frames
+// anyway (5 min over 400 px is 0.75 s a pixel), and every redraw costs paint.
+const MIN_REDRAW_MS = 50;
+const MAX_REDRAW_MS = 250;
 
 export const axisStyle = {
   stroke: "#64748b",
@@ -57,6 +61,13 @@ export class LivePlot {
     mesh.addEventListener("open", this.onOpen);
     this.resizer = new ResizeObserver(() => this._resize());
     this.resizer.observe(this.body);
+    this.readyAt = 0;
+    this.visible = true;
+    this.watcher = new IntersectionObserver((entries) => {
+      this.visible = entries[entries.length - 1].isIntersecting;
+      if (this.visible) this.frames.mark(this); // catch up on what arrived offscreen
+    });
+    this.watcher.observe(this.el);
     if (mesh.connected) this.load();
   }
 
@@ -246,6 +257,8 @@ export class LivePlot {
       u.setData(this.series.view(), false);
       u.setScale("x", { min: left, max: right });
     });
+    const perPixelMs = (this.range * 1000) / Math.max(1, u.width);
+    this.readyAt = performance.now() + Math.min(MAX_REDRAW_MS, Math.max(MIN_REDRAW_MS, perPixelMs));
     this.stats.draws += 1;
     this.stats.points = this.series.length;
     this._showValue();
@@ -258,6 +271,7 @@ export class LivePlot {
     this.unlisten();
     this.mesh.removeEventListener("open", this.onOpen);
     this.resizer.disconnect();
+    this.watcher.disconnect();
     this.frames.forget(this);
     this.plot.destroy();
     this.el.remove();

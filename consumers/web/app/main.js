@@ -47,7 +47,7 @@ function makeHooks(mesh, directory, frames) {
     frames: {
       mark: () => frames.count,
       since: (mark) => frames.intervalsSince(mark),
-      stats: () => ({ count: frames.count, draws: frames.draws, deferred: frames.deferred }),
+      stats: () => ({ count: frames.count, draws: frames.draws, drawMs: frames.drawMs, deferred: frames.deferred }),
     },
   };
 }
