@@ -20,7 +20,7 @@ from consumers.grafana.errors import RequestError
 REDUCTIONS = ("mean", "minmax")
 DEFAULT_POINTS = 1000  # when a request names no maxDataPoints
 MAX_TARGETS = 100  # targets in one request
-MAX_TEXT = 1000  # characters of a target, key or value
+MAX_TEXT = 16384  # characters of a target, key or value (Grafana "All" over many fields is long)
 SEPARATOR = "::"  # sisock's `<node>::<field>`
 EVENTS = "@events"  # `<node>::@events`: the node's annotation events as a table
 WILDCARD = "*"
