@@ -188,7 +188,10 @@ export class RadarState {
 // "sas.echoes_total", "scan.sas.ionospheric" are recognised.
 export function echoFields(fields, code) {
   const out = {};
-  for (const name of Object.keys(fields || {})) {
+  // Per-scan counts first: a node may also keep per-beam counts under similar names.
+  const names = Object.keys(fields || {});
+  const ordered = [...names.filter((n) => n.includes("scan")), ...names.filter((n) => !n.includes("scan"))];
+  for (const name of ordered) {
     const parts = name.split(/[.:/]/);
     if (!parts.includes(code)) continue;
     const last = parts[parts.length - 1].replace(/^(echoes_|echo_|scan_)/, "");
