@@ -7,7 +7,7 @@ PIP_QUIET := --quiet --disable-pip-version-check
 
 .PHONY: setup run test lint bench bench-soak system-deps test-docker
 
-setup: $(VENV)/.installed $(ROUTER_VENV)/.installed
+setup: $(VENV)/.installed $(ROUTER_VENV)/.installed consumers/web/node_modules/.installed
 
 # The app's virtualenv; reinstalled when pyproject.toml changes.
 $(VENV)/.installed: pyproject.toml
@@ -21,11 +21,19 @@ $(ROUTER_VENV)/.installed:
 	$(ROUTER_VENV)/bin/pip install $(PIP_QUIET) crossbar==$(CROSSBAR_VERSION)
 	touch $@
 
-# Tests start their own redis-server; install Debian's when it is missing.
+# The dashboard's browser packages (pinned in consumers/web/package-lock.json), served by the router.
+consumers/web/node_modules/.installed: consumers/web/package.json consumers/web/package-lock.json
+	cd consumers/web && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+# Tests start their own redis-server and drive Debian's Chromium; install them when missing.
 system-deps:
 	@command -v redis-server >/dev/null || { \
 		echo "installing redis-server from Debian's packages"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; }
+	@test -x /usr/bin/chromium || { \
+		echo "installing chromium from Debian's packages (browser tests)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
 run: setup
 	$(VENV)/bin/obsmesh up
