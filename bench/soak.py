@@ -16,28 +16,10 @@ import time
 from pathlib import Path
 
 from obsmesh.router import REPO
-from tests.harness import free_port, port_open, wait_for
+from tests.harness import cmdline, free_port, port_open, process_tree, wait_for
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
 TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def tree(pid: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-            except OSError:
-                continue
-            children.setdefault(ppid, []).append(int(entry))
-    out, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        out.append(p)
-        todo.extend(children.get(p, []))
-    return out
 
 
 def sample(pid: int) -> tuple[str, int, float] | None:
@@ -45,10 +27,9 @@ def sample(pid: int) -> tuple[str, int, float] | None:
     try:
         with open(f"/proc/{pid}/stat") as f:
             fields = f.read().rsplit(")", 1)[1].split()
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            cmd = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
     except OSError:
         return None
+    cmd = cmdline(pid)
     cpu = (int(fields[11]) + int(fields[12])) / TICKS
     rss = int(fields[21]) * PAGE
     name = " ".join(cmd.split()[2:6]) if "obsmesh" in cmd else cmd.split()[0].rsplit("/", 1)[-1]
@@ -74,11 +55,11 @@ def main() -> int:
                                  str(subscribers), str(seconds)], cwd=REPO, env=env, stdout=subprocess.PIPE,
                                 text=True)
         time.sleep(min(30, seconds / 10))
-        first = {p: s for p in tree(up.pid) + [subs.pid] if (s := sample(p))}
+        first = {p: s for p in process_tree(up.pid) + [subs.pid] if (s := sample(p))}
         t0 = time.time()
         out, _ = subs.communicate(timeout=seconds + 600)
         elapsed = time.time() - t0
-        last = {p: s for p in tree(up.pid) if (s := sample(p))}
+        last = {p: s for p in process_tree(up.pid) if (s := sample(p))}
         result = json.loads(out.strip().splitlines()[-1])
     finally:
         os.killpg(up.pid, signal.SIGINT)

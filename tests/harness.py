@@ -163,6 +163,50 @@ class RedisServer:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
+def children() -> dict[int, list[int]]:
+    """Every process's children, read from /proc."""
+    out: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            except OSError:
+                continue
+            out.setdefault(ppid, []).append(int(entry))
+    return out
+
+
+def process_tree(pid: int) -> list[int]:
+    """`pid` and all its descendants."""
+    kids = children()
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo.extend(kids.get(p, []))
+    return out
+
+
+def cmdline(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        return ""
+
+
+def rss_kb(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
 def spawn(args: list[str], env: dict[str, str], log: pathlib.Path) -> subprocess.Popen:
     """A service process (`python -m obsmesh ...`) with its output in `log`."""
     return subprocess.Popen(

@@ -3,7 +3,6 @@ under a Redis-backed store, and a consumer that stops reading."""
 
 from __future__ import annotations
 
-import os
 import signal
 import time
 
@@ -11,7 +10,15 @@ import numpy as np
 import pytest_twisted
 from twisted.internet import reactor, task
 
-from tests.harness import RedisServer, connect, spawn, stop_process, wait_until
+from tests.harness import (
+    RedisServer,
+    connect,
+    process_tree,
+    rss_kb,
+    spawn,
+    stop_process,
+    wait_until,
+)
 from tests.nodes_for_tests import probe
 
 GET = "obsmesh.consumer.get_data_node"
@@ -95,28 +102,6 @@ async def _error(s, base):
     return None
 
 
-def _rss_kb(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
-
-
-def _descendants(pid: int) -> list[int]:
-    kids = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-            except OSError:
-                continue
-            if ppid == pid:
-                kids.append(int(entry))
-    return kids + [g for k in kids for g in _descendants(k)]
-
-
 @pytest_twisted.ensureDeferred
 async def test_a_consumer_that_stops_reading_is_dropped_and_memory_stays_bounded(own_router):
     router = own_router
@@ -132,8 +117,8 @@ async def test_a_consumer_that_stops_reading_is_dropped_and_memory_stays_bounded
         slow._transport.transport.pauseProducing()  # reads nothing from now on
         left = []
         slow.on("leave", lambda *a: left.append(time.time()))
-        workers = [router.proc.pid, *_descendants(router.proc.pid)]
-        before = sum(_rss_kb(p) for p in workers)
+        workers = process_tree(router.proc.pid)
+        before = sum(rss_kb(p) for p in workers)
         rss = []  # (seconds since start, router kB above the start)
         payload = np.random.default_rng(1).random(5000)  # ~200 kB of JSON per batch
         start = time.time()
@@ -142,7 +127,7 @@ async def test_a_consumer_that_stops_reading_is_dropped_and_memory_stays_bounded
             now = time.time()
             node.append("fast", now + np.arange(5000) * 1e-6, {"x": payload, "y": payload})
             node.flush_live()
-            rss.append((now - start, sum(_rss_kb(p) for p in workers) - before))
+            rss.append((now - start, sum(rss_kb(p) for p in workers) - before))
             await task.deferLater(reactor, 0.1, lambda: None)
         lags = [recv - t for recv, t in got[-20:]]
         assert got and max(lags) < 1.0  # the fast consumer kept up all along

@@ -18,24 +18,15 @@ import pytest
 from consumers.client import Mesh
 from consumers.client.live import Gap
 from obsmesh.router import REPO
-from tests.harness import free_port, port_open, wait_for
+from tests.harness import children, cmdline, free_port, port_open, wait_for
 
 EXPECTED = {"sensors", "weather", "co2", "dataflow", "superdarn"}
 
 
 def crossbar_of(launcher_pid: int) -> int:
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                cmd = f.read()
-        except OSError:
-            continue
-        if ppid == launcher_pid and b"crossbar" in cmd:
-            return int(entry)
+    for pid in children().get(launcher_pid, []):
+        if "crossbar" in cmdline(pid):
+            return pid
     raise LookupError("no crossbar child")
 
 
