@@ -7,15 +7,26 @@ reduce, encode the reduced stream), fed in chunks as a pipe would deliver
 them, and once end to end: a real reader process writing the stream into a
 pipe, read by the Twisted reactor through the guarded reader pool.
 das2C's reducer (das2_bin_avgsec) does about 90 MB/s, optimised.
+
+Cache: the das2 node as a process (example readers, blocks in a real
+redis-server), asked over its das2 HTTP interface for the same request twice:
+first a miss (the reader runs, the reply streams as it is reduced, the block is
+built in the background), then, once the block is in Redis, hits. Target: a
+hit at least 20x faster than the miss.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
+import signal
+import socket
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 
 import numpy as np
 
@@ -151,6 +162,104 @@ def _end_to_end(data: str) -> float:
     return os.path.getsize(data) / min(elapsed) / 1e6 if elapsed else 0.0
 
 
+CACHE_TARGET = 20.0
+CACHE_DAYS = ("2020-03-10", "2020-03-11", "2020-03-12")
+HITS_PER_DAY = 5
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_port(port: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise TimeoutError(f"port {port} did not open")
+
+
+def _redis_keys(port: int, pattern: str) -> int:
+    """How many keys match (KEYS over a raw socket: no client library needed)."""
+    arg = pattern.encode()
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(b"*2\r\n$4\r\nKEYS\r\n$%d\r\n%s\r\n" % (len(arg), arg))
+        first = s.makefile("rb").readline()
+    return int(first[1:]) if first.startswith(b"*") else 0
+
+
+def _get(url: str) -> float:
+    started = time.perf_counter()
+    with urllib.request.urlopen(url, timeout=120) as resp:
+        while resp.read(1 << 20):
+            pass
+    return time.perf_counter() - started
+
+
+def cache_latency() -> list[dict]:
+    """Miss and hit latency of one request through the das2 node's HTTP interface."""
+    exe = shutil.which("redis-server")
+    if exe is None:
+        raise OSError("redis-server is not installed")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    tmp = tempfile.mkdtemp(prefix="bench-das2-")
+    redis_port, http_port = _free_port(), _free_port()
+    redis = subprocess.Popen(
+        [exe, "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+         "--dir", tmp], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    env = dict(os.environ, OBSMESH_ROUTER_URL=f"rs://127.0.0.1:{_free_port()}",  # no router: HTTP only
+               OBSMESH_DAS2_CACHE_NAMESPACE="bench:das2")
+    node = subprocess.Popen(
+        [sys.executable, "-m", "obsmesh", "node", "das2", "--name", "das2-bench", "--http",
+         f"127.0.0.1:{http_port}", "--cache", "redis", "--redis-url", f"redis://127.0.0.1:{redis_port}/0",
+         "--live-poll", "3600"],
+        cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    misses: list[float] = []
+    hits: list[float] = []
+    try:
+        _wait_port(redis_port, 20)
+        _wait_port(http_port, 60)
+        for day in CACHE_DAYS:
+            end = day[:-2] + f"{int(day[-2:]) + 1:02d}"
+            url = (f"http://127.0.0.1:{http_port}/?server=dataset&dataset=spectrogram"
+                   f"&start_time={day}&end_time={end}&resolution=60")
+            built = _redis_keys(redis_port, "bench:das2:blk:*")
+            misses.append(_get(url))
+            deadline = time.monotonic() + 60
+            while _redis_keys(redis_port, "bench:das2:blk:*") <= built:
+                if time.monotonic() > deadline:
+                    raise TimeoutError("the block was not built")
+                time.sleep(0.05)
+            hits += [_get(url) for _ in range(HITS_PER_DAY)]
+    finally:
+        os.killpg(node.pid, signal.SIGTERM)
+        try:
+            node.wait(15)
+        except subprocess.TimeoutExpired:
+            os.killpg(node.pid, signal.SIGKILL)
+            node.wait()
+        redis.terminate()
+        redis.wait(10)
+        shutil.rmtree(tmp, ignore_errors=True)
+    miss, hit = statistics.median(misses), statistics.median(hits)
+    ratio = miss / hit
+    what = "spectrogram, 1 day at 60 s (1440 x 48 values), das2 HTTP, Redis blocks"
+    return [
+        {"name": f"cache miss latency: {what}", "value": miss * 1e3, "unit": "ms",
+         "target": "informative", "reference": f"median of {len(misses)} days", "ratio": None,
+         "met": None},
+        {"name": "cache hit latency: the same request", "value": hit * 1e3, "unit": "ms",
+         "target": "informative", "reference": f"median of {len(hits)}", "ratio": None, "met": None},
+        {"name": "cache hit vs miss, same request", "value": ratio, "unit": "x",
+         "target": f">= {CACHE_TARGET:.0f}x", "reference": f"miss {miss * 1e3:.0f} ms / hit {hit * 1e3:.1f} ms",
+         "ratio": ratio, "met": ratio >= CACHE_TARGET},
+    ]
+
+
 def run() -> list[dict]:
     raw = make_stream()
     mb = len(raw) / 1e6
@@ -181,8 +290,13 @@ def run() -> list[dict]:
         )
     except (OSError, ValueError, subprocess.SubprocessError) as exc:
         print(f"bench_das2: end-to-end figure skipped: {exc}", file=sys.stderr)
+    try:
+        figures += cache_latency()
+    except (OSError, ValueError, TimeoutError, subprocess.SubprocessError) as exc:
+        print(f"bench_das2: cache figures skipped: {exc}", file=sys.stderr)
     for f in figures:
-        f["stream_MB"] = round(mb, 1)
+        if f["unit"] == "MB/s":
+            f["stream_MB"] = round(mb, 1)
         f["load_average"] = os.getloadavg()[0]  # other work on this machine skews every figure
     return figures
 

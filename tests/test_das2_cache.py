@@ -242,14 +242,18 @@ async def test_two_replicas_never_build_the_same_block_twice(redis_server):
         # A job queued twice (its key expired while queued, then a miss queued it
         # again) is still built once: only one worker's claim succeeds.
         block = blocks_for(MAG, ["frame=gsm"], MAG.cache_levels[0], us("2020-03-03"), us("2020-03-03T01:00"))[0]
+        for r in (a, b):  # builders idle while the queue is set up
+            r.cache._loop.stop()
         assert await a.cache.backend.enqueue(block)
         assert not await b.cache.backend.enqueue(block)  # one job while its key lives
         job_key = a.cache.backend._key("job", block)
         conn = await a.cache.backend._conn()
         await conn.execute_command("DEL", job_key)  # as if it had expired
         assert await b.cache.backend.enqueue(block)
-        a.cache.kick()
-        b.cache.kick()
+        conn = await a.cache.backend._conn()
+        assert await conn.execute_command("LLEN", a.cache.backend._key("queue")) == 2
+        a.cache.start()
+        b.cache.start()
         await wait_until(lambda: block.key in a.cache.built + b.cache.built, 60, "the queued block")
         await wait_until(lambda: a.cache.active == 0 and b.cache.active == 0, 30, "builders idle")
         assert (a.cache.built + b.cache.built).count(block.key) == 1
@@ -325,3 +329,40 @@ async def test_no_data_and_full_resolution_requests_bypass_levels(tmp_path):
         assert got[-1].type == "NoDataInInterval" and outcome.error is None
     finally:
         await r.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_corrupt_block_is_read_from_the_reader_instead(redis_server):
+    r = Replica(redis_backend(redis_server))
+    try:
+        window = ("2020-03-04T01:00", "2020-03-04T02:00")
+        block = blocks_for(MAG, [], MAG.cache_levels[0], us(window[0]), us(window[1]))[0]
+        conn = await r.cache.backend._conn()
+        await conn.execute_command("SET", r.cache.backend._key("blk", block), b"[00]000012<stream/>:01:junk")
+        outcome, got = await r.ask("magnetometer", *window, resolution=1.0)
+        assert outcome.blocks_used == 0 and outcome.reader_runs == 1 and outcome.error is None
+        assert r.counters["cache_corrupt"] == 1
+        assert same_events(got, await direct("magnetometer", *window, resolution=1.0))
+    finally:
+        await r.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_node_caches_in_redis_when_the_mesh_store_is_redis(redis_server, tmp_path):
+    from nodes.das2.node import DEFAULTS, Das2Node
+    from obsmesh import config
+
+    nodes = [
+        Das2Node("d2r", config.mesh(environ={}, store="redis", redis_url=redis_server.url,
+                                    state_dir=str(tmp_path)), dict(DEFAULTS, port=-1)),
+        Das2Node("d2d", config.mesh(environ={}, state_dir=str(tmp_path)), dict(DEFAULTS, port=-1)),
+        Das2Node("d2o", config.mesh(environ={}), dict(DEFAULTS, port=-1, cache="off")),
+    ]
+    try:
+        assert nodes[0].service.cache.backend.name == "redis"
+        assert nodes[0].service.cache.backend.namespace == "obsmesh:das2cache"
+        assert nodes[1].service.cache.backend.root == str(tmp_path / "das2-cache")
+        assert nodes[2].service.cache is None
+    finally:
+        for n in nodes[:2]:
+            await n.service.cache.stop()

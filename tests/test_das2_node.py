@@ -402,3 +402,40 @@ async def test_a_das2_client_request_equals_the_wamp_answer(node, router):
         assert all(math.isfinite(v) for v in z[0])
     finally:
         s.leave()
+
+
+def _reader_running(marker: str) -> bool:
+    for pid in filter(str.isdigit, __import__("os").listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if marker.encode() in f.read():
+                    return True
+        except OSError:
+            continue
+    return False
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_client_that_hangs_up_stops_its_reader(node, router):
+    s = await session_for(router)
+    try:
+        # a week of full-resolution spectra (~120 MB): far more than the client reads
+        host, port = urllib.parse.urlsplit(node.url).netloc.split(":")
+        marker = "2020-04-01T00:00:00.000000Z"
+        conn = http.client.HTTPConnection(host, int(port), timeout=60)
+        conn.request("GET", "/?server=dataset&dataset=spectrogram&start_time=2020-04-01"
+                            "&end_time=2020-04-08")
+        resp = conn.getresponse()
+        assert len(await threads.deferToThread(resp.read, 65536)) == 65536
+        assert _reader_running(marker)
+        resp.close()  # (the response holds the socket too)
+        conn.close()
+        await wait_until(lambda: _cancelled(s), 30, "the request cancelled")
+        await wait_until(lambda: not _reader_running(marker), 30, "the reader gone")
+    finally:
+        s.leave()
+
+
+async def _cancelled(session) -> bool:
+    status = await session.call(f"{P}.get_status")
+    return status["counters"].get("http_cancelled", 0) >= 1

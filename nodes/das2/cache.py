@@ -18,8 +18,9 @@ enqueues a job, at most once per block while the job lives:
 Enqueueing is one Lua script (block absent, then `SET job NX`, then RPUSH), so
 two replicas that miss the same block at once queue one job. A worker takes a
 job with LPOP and claims it with a script that only succeeds while the job
-key still says "queued": a job queued twice (after its key expired) is still
-built once. `<block>` starts with a fingerprint of the DSDF, so editing a
+key still says "queued": a job queued twice (after its key expired while it
+waited) is still built once. The node gives job keys a lifetime longer than
+the reader timeout, so a claimed job's key outlives its build. `<block>` starts with a fingerprint of the DSDF, so editing a
 dataset's definition never serves blocks of the old one.
 
 Redis failures never fail a request: a lookup that fails reads as a miss,

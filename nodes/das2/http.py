@@ -246,8 +246,11 @@ class Das2Resource(resource.Resource):
 
         def done(result: Any) -> None:
             self.active.discard(d)
-            if isinstance(result, failure.Failure) and not result.check(defer.CancelledError):
-                log.failure("das2 HTTP request", failure=result)
+            if isinstance(result, failure.Failure):
+                if result.check(defer.CancelledError):
+                    self._count("http_cancelled", 1)  # the client hung up: its reader was stopped
+                else:
+                    log.failure("das2 HTTP request", failure=result)
             if writer.gone:
                 return
             request.unregisterProducer()

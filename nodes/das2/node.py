@@ -59,7 +59,8 @@ PROBE_TIMEOUT = 30.0
 
 DEFAULTS: dict[str, Any] = {
     "catalog": "",  # directory of DSDF files; "" = the example readers
-    "http": "127.0.0.1:8091",  # das2 HTTP interface, host:port; "" = none
+    "host": "127.0.0.1",  # das2 HTTP interface
+    "port": 8091,  # 0 = any free port, -1 = no HTTP interface
     "server_id": "obsmesh-das2",
     "cache": "auto",  # auto (redis when the mesh's store is redis, else disk) | redis | disk | off
     "redis_url": "",  # "" = the mesh's redis_url
@@ -120,7 +121,10 @@ class Das2Node(DataNode):
         if not root.is_dir():
             raise ValueError(f"das2 catalog {root} is not a directory")
         self.catalog, self.catalog_errors = load_catalog(root)
-        self.http_address = _address(options["http"]) if options["http"] else None
+        port = int(options["port"])
+        if not -1 <= port <= 65535:
+            raise ValueError(f"port must be within -1..65535, got {port}")
+        self.http_address = (options["host"], port) if port >= 0 else None
         self.cadence: dict[str, float] = {}
         self.http_url: str | None = None
         self._port: Any = None
@@ -408,6 +412,7 @@ class Das2Node(DataNode):
                         "most_active": self.pool.most_active},
             "cache": None if cache is None else {
                 "backend": cache.backend.name, "building": cache.active,
+                "connected": getattr(cache.backend, "connected", True),
                 "last_error": cache.last_error,
             },
         }
@@ -425,6 +430,7 @@ def _overlaps(dsdf: Dsdf, t0: float, t1: float, now: float) -> bool:
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--catalog", help="directory of DSDF files (default: the example readers)")
     parser.add_argument("--http", help="das2 HTTP interface host:port (default 127.0.0.1:8091; '' for none)")
+    parser.add_argument("--port", type=int, help="port of the das2 HTTP interface (-1 for none)")
     parser.add_argument("--cache", choices=["auto", "redis", "disk", "off"], help="where blocks are cached")
     parser.add_argument("--cache-dir", help="directory of the disk cache")
     parser.add_argument("--redis-url", help="Redis of the cache (default: the mesh's redis_url)")
@@ -432,9 +438,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def build(args: argparse.Namespace, settings: dict[str, Any]) -> Das2Node:
+    host, port = None, args.port
+    if args.http is not None:  # --http HOST:PORT sets both; --http '' turns the interface off
+        host, port = _address(args.http) if args.http else (None, -1)
     options = config.settings(
         DEFAULTS, "das2", path=args.config,
-        overrides={"catalog": args.catalog, "http": args.http, "cache": args.cache,
+        overrides={"catalog": args.catalog, "host": host, "port": port, "cache": args.cache,
                    "cache_dir": args.cache_dir, "redis_url": args.redis_url, "live_poll": args.live_poll},
     )
     return Das2Node(args.name or "das2", settings, options)

@@ -329,7 +329,9 @@ class Das2Service:
         def finished(result: Any) -> None:
             if done.called:
                 return
-            if isinstance(result, failure.Failure):
+            if state.get("cancelled"):  # (the work may end during cancel() itself)
+                done.errback(defer.CancelledError())
+            elif isinstance(result, failure.Failure):
                 done.errback(result)
             else:
                 done.callback(result)
