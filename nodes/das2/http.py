@@ -30,6 +30,7 @@ from nodes.das2.dsdf import Dsdf
 from nodes.das2.readers import ReaderFlow, validate_request
 from nodes.das2.service import Das2Service, StopStream
 from nodes.das2.stream import (
+    Das2StreamError,
     Data,
     Encoder,
     Event,
@@ -201,8 +202,12 @@ class Das2Resource(resource.Resource):
                 return self._exception(request, 404, "IllegalArgument", "no such dataset")
             props = {k: ("String", v) for k, v in dsdf.keys.items() if k not in HIDDEN_KEYS}
             props["name"] = ("String", dsdf.name)
+            try:
+                body = encode([StreamHeader(props)])
+            except Das2StreamError:  # a value XML cannot carry (a control character)
+                return self._exception(request, 500, "ServerError", "the DSDF cannot be shown")
             request.setHeader(b"content-type", BINARY_MIME)
-            return encode([StreamHeader(props)])
+            return body
         if command == "dataset":
             return self._stream(request, args)
         if command == "":
