@@ -323,7 +323,8 @@ class DataNode:
             raise NoSuchField(f"node {self.name!r} has no field {', '.join(map(repr, unknown))}")
         return list(dict.fromkeys(names))
 
-    async def get_data(self, field, start, end, min_stride=None, reduce="mean", encoding="list", details=None):
+    def _query_args(self, field, start, end, min_stride, reduce, encoding):
+        """get_data's arguments checked: (field names, start, end, stride)."""
         names = self._check_fields(field)
         t0, t1 = resolve_interval(start, end, self.clock)
         stride = resolve_stride(min_stride)
@@ -331,6 +332,10 @@ class DataNode:
             raise InvalidArgument(f"reduce must be one of {sorted(REDUCERS)}, got {reduce!r}")
         if encoding not in wire.ENCODINGS:
             raise InvalidArgument(f"encoding must be one of {list(wire.ENCODINGS)}, got {encoding!r}")
+        return names, t0, t1, stride
+
+    async def get_data(self, field, start, end, min_stride=None, reduce="mean", encoding="list", details=None):
+        names, t0, t1, stride = self._query_args(field, start, end, min_stride, reduce, encoding)
         progress = getattr(details, "progress", None)
         budget = int(self.settings["point_budget"])
         groups = self._by_timeline(names)

@@ -50,8 +50,7 @@ from nodes.das2.timefmt import US_PER_S
 from obsmesh import config, wire
 from obsmesh.errors import InvalidArgument, MeshError, TooManyPoints
 from obsmesh.store import MemoryStore
-from obsmesh.store.reduce import REDUCERS
-from obsmesh.timerules import resolve_interval, resolve_stride
+from obsmesh.timerules import resolve_interval
 
 EXAMPLES = Path(__file__).resolve().parent / "examples"
 PROBE_RECORDS = 2000  # records a probe reads before it stops the reader
@@ -304,13 +303,7 @@ class Das2Node(DataNode):
 
     async def get_data(self, field, start, end, min_stride=None, reduce="mean", encoding="list",
                        details=None, params=None):
-        names = self._check_fields(field)
-        t0, t1 = resolve_interval(start, end, self.clock)
-        stride = resolve_stride(min_stride)
-        if reduce not in REDUCERS:
-            raise InvalidArgument(f"reduce must be one of {sorted(REDUCERS)}, got {reduce!r}")
-        if encoding not in wire.ENCODINGS:
-            raise InvalidArgument(f"encoding must be one of {list(wire.ENCODINGS)}, got {encoding!r}")
+        names, t0, t1, stride = self._query_args(field, start, end, min_stride, reduce, encoding)
         progress = getattr(details, "progress", None)
         budget = int(self.settings["point_budget"])
         groups = self._by_timeline(names)
