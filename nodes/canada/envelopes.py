@@ -45,6 +45,7 @@ DEFAULT_MAX_RECORDS = 64
 # Topics of a Borealis site whose payloads are pickles (kept as their kind only).
 PICKLED_TOPICS = frozenset({"rawacf", "bfiq", "antennas_iq", "rawrf", "txdata"})
 _SITE = re.compile(rb"^[A-Za-z][A-Za-z0-9]{1,7}$")
+_NOT_SITES = frozenset({b"fitacf", *(t.encode() for t in PICKLED_TOPICS)})  # topics shaped like codes
 _FITACF_TOPIC = re.compile(rb"^fitacf(?:/([0-9]{1,6}))?$")
 _TOPIC_KIND = re.compile(rb"^([a-z][a-z0-9_]{0,31})(?:/|$)")
 
@@ -106,6 +107,10 @@ def decode_message(frames: Sequence[bytes], max_bytes: int = DEFAULT_MAX_BYTES,
     if n != 2:
         raise UnknownEnvelope(f"a message of {n} frames" if n else "an empty message")
     head, body = frames
+    if head not in _NOT_SITES and _SITE.match(head):  # the aggregator: by far the most common
+        site = head.decode("ascii").lower()
+        data = inflate(body, max_bytes, AGGREGATOR, site)
+        return Decoded(AGGREGATOR, site, _dmap_records(data, max_records, AGGREGATOR, site))
     if len(head) <= 64:
         fit = _FITACF_TOPIC.match(head)
         if fit is not None:
@@ -116,10 +121,6 @@ def decode_message(frames: Sequence[bytes], max_bytes: int = DEFAULT_MAX_BYTES,
         if kind is not None and kind.group(1) != b"fitacf" and (b"/" in head or kind.group(1).decode() in PICKLED_TOPICS):
             topic = kind.group(1).decode()
             return Ignored(topic if topic in PICKLED_TOPICS else "other")
-        if _SITE.match(head):
-            site = head.decode("ascii").lower()
-            data = inflate(body, max_bytes, AGGREGATOR, site)
-            return Decoded(AGGREGATOR, site, _dmap_records(data, max_records, AGGREGATOR, site))
     raise UnknownEnvelope(f"a 2-frame message whose first frame is {_show(head)}")
 
 
@@ -190,10 +191,12 @@ def _dmap_records(data: bytes, max_records: int, envelope: str, site: str | None
     if not data:
         raise EnvelopeError("no DMAP record in the message", envelope, "dmap", site)
     records: list[dict[str, Any]] = []
+    offset, end = 0, len(data)
     try:
-        for record in dmap.iter_records(data):
+        while offset < end:
             if len(records) == max_records:
                 raise EnvelopeError(f"more than {max_records} records in one message", envelope, "dmap", site)
+            record, offset = dmap.decode_at(data, offset)
             records.append(record)
     except dmap.DmapError as exc:
         raise EnvelopeError(f"bad DMAP: {exc}", envelope, "dmap", site) from None

@@ -6,9 +6,11 @@ would take the GIL from the reactor at unpredictable moments (the interpreter
 switches threads only every few milliseconds). Watching the socket's
 `ZMQ_FD` keeps everything on the reactor thread and lets the feed choose how
 long it may hold it: messages are taken in bounded batches (at most
-`batch_messages`, and no longer than `batch_seconds`), and when a batch ends
-with messages still queued the next batch is a `callLater(0)`, so timers,
-other sockets and the WAMP session get their turn in between.
+`batch_messages`, and no longer than `batch_seconds`), one batch per feed per
+reactor turn, and when a batch ends with messages still queued the next batch
+is a `callLater(0)`, so timers, other sockets and the WAMP session get their
+turn in between. (A node with several feeds gives each its share of its
+per-turn budget.)
 
 `ZMQ_FD` is not a data socket: it signals, edge-triggered, that the socket's
 *events* may have changed. After it fires, the socket must be drained with
@@ -25,6 +27,7 @@ cases where it cannot tell.
 
 from __future__ import annotations
 
+import collections
 import time
 from collections.abc import Callable
 from typing import Any
@@ -87,6 +90,10 @@ class ZmqFeed:
         self.recreated = 0
         self.last_message: float | None = None  # wall-clock time of the newest message
         self.last_error: str | None = None
+        self.longest_batch = 0.0  # seconds the longest batch held the reactor (get_status)
+        # (wall, CPU) seconds of the recent batches: a long wall time with little
+        # CPU is the process waiting for a core, not the feed holding the reactor.
+        self.recent_batches: collections.deque[tuple[float, float]] = collections.deque(maxlen=4096)
         self._last_seen = 0.0  # reactor time of the newest message (or of the socket's creation)
         self._drain_call: Any = None
         self._running = False
@@ -184,7 +191,10 @@ class ZmqFeed:
             self.reactor.callLater(0, self._open_after_silence)
 
     def doRead(self) -> None:
-        self._drain()
+        # Never drain here: the drain runs among the reactor's timed calls, so
+        # each feed takes at most one batch per reactor turn (a readiness
+        # event and a pending drain in the same turn would otherwise be two).
+        self._schedule_drain()
 
     def _schedule_drain(self) -> None:
         if self._drain_call is None or not self._drain_call.active():
@@ -195,7 +205,8 @@ class ZmqFeed:
         sock = self.socket
         if sock is None:
             return
-        deadline = time.perf_counter() + self.batch_seconds
+        began, began_cpu = time.perf_counter(), time.thread_time()
+        deadline = began + self.batch_seconds
         taken = 0
         recv, getsockopt = sock.recv, sock.getsockopt
         handle = self.on_message
@@ -222,6 +233,10 @@ class ZmqFeed:
             if time.perf_counter() >= deadline:
                 break
         if taken:
+            held = time.perf_counter() - began
+            self.recent_batches.append((held, time.thread_time() - began_cpu))
+            if held > self.longest_batch:
+                self.longest_batch = held
             self.messages += taken
             self.batches += 1
             self._last_seen = self.reactor.seconds()
@@ -232,8 +247,17 @@ class ZmqFeed:
         if getsockopt(zmq.EVENTS) & zmq.POLLIN:
             self._schedule_drain()
 
+    def batch_p99(self, cpu: bool = False) -> float | None:
+        """99th percentile of the recent batches' wall (or CPU) seconds, if any."""
+        if not self.recent_batches:
+            return None
+        ordered = sorted(b[1 if cpu else 0] for b in self.recent_batches)
+        return ordered[int(0.99 * (len(ordered) - 1))]
+
     def status(self) -> dict[str, Any]:
         return {"endpoint": self.endpoint, "code": self.code, "state": self.state,
                 "messages": self.messages, "batches": self.batches, "recreated": self.recreated,
                 "last_message": self.last_message, "silence": self.silence,
+                "longest_batch": self.longest_batch, "batch_p99": self.batch_p99(),
+                "batch_cpu_p99": self.batch_p99(cpu=True),
                 "last_error": self.last_error}

@@ -51,7 +51,7 @@ DEFAULTS: dict[str, Any] = {
     "max_records": 64,  # FITACF records in one message
     "rcvhwm": 1000,  # messages ZeroMQ queues per socket
     "batch_messages": 2000,  # messages taken in one reactor turn at most
-    "batch_ms": 4.0,  # and for at most this long
+    "batch_ms": 2.0,  # and for at most this long (shared by the feeds)
     "echo_db": "",  # SQLite file of per-scan echo counts ("" = <state_dir>/canada/<name>-echoes.sqlite)
     "retention_days": 30.0,  # echo counts older than this are purged (0 = keep forever)
     "purge_interval": 3600.0,  # seconds between purges
@@ -185,12 +185,15 @@ class CanadaNode(DataNode):
     async def start(self) -> None:
         self.pipeline.start()
         self.context = zmq.Context()
+        # The per-turn budget is the node's, shared by its feeds: with all of
+        # them flooding, one reactor turn still ends after about batch_ms.
+        share = self.batch_seconds / max(1, len(self.specs))
         for spec in self.specs:
             feed = ZmqFeed(spec.name, spec.endpoint, self._on_message, self._on_state,
                            reactor=self.reactor, context=self.context, silence=self.silence,
                            max_frame=int(self.options["max_frame"]), rcvhwm=int(self.options["rcvhwm"]),
                            batch_messages=int(self.options["batch_messages"]),
-                           batch_seconds=self.batch_seconds, code=spec.code)
+                           batch_seconds=share, code=spec.code)
             self.feeds[spec.name] = feed
             feed.start()
 

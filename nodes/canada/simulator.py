@@ -112,11 +112,13 @@ def run_feed(sockets: dict[str, zmq.Socket], envelope: str, seed: int = 0, speed
     return sent
 
 
-def run_flood(sock: zmq.Socket, codes: list[str], seconds: float, rate: float | None = None) -> int:
-    """Aggregator messages round-robin over the sites, as fast as possible (or
-    `rate` per second), for `seconds`; returns how many were sent."""
+def run_flood(sockets: dict[str, zmq.Socket], seconds: float, rate: float | None = None) -> int:
+    """Aggregator messages round-robin over the sites (`sockets`: site code ->
+    its PUB socket, maybe one for all), as fast as possible (or `rate` per
+    second), for `seconds`; returns how many were sent."""
     start = time.time() - 1800.0  # radar times well behind the clock, advancing 1 ms per message
-    sites = [(code.encode(), FloodSite(radars.radar(code).stid, start, seed=i)) for i, code in enumerate(codes)]
+    sites = [(code.encode(), sockets[code], FloodSite(radars.radar(code).stid, start, seed=i))
+             for i, code in enumerate(sockets)]
     sent = 0
     t0 = time.perf_counter()
     end = t0 + seconds
@@ -127,7 +129,7 @@ def run_flood(sock: zmq.Socket, codes: list[str], seconds: float, rate: float | 
         if rate is not None and sent >= (now - t0) * rate:
             time.sleep(min(0.001, end - now))
             continue
-        for code, site in sites:
+        for code, sock, site in sites:
             sock.send_multipart([code, site.next_body()])  # PUB drops, never blocks, when a reader lags
         sent += len(sites)
     return sent
@@ -144,6 +146,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--flood", type=float, metavar="SECONDS",
                         help="send aggregator messages as fast as possible for SECONDS, then print the count")
     parser.add_argument("--rate", type=float, help="with --flood: at most this many messages per second")
+    parser.add_argument("--per-site", action="store_true",
+                        help="with --flood: one PUB socket per site (port, port+1, ...), as Borealis sites")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -158,20 +162,22 @@ def main(args: argparse.Namespace) -> int:
     context = zmq.Context()
     sockets: dict[str, zmq.Socket] = {}
     try:
-        if args.flood is not None or args.envelope == envelopes.AGGREGATOR:
+        per_site = args.envelope != envelopes.AGGREGATOR if args.flood is None else args.per_site
+        if not per_site:
             sock = context.socket(zmq.PUB)
+            sockets = dict.fromkeys(codes, sock)  # (closed in finally, even if bind fails)
             sock.bind(f"tcp://{args.host}:{args.port}")
-            sockets = dict.fromkeys(codes, sock)
             print(f"canada aggregator simulator: {','.join(codes)} on tcp://{args.host}:{args.port}",
                   file=sys.stderr, flush=True)
         else:
             for i, code in enumerate(codes):
                 sockets[code] = context.socket(zmq.PUB)
                 sockets[code].bind(f"tcp://{args.host}:{args.port + i}")
-                print(f"borealis site {code} ({args.envelope}) on tcp://{args.host}:{args.port + i}",
+                what = "aggregator flood" if args.flood is not None else args.envelope
+                print(f"site {code} ({what}) on tcp://{args.host}:{args.port + i}",
                       file=sys.stderr, flush=True)
         if args.flood is not None:
-            sent = run_flood(sockets[codes[0]], codes, args.flood, args.rate)
+            sent = run_flood(sockets, args.flood, args.rate)
             print(json.dumps({"sent": sent, "seconds": args.flood}), flush=True)
         else:
             run_feed(sockets, args.envelope, seed=args.seed, speed=args.speed)
