@@ -18,6 +18,7 @@ NODE_KINDS = {
     "dataflow": "nodes.dataflow.node",
     "superdarn": "nodes.superdarn.node",
     "das2": "nodes.das2.node",
+    "canada": "nodes.canada.node",
 }
 # Simulators of the outside world: `obsmesh simulate KIND`. Each has configure(parser) and main(args).
 SIMULATORS = {
@@ -25,6 +26,7 @@ SIMULATORS = {
     "co2": "nodes.co2.simulator",
     "dataflow": "nodes.dataflow.simulator",
     "radar": "nodes.superdarn.simulator",
+    "canada": "nodes.canada.simulator",
 }
 # Archive loaders: `obsmesh replay KIND FILE...`. Each has configure(parser) and main(args).
 REPLAYERS = {

@@ -73,6 +73,12 @@ def services(settings: dict[str, Any], state: str) -> list[Service]:
         # das2 over the example readers; its das2.2 HTTP interface on the default address
         Service("das2", [*py, "node", "das2", "--cache-dir", os.path.join(state, "das2-cache")],
                 "node das2 (example readers), das2 HTTP on http://127.0.0.1:8091/"),
+        # Canadian radars over ZeroMQ: a simulated aggregator (the CANADA_ADDR feed) on 9696
+        Service("canada-simulator", [*py, "simulate", "canada", "--port", "9696", "--sites", radars],
+                f"simulated Canadian aggregator (ZeroMQ PUB, {radars}) on 127.0.0.1:9696"),
+        Service("canada", [*py, "node", "canada", "--addr", "127.0.0.1:9696",
+                           "--echo-db", os.path.join(state, "canada", "echoes.sqlite")],
+                "node canada (ZeroMQ feed 127.0.0.1:9696)"),
     ]
 
 
