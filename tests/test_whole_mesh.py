@@ -20,7 +20,7 @@ from consumers.client.live import Gap
 from obsmesh.router import REPO
 from tests.harness import children, cmdline, free_port, port_open, wait_for
 
-EXPECTED = {"sensors", "weather", "co2", "dataflow", "superdarn", "das2"}
+EXPECTED = {"sensors", "weather", "co2", "dataflow", "superdarn", "das2", "canada"}
 
 
 def crossbar_of(launcher_pid: int) -> int:
