@@ -9,6 +9,7 @@ node can subtract itself and leave.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import subprocess
@@ -42,8 +43,6 @@ def services(settings: dict[str, Any], state: str) -> list[Service]:
     co2_url = endpoint_url(resolve(None, settings))
     dataflow_dir = os.path.join(state, "dataflow")
     radars = "sas,pgr,inv,cly,rkn"
-    import json
-
     sd_sites = {"sas": 14011, "pgr": 14012, "rkn": 14013}  # simulated radar sites: code -> port
     sd_radars = json.dumps({code: f"127.0.0.1:{port}" for code, port in sd_sites.items()})
     sd_options = {"sas": [], "pgr": ["--scan-sign", "-1"], "rkn": ["--no-xcf"]}  # as real sites differ
