@@ -3,7 +3,7 @@
 
 import { h, clear, setText } from "../dom.js";
 import { fmtAge, fmtNum, fmtTime } from "../format.js";
-import { CO2_KINDS } from "../kinds.js";
+import { CO2_KINDS, syncNodes } from "../kinds.js";
 import { Co2Units } from "../co2-model.js";
 import { strideFromError } from "../liveplot.js";
 
@@ -143,20 +143,7 @@ export function co2View(ctx) {
 
   function sync() {
     const listed = ctx.directory.ofKinds(CO2_KINDS);
-    const names = new Set(listed.map((n) => n.name));
-    for (const [name, n] of nodes) {
-      if (!names.has(name)) {
-        n.destroy();
-        n.el.remove();
-        nodes.delete(name);
-      }
-    }
-    for (const entry of listed) {
-      if (nodes.has(entry.name)) continue;
-      const n = new Co2Node(ctx, entry);
-      nodes.set(entry.name, n);
-      body.append(n.el);
-    }
+    syncNodes(nodes, listed, (entry) => new Co2Node(ctx, entry), (n) => body.append(n.el));
     body.querySelector(".empty")?.remove();
     if (!listed.length) body.append(h("div", { class: "empty" }, "No CO2 node is listed. This view lights up when a co2 node joins the mesh."));
   }

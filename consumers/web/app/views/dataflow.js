@@ -3,7 +3,7 @@
 
 import { h, clear, setText } from "../dom.js";
 import { fmtAge, fmtPercent, fmtTime } from "../format.js";
-import { DATAFLOW_KINDS } from "../kinds.js";
+import { DATAFLOW_KINDS, syncNodes } from "../kinds.js";
 import { Board, STAGES, isFailureEvent } from "../dataflow-model.js";
 
 const REFRESH_S = 10;
@@ -151,20 +151,7 @@ export function dataflowView(ctx) {
 
   function sync() {
     const listed = ctx.directory.ofKinds(DATAFLOW_KINDS);
-    const names = new Set(listed.map((n) => n.name));
-    for (const [name, n] of nodes) {
-      if (!names.has(name)) {
-        n.destroy();
-        n.el.remove();
-        nodes.delete(name);
-      }
-    }
-    for (const entry of listed) {
-      if (nodes.has(entry.name)) continue;
-      const n = new DataflowNode(ctx, entry);
-      nodes.set(entry.name, n);
-      body.append(n.el);
-    }
+    syncNodes(nodes, listed, (entry) => new DataflowNode(ctx, entry), (n) => body.append(n.el));
     body.querySelector(".empty")?.remove();
     if (!listed.length) body.append(h("div", { class: "empty" }, "No data-flow node is listed. This view lights up when a dataflow node joins the mesh."));
   }

@@ -6,7 +6,7 @@
 import uPlot from "../../node_modules/uplot/dist/uPlot.esm.js";
 import { h, clear, setText } from "../dom.js";
 import { fmtAge, fmtNum } from "../format.js";
-import { RADAR_KINDS } from "../kinds.js";
+import { RADAR_KINDS, syncNodes } from "../kinds.js";
 import { axisStyle, utcDate } from "../liveplot.js";
 import { RadarState, echoFields, radarTopic, validCode } from "../radar-model.js";
 import { drawFan } from "../fan.js";
@@ -245,25 +245,15 @@ export function radarView(ctx) {
 
   function sync() {
     const listed = directory.ofKinds(RADAR_KINDS);
-    const names = new Set(listed.map((n) => n.name));
-    for (const [name, n] of nodes) {
-      if (!names.has(name)) {
-        n.destroy();
-        n.section.remove();
-        nodes.delete(name);
-      }
-    }
-    for (const entry of listed) {
-      if (nodes.has(entry.name)) continue;
+    syncNodes(nodes, listed, (entry) => {
       const grid = h("div", { class: "radar-grid" });
       const empty = h("div", { class: "empty" }, "No radar has published yet.");
       grid.addEventListener("radars", () => empty.remove());
       const section = h("section", { class: "block", dataset: { node: entry.name } }, h("div", { class: "block-head" }, h("h2", {}, `${entry.name}`, h("span", { class: "muted" }, ` · ${entry.description || entry.kind}`))), empty, grid);
       const n = new RadarNode(ctx, entry.name, grid);
-      n.section = section;
-      nodes.set(entry.name, n);
-      body.append(section);
-    }
+      n.el = section;
+      return n;
+    }, (n) => body.append(n.el));
     setText(lede, listed.length ? "Fans show each beam's latest line-of-sight velocities by range gate (relative to the boresight); echo counts are per completed scan." : "");
     if (!listed.length && !body.querySelector(".empty.no-node")) {
       clear(body);
