@@ -44,7 +44,11 @@ lint: setup
 test: setup system-deps lint
 	$(VENV)/bin/python -m pytest
 
+# The Grafana benchmark's load generator is wrk (a Python loop stands in without it).
 bench: setup system-deps
+	@command -v wrk >/dev/null || { \
+		echo "installing wrk from Debian's packages (load generator)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null || true; }
 	$(VENV)/bin/python -m bench.run
 
 # 10 minutes of the whole mesh plus 200 subscribers (SOAK_SECONDS, SOAK_SUBSCRIBERS)

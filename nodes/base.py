@@ -28,6 +28,7 @@ from twisted.logger import Logger
 from obsmesh import config as mesh_config
 from obsmesh import wire
 from obsmesh.errors import InvalidArgument, MeshError, NoSuchField, TooManyPoints, to_wamp
+from obsmesh.memtune import keep_freed_memory
 from obsmesh.store import FIELD_TYPES, STRING, Store, StoreError, make_store
 from obsmesh.store.reduce import REDUCERS, max_points
 from obsmesh.timerules import resolve_interval, resolve_stride
@@ -556,6 +557,7 @@ def run_node(node: DataNode) -> None:
     from twisted.logger import globalLogBeginner, textFileLogObserver
 
     globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stderr)])
+    keep_freed_memory()  # queries allocate and free column-sized arrays: keep them warm
     reactor.addSystemEventTrigger("before", "shutdown", lambda: defer.ensureDeferred(node.shutdown()))
 
     def begin():

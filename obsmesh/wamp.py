@@ -45,7 +45,29 @@ def component(url: str, realm: str, authentication: dict | None = None, serializ
     if authentication is None and urlparse(url).scheme in ("rs", "rss", "tcp"):
         env = {k.removeprefix("OBSMESH_").lower(): v for k, v in os.environ.items() if k.startswith("OBSMESH_")}
         authentication = credentials(env, os.environ.get("OBSMESH_AUTHID") or "service")
-    return Component(transports=[transport(url, serializer)], realm=realm, authentication=authentication or {})
+    return no_delay(Component(transports=[transport(url, serializer)], realm=realm,
+                              authentication=authentication or {}))
+
+
+def no_delay(comp: Component) -> Component:
+    """Switch Nagle's algorithm off on every connection `comp` makes.
+
+    WAMP messages are small and latency-bound. With Nagle on, a message written
+    while an earlier one still awaits its ACK is held back until the peer's
+    delayed ACK (up to 40 ms on Linux); with a few calls in flight that was the
+    whole tail of the Grafana bridge's latency (p99 60-130 ms, 23 ms without).
+    autobahn sets TCP_NODELAY for WebSocket but not for rawsocket.
+    """
+    comp.on("connect", _set_no_delay)
+    return comp
+
+
+def _set_no_delay(_session: Any, protocol: Any) -> None:
+    tcp = getattr(protocol, "transport", None)
+    try:
+        tcp.setTcpNoDelay(True)
+    except (AttributeError, OSError):  # not a TCP transport (or already gone): nothing to tune
+        pass
 
 
 def credentials(settings: Mapping[str, Any], authid: str) -> dict | None:

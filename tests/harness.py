@@ -241,13 +241,13 @@ async def connect(
     backend transport it authenticates as the node `tester` unless told otherwise."""
     from twisted.internet import reactor
 
-    from obsmesh.wamp import transport
+    from obsmesh.wamp import no_delay, transport
 
     spec = transport(url, serializer)
     spec["max_retries"] = 0
     if authentication is None and url.startswith(("rs://", "rss://")):
         authentication = backend_credentials()
-    comp = Component(transports=[spec], realm=realm, authentication=authentication or {})
+    comp = no_delay(Component(transports=[spec], realm=realm, authentication=authentication or {}))
     joined: defer.Deferred = defer.Deferred()
 
     @comp.on_join

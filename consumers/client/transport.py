@@ -60,6 +60,11 @@ class FastRawSocketClientProtocol(WampRawSocketClientProtocol):
     """Rawsocket client with linear-time framing of large messages."""
 
     def connectionMade(self) -> None:
+        # Calls are small and latency-bound: never let Nagle hold one back for a delayed ACK.
+        try:
+            self.transport.setTcpNoDelay(True)
+        except (AttributeError, OSError):  # not plain TCP underneath
+            pass
         super().connectionMade()
         self._parts: list[bytes] = []
         self._have = 0

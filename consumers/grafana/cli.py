@@ -13,6 +13,7 @@ import sys
 from typing import Any
 
 from obsmesh import config
+from obsmesh.memtune import keep_freed_memory
 
 DEFAULTS: dict[str, Any] = {
     "host": "127.0.0.1",
@@ -72,6 +73,7 @@ def main(args: argparse.Namespace) -> int:
         print(f"obsmesh grafana: {exc}", file=sys.stderr)
         return 2
     globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stderr)])
+    keep_freed_memory()  # every /query builds and frees column-sized arrays: keep them warm
     try:
         bridge, port = serve(mesh, settings, reactor)
     except Exception as exc:  # a port in use, an unreadable password file
