@@ -308,6 +308,7 @@ def test_compiled_layout_equals_generic_decoder(flips):
     first = SAMPLE[:SAMPLE_FIRST]
     _, signature = dmap._decode_generic(first, 16, len(first), *struct.unpack_from("<ii", first, 8))
     layout = dmap._Layout(signature)
+    assert layout.decode(first, 16, len(first)) is not None  # its array plan: the check the flips face
     bad = bytearray(first)
     for at, value in flips:
         bad[at] = value
@@ -320,6 +321,49 @@ def test_compiled_layout_equals_generic_decoder(flips):
         return
     if fast is not None:
         assert_same(fast, slow)
+
+
+def _arrays_record(extents: list[int]) -> bytes:
+    body = b"".join(b"a%d\0\x03" % i + struct.pack("<ii", 1, n) + struct.pack(f"<{n}i", *range(100 * i, 100 * i + n))
+                    for i, n in enumerate(extents))
+    return struct.pack("<iiii", dmap.RECORD_CODE, 16 + len(body), 0, len(extents)) + body
+
+
+def test_fast_path_records_are_read_only_mappings_equal_to_the_generic_decode():
+    data = stream(3)
+    generic = [dmap._decode_generic(data[a:], 16, size, *struct.unpack_from("<ii", data, a + 8))[0]
+               for a, size in _offsets(data)]
+    for _ in range(2):  # the second time every record takes a known layout and array plan
+        for got, want in zip(dmap.decode_records(data), generic, strict=True):
+            assert_same(got, want)
+            assert dict(got).keys() == want.keys() and len(got) == len(want)
+            assert "pwr0" in got and "nope" not in got and got.get("nope", 7) == 7
+            with pytest.raises(KeyError):
+                got["nope"]
+            with pytest.raises(TypeError):
+                got["stid"] = 1
+
+
+def test_same_block_length_with_other_extents_is_walked_again():
+    a, b = _arrays_record([3, 5, 1]), _arrays_record([5, 1, 3])
+    assert len(a) == len(b)
+    for data, extents in ((a, [3, 5, 1]), (a, [3, 5, 1]), (b, [5, 1, 3]), (a, [3, 5, 1])):
+        record = dmap.decode_record(data)
+        for i, n in enumerate(extents):
+            assert record[f"a{i}"].tolist() == list(range(100 * i, 100 * i + n))
+    bad = bytearray(a)
+    bad[16 + 3 + 4] = 4  # a0's extent, under a cached plan of the same length
+    with pytest.raises(dmap.DmapError):
+        dmap.decode_record(bytes(bad))
+
+
+def _offsets(data: bytes) -> list[tuple[int, int]]:
+    out, pos = [], 0
+    while pos < len(data):
+        size = struct.unpack_from("<i", data, pos + 4)[0]
+        out.append((pos, size))
+        pos += size
+    return out
 
 
 def _type_codes(data: bytes) -> dict[str, int]:

@@ -16,8 +16,9 @@ T0 = 1_700_000_040.0  # 2023-11-14 22:14:00 UTC, a minute boundary
 
 
 def decoded(record: dict) -> dict:
-    """Through the wire and back, as the node sees it."""
-    return dmap.decode_record(dmap.encode_record(record))
+    """Through the wire and back, as the node sees it (a mutable copy: decoded
+    records are read-only)."""
+    return dict(dmap.decode_record(dmap.encode_record(record)))
 
 
 def test_radar_time_from_record_fields():

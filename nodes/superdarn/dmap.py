@@ -6,7 +6,7 @@ arrays. A scalar is `name\\0`, a type byte and the value (strings are
 NUL-terminated); an array is `name\\0`, a type byte, int32 ndim, ndim int32
 extents (fastest-varying first) and the elements.
 
-Decoding gives a dict of Python scalars (int, float, str) and numpy arrays. The
+Decoding gives a mapping (a dict, or a read-only `Record`) of Python scalars (int, float, str) and numpy arrays. The
 arrays are read-only views on the input bytes (zero copy): they keep that
 buffer alive, so `.copy()` one to keep it alone. Every count, length and type
 code is checked before anything is allocated; any corruption raises
@@ -17,10 +17,14 @@ ndims in the same order; only extents and string contents vary). After a
 record is decoded the careful generic way, its layout is compiled into a regular
 expression for the scalar block (names and type codes are matched literally,
 string values are captured) plus struct formats that read the fixed-size
-values between strings in one call each; arrays are read with a precomputed
-header prefix each. A record that does not fit a known layout byte for byte
-goes through the generic decoder, which either finds the corruption or yields a
-new layout. Both paths give identical results.
+values between strings in one call each. Its arrays are walked once per
+array-block length (a radar's beams have one per echo count); the walk gives a
+plan, every header byte and where each array sits, and a later record of that
+length is checked against the plan in one numpy comparison. Such a record is a
+read-only `Record` mapping whose arrays are made on first access. A record
+that does not fit a known layout byte for byte goes through the generic
+decoder, which either finds the corruption or yields a new layout. Both paths
+give identical fields, values, types and order.
 """
 
 from __future__ import annotations
@@ -318,15 +322,89 @@ def _bad_type(kind: int, name: str) -> str:
 
 # ------------------------------------------------------ compiled layouts
 
+_ABSENT = object()
+
+
+class Record(Mapping):
+    """A record decoded through a known layout: the scalars at once, each
+    array made on first access. Decoding has already checked every byte of the
+    structure (names, types, extents, sizes), so an access only wraps bytes
+    known to be there in a read-only numpy view, the same one the generic path
+    gives. Most consumers read a handful of a FITACF record's ~40 arrays; the
+    views nobody asks for are never made. Read-only, like the views."""
+
+    __slots__ = ("_values", "_plan", "_buf", "_base", "_names")
+
+    def __init__(self, values: dict[str, Any], plan: _ArrayPlan, buf: bytes, base: int,
+                 names: tuple[str, ...]) -> None:
+        self._values = values
+        self._plan = plan
+        self._buf = buf
+        self._base = base
+        self._names = names
+
+    def __getitem__(self, name: str) -> Any:
+        try:
+            return self._values[name]
+        except KeyError:
+            pass
+        dtype, count, at, shape = self._plan.arrays[name]  # KeyError: no such field
+        value = np.frombuffer(self._buf, dtype, count, self._base + at)
+        if shape is not None:
+            value = value.reshape(shape)
+        self._values[name] = value
+        return value
+
+    def get(self, name: str, default: Any = None) -> Any:
+        value = self._values.get(name, _ABSENT)
+        if value is not _ABSENT:
+            return value
+        return self[name] if name in self._plan.arrays else default
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._values or name in self._plan.arrays
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names)
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+    def __repr__(self) -> str:
+        return f"Record({dict(self)!r})"
+
+
+class _ArrayPlan:
+    """Where a layout's arrays sit for one array-block length: per array
+    (dtype, count, offset from the block's start, numpy shape or None for 1-D),
+    and every header byte (name, type, ndim, extents) with its offset, so that
+    a record of that length is checked against the plan in one numpy comparison."""
+
+    __slots__ = ("arrays", "header_at", "header_bytes")
+
+    def __init__(self, arrays: dict[str, tuple], header_at: np.ndarray, header_bytes: np.ndarray) -> None:
+        self.arrays = arrays
+        self.header_at = header_at
+        self.header_bytes = header_bytes
+
+    def fits(self, buf: bytes, start: int, length: int) -> bool:
+        block = np.frombuffer(buf, np.uint8, length, start)
+        return bool((block[self.header_at] == self.header_bytes).all())
+
+
+_PLANS_PER_LAYOUT = 256  # array-block lengths remembered per layout (a radar's beams: one per echo count)
+
+
 class _Layout:
     """One record layout compiled for speed; `decode` returns None (never
     raises) when the bytes do not follow this layout exactly."""
 
-    __slots__ = ("names", "regex", "runs", "nstrings", "arrays")
+    __slots__ = ("names", "all_names", "regex", "runs", "nstrings", "arrays", "plans")
 
     def __init__(self, signature: tuple) -> None:
         scalars, arrays = signature
         self.names = tuple(raw.decode("ascii") for raw, _ in scalars)
+        self.all_names = self.names + tuple(raw.decode("ascii") for raw, _, _ in arrays)
         pattern = []
         runs: list[list[str]] = [[]]  # struct formats of fixed-size runs between strings
         for raw, kind in scalars:
@@ -352,8 +430,9 @@ class _Layout:
             )
             for raw, kind, ndim in arrays
         )
+        self.plans: dict[int, _ArrayPlan] = {}
 
-    def decode(self, buf: bytes, pos: int, end: int) -> dict[str, Any] | None:
+    def decode(self, buf: bytes, pos: int, end: int) -> Record | None:
         match = self.regex.match(buf, pos, end)
         if match is None:
             return None
@@ -365,38 +444,47 @@ class _Layout:
                 values += runs[i].unpack_from(buf, match.end(i) + 1)
         except UnicodeDecodeError:
             return None
-        record = dict(zip(self.names, values, strict=True))
-        pos = match.end()
-        startswith = buf.startswith
-        frombuffer = np.frombuffer
-        for prefix, name, dtype, ndim, extents_struct in self.arrays:
-            if not startswith(prefix, pos):
+        start = match.end()
+        length = end - start
+        plan = self.plans.get(length)
+        if plan is None or not plan.fits(buf, start, length):
+            plan = self._plan(buf, start, end)
+            if plan is None:
                 return None
+            if len(self.plans) >= _PLANS_PER_LAYOUT:
+                self.plans.clear()
+            self.plans[length] = plan
+        return Record(dict(zip(self.names, values, strict=True)), plan, buf, start, self.all_names)
+
+    def _plan(self, buf: bytes, start: int, end: int) -> _ArrayPlan | None:
+        """Walk the array block header by header; None if it does not fit."""
+        pos = start
+        startswith = buf.startswith
+        arrays: dict[str, tuple] = {}
+        headers: list[tuple[int, bytes]] = []
+        for prefix, name, dtype, ndim, extents_struct in self.arrays:
+            if not startswith(prefix, pos) or pos + len(prefix) + 4 * ndim > end:
+                return None
+            at = pos
             pos += len(prefix)
-            if ndim == 1:
-                count = _UNPACK_INT32(buf, pos)[0] if pos + 4 <= end else -1
-                pos += 4
-                if count < 0:
-                    return None
-                nbytes = count * dtype.itemsize
-                if pos + nbytes > end:
-                    return None
-                record[name] = frombuffer(buf, dtype, count, pos)
-            else:
-                if pos + 4 * ndim > end:
-                    return None
-                extents = extents_struct.unpack_from(buf, pos)
-                pos += 4 * ndim
-                if min(extents) < 0:
-                    return None
-                count = math.prod(extents)
-                nbytes = count * dtype.itemsize
-                if pos + nbytes > end or (
-                        count == 0 and math.prod(e or 1 for e in extents) > _MAX_EMPTY_SHAPE):
-                    return None
-                record[name] = frombuffer(buf, dtype, count, pos).reshape(extents[::-1])
+            extents = extents_struct.unpack_from(buf, pos)
+            pos += 4 * ndim
+            if min(extents) < 0:
+                return None
+            count = math.prod(extents)
+            if count == 0 and math.prod(e or 1 for e in extents) > _MAX_EMPTY_SHAPE:
+                return None
+            nbytes = count * dtype.itemsize
+            if pos + nbytes > end:
+                return None
+            headers.append((at - start, buf[at:pos]))
+            arrays[name] = (dtype, count, pos - start, extents[::-1] if ndim > 1 else None)
             pos += nbytes
-        return record if pos == end else None
+        if pos != end:
+            return None
+        header_at = np.concatenate([np.arange(at, at + len(raw)) for at, raw in headers] or [np.zeros(0, int)])
+        header_bytes = np.frombuffer(b"".join(raw for _, raw in headers), np.uint8).copy()
+        return _ArrayPlan(arrays, header_at.astype(np.intp), header_bytes)
 
 
 # Shared by every caller; safe across threads too: a reader that misses a
