@@ -196,7 +196,7 @@ def _dmap_records(data: bytes, max_records: int, envelope: str, site: str | None
         while offset < end:
             if len(records) == max_records:
                 raise EnvelopeError(f"more than {max_records} records in one message", envelope, "dmap", site)
-            record, offset = dmap.decode_at(data, offset)
+            record, offset = dmap.decode_at(data, offset, lazy=True)
             records.append(record)
     except dmap.DmapError as exc:
         raise EnvelopeError(f"bad DMAP: {exc}", envelope, "dmap", site) from None

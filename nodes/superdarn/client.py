@@ -226,7 +226,7 @@ class RadarClient:
                 self._got_frame = True
                 self.attempts = 0  # a working connection: backoff starts over
             try:
-                record = dmap.decode_record(payload)
+                record = dmap.decode_record(payload, lazy=True)
             except dmap.DmapError as exc:
                 self.bad_records += 1
                 self.last_error = f"bad record: {exc}"

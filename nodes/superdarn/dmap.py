@@ -119,31 +119,35 @@ def record_size(data: bytes, offset: int = 0) -> int | None:
     return size
 
 
-def decode_record(data: bytes) -> dict[str, Any]:
+def decode_record(data: bytes, lazy: bool = False) -> Mapping[str, Any]:
     """Decode a buffer that holds exactly one record (a realtime packet)."""
-    record, end = decode_at(data, 0)
+    record, end = decode_at(data, 0, lazy)
     if end != len(data):
         raise DmapError(f"{len(data) - end} bytes after the record", end)
     return record
 
 
-def decode_records(data: bytes) -> list[dict[str, Any]]:
+def decode_records(data: bytes, lazy: bool = False) -> list[Mapping[str, Any]]:
     """Decode a whole stream of records (a file's contents)."""
-    return list(iter_records(data))
+    return list(iter_records(data, lazy))
 
 
-def iter_records(data: bytes) -> Iterator[dict[str, Any]]:
+def iter_records(data: bytes, lazy: bool = False) -> Iterator[Mapping[str, Any]]:
     """Decode records one after another; raises DmapError at the first bad one
     (records already yielded stay valid)."""
     data = _as_bytes(data)
     offset, n = 0, len(data)
     while offset < n:
-        record, offset = decode_at(data, offset)
+        record, offset = decode_at(data, offset, lazy)
         yield record
 
 
-def decode_at(data: bytes, offset: int = 0) -> tuple[dict[str, Any], int]:
-    """Decode the record starting at `offset`; returns (record, offset after it)."""
+def decode_at(data: bytes, offset: int = 0, lazy: bool = False) -> tuple[Mapping[str, Any], int]:
+    """Decode the record starting at `offset`; returns (record, offset after it).
+
+    The record is a dict, or with `lazy` possibly a read-only `Record` whose
+    arrays are made on first access (the same values; for hot paths that read
+    few of the arrays)."""
     buf = _as_bytes(data)
     if offset < 0 or len(buf) - offset < HEADER_SIZE:
         raise DmapError(f"truncated record header ({max(len(buf) - offset, 0)} bytes)", offset)
@@ -155,7 +159,7 @@ def decode_at(data: bytes, offset: int = 0) -> tuple[dict[str, Any], int]:
             f"record size {size} is more than the {len(buf) - offset} bytes available", offset + 4
         )
     for layout in _LAYOUTS.get((nscal, narr), ()):
-        record = layout.decode(buf, offset + HEADER_SIZE, end)
+        record = layout.decode(buf, offset + HEADER_SIZE, end, lazy)
         if record is not None:
             return record, end
     record, signature = _decode_generic(buf, offset + HEADER_SIZE, end, nscal, narr)
@@ -432,7 +436,7 @@ class _Layout:
         )
         self.plans: dict[int, _ArrayPlan] = {}
 
-    def decode(self, buf: bytes, pos: int, end: int) -> Record | None:
+    def decode(self, buf: bytes, pos: int, end: int, lazy: bool = True) -> Record | dict[str, Any] | None:
         match = self.regex.match(buf, pos, end)
         if match is None:
             return None
@@ -454,7 +458,14 @@ class _Layout:
             if len(self.plans) >= _PLANS_PER_LAYOUT:
                 self.plans.clear()
             self.plans[length] = plan
-        return Record(dict(zip(self.names, values, strict=True)), plan, buf, start, self.all_names)
+        record = dict(zip(self.names, values, strict=True))
+        if lazy:
+            return Record(record, plan, buf, start, self.all_names)
+        frombuffer = np.frombuffer
+        for name, (dtype, count, at, shape) in plan.arrays.items():
+            value = frombuffer(buf, dtype, count, start + at)
+            record[name] = value if shape is None else value.reshape(shape)
+        return record
 
     def _plan(self, buf: bytes, start: int, end: int) -> _ArrayPlan | None:
         """Walk the array block header by header; None if it does not fit."""

@@ -94,7 +94,7 @@ def iter_file_records(data: bytes, path: str, errors: list[str]) -> Iterator[tup
     offset, n = 0, len(data)
     while offset < n:
         try:
-            record, offset = dmap.decode_at(data, offset)
+            record, offset = dmap.decode_at(data, offset, lazy=True)
         except dmap.DmapError as exc:
             errors.append(f"{path}: {exc}; rest of the file skipped")
             return
