@@ -40,6 +40,7 @@ from zope.interface import implementer
 
 # Frames kept per message: three already means "none of the known shapes".
 MAX_FRAMES = 3
+_NOBLOCK = int(zmq.NOBLOCK)
 DEFAULT_BATCH_MESSAGES = 2000
 DEFAULT_BATCH_SECONDS = 0.004
 
@@ -212,17 +213,19 @@ class ZmqFeed:
         handle = self.on_message
         while taken < self.batch_messages:
             try:
-                frames = [recv(zmq.NOBLOCK)]
+                # A Frame knows whether more parts follow (no getsockopt call).
+                frame = recv(_NOBLOCK, copy=False)
             except zmq.Again:
                 break
             except zmq.ZMQError as exc:  # the context terminated under us
                 self.last_error = f"receive failed: {exc}"
                 return
+            frames = [frame.bytes]
             # A message's frames arrive together: the rest never block.
-            while getsockopt(zmq.RCVMORE):
-                part = recv(zmq.NOBLOCK)
+            while frame.more:
+                frame = recv(_NOBLOCK, copy=False)
                 if len(frames) < MAX_FRAMES:
-                    frames.append(part)
+                    frames.append(frame.bytes)
             taken += 1
             try:
                 handle(self, frames)

@@ -381,19 +381,19 @@ class Record(Mapping):
 class _ArrayPlan:
     """Where a layout's arrays sit for one array-block length: per array
     (dtype, count, offset from the block's start, numpy shape or None for 1-D),
-    and every header byte (name, type, ndim, extents) with its offset, so that
-    a record of that length is checked against the plan in one numpy comparison."""
+    and a regular expression of the whole block, every header byte (name,
+    type, ndim, extents) literal and the elements skipped by count, so that a
+    record of that length is checked against the plan in one match."""
 
-    __slots__ = ("arrays", "header_at", "header_bytes")
+    __slots__ = ("arrays", "regex")
 
-    def __init__(self, arrays: dict[str, tuple], header_at: np.ndarray, header_bytes: np.ndarray) -> None:
+    def __init__(self, arrays: dict[str, tuple], headers: list[tuple[bytes, int]]) -> None:
         self.arrays = arrays
-        self.header_at = header_at
-        self.header_bytes = header_bytes
+        self.regex = re.compile(b"".join(re.escape(raw) + (b".{%d}" % nbytes if nbytes else b"")
+                                         for raw, nbytes in headers), re.DOTALL)
 
-    def fits(self, buf: bytes, start: int, length: int) -> bool:
-        block = np.frombuffer(buf, np.uint8, length, start)
-        return bool((block[self.header_at] == self.header_bytes).all())
+    def fits(self, buf: bytes, start: int, end: int) -> bool:
+        return self.regex.fullmatch(buf, start, end) is not None
 
 
 _PLANS_PER_LAYOUT = 256  # array-block lengths remembered per layout (a radar's beams: one per echo count)
@@ -451,7 +451,7 @@ class _Layout:
         start = match.end()
         length = end - start
         plan = self.plans.get(length)
-        if plan is None or not plan.fits(buf, start, length):
+        if plan is None or not plan.fits(buf, start, end):
             plan = self._plan(buf, start, end)
             if plan is None:
                 return None
@@ -472,7 +472,7 @@ class _Layout:
         pos = start
         startswith = buf.startswith
         arrays: dict[str, tuple] = {}
-        headers: list[tuple[int, bytes]] = []
+        headers: list[tuple[bytes, int]] = []  # (header bytes, element bytes after it)
         for prefix, name, dtype, ndim, extents_struct in self.arrays:
             if not startswith(prefix, pos) or pos + len(prefix) + 4 * ndim > end:
                 return None
@@ -488,14 +488,12 @@ class _Layout:
             nbytes = count * dtype.itemsize
             if pos + nbytes > end:
                 return None
-            headers.append((at - start, buf[at:pos]))
+            headers.append((buf[at:pos], nbytes))
             arrays[name] = (dtype, count, pos - start, extents[::-1] if ndim > 1 else None)
             pos += nbytes
         if pos != end:
             return None
-        header_at = np.concatenate([np.arange(at, at + len(raw)) for at, raw in headers] or [np.zeros(0, int)])
-        header_bytes = np.frombuffer(b"".join(raw for _, raw in headers), np.uint8).copy()
-        return _ArrayPlan(arrays, header_at.astype(np.intp), header_bytes)
+        return _ArrayPlan(arrays, headers)
 
 
 # Shared by every caller; safe across threads too: a reader that misses a
