@@ -24,6 +24,7 @@ from autobahn.wamp.exception import ApplicationError
 from autobahn.wamp.types import PublishOptions, RegisterOptions
 from twisted.internet import defer, task
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from obsmesh import config as mesh_config
 from obsmesh import wire
@@ -137,8 +138,16 @@ class DataNode:
             return
         if times.size == 0:
             return
-        d = defer.ensureDeferred(self.store.append(timeline, times, cols))
-        d.addErrback(self._store_failed, timeline)
+        append_now = getattr(self.store, "append_now", None)
+        if append_now is not None:  # the in-memory store never waits: no coroutine, no Deferred
+            try:
+                append_now(timeline, times, cols)
+            except Exception:  # as the Deferred path: logged and counted, never raised into ingest
+                self._store_failed(Failure(), timeline)
+                return
+        else:
+            d = defer.ensureDeferred(self.store.append(timeline, times, cols))
+            d.addErrback(self._store_failed, timeline)
         self.counters["samples"] += int(times.size)
         self.last_sample[timeline] = max(self.last_sample.get(timeline, -math.inf), float(times[-1]))
         if live:

@@ -85,16 +85,17 @@ def beam_product(record: Mapping[str, Any], code: str | None = None,
         n = len(slist)
         if slist.dtype.kind not in "iu":
             raise ProductError("slist is not an integer array")
-        if n and (slist.min() < 0 or slist.max() >= nrang):
+        gates = slist.tolist()  # (min/max of a short Python list: cheaper than numpy's reductions)
+        if n and (min(gates) < 0 or max(gates) >= nrang):
             raise ProductError(f"slist has gates outside 0..{nrang - 1}")
-        echoes = {"slist": slist.tolist()}
+        echoes = {"slist": gates}
         for name in _ECHO_ARRAYS:
             if name not in record:
                 raise ProductError(f"record has slist but no {name}")
             echoes[name] = _echo_list(record[name], name, n)
         if "elv" in record:
             echoes["elv"] = _echo_list(record["elv"], "elv", n)
-    ground = sum(1 for g in echoes["gflg"] if g) if n else 0
+    ground = sum(map(bool, echoes["gflg"])) if n else 0
     product.update(echoes)
     product.update(echoes_total=n, echoes_ground=ground, echoes_ionospheric=n - ground)
     return product
