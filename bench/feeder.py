@@ -40,10 +40,15 @@ def live(url: str, rate: float, seconds: float) -> None:
     tick = 0.01
     state = {"next": 0, "start": None}
 
+    # The benchmark's subscriber calls `go` once subscribed. (Starting when the
+    # node sees any subscriber would race a subscription left by an earlier
+    # probe whose session the router has not closed yet: events to nobody.)
+    node.register_rpc("go", lambda: state.update(go=True) or True)
+
     def push():
         now = time.time()
         if state["start"] is None:
-            if not node._live_wanted:
+            if not state.get("go"):
                 return  # wait for the benchmark's subscriber
             state["start"] = now
         elapsed = now - state["start"]

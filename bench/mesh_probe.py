@@ -12,6 +12,7 @@ import sys
 import time
 
 import numpy as np
+from autobahn.wamp.exception import ApplicationError
 from twisted.internet import defer, reactor, task
 
 from obsmesh import wire
@@ -64,11 +65,29 @@ async def live(url: str, expected: int, timeout: float) -> dict:
 
     await s.subscribe(on_batch, "obsmesh.consumer.feeder.live.array")
     deadline = time.time() + timeout
+    while True:  # tell the feeder to start (it may not have joined yet)
+        try:
+            await s.call("obsmesh.consumer.feeder.go")
+            break
+        except ApplicationError:
+            if time.time() > deadline:
+                raise
+            await task.deferLater(reactor, 0.05, lambda: None)
     while state["n"] < expected and time.time() < deadline:
         await task.deferLater(reactor, 0.05, lambda: None)
     lat_all = np.concatenate(lat) if lat else np.zeros(1)
     span = (state["last"] or 0) - (state["first"] or 0)
-    return {
+    gone = np.flatnonzero(seen == 0)
+    runs = []
+    if gone.size:
+        cut = np.flatnonzero(np.diff(gone) != 1) + 1
+        runs = [[int(r[0]), int(r[-1]) + 1] for r in np.split(gone, cut)][:10]
+    try:
+        status = await s.call("obsmesh.consumer.feeder.get_status")
+        counters = status["counters"]
+    except Exception as exc:  # noqa: BLE001
+        counters = str(exc)
+    return {"missing_runs": runs, "feeder_counters": counters,
         "received": int(state["n"]), "expected": expected,
         "missing": int((seen == 0).sum()), "duplicated": int((seen > 1).sum()),
         "rate": state["n"] / span if span > 0 else 0.0,
