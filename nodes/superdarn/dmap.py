@@ -6,8 +6,9 @@ arrays. A scalar is `name\\0`, a type byte and the value (strings are
 NUL-terminated); an array is `name\\0`, a type byte, int32 ndim, ndim int32
 extents (fastest-varying first) and the elements.
 
-Decoding gives a mapping (a dict, or a read-only `Record`) of Python scalars (int, float, str) and numpy arrays. The
-arrays are read-only views on the input bytes (zero copy): they keep that
+Decoding gives a mapping (a dict, or a read-only `Record`) of Python scalars
+(int, float, str) and numpy arrays. The arrays are read-only views on the input
+bytes (zero copy): they keep that
 buffer alive, so `.copy()` one to keep it alone. Every count, length and type
 code is checked before anything is allocated; any corruption raises
 `DmapError` carrying the byte offset where it was found.
@@ -20,7 +21,7 @@ string values are captured) plus struct formats that read the fixed-size
 values between strings in one call each. Its arrays are walked once per
 array-block length (a radar's beams have one per echo count); the walk gives a
 plan, every header byte and where each array sits, and a later record of that
-length is checked against the plan in one numpy comparison. Such a record is a
+length is checked against the plan in one regex match. Such a record is a
 read-only `Record` mapping whose arrays are made on first access. A record
 that does not fit a known layout byte for byte goes through the generic
 decoder, which either finds the corruption or yields a new layout. Both paths
@@ -352,11 +353,7 @@ class Record(Mapping):
             return self._values[name]
         except KeyError:
             pass
-        dtype, count, at, shape = self._plan.arrays[name]  # KeyError: no such field
-        value = np.frombuffer(self._buf, dtype, count, self._base + at)
-        if shape is not None:
-            value = value.reshape(shape)
-        self._values[name] = value
+        value = self._values[name] = self._plan.view(name, self._buf, self._base)  # KeyError: no such field
         return value
 
     def get(self, name: str, default: Any = None) -> Any:
@@ -394,6 +391,12 @@ class _ArrayPlan:
 
     def fits(self, buf: bytes, start: int, end: int) -> bool:
         return self.regex.fullmatch(buf, start, end) is not None
+
+    def view(self, name: str, buf: bytes, start: int) -> np.ndarray:
+        """Array `name` of the block starting at `start` (a read-only view)."""
+        dtype, count, at, shape = self.arrays[name]
+        value = np.frombuffer(buf, dtype, count, start + at)
+        return value if shape is None else value.reshape(shape)
 
 
 _PLANS_PER_LAYOUT = 256  # array-block lengths remembered per layout (a radar's beams: one per echo count)
@@ -461,10 +464,8 @@ class _Layout:
         record = dict(zip(self.names, values, strict=True))
         if lazy:
             return Record(record, plan, buf, start, self.all_names)
-        frombuffer = np.frombuffer
-        for name, (dtype, count, at, shape) in plan.arrays.items():
-            value = frombuffer(buf, dtype, count, start + at)
-            record[name] = value if shape is None else value.reshape(shape)
+        for name in plan.arrays:
+            record[name] = plan.view(name, buf, start)
         return record
 
     def _plan(self, buf: bytes, start: int, end: int) -> _ArrayPlan | None:
