@@ -58,12 +58,12 @@ def no_delay(comp: Component) -> Component:
     whole tail of the Grafana bridge's latency (p99 60-130 ms, 23 ms without).
     autobahn sets TCP_NODELAY for WebSocket but not for rawsocket.
     """
-    comp.on("connect", _set_no_delay)
+    comp.on("connect", lambda _session, protocol: send_at_once(getattr(protocol, "transport", None)))
     return comp
 
 
-def _set_no_delay(_session: Any, protocol: Any) -> None:
-    tcp = getattr(protocol, "transport", None)
+def send_at_once(tcp: Any) -> None:
+    """TCP_NODELAY on a Twisted transport (see `no_delay`); nothing for one that is not TCP."""
     try:
         tcp.setTcpNoDelay(True)
     except (AttributeError, OSError):  # not a TCP transport (or already gone): nothing to tune

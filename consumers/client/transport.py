@@ -22,6 +22,7 @@ from autobahn.wamp.serializer import JsonSerializer, MsgPackSerializer
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 
 from consumers.client.errors import InvalidArgument
+from obsmesh.wamp import send_at_once
 
 SERIALIZERS = {"msgpack": MsgPackSerializer, "json": JsonSerializer}
 MAX_MESSAGE = 16 * 1024 * 1024  # the router's max_message_size
@@ -60,11 +61,7 @@ class FastRawSocketClientProtocol(WampRawSocketClientProtocol):
     """Rawsocket client with linear-time framing of large messages."""
 
     def connectionMade(self) -> None:
-        # Calls are small and latency-bound: never let Nagle hold one back for a delayed ACK.
-        try:
-            self.transport.setTcpNoDelay(True)
-        except (AttributeError, OSError):  # not plain TCP underneath
-            pass
+        send_at_once(self.transport)  # calls are latency-bound: Nagle must not hold one for a delayed ACK
         super().connectionMade()
         self._parts: list[bytes] = []
         self._have = 0
