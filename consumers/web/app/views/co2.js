@@ -3,7 +3,8 @@
 
 import { h, clear, setText } from "../dom.js";
 import { fmtAge, fmtNum, fmtTime } from "../format.js";
-import { CO2_KINDS, syncNodes } from "../kinds.js";
+import { CO2_KINDS } from "../kinds.js";
+import { nodePanelsView } from "./panels.js";
 import { Co2Units } from "../co2-model.js";
 import { strideFromError } from "../liveplot.js";
 
@@ -136,32 +137,15 @@ class Co2Node {
 }
 
 export function co2View(ctx) {
-  const nodes = new Map();
-  const body = h("div", {});
-  const el = h("div", { class: "view" }, h("div", { class: "view-head" }, h("h1", {}, "CO2 units"), h("p", { class: "lede" }, "Observation units' last ping, modem signal and last reading; units silent past the node's limit are highlighted.")), body);
-  let ticks = 0;
-
-  function sync() {
-    const listed = ctx.directory.ofKinds(CO2_KINDS);
-    syncNodes(nodes, listed, (entry) => new Co2Node(ctx, entry), (n) => body.append(n.el));
-    body.querySelector(".empty")?.remove();
-    if (!listed.length) body.append(h("div", { class: "empty" }, "No CO2 node is listed. This view lights up when a co2 node joins the mesh."));
-  }
-
-  sync();
-  return {
-    el,
-    directoryChanged: sync,
-    tick() {
-      ticks += 1;
-      for (const n of nodes.values()) {
-        if (ticks % STATUS_EVERY_S === 0 && ctx.mesh.connected) n.refresh(false);
-        else n.render();
-      }
+  return nodePanelsView(ctx, {
+    title: "CO2 units",
+    lede: "Observation units' last ping, modem signal and last reading; units silent past the node's limit are highlighted.",
+    kinds: CO2_KINDS,
+    make: (entry) => new Co2Node(ctx, entry),
+    empty: "No CO2 node is listed. This view lights up when a co2 node joins the mesh.",
+    tick(n, ticks) {
+      if (ticks % STATUS_EVERY_S === 0 && ctx.mesh.connected) n.refresh(false);
+      else n.render();
     },
-    unmount() {
-      for (const n of nodes.values()) n.destroy();
-      nodes.clear();
-    },
-  };
+  });
 }

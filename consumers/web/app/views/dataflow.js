@@ -3,7 +3,8 @@
 
 import { h, clear, setText } from "../dom.js";
 import { fmtAge, fmtPercent, fmtTime } from "../format.js";
-import { DATAFLOW_KINDS, syncNodes } from "../kinds.js";
+import { DATAFLOW_KINDS } from "../kinds.js";
+import { nodePanelsView } from "./panels.js";
 import { Board, STAGES, isFailureEvent } from "../dataflow-model.js";
 
 const REFRESH_S = 10;
@@ -144,32 +145,15 @@ class DataflowNode {
 }
 
 export function dataflowView(ctx) {
-  const nodes = new Map();
-  const body = h("div", {});
-  const el = h("div", { class: "view" }, h("div", { class: "view-head" }, h("h1", {}, "Data flow"), h("p", { class: "lede" }, "The radar data pipeline, radar by stage: when each stage last ran, files handled and failed, and stages that have not run within their period.")), body);
-  let ticks = 0;
-
-  function sync() {
-    const listed = ctx.directory.ofKinds(DATAFLOW_KINDS);
-    syncNodes(nodes, listed, (entry) => new DataflowNode(ctx, entry), (n) => body.append(n.el));
-    body.querySelector(".empty")?.remove();
-    if (!listed.length) body.append(h("div", { class: "empty" }, "No data-flow node is listed. This view lights up when a dataflow node joins the mesh."));
-  }
-
-  sync();
-  return {
-    el,
-    directoryChanged: sync,
-    tick() {
-      ticks += 1;
-      for (const n of nodes.values()) {
-        if (ticks % REFRESH_S === 0 && ctx.mesh.connected) n.refresh(false);
-        else if (ticks % 5 === 0) ctx.frames.mark(n);
-      }
+  return nodePanelsView(ctx, {
+    title: "Data flow",
+    lede: "The radar data pipeline, radar by stage: when each stage last ran, files handled and failed, and stages that have not run within their period.",
+    kinds: DATAFLOW_KINDS,
+    make: (entry) => new DataflowNode(ctx, entry),
+    empty: "No data-flow node is listed. This view lights up when a dataflow node joins the mesh.",
+    tick(n, ticks) {
+      if (ticks % REFRESH_S === 0 && ctx.mesh.connected) n.refresh(false);
+      else if (ticks % 5 === 0) ctx.frames.mark(n);
     },
-    unmount() {
-      for (const n of nodes.values()) n.destroy();
-      nodes.clear();
-    },
-  };
+  });
 }
