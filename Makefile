@@ -40,6 +40,7 @@ run: setup
 
 lint: setup
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 test: setup system-deps lint
 	$(VENV)/bin/python -m pytest

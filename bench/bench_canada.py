@@ -74,14 +74,38 @@ def _stage(stage: str, logs: Path, env: dict[str, str], offered: int = OVERLOAD)
     pub = None
     if stage != "idle":
         pub = subprocess.Popen(
-            [PY, "-m", "obsmesh", "simulate", "canada", "--port", str(port), "--sites", ",".join(SITES),
-             "--flood", str(FLOOD), "--per-site", "--rate", str(offered)],
-            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=open(logs / f"flood-{stage}.log", "ab"),  # noqa: SIM115
-            text=True)
+            [
+                PY,
+                "-m",
+                "obsmesh",
+                "simulate",
+                "canada",
+                "--port",
+                str(port),
+                "--sites",
+                ",".join(SITES),
+                "--flood",
+                str(FLOOD),
+                "--per-site",
+                "--rate",
+                str(offered),
+            ],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=open(logs / f"flood-{stage}.log", "ab"),  # noqa: SIM115
+            text=True,
+        )
     sent = ""
     try:
-        out = subprocess.run([PY, "-m", "bench.bench_canada", "probe", stage, str(port)], cwd=REPO, env=env,
-                             capture_output=True, text=True, timeout=120)
+        out = subprocess.run(
+            [PY, "-m", "bench.bench_canada", "probe", stage, str(port)],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         if pub is not None:
             sent = pub.communicate(timeout=60)[0]
     finally:
@@ -143,61 +167,110 @@ def run() -> list[dict]:
         "publish": "receive + decode + RadarPipeline + WAMP publish of every beam to a real router",
     }
     idle = results.pop("idle")
-    baseline = (f"the same probe with the feeds silent (no flood): p99 {idle['p99'] * 1000:.2f} ms, "
-                f"max {idle['max'] * 1000:.1f} ms: what this machine's scheduling adds by itself")
-    figures = [{
-        "name": "reactor latency p99 (LoopingCall lateness), node with 5 silent feeds",
-        "value": idle["p99"] * 1000, "unit": "ms", "target": "report (baseline of the machine)",
-        "reference": f"median {idle['p50'] * 1000:.2f} ms, max {idle['max'] * 1000:.1f} ms over "
-                     f"{idle['ticks']} ticks of {TICK * 1000:g} ms", "ratio": None, "met": None}]
+    baseline = (
+        f"the same probe with the feeds silent (no flood): p99 {idle['p99'] * 1000:.2f} ms, "
+        f"max {idle['max'] * 1000:.1f} ms: what this machine's scheduling adds by itself"
+    )
+    figures = [
+        {
+            "name": "reactor latency p99 (LoopingCall lateness), node with 5 silent feeds",
+            "value": idle["p99"] * 1000,
+            "unit": "ms",
+            "target": "report (baseline of the machine)",
+            "reference": f"median {idle['p50'] * 1000:.2f} ms, max {idle['max'] * 1000:.1f} ms over "
+            f"{idle['ticks']} ticks of {TICK * 1000:g} ms",
+            "ratio": None,
+            "met": None,
+        }
+    ]
     kept = [(rate, r) for rate, r in sustained if r["rate"] >= KEPT * r["offered"]]
-    steps = "; ".join(f"{r['offered']:,.0f} offered -> {r['rate']:,.0f} ingested (p99 {r['p99'] * 1000:.1f} ms, "
-                      f"CPU/message {r['cpu_per_message'] * 1e6:.0f} us, reactor thread "
-                      f"{r['main_cpu_per_message'] * 1e6:.0f} us)" for _, r in sustained)
+    steps = "; ".join(
+        f"{r['offered']:,.0f} offered -> {r['rate']:,.0f} ingested (p99 {r['p99'] * 1000:.1f} ms, "
+        f"CPU/message {r['cpu_per_message'] * 1e6:.0f} us, reactor thread "
+        f"{r['main_cpu_per_message'] * 1e6:.0f} us)"
+        for _, r in sustained
+    )
     best = max(kept, key=lambda x: x[1]["rate"])[1] if kept else None
-    figures.append({
-        "name": f"sustained ingest without loss, receive + decode (zlib, DMAP), 5 sites at a fixed offered rate: "
-                f"the highest rate taken in full (>= {KEPT:.0%} of it; best of two tries per rate)",
-        "value": best["rate"] if best else 0.0, "unit": "messages/s",
-        "target": "(reported: stricter than the flood; a stall of the machine longer than ZeroMQ's queue "
-                  "of 1,000 messages per socket loses messages)",
-        "reference": steps, "ratio": (best["rate"] if best else 0.0) / TARGET_RATE, "met": None})
+    figures.append(
+        {
+            "name": f"sustained ingest without loss, receive + decode (zlib, DMAP), 5 sites at a fixed offered rate: "
+            f"the highest rate taken in full (>= {KEPT:.0%} of it; best of two tries per rate)",
+            "value": best["rate"] if best else 0.0,
+            "unit": "messages/s",
+            "target": "(reported: stricter than the flood; a stall of the machine longer than ZeroMQ's queue "
+            "of 1,000 messages per socket loses messages)",
+            "reference": steps,
+            "ratio": (best["rate"] if best else 0.0) / TARGET_RATE,
+            "met": None,
+        }
+    )
     if best is not None:
-        figures.append({
-            "name": "reactor latency p99 (LoopingCall lateness) at that sustained rate",
-            "value": best["p99"] * 1000, "unit": "ms", "target": "p99 <= 10 ms",
-            "reference": f"median {best['p50'] * 1000:.2f} ms, max {best['max'] * 1000:.1f} ms; {baseline}",
-            "ratio": best["p99"] / TARGET_P99, "met": best["p99"] <= TARGET_P99})
+        figures.append(
+            {
+                "name": "reactor latency p99 (LoopingCall lateness) at that sustained rate",
+                "value": best["p99"] * 1000,
+                "unit": "ms",
+                "target": "p99 <= 10 ms",
+                "reference": f"median {best['p50'] * 1000:.2f} ms, max {best['max'] * 1000:.1f} ms; {baseline}",
+                "ratio": best["p99"] / TARGET_P99,
+                "met": best["p99"] <= TARGET_P99,
+            }
+        )
     d = results["decode"]
-    figures.append({
-        "name": "receive + decode CPU per message (node process, all threads), overload",
-        "value": d["cpu_per_message"] * 1e6, "unit": "us/message",
-        "target": "report (20,000 messages/s needs <= 50 us per message on one free core)",
-        "reference": f"= {1 / d['cpu_per_message']:,.0f} messages/s if the process had a core to itself; "
-                     f"includes the I/O thread receiving messages ZeroMQ then drops", "ratio": None, "met": None})
+    figures.append(
+        {
+            "name": "receive + decode CPU per message (node process, all threads), overload",
+            "value": d["cpu_per_message"] * 1e6,
+            "unit": "us/message",
+            "target": "report (20,000 messages/s needs <= 50 us per message on one free core)",
+            "reference": f"= {1 / d['cpu_per_message']:,.0f} messages/s if the process had a core to itself; "
+            f"includes the I/O thread receiving messages ZeroMQ then drops",
+            "ratio": None,
+            "met": None,
+        }
+    )
     for stage, r in results.items():
-        offered = f"publisher offered {r['offered']:,.0f} messages/s" if r["offered"] else "offered: unknown"
-        figures.append({
-            "name": f"ingest rate, {labels[stage]}", "value": r["rate"], "unit": "messages/s",
-            "target": ">= 20,000 messages/s with 5 sites flooding" if stage == "decode" else "(reported)",
-            "reference": f"{r['messages']} messages in {r['seconds']:.1f} s; {offered}; "
-                         f"{r['records']} records, {r['decode_errors']} decode errors; node process CPU "
-                         f"{r['cpu'] / r['seconds'] * 100:.0f} % of a core, {r['cpu_per_message'] * 1e6:.1f} us "
-                         f"per message (= {1 / r['cpu_per_message']:,.0f} messages/s per fully free core)",
-            "ratio": r["rate"] / TARGET_RATE, "met": r["rate"] >= TARGET_RATE if stage == "decode" else None})
-        figures.append({
-            "name": f"reactor latency p99 (LoopingCall lateness), {labels[stage]}",
-            "value": r["p99"] * 1000, "unit": "ms", "target": "p99 <= 10 ms",
-            "reference": f"median {r['p50'] * 1000:.2f} ms, max {r['max'] * 1000:.1f} ms over "
-                         f"{r['ticks']} ticks of {TICK * 1000:g} ms; one feed's batch: CPU p99 "
-                         f"{r['batch_cpu_p99'] * 1000:.2f} ms, wall p99 {r['batch_p99'] * 1000:.2f} ms, longest "
-                         f"{r['longest_batch'] * 1000:.1f} ms (5 feeds share a {_batch_ms():g} ms budget per "
-                         f"turn; wall beyond CPU is the process waiting for a core); {baseline}",
-            "ratio": r["p99"] / TARGET_P99, "met": r["p99"] <= TARGET_P99})
+        offered = (
+            f"publisher offered {r['offered']:,.0f} messages/s"
+            if r["offered"]
+            else "offered: unknown"
+        )
+        figures.append(
+            {
+                "name": f"ingest rate, {labels[stage]}",
+                "value": r["rate"],
+                "unit": "messages/s",
+                "target": ">= 20,000 messages/s with 5 sites flooding"
+                if stage == "decode"
+                else "(reported)",
+                "reference": f"{r['messages']} messages in {r['seconds']:.1f} s; {offered}; "
+                f"{r['records']} records, {r['decode_errors']} decode errors; node process CPU "
+                f"{r['cpu'] / r['seconds'] * 100:.0f} % of a core, {r['cpu_per_message'] * 1e6:.1f} us "
+                f"per message (= {1 / r['cpu_per_message']:,.0f} messages/s per fully free core)",
+                "ratio": r["rate"] / TARGET_RATE,
+                "met": r["rate"] >= TARGET_RATE if stage == "decode" else None,
+            }
+        )
+        figures.append(
+            {
+                "name": f"reactor latency p99 (LoopingCall lateness), {labels[stage]}",
+                "value": r["p99"] * 1000,
+                "unit": "ms",
+                "target": "p99 <= 10 ms",
+                "reference": f"median {r['p50'] * 1000:.2f} ms, max {r['max'] * 1000:.1f} ms over "
+                f"{r['ticks']} ticks of {TICK * 1000:g} ms; one feed's batch: CPU p99 "
+                f"{r['batch_cpu_p99'] * 1000:.2f} ms, wall p99 {r['batch_p99'] * 1000:.2f} ms, longest "
+                f"{r['longest_batch'] * 1000:.1f} ms (5 feeds share a {_batch_ms():g} ms budget per "
+                f"turn; wall beyond CPU is the process waiting for a core); {baseline}",
+                "ratio": r["p99"] / TARGET_P99,
+                "met": r["p99"] <= TARGET_P99,
+            }
+        )
     return figures
 
 
 # ---------------------------------------------------------------- the probe
+
 
 async def _probe(reactor, stage: str, port: int) -> dict:
     import numpy as np
@@ -206,13 +279,17 @@ async def _probe(reactor, stage: str, port: int) -> dict:
     from nodes.canada import node as canada
     from obsmesh import config
 
-    specs = [canada.FeedSpec(code, f"tcp://127.0.0.1:{port + i}", code) for i, code in enumerate(SITES)]
+    specs = [
+        canada.FeedSpec(code, f"tcp://127.0.0.1:{port + i}", code) for i, code in enumerate(SITES)
+    ]
     settings = config.mesh()
     node = canada.CanadaNode("canbench", settings, dict(canada.DEFAULTS), specs)
     records = [0]
     if stage == "decode":
+
         def count(code, record, live=True):
             records[0] += 1
+
         node.pipeline.ingest = count
     if stage == "publish":
         await node.launch()  # ingest + WAMP session (announces to the hub, publishes every beam)
@@ -256,16 +333,28 @@ async def _probe(reactor, stage: str, port: int) -> dict:
     else:
         await node.stop()
     arr = np.sort(np.asarray(late))
-    return {"stage": stage, "messages": m1 - m0, "seconds": seconds, "rate": (m1 - m0) / seconds,
-            "records": (r1 - r0) if stage == "decode" else (c1 - c0),
-            "decode_errors": status["decode_errors"]["total"], "ticks": int(arr.size),
-            "cpu": cpu, "cpu_per_message": cpu / max(1, m1 - m0), "main_cpu_per_message": main_cpu / max(1, m1 - m0),
-            "longest_batch": max(f.longest_batch for f in node.feeds.values()),
-            "batch_p99": float(np.percentile([b[0] for f in node.feeds.values() for b in f.recent_batches] or [0], 99)),
-            "batch_cpu_p99": float(np.percentile([b[1] for f in node.feeds.values() for b in f.recent_batches] or [0],
-                                                 99)),
-            "p50": float(arr[arr.size // 2]), "p99": float(arr[int(0.99 * (arr.size - 1))]),
-            "max": float(arr[-1])}
+    return {
+        "stage": stage,
+        "messages": m1 - m0,
+        "seconds": seconds,
+        "rate": (m1 - m0) / seconds,
+        "records": (r1 - r0) if stage == "decode" else (c1 - c0),
+        "decode_errors": status["decode_errors"]["total"],
+        "ticks": int(arr.size),
+        "cpu": cpu,
+        "cpu_per_message": cpu / max(1, m1 - m0),
+        "main_cpu_per_message": main_cpu / max(1, m1 - m0),
+        "longest_batch": max(f.longest_batch for f in node.feeds.values()),
+        "batch_p99": float(
+            np.percentile([b[0] for f in node.feeds.values() for b in f.recent_batches] or [0], 99)
+        ),
+        "batch_cpu_p99": float(
+            np.percentile([b[1] for f in node.feeds.values() for b in f.recent_batches] or [0], 99)
+        ),
+        "p50": float(arr[arr.size // 2]),
+        "p99": float(arr[int(0.99 * (arr.size - 1))]),
+        "max": float(arr[-1]),
+    }
 
 
 def _cpu() -> float:
@@ -289,7 +378,9 @@ def _probe_main(argv: list[str]) -> None:
             value.printTraceback(file=sys.stderr)
         reactor.stop()
 
-    reactor.callWhenRunning(lambda: defer.ensureDeferred(_probe(reactor, stage, port)).addBoth(done))
+    reactor.callWhenRunning(
+        lambda: defer.ensureDeferred(_probe(reactor, stage, port)).addBoth(done)
+    )
     reactor.run()
     print(json.dumps(result), flush=True)
 

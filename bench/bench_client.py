@@ -36,7 +36,9 @@ def _list_get(mesh, node: str, start: float, end: float) -> np.ndarray:
     """get_data with JSON-friendly lists (no `encoding`), chunks joined into numpy."""
     chunks: list = []
     uri = mesh._core.uris.get_data(node)
-    final = mesh._run(mesh._core.conn.call, uri, ["x"], start, end, timeout=120, on_progress=chunks.append)
+    final = mesh._run(
+        mesh._core.conn.call, uri, ["x"], start, end, timeout=120, on_progress=chunks.append
+    )
     chunks.append(final)
     x = np.concatenate([np.asarray(c["data"]["x"], dtype=float) for c in chunks])
     t = np.concatenate([np.asarray(c["timeline"]["fast"]["t"], dtype=float) for c in chunks])
@@ -53,16 +55,32 @@ def run() -> list[dict]:
     base = float(int(time.time())) - N * DT
     log = router.dir / "probe.log"
     probe = subprocess.Popen(
-        [PYTHON, "tests/probe_process.py", "bench", "--base", repr(base), "--dt", str(DT), "--history", str(N)],
-        env=router.env(), cwd=str(REPO), stdout=open(log, "ab"), stderr=subprocess.STDOUT,  # noqa: SIM115
+        [
+            PYTHON,
+            "tests/probe_process.py",
+            "bench",
+            "--base",
+            repr(base),
+            "--dt",
+            str(DT),
+            "--history",
+            str(N),
+        ],
+        env=router.env(),
+        cwd=str(REPO),
+        stdout=open(log, "ab"),
+        stderr=subprocess.STDOUT,  # noqa: SIM115
         start_new_session=True,
     )
     figures: list[dict] = []
     try:
-        with Mesh(router.backend_url, router.realm, timeout=120) as rs, Mesh(
-            router.ws_url, router.realm, serializer="json", timeout=120
-        ) as ws:
-            wait_for(lambda: any(n["name"] == "bench" for n in rs.nodes()), 60, "the bench node", 0.2)
+        with (
+            Mesh(router.backend_url, router.realm, timeout=120) as rs,
+            Mesh(router.ws_url, router.realm, serializer="json", timeout=120) as ws,
+        ):
+            wait_for(
+                lambda: any(n["name"] == "bench" for n in rs.nodes()), 60, "the bench node", 0.2
+            )
             start, end = base, base + N * DT
             expect = np.arange(float(N))
 
@@ -79,29 +97,59 @@ def run() -> list[dict]:
             t_rs = _best(fetch(rs))
             t_ws = _best(fetch(ws))
             t_list = _best(lambda: _list_get(ws, "bench", start, end), runs=1)
-            figures.append({
-                "name": "get 1M points, binary columns, msgpack/rawsocket",
-                "value": t_rs * 1000, "unit": "ms", "target": "<= 100 ms for 1,000,000 points into numpy",
-                "reference": "JSON over WebSocket, binary columns", "ratio": t_ws / t_rs,
-                "met": t_rs <= TARGET_S,
-            })
-            figures.append({
-                "name": "throughput, msgpack/rawsocket", "value": megabytes / t_rs, "unit": "MB/s",
-                "target": ">= 160 MB/s (16 MB in 100 ms)", "ratio": None, "met": megabytes / t_rs >= 160,
-            })
-            figures.append({
-                "name": "get 1M points, binary columns, JSON/WebSocket", "value": t_ws * 1000, "unit": "ms",
-                "target": "compare", "reference": "msgpack over rawsocket", "ratio": t_rs / t_ws, "met": None,
-            })
-            figures.append({
-                "name": "throughput, JSON/WebSocket", "value": megabytes / t_ws, "unit": "MB/s",
-                "target": "compare", "ratio": None, "met": None,
-            })
-            figures.append({
-                "name": "get 1M points, JSON lists/WebSocket (sisock-style)", "value": t_list * 1000,
-                "unit": "ms", "target": "compare", "reference": "binary columns over msgpack/rawsocket",
-                "ratio": t_list / t_rs, "met": None,
-            })
+            figures.append(
+                {
+                    "name": "get 1M points, binary columns, msgpack/rawsocket",
+                    "value": t_rs * 1000,
+                    "unit": "ms",
+                    "target": "<= 100 ms for 1,000,000 points into numpy",
+                    "reference": "JSON over WebSocket, binary columns",
+                    "ratio": t_ws / t_rs,
+                    "met": t_rs <= TARGET_S,
+                }
+            )
+            figures.append(
+                {
+                    "name": "throughput, msgpack/rawsocket",
+                    "value": megabytes / t_rs,
+                    "unit": "MB/s",
+                    "target": ">= 160 MB/s (16 MB in 100 ms)",
+                    "ratio": None,
+                    "met": megabytes / t_rs >= 160,
+                }
+            )
+            figures.append(
+                {
+                    "name": "get 1M points, binary columns, JSON/WebSocket",
+                    "value": t_ws * 1000,
+                    "unit": "ms",
+                    "target": "compare",
+                    "reference": "msgpack over rawsocket",
+                    "ratio": t_rs / t_ws,
+                    "met": None,
+                }
+            )
+            figures.append(
+                {
+                    "name": "throughput, JSON/WebSocket",
+                    "value": megabytes / t_ws,
+                    "unit": "MB/s",
+                    "target": "compare",
+                    "ratio": None,
+                    "met": None,
+                }
+            )
+            figures.append(
+                {
+                    "name": "get 1M points, JSON lists/WebSocket (sisock-style)",
+                    "value": t_list * 1000,
+                    "unit": "ms",
+                    "target": "compare",
+                    "reference": "binary columns over msgpack/rawsocket",
+                    "ratio": t_list / t_rs,
+                    "met": None,
+                }
+            )
     finally:
         stop_process(probe)
         router.close()

@@ -42,10 +42,24 @@ ROOT = Path(__file__).resolve().parents[1]
 def _start_node(router: Router, root: Path, logs: Path) -> tuple[subprocess.Popen, int]:
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "obsmesh", "node", "co2", "--name", NODE, "--data-root", str(root),
-         "--port", str(port)],
-        cwd=ROOT, env=router.env(), stdout=open(logs / "node.log", "ab"),  # noqa: SIM115
-        stderr=subprocess.STDOUT)
+        [
+            sys.executable,
+            "-m",
+            "obsmesh",
+            "node",
+            "co2",
+            "--name",
+            NODE,
+            "--data-root",
+            str(root),
+            "--port",
+            str(port),
+        ],
+        cwd=ROOT,
+        env=router.env(),
+        stdout=open(logs / "node.log", "ab"),  # noqa: SIM115
+        stderr=subprocess.STDOUT,
+    )
     wait_for(lambda: proc.poll() is not None or port_open(port), 60, "the co2 node listening")
     if proc.poll() is not None:
         raise RuntimeError(f"co2 node exited: {(logs / 'node.log').read_text()[-2000:]}")
@@ -55,9 +69,20 @@ def _start_node(router: Router, root: Path, logs: Path) -> tuple[subprocess.Pope
 def _start_subscriber(router: Router, rows_log: Path, logs: Path) -> subprocess.Popen:
     ready = logs / "subscribed"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "bench.bench_co2", "subscribe", router.ws_url, NODE, str(rows_log),
-         str(ready)], cwd=ROOT, stdout=open(logs / "subscriber.log", "ab"),  # noqa: SIM115
-        stderr=subprocess.STDOUT)
+        [
+            sys.executable,
+            "-m",
+            "bench.bench_co2",
+            "subscribe",
+            router.ws_url,
+            NODE,
+            str(rows_log),
+            str(ready),
+        ],
+        cwd=ROOT,
+        stdout=open(logs / "subscriber.log", "ab"),  # noqa: SIM115
+        stderr=subprocess.STDOUT,
+    )
     wait_for(lambda: proc.poll() is not None or ready.exists(), 60, "the subscriber ready")
     if proc.poll() is not None:
         raise RuntimeError(f"subscriber exited: {(logs / 'subscriber.log').read_text()[-2000:]}")
@@ -104,8 +129,14 @@ def _make_units(root: Path, sd: Path, seed: int) -> list[SimUnit]:
     units = []
     for i in range(UNITS):
         unit_id = unit_id_for(seed, i)
-        unit = SimUnit("http://127.0.0.1:1", unit_id, sd / unit_id, add_unit(root, unit_id),
-                       layout="mixed", seed=seed * 1000 + i)
+        unit = SimUnit(
+            "http://127.0.0.1:1",
+            unit_id,
+            sd / unit_id,
+            add_unit(root, unit_id),
+            layout="mixed",
+            seed=seed * 1000 + i,
+        )
         for k in range(ROWS_PER_UNIT):
             unit.measure(1_700_000_000 + 300 * k)
         units.append(unit)
@@ -148,15 +179,21 @@ def _paced(units: list[SimUnit], port: int, period: float) -> list[tuple]:
             delay = t0 + period * (k + i / len(units)) - time.time()
             if delay > 0:
                 time.sleep(delay)
-            body = data[offset:offset + CHUNK]
+            body = data[offset : offset + CHUNK]
             started = time.time()
-            status, _ = unit.request("PUT", unit._url(
-                f"/ou/{unit.unit_id}/push-sequential/{READINGS_DIR}/readings-0000.tsv",
-                {"offset": offset}), body)
+            status, _ = unit.request(
+                "PUT",
+                unit._url(
+                    f"/ou/{unit.unit_id}/push-sequential/{READINGS_DIR}/readings-0000.tsv",
+                    {"offset": offset},
+                ),
+                body,
+            )
             if status == 200:
                 with lock:
-                    acks.append((unit.unit_id, "readings-0000.tsv", offset, len(body),
-                                 started, time.time()))
+                    acks.append(
+                        (unit.unit_id, "readings-0000.tsv", offset, len(body), started, time.time())
+                    )
 
     threads = [threading.Thread(target=push, args=(i, u)) for i, u in enumerate(units)]
     for t in threads:
@@ -209,7 +246,9 @@ def run() -> list[dict]:
             acks, elapsed = _saturated(fast_units, port)
             paced_acks = _paced(paced_units, port, PACE_PERIOD)
             try:
-                wait_for(lambda: _lines(rows_log) >= expected_rows, 30, "every row live", interval=0.2)
+                wait_for(
+                    lambda: _lines(rows_log) >= expected_rows, 30, "every row live", interval=0.2
+                )
             except TimeoutError:
                 pass  # reported below as rows published / rows sent
         finally:
@@ -226,22 +265,55 @@ def run() -> list[dict]:
     p50, p99 = _pct(paced_delays, 0.50), _pct(paced_delays, 0.99)
     rtt = [(a[5] - a[4]) * 1000 for a in paced_acks]
     return [
-        {"name": f"durable uploads/s through the co2 node, {UNITS} units at once, as fast as acknowledged",
-         "value": rate, "unit": "uploads/s", "target": ">= 100 acknowledged durable uploads/s",
-         "ratio": rate / 100, "met": rate >= 100},
-        {"name": "upload throughput (4 KiB chunks, fsync each)", "value": megabytes / elapsed,
-         "unit": "MB/s", "target": "(none)", "ratio": None, "met": None},
-        {"name": f"upload -> live WAMP publication p50, {load}", "value": p50, "unit": "ms",
-         "target": "(p99 is the target)", "ratio": None, "met": None},
-        {"name": f"upload -> live WAMP publication p99, {load}", "value": p99, "unit": "ms",
-         "target": "p99 <= 200 ms", "ratio": 200 / p99 if p99 else None, "met": p99 <= 200,
-         "reference": f"request round trip p99 {_pct(rtt, 0.99):.0f} ms at this load"},
-        {"name": "upload -> live WAMP publication p99, saturated (queueing in the clients)",
-         "value": _pct(fast_delays, 0.99), "unit": "ms", "target": "(information)",
-         "ratio": None, "met": None},
-        {"name": f"rows received on P.consumer.{NODE}.live / rows sent", "value": delivered / expected_rows,
-         "unit": "", "target": "1.0 (each row once)", "ratio": None,
-         "met": delivered == expected_rows},
+        {
+            "name": f"durable uploads/s through the co2 node, {UNITS} units at once, as fast as acknowledged",
+            "value": rate,
+            "unit": "uploads/s",
+            "target": ">= 100 acknowledged durable uploads/s",
+            "ratio": rate / 100,
+            "met": rate >= 100,
+        },
+        {
+            "name": "upload throughput (4 KiB chunks, fsync each)",
+            "value": megabytes / elapsed,
+            "unit": "MB/s",
+            "target": "(none)",
+            "ratio": None,
+            "met": None,
+        },
+        {
+            "name": f"upload -> live WAMP publication p50, {load}",
+            "value": p50,
+            "unit": "ms",
+            "target": "(p99 is the target)",
+            "ratio": None,
+            "met": None,
+        },
+        {
+            "name": f"upload -> live WAMP publication p99, {load}",
+            "value": p99,
+            "unit": "ms",
+            "target": "p99 <= 200 ms",
+            "ratio": 200 / p99 if p99 else None,
+            "met": p99 <= 200,
+            "reference": f"request round trip p99 {_pct(rtt, 0.99):.0f} ms at this load",
+        },
+        {
+            "name": "upload -> live WAMP publication p99, saturated (queueing in the clients)",
+            "value": _pct(fast_delays, 0.99),
+            "unit": "ms",
+            "target": "(information)",
+            "ratio": None,
+            "met": None,
+        },
+        {
+            "name": f"rows received on P.consumer.{NODE}.live / rows sent",
+            "value": delivered / expected_rows,
+            "unit": "",
+            "target": "1.0 (each row once)",
+            "ratio": None,
+            "met": delivered == expected_rows,
+        },
     ]
 
 

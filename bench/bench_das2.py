@@ -209,15 +209,51 @@ def cache_latency() -> list[dict]:
     tmp = tempfile.mkdtemp(prefix="bench-das2-")
     redis_port, http_port = _free_port(), _free_port()
     redis = subprocess.Popen(
-        [exe, "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-         "--dir", tmp], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    env = dict(os.environ, OBSMESH_ROUTER_URL=f"rs://127.0.0.1:{_free_port()}",  # no router: HTTP only
-               OBSMESH_DAS2_CACHE_NAMESPACE="bench:das2")
+        [
+            exe,
+            "--port",
+            str(redis_port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            tmp,
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    env = dict(
+        os.environ,
+        OBSMESH_ROUTER_URL=f"rs://127.0.0.1:{_free_port()}",  # no router: HTTP only
+        OBSMESH_DAS2_CACHE_NAMESPACE="bench:das2",
+    )
     node = subprocess.Popen(
-        [sys.executable, "-m", "obsmesh", "node", "das2", "--name", "das2-bench", "--http",
-         f"127.0.0.1:{http_port}", "--cache", "redis", "--redis-url", f"redis://127.0.0.1:{redis_port}/0",
-         "--live-poll", "3600"],
-        cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        [
+            sys.executable,
+            "-m",
+            "obsmesh",
+            "node",
+            "das2",
+            "--name",
+            "das2-bench",
+            "--http",
+            f"127.0.0.1:{http_port}",
+            "--cache",
+            "redis",
+            "--redis-url",
+            f"redis://127.0.0.1:{redis_port}/0",
+            "--live-poll",
+            "3600",
+        ],
+        cwd=root,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     misses: list[float] = []
     hits: list[float] = []
     try:
@@ -225,8 +261,10 @@ def cache_latency() -> list[dict]:
         _wait_port(http_port, 60)
         for day in CACHE_DAYS:
             end = day[:-2] + f"{int(day[-2:]) + 1:02d}"
-            url = (f"http://127.0.0.1:{http_port}/?server=dataset&dataset=spectrogram"
-                   f"&start_time={day}&end_time={end}&resolution=60")
+            url = (
+                f"http://127.0.0.1:{http_port}/?server=dataset&dataset=spectrogram"
+                f"&start_time={day}&end_time={end}&resolution=60"
+            )
             built = _redis_keys(redis_port, "bench:das2:blk:*")
             misses.append(_get(url))
             deadline = time.monotonic() + 60
@@ -249,14 +287,33 @@ def cache_latency() -> list[dict]:
     ratio = miss / hit
     what = "spectrogram, 1 day at 60 s (1440 x 48 values), das2 HTTP, Redis blocks"
     return [
-        {"name": f"cache miss latency: {what}", "value": miss * 1e3, "unit": "ms",
-         "target": "informative", "reference": f"median of {len(misses)} days", "ratio": None,
-         "met": None},
-        {"name": "cache hit latency: the same request", "value": hit * 1e3, "unit": "ms",
-         "target": "informative", "reference": f"median of {len(hits)}", "ratio": None, "met": None},
-        {"name": "cache hit vs miss, same request", "value": ratio, "unit": "x",
-         "target": f">= {CACHE_TARGET:.0f}x", "reference": f"miss {miss * 1e3:.0f} ms / hit {hit * 1e3:.1f} ms",
-         "ratio": ratio, "met": ratio >= CACHE_TARGET},
+        {
+            "name": f"cache miss latency: {what}",
+            "value": miss * 1e3,
+            "unit": "ms",
+            "target": "informative",
+            "reference": f"median of {len(misses)} days",
+            "ratio": None,
+            "met": None,
+        },
+        {
+            "name": "cache hit latency: the same request",
+            "value": hit * 1e3,
+            "unit": "ms",
+            "target": "informative",
+            "reference": f"median of {len(hits)}",
+            "ratio": None,
+            "met": None,
+        },
+        {
+            "name": "cache hit vs miss, same request",
+            "value": ratio,
+            "unit": "x",
+            "target": f">= {CACHE_TARGET:.0f}x",
+            "reference": f"miss {miss * 1e3:.0f} ms / hit {hit * 1e3:.1f} ms",
+            "ratio": ratio,
+            "met": ratio >= CACHE_TARGET,
+        },
     ]
 
 

@@ -45,11 +45,19 @@ def _iso(t: float) -> str:
 
 def query_body(targets: list[str], start: float, end: float) -> bytes:
     """What Grafana sends for a day at maxDataPoints 1,000 (its interval: 1 minute)."""
-    return json.dumps({
-        "range": {"from": _iso(start), "to": _iso(end), "raw": {"from": "now-24h", "to": "now"}},
-        "interval": "1m", "intervalMs": 60_000, "maxDataPoints": 1000,
-        "targets": [{"target": t, "refId": chr(65 + i)} for i, t in enumerate(targets)],
-    }).encode()
+    return json.dumps(
+        {
+            "range": {
+                "from": _iso(start),
+                "to": _iso(end),
+                "raw": {"from": "now-24h", "to": "now"},
+            },
+            "interval": "1m",
+            "intervalMs": 60_000,
+            "maxDataPoints": 1000,
+            "targets": [{"target": t, "refId": chr(65 + i)} for i, t in enumerate(targets)],
+        }
+    ).encode()
 
 
 # -- load generators -----------------------------------------------------------------------
@@ -62,25 +70,51 @@ def _wrk(url: str, body: bytes, seconds: float, clients: int, workdir: Path) -> 
         'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
         f"wrk.body = {json.dumps(body.decode())}\n"
     )
-    out = subprocess.run(["wrk", "-t1", f"-c{clients}", f"-d{seconds:g}s", "--latency", "-s", str(script),
-                          url + "/query"], capture_output=True, text=True, timeout=seconds + 60).stdout
-    pct = {m.group(1): float(m.group(2)) * _UNITS[m.group(3)]
-           for m in re.finditer(r"^\s+(50|99)%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)}
+    out = subprocess.run(
+        [
+            "wrk",
+            "-t1",
+            f"-c{clients}",
+            f"-d{seconds:g}s",
+            "--latency",
+            "-s",
+            str(script),
+            url + "/query",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=seconds + 60,
+    ).stdout
+    pct = {
+        m.group(1): float(m.group(2)) * _UNITS[m.group(3)]
+        for m in re.finditer(r"^\s+(50|99)%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
+    }
     rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
     total = re.search(r"(\d+) requests in", out)
     bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     errors = re.search(r"Socket errors: (.*)", out)
     if not rps or "50" not in pct or "99" not in pct:
         raise RuntimeError(f"cannot read wrk's output:\n{out}")
-    return {"rps": float(rps.group(1)), "p50": pct["50"], "p99": pct["99"], "requests": int(total.group(1)),
-            "failed": int(bad.group(1)) if bad else 0, "socket_errors": errors.group(1) if errors else "",
-            "generator": "wrk"}
+    return {
+        "rps": float(rps.group(1)),
+        "p50": pct["50"],
+        "p99": pct["99"],
+        "requests": int(total.group(1)),
+        "failed": int(bad.group(1)) if bad else 0,
+        "socket_errors": errors.group(1) if errors else "",
+        "generator": "wrk",
+    }
 
 
 def _python_load(url: str, body: bytes, seconds: float, clients: int) -> dict:
     """The fallback generator: CLIENTS keep-alive connections in threads, in a separate process."""
-    out = subprocess.run([PY, "-m", "bench.bench_grafana", "http", url, body.decode(), str(seconds), str(clients)],
-                         cwd=REPO, capture_output=True, text=True, timeout=seconds + 60)
+    out = subprocess.run(
+        [PY, "-m", "bench.bench_grafana", "http", url, body.decode(), str(seconds), str(clients)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=seconds + 60,
+    )
     lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
     if not lines:
         raise RuntimeError(f"load generator failed:\n{out.stderr[-3000:]}")
@@ -120,13 +154,30 @@ def _http_loop(url: str, body: str, seconds: float, clients: int) -> None:
         th.join()
     elapsed = time.perf_counter() - start
     lat = np.array(latencies) * 1e3
-    print(json.dumps({"rps": lat.size / elapsed, "p50": float(np.percentile(lat, 50)),
-                      "p99": float(np.percentile(lat, 99)), "requests": int(lat.size), "failed": failed[0],
-                      "generator": "python threads"}))
+    print(
+        json.dumps(
+            {
+                "rps": lat.size / elapsed,
+                "p50": float(np.percentile(lat, 50)),
+                "p99": float(np.percentile(lat, 99)),
+                "requests": int(lat.size),
+                "failed": failed[0],
+                "generator": "python threads",
+            }
+        )
+    )
 
 
-def _wamp_loop(router_url: str, secrets_file: str, node: str, start: float, end: float, stride: float,
-               seconds: float, clients: int) -> None:
+def _wamp_loop(
+    router_url: str,
+    secrets_file: str,
+    node: str,
+    start: float,
+    end: float,
+    stride: float,
+    seconds: float,
+    clients: int,
+) -> None:
     """The same query straight over WAMP: CLIENTS calls in flight from one backend session."""
     import numpy as np
     from twisted.internet import defer, reactor
@@ -134,23 +185,41 @@ def _wamp_loop(router_url: str, secrets_file: str, node: str, start: float, end:
     from tests.harness import backend_credentials, connect
 
     async def main():
-        session = await connect(router_url, authentication=backend_credentials("bench", secrets_file))
+        session = await connect(
+            router_url, authentication=backend_credentials("bench", secrets_file)
+        )
         latencies: list[float] = []
         deadline = time.perf_counter() + seconds
 
         async def client():
             while time.perf_counter() < deadline:
                 t0 = time.perf_counter()
-                await session.call(f"obsmesh.consumer.{node}.get_data", ["x"], start, end, min_stride=stride,
-                                   encoding="array")
+                await session.call(
+                    f"obsmesh.consumer.{node}.get_data",
+                    ["x"],
+                    start,
+                    end,
+                    min_stride=stride,
+                    encoding="array",
+                )
                 latencies.append(time.perf_counter() - t0)
 
         began = time.perf_counter()
-        await defer.DeferredList([defer.ensureDeferred(client()) for _ in range(clients)], fireOnOneErrback=True)
+        await defer.DeferredList(
+            [defer.ensureDeferred(client()) for _ in range(clients)], fireOnOneErrback=True
+        )
         elapsed = time.perf_counter() - began
         lat = np.array(latencies) * 1e3
-        print(json.dumps({"rps": lat.size / elapsed, "p50": float(np.percentile(lat, 50)),
-                          "p99": float(np.percentile(lat, 99)), "requests": int(lat.size)}))
+        print(
+            json.dumps(
+                {
+                    "rps": lat.size / elapsed,
+                    "p50": float(np.percentile(lat, 50)),
+                    "p99": float(np.percentile(lat, 99)),
+                    "requests": int(lat.size),
+                }
+            )
+        )
         session.leave()
 
     def go():
@@ -162,10 +231,29 @@ def _wamp_loop(router_url: str, secrets_file: str, node: str, start: float, end:
     reactor.run()
 
 
-def _wamp(router_url: str, secrets_file: str, node: str, start: float, end: float, stride: float) -> dict:
-    out = subprocess.run([PY, "-m", "bench.bench_grafana", "wamp", router_url, secrets_file, node, repr(start),
-                          repr(end), repr(stride), str(SECONDS), str(CLIENTS)], cwd=REPO, capture_output=True,
-                         text=True, timeout=SECONDS + 60)
+def _wamp(
+    router_url: str, secrets_file: str, node: str, start: float, end: float, stride: float
+) -> dict:
+    out = subprocess.run(
+        [
+            PY,
+            "-m",
+            "bench.bench_grafana",
+            "wamp",
+            router_url,
+            secrets_file,
+            node,
+            repr(start),
+            repr(end),
+            repr(stride),
+            str(SECONDS),
+            str(CLIENTS),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=SECONDS + 60,
+    )
     lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
     if not lines:
         raise RuntimeError(f"WAMP load failed:\n{out.stderr[-3000:]}")
@@ -219,23 +307,46 @@ def run() -> list[dict]:
         end = float(int(time.time()) // 60 * 60)
         base = end - DAY
         for name in ("bench-a", "bench-b"):
-            procs.append(subprocess.Popen(
-                [PY, str(REPO / "tests" / "probe_process.py"), name, "--base", repr(base), "--dt", "1",
-                 "--history", str(DAY)],
-                env=env, cwd=REPO, stdout=open(logs / f"{name}.log", "ab"),  # noqa: SIM115
-                stderr=subprocess.STDOUT, start_new_session=True))
+            procs.append(
+                subprocess.Popen(
+                    [
+                        PY,
+                        str(REPO / "tests" / "probe_process.py"),
+                        name,
+                        "--base",
+                        repr(base),
+                        "--dt",
+                        "1",
+                        "--history",
+                        str(DAY),
+                    ],
+                    env=env,
+                    cwd=REPO,
+                    stdout=open(logs / f"{name}.log", "ab"),  # noqa: SIM115
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            )
         port = free_port()
-        bridge = subprocess.Popen([PY, "-m", "consumers.grafana", "--port", str(port)], env=env, cwd=REPO,
-                                  stdout=open(logs / "bridge.log", "ab"), stderr=subprocess.STDOUT,  # noqa: SIM115
-                                  start_new_session=True)
+        bridge = subprocess.Popen(
+            [PY, "-m", "consumers.grafana", "--port", str(port)],
+            env=env,
+            cwd=REPO,
+            stdout=open(logs / "bridge.log", "ab"),
+            stderr=subprocess.STDOUT,  # noqa: SIM115
+            start_new_session=True,
+        )
         procs.append(bridge)
         url = f"http://127.0.0.1:{port}"
         wait_for(lambda: port_open(port), 60, "the bridge")
 
         def ready() -> bool:
             try:
-                r = requests.post(url + "/query", data=query_body(["bench-a::x", "bench-b::y"], base, end + 1),
-                                  timeout=10)
+                r = requests.post(
+                    url + "/query",
+                    data=query_body(["bench-a::x", "bench-b::y"], base, end + 1),
+                    timeout=10,
+                )
                 return r.status_code == 200 and all(len(s["datapoints"]) > 900 for s in r.json())
             except (requests.RequestException, ValueError, TypeError):
                 return False
@@ -249,11 +360,17 @@ def run() -> list[dict]:
         use_wrk = shutil.which("wrk") is not None
 
         def load(body):
-            return (lambda: _wrk(url, body, SECONDS, CLIENTS, workdir)) if use_wrk else (
-                lambda: _python_load(url, body, SECONDS, CLIENTS))
+            return (
+                (lambda: _wrk(url, body, SECONDS, CLIENTS, workdir))
+                if use_wrk
+                else (lambda: _python_load(url, body, SECONDS, CLIENTS))
+            )
 
-        pids = {"bridge": [bridge.pid], "nodes": [procs[0].pid, procs[1].pid],
-                "router": _descendants(router.proc.pid)}
+        pids = {
+            "bridge": [bridge.pid],
+            "nodes": [procs[0].pid, procs[1].pid],
+            "router": _descendants(router.proc.pid),
+        }
         for _ in range(50):  # warm up
             requests.post(url + "/query", data=one, timeout=10)
         stride = min_stride(base, end + 1, 1000, "mean", 60.0)
@@ -263,8 +380,12 @@ def run() -> list[dict]:
         http_runs, wamp_runs = [], []
         for _ in range(ROUNDS):
             http_runs.append((*_measured(load(one), pids), os.getloadavg()[0]))
-            wamp_runs.append(_measured(lambda: _wamp(router.backend_url, secrets, "bench-a", base, end + 1, stride),
-                                       {"nodes": pids["nodes"], "router": pids["router"]}))
+            wamp_runs.append(
+                _measured(
+                    lambda: _wamp(router.backend_url, secrets, "bench-a", base, end + 1, stride),
+                    {"nodes": pids["nodes"], "router": pids["router"]},
+                )
+            )
         r1, cpu1, load_avg = max(http_runs, key=lambda r: r[0]["rps"])
         rw, cpuw = max(wamp_runs, key=lambda r: r[0]["rps"])
         r4, cpu4 = _measured(load(four), pids)
@@ -282,49 +403,126 @@ def run() -> list[dict]:
     gen = r1["generator"]
     where = f"{CLIENTS} clients ({gen}), loopback, best of {ROUNDS} runs of {SECONDS:g} s"
     figures = [
-        {"name": f"/query 1 target, day of 1 Hz, maxDataPoints 1,000 ({points} points): requests/s, {where}",
-         "value": r1["rps"], "unit": "req/s", "target": ">= 300 req/s",
-         "reference": f"sisock's bridge {SISOCK_RPS} req/s", "ratio": r1["rps"] / SISOCK_RPS,
-         "met": r1["rps"] >= 300 and failed == 0},
-        {"name": "/query 1 target: p50 latency", "value": r1["p50"], "unit": "ms", "target": "(reported)",
-         "met": None},
-        {"name": "/query 1 target: p99 latency", "value": r1["p99"], "unit": "ms", "target": "<= 50 ms",
-         "reference": f"sisock's bridge p99 {SISOCK_P99_MS} ms", "ratio": r1["p99"] / SISOCK_P99_MS,
-         "met": r1["p99"] <= 50},
-        {"name": "/query 4 targets on 2 nodes (1 Hz, a day each): requests/s", "value": r4["rps"],
-         "unit": "req/s", "target": "(reported)", "met": None},
-        {"name": "/query 4 targets: p50 latency", "value": r4["p50"], "unit": "ms", "target": "(reported)",
-         "met": None},
-        {"name": "/query 4 targets: p99 latency", "value": r4["p99"], "unit": "ms", "target": "(reported)",
-         "met": None},
-        {"name": f"same query straight over WAMP (get_data, {CLIENTS} in flight, best of {ROUNDS}): calls/s",
-         "value": rw["rps"],
-         "unit": "calls/s", "target": "(reference for the bridge's ratio)", "met": None},
-        {"name": "bridge /query 1 target vs straight WAMP: throughput ratio", "value": r1["rps"] / rw["rps"],
-         "unit": "x", "target": "(reported)", "reference": "get_data over WAMP, same stride",
-         "ratio": r1["rps"] / rw["rps"], "met": None},
-        {"name": "WAMP get_data: p99 latency", "value": rw["p99"], "unit": "ms", "target": "(reported)",
-         "met": None},
+        {
+            "name": f"/query 1 target, day of 1 Hz, maxDataPoints 1,000 ({points} points): requests/s, {where}",
+            "value": r1["rps"],
+            "unit": "req/s",
+            "target": ">= 300 req/s",
+            "reference": f"sisock's bridge {SISOCK_RPS} req/s",
+            "ratio": r1["rps"] / SISOCK_RPS,
+            "met": r1["rps"] >= 300 and failed == 0,
+        },
+        {
+            "name": "/query 1 target: p50 latency",
+            "value": r1["p50"],
+            "unit": "ms",
+            "target": "(reported)",
+            "met": None,
+        },
+        {
+            "name": "/query 1 target: p99 latency",
+            "value": r1["p99"],
+            "unit": "ms",
+            "target": "<= 50 ms",
+            "reference": f"sisock's bridge p99 {SISOCK_P99_MS} ms",
+            "ratio": r1["p99"] / SISOCK_P99_MS,
+            "met": r1["p99"] <= 50,
+        },
+        {
+            "name": "/query 4 targets on 2 nodes (1 Hz, a day each): requests/s",
+            "value": r4["rps"],
+            "unit": "req/s",
+            "target": "(reported)",
+            "met": None,
+        },
+        {
+            "name": "/query 4 targets: p50 latency",
+            "value": r4["p50"],
+            "unit": "ms",
+            "target": "(reported)",
+            "met": None,
+        },
+        {
+            "name": "/query 4 targets: p99 latency",
+            "value": r4["p99"],
+            "unit": "ms",
+            "target": "(reported)",
+            "met": None,
+        },
+        {
+            "name": f"same query straight over WAMP (get_data, {CLIENTS} in flight, best of {ROUNDS}): calls/s",
+            "value": rw["rps"],
+            "unit": "calls/s",
+            "target": "(reference for the bridge's ratio)",
+            "met": None,
+        },
+        {
+            "name": "bridge /query 1 target vs straight WAMP: throughput ratio",
+            "value": r1["rps"] / rw["rps"],
+            "unit": "x",
+            "target": "(reported)",
+            "reference": "get_data over WAMP, same stride",
+            "ratio": r1["rps"] / rw["rps"],
+            "met": None,
+        },
+        {
+            "name": "WAMP get_data: p99 latency",
+            "value": rw["p99"],
+            "unit": "ms",
+            "target": "(reported)",
+            "met": None,
+        },
     ]
     figures += [
-        {"name": "responses other than 200 during the HTTP runs", "value": float(failed),
-         "unit": "responses", "target": "0", "met": failed == 0},
-        {"name": "machine load average (1 min) during the 1-target run, 2 cores shared", "value": load_avg,
-         "unit": "", "target": "(context: other work on the machine slows every figure)", "met": None},
+        {
+            "name": "responses other than 200 during the HTTP runs",
+            "value": float(failed),
+            "unit": "responses",
+            "target": "0",
+            "met": failed == 0,
+        },
+        {
+            "name": "machine load average (1 min) during the 1-target run, 2 cores shared",
+            "value": load_avg,
+            "unit": "",
+            "target": "(context: other work on the machine slows every figure)",
+            "met": None,
+        },
     ]
     # What the measured CPU costs allow on two otherwise idle cores: each process runs on
     # one core at a time, all of them share two (the load generator's share left out).
     total = sum(cpu1.values())
     capacity = min(1000.0 / max(cpu1.values()), 2000.0 / total) if total > 0 else 0.0
-    figures.append({"name": "/query 1 target: capacity from CPU per request on 2 idle cores (estimate, not measured)",
-                    "value": capacity, "unit": "req/s", "target": "(context for the measured figure)", "met": None})
+    figures.append(
+        {
+            "name": "/query 1 target: capacity from CPU per request on 2 idle cores (estimate, not measured)",
+            "value": capacity,
+            "unit": "req/s",
+            "target": "(context for the measured figure)",
+            "met": None,
+        }
+    )
     for label, cpu in (("1 target", cpu1), ("4 targets", cpu4)):
         for proc, ms in cpu.items():
-            figures.append({"name": f"CPU per /query ({label}): {proc} process(es)", "value": ms, "unit": "ms",
-                            "target": "(reported)", "met": None})
+            figures.append(
+                {
+                    "name": f"CPU per /query ({label}): {proc} process(es)",
+                    "value": ms,
+                    "unit": "ms",
+                    "target": "(reported)",
+                    "met": None,
+                }
+            )
     for proc, ms in cpuw.items():
-        figures.append({"name": f"CPU per WAMP get_data: {proc} process(es)", "value": ms, "unit": "ms",
-                        "target": "(reported)", "met": None})
+        figures.append(
+            {
+                "name": f"CPU per WAMP get_data: {proc} process(es)",
+                "value": ms,
+                "unit": "ms",
+                "target": "(reported)",
+                "met": None,
+            }
+        )
     return figures
 
 
@@ -333,8 +531,16 @@ if __name__ == "__main__":
     if mode == "http":
         _http_loop(sys.argv[2], sys.argv[3], float(sys.argv[4]), int(sys.argv[5]))
     elif mode == "wamp":
-        _wamp_loop(sys.argv[2], sys.argv[3], sys.argv[4], float(sys.argv[5]), float(sys.argv[6]),
-                   float(sys.argv[7]), float(sys.argv[8]), int(sys.argv[9]))
+        _wamp_loop(
+            sys.argv[2],
+            sys.argv[3],
+            sys.argv[4],
+            float(sys.argv[5]),
+            float(sys.argv[6]),
+            float(sys.argv[7]),
+            float(sys.argv[8]),
+            int(sys.argv[9]),
+        )
     else:
         for f in run():
             print(f)

@@ -26,8 +26,13 @@ PY = sys.executable
 
 
 def _probe(*args: str, timeout: float = 180) -> dict:
-    out = subprocess.run([PY, "-m", "bench.mesh_probe", *args], cwd=REPO, capture_output=True, text=True,
-                         timeout=timeout)
+    out = subprocess.run(
+        [PY, "-m", "bench.mesh_probe", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
     if not lines:
         raise RuntimeError(f"probe {args[0]} failed:\n{out.stderr[-3000:]}")
@@ -35,8 +40,12 @@ def _probe(*args: str, timeout: float = 180) -> dict:
 
 
 def _spawn(*args: str, log: Path) -> subprocess.Popen:
-    return subprocess.Popen([PY, "-m", "bench.feeder", *args], cwd=REPO, stdout=open(log, "ab"),  # noqa: SIM115
-                            stderr=subprocess.STDOUT)
+    return subprocess.Popen(
+        [PY, "-m", "bench.feeder", *args],
+        cwd=REPO,
+        stdout=open(log, "ab"),  # noqa: SIM115
+        stderr=subprocess.STDOUT,
+    )
 
 
 def _stop(p: subprocess.Popen) -> None:
@@ -55,7 +64,11 @@ def reduction_figures() -> list[dict]:
         store.declare(f, "number")
     t = 1e9 + np.arange(n, dtype=np.float64)
     for a in range(0, n, 10_000):
-        store.append_now("tl", t[a : a + 10_000], {f: np.sin(t[a : a + 10_000] / (i + 7)) for i, f in enumerate(fields)})
+        store.append_now(
+            "tl",
+            t[a : a + 10_000],
+            {f: np.sin(t[a : a + 10_000] / (i + 7)) for i, f in enumerate(fields)},
+        )
     raw = n * 8 * (1 + len(fields))
     ratio = store.nbytes() / raw
     samples = []
@@ -67,10 +80,20 @@ def reduction_figures() -> list[dict]:
     assert rt.size == 1000
     ms = float(np.median(samples) * 1e3)
     return [
-        {"name": "get_data 1,000,000 -> 1,000 points, inside the node", "value": ms, "unit": "ms",
-         "target": "<= 20 ms", "met": ms <= 20},
-        {"name": "in-memory store bytes / raw sample bytes (1M x 10 fields)", "value": ratio, "unit": "x",
-         "target": "<= 1.3x", "met": ratio <= 1.3},
+        {
+            "name": "get_data 1,000,000 -> 1,000 points, inside the node",
+            "value": ms,
+            "unit": "ms",
+            "target": "<= 20 ms",
+            "met": ms <= 20,
+        },
+        {
+            "name": "in-memory store bytes / raw sample bytes (1M x 10 fields)",
+            "value": ratio,
+            "unit": "x",
+            "target": "<= 1.3x",
+            "met": ratio <= 1.3,
+        },
     ]
 
 
@@ -88,13 +111,25 @@ def run() -> list[dict]:
         rpc = _probe("rpc", url, "3")
         ratio = rpc["get_data_node"] / rpc["echo"]
         figures += [
-            {"name": "hub get_data_node calls/s (32 in flight)", "value": rpc["get_data_node"], "unit": "calls/s",
-             "target": ">= 0.8x bare echo", "reference": f"bare echo {rpc['echo']:.0f} calls/s",
-             "ratio": ratio, "met": ratio >= 0.8},
+            {
+                "name": "hub get_data_node calls/s (32 in flight)",
+                "value": rpc["get_data_node"],
+                "unit": "calls/s",
+                "target": ">= 0.8x bare echo",
+                "reference": f"bare echo {rpc['echo']:.0f} calls/s",
+                "ratio": ratio,
+                "met": ratio >= 0.8,
+            },
         ]
         q = _probe("query", url, "1000000")
-        figures.append({"name": "get_data 1,000,000 -> 1,000 points, round trip (binary)",
-                        "value": q["round_trip_ms"], "unit": "ms", "target": "(reported)"})
+        figures.append(
+            {
+                "name": "get_data 1,000,000 -> 1,000 points, round trip (binary)",
+                "value": q["round_trip_ms"],
+                "unit": "ms",
+                "target": "(reported)",
+            }
+        )
         for rate, seconds, name in ((1_500_000, 4.0, "throughput"), (10_000, 10.0, "latency")):
             expected = int(rate * seconds)
             feeder = _spawn("live", url, str(rate), str(seconds), log=logs / f"live-{name}.log")
@@ -104,16 +139,32 @@ def run() -> list[dict]:
                 _stop(feeder)
             zero_loss = r["missing"] == 0 and r["duplicated"] == 0 and r["received"] == expected
             if name == "throughput":
-                figures.append({"name": "live samples/s delivered node -> router -> subscriber (10 fields)",
-                                "value": r["rate"], "unit": "samples/s", "target": ">= 1,000,000/s, zero loss",
-                                "reference": f"received {r['received']}/{expected}, missing {r['missing']}",
-                                "met": r["rate"] >= 1_000_000 and zero_loss})
+                figures.append(
+                    {
+                        "name": "live samples/s delivered node -> router -> subscriber (10 fields)",
+                        "value": r["rate"],
+                        "unit": "samples/s",
+                        "target": ">= 1,000,000/s, zero loss",
+                        "reference": f"received {r['received']}/{expected}, missing {r['missing']}",
+                        "met": r["rate"] >= 1_000_000 and zero_loss,
+                    }
+                )
             else:
                 figures += [
-                    {"name": "live latency p50 at 10,000 samples/s", "value": r["p50_ms"], "unit": "ms",
-                     "target": "(reported)", "reference": f"missing {r['missing']}"},
-                    {"name": "live latency p99 at 10,000 samples/s", "value": r["p99_ms"], "unit": "ms",
-                     "target": "<= 50 ms, zero loss", "met": r["p99_ms"] <= 50 and zero_loss},
+                    {
+                        "name": "live latency p50 at 10,000 samples/s",
+                        "value": r["p50_ms"],
+                        "unit": "ms",
+                        "target": "(reported)",
+                        "reference": f"missing {r['missing']}",
+                    },
+                    {
+                        "name": "live latency p99 at 10,000 samples/s",
+                        "value": r["p99_ms"],
+                        "unit": "ms",
+                        "target": "<= 50 ms, zero loss",
+                        "met": r["p99_ms"] <= 50 and zero_loss,
+                    },
                 ]
     finally:
         for p in procs:

@@ -65,7 +65,9 @@ async def _measure(url: str) -> dict:
     out["memory_append"] = await _append(memory, batches, live=False)
     out["memory_query"] = await _query(memory)
     for how in ("bulk", "live"):
-        store = RedisStore(url, f"obsmesh:bench:{uuid.uuid4().hex}", 1e9, 10**8, max_pending=2 * ROWS)
+        store = RedisStore(
+            url, f"obsmesh:bench:{uuid.uuid4().hex}", 1e9, 10**8, max_pending=2 * ROWS
+        )
         for f in FIELDS:
             store.declare(f, "number")
         out[f"redis_{how}_append"] = await _append(store, batches, live=how == "live")
@@ -98,7 +100,9 @@ def run() -> list[dict]:
     try:
         proc = subprocess.run(
             [sys.executable, "-m", "bench.bench_store_redis", server.url],
-            capture_output=True, text=True, timeout=300,
+            capture_output=True,
+            text=True,
+            timeout=300,
         )
     finally:
         server.close()
@@ -107,22 +111,39 @@ def run() -> list[dict]:
     r = json.loads(proc.stdout.strip().splitlines()[-1])
     mem_rate = ROWS / r["memory_append"]
     figures = []
-    for how, what in (("bulk", "batches back to back"), ("live", "a reactor turn after each batch")):
+    for how, what in (
+        ("bulk", "batches back to back"),
+        ("live", "a reactor turn after each batch"),
+    ):
         rate = ROWS / r[f"redis_{how}_append"]
         figures += [
-            {"name": f"redis append 1M x 10 fields, 1k-row batches ({what}), until in Redis",
-             "value": rate, "unit": "samples/s", "target": ">= 200,000 samples/s",
-             "reference": f"memory store append {mem_rate:,.0f} samples/s",
-             "ratio": rate / mem_rate, "met": rate >= 200_000},
-            {"name": f"redis query 1M x 10 fields ({how} writes, {r[f'redis_{how}_segments']} segments)",
-             "value": r[f"redis_{how}_query"], "unit": "s", "target": "<= 2 s",
-             "reference": f"memory store query {r['memory_query']:.3f} s",
-             "ratio": r[f"redis_{how}_query"] / r["memory_query"], "met": r[f"redis_{how}_query"] <= 2.0},
-            {"name": f"redis query 1M x 10 fields by a restarted node ({how} writes)",
-             "value": r[f"redis_{how}_query_restart"], "unit": "s", "target": "<= 2 s",
-             "reference": f"memory store query {r['memory_query']:.3f} s",
-             "ratio": r[f"redis_{how}_query_restart"] / r["memory_query"],
-             "met": r[f"redis_{how}_query_restart"] <= 2.0},
+            {
+                "name": f"redis append 1M x 10 fields, 1k-row batches ({what}), until in Redis",
+                "value": rate,
+                "unit": "samples/s",
+                "target": ">= 200,000 samples/s",
+                "reference": f"memory store append {mem_rate:,.0f} samples/s",
+                "ratio": rate / mem_rate,
+                "met": rate >= 200_000,
+            },
+            {
+                "name": f"redis query 1M x 10 fields ({how} writes, {r[f'redis_{how}_segments']} segments)",
+                "value": r[f"redis_{how}_query"],
+                "unit": "s",
+                "target": "<= 2 s",
+                "reference": f"memory store query {r['memory_query']:.3f} s",
+                "ratio": r[f"redis_{how}_query"] / r["memory_query"],
+                "met": r[f"redis_{how}_query"] <= 2.0,
+            },
+            {
+                "name": f"redis query 1M x 10 fields by a restarted node ({how} writes)",
+                "value": r[f"redis_{how}_query_restart"],
+                "unit": "s",
+                "target": "<= 2 s",
+                "reference": f"memory store query {r['memory_query']:.3f} s",
+                "ratio": r[f"redis_{how}_query_restart"] / r["memory_query"],
+                "met": r[f"redis_{how}_query_restart"] <= 2.0,
+            },
         ]
     return figures
 

@@ -55,13 +55,40 @@ def run() -> list[dict]:
         config.write_text(json.dumps({f"r{i:02d}": f"127.0.0.1:{p}" for i, p in enumerate(ports)}))
         env = router.env()
         node = subprocess.Popen(
-            [PY, "-m", "obsmesh", "node", "superdarn", "--name", NODE, "--radars", str(config),
-             "--echo-db", str(logs / "echoes.sqlite")],
-            env=env, cwd=REPO, stdout=open(logs / "node.log", "ab"), stderr=subprocess.STDOUT,  # noqa: SIM115
-            start_new_session=True)
+            [
+                PY,
+                "-m",
+                "obsmesh",
+                "node",
+                "superdarn",
+                "--name",
+                NODE,
+                "--radars",
+                str(config),
+                "--echo-db",
+                str(logs / "echoes.sqlite"),
+            ],
+            env=env,
+            cwd=REPO,
+            stdout=open(logs / "node.log", "ab"),
+            stderr=subprocess.STDOUT,  # noqa: SIM115
+            start_new_session=True,
+        )
         out = subprocess.run(
-            [PY, "-m", "bench.bench_superdarn", router.backend_url, json.dumps(ports), str(node.pid)],
-            env={**env, "OBSMESH_AUTHID": "benchprobe"}, cwd=REPO, capture_output=True, text=True, timeout=150)
+            [
+                PY,
+                "-m",
+                "bench.bench_superdarn",
+                router.backend_url,
+                json.dumps(ports),
+                str(node.pid),
+            ],
+            env={**env, "OBSMESH_AUTHID": "benchprobe"},
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=150,
+        )
         lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
         if not lines:
             raise RuntimeError(f"probe failed:\n{out.stderr[-3000:]}")
@@ -78,30 +105,52 @@ def run() -> list[dict]:
         lost_node = r["sent"] - r["node_records"]
         lost_topic = r["sent"] - r["received"]
         figures += [
-            {"name": f"node ingest, {label}", "value": rate, "unit": "records/s",
-             "target": "keep up with the offered load, zero loss",
-             "reference": f"offered {r['sent'] / r['window']:.0f} records/s (nominal "
-             f"{RADARS * r['speed'] * 16.2 / 60:.0f}; {r['sent']} records in {r['window']:.1f} s); "
-             f"last beam on the topic {r['lag']:.2f} s after the last send",
-             "ratio": None, "met": lost_node == 0 and r["lag"] < 2.0},
-            {"name": f"node CPU use, {label}", "value": cpu, "unit": "% of one core",
-             "target": "report (the node process: decode, products, store, publish)",
-             "reference": f"{r['cpu_seconds']:.2f} CPU s over {r['elapsed']:.1f} s; "
-             f"about {r['node_records'] / max(r['cpu_seconds'], 1e-9):,.0f} records per CPU second",
-             "ratio": None, "met": None},
-            {"name": f"records lost (sent - counted by the node), {label}", "value": float(lost_node),
-             "unit": "records", "target": "0",
-             "reference": f"sent {r['sent']}, node counted {r['node_records']} (bad {r['node_bad']})",
-             "ratio": None, "met": lost_node == 0},
-            {"name": f"beams lost on the topics (sent - received), {label}", "value": float(lost_topic),
-             "unit": "records", "target": "0, every radar in order",
-             "reference": f"received {r['received']}, out of order {r['out_of_order']}, radars short "
-             f"{r['radars_short']}", "ratio": None, "met": lost_topic == 0 and r["out_of_order"] == 0},
+            {
+                "name": f"node ingest, {label}",
+                "value": rate,
+                "unit": "records/s",
+                "target": "keep up with the offered load, zero loss",
+                "reference": f"offered {r['sent'] / r['window']:.0f} records/s (nominal "
+                f"{RADARS * r['speed'] * 16.2 / 60:.0f}; {r['sent']} records in {r['window']:.1f} s); "
+                f"last beam on the topic {r['lag']:.2f} s after the last send",
+                "ratio": None,
+                "met": lost_node == 0 and r["lag"] < 2.0,
+            },
+            {
+                "name": f"node CPU use, {label}",
+                "value": cpu,
+                "unit": "% of one core",
+                "target": "report (the node process: decode, products, store, publish)",
+                "reference": f"{r['cpu_seconds']:.2f} CPU s over {r['elapsed']:.1f} s; "
+                f"about {r['node_records'] / max(r['cpu_seconds'], 1e-9):,.0f} records per CPU second",
+                "ratio": None,
+                "met": None,
+            },
+            {
+                "name": f"records lost (sent - counted by the node), {label}",
+                "value": float(lost_node),
+                "unit": "records",
+                "target": "0",
+                "reference": f"sent {r['sent']}, node counted {r['node_records']} (bad {r['node_bad']})",
+                "ratio": None,
+                "met": lost_node == 0,
+            },
+            {
+                "name": f"beams lost on the topics (sent - received), {label}",
+                "value": float(lost_topic),
+                "unit": "records",
+                "target": "0, every radar in order",
+                "reference": f"received {r['received']}, out of order {r['out_of_order']}, radars short "
+                f"{r['radars_short']}",
+                "ratio": None,
+                "met": lost_topic == 0 and r["out_of_order"] == 0,
+            },
         ]
     return figures
 
 
 # ---------------------------------------------------------------- the probe
+
 
 async def _probe(reactor, url: str, ports: list[int], node_pid: int) -> dict:
     from autobahn.wamp.types import SubscribeOptions
@@ -112,7 +161,9 @@ async def _probe(reactor, url: str, ports: list[int], node_pid: int) -> dict:
 
     comp = component(url, "obsmesh")
     joined: defer.Deferred = defer.Deferred()
-    comp.on("join", lambda session, details: joined.callback(session) if not joined.called else None)
+    comp.on(
+        "join", lambda session, details: joined.callback(session) if not joined.called else None
+    )
     comp.start(reactor)
     session = await joined
     received: dict[str, int] = {}
@@ -129,8 +180,11 @@ async def _probe(reactor, url: str, ports: list[int], node_pid: int) -> dict:
             out_of_order += 1
         last[key] = payload["time"]
 
-    await session.subscribe(on_event, f"obsmesh.consumer.{NODE}.radar.",
-                            options=SubscribeOptions(match="prefix", details_arg="details"))
+    await session.subscribe(
+        on_event,
+        f"obsmesh.consumer.{NODE}.radar.",
+        options=SubscribeOptions(match="prefix", details_arg="details"),
+    )
     now = time.time()
     servers = {}
     for i, port in enumerate(ports):
@@ -154,13 +208,17 @@ async def _probe(reactor, url: str, ports: list[int], node_pid: int) -> dict:
         nodes = await session.call("obsmesh.consumer.get_data_node")
         return NODE in [n["name"] for n in nodes]
 
-    if not await wait(listed, 60) or not await wait(lambda: all(s.clients for s in servers.values()), 60):
+    if not await wait(listed, 60) or not await wait(
+        lambda: all(s.clients for s in servers.values()), 60
+    ):
         raise RuntimeError("the node did not come up and connect to every radar")
     phases = []
     for speed, window in PHASES:
         before = {k: s.deliveries for k, s in servers.items()}
         got_before = dict(received)
-        counted = (await session.call(f"obsmesh.consumer.{NODE}.get_status"))["counters"].get("records", 0)
+        counted = (await session.call(f"obsmesh.consumer.{NODE}.get_status"))["counters"].get(
+            "records", 0
+        )
         cpu0, t0 = _cpu_seconds(node_pid), time.monotonic()
         for server in servers.values():
             server.speed = speed
@@ -175,14 +233,23 @@ async def _probe(reactor, url: str, ports: list[int], node_pid: int) -> dict:
         t_end = time.monotonic()
         cpu1 = _cpu_seconds(node_pid)
         status = await session.call(f"obsmesh.consumer.{NODE}.get_status")
-        phases.append({
-            "speed": speed, "sent": sent, "received": sum(received.values()) - sum(got_before.values()),
-            "out_of_order": out_of_order,
-            "radars_short": sorted(k for k, s in servers.items() if received.get(k, 0) != s.deliveries),
-            "node_records": status["counters"].get("records", 0) - counted,
-            "node_bad": status["counters"].get("bad_records", 0),
-            "window": t_stop - t0, "elapsed": t_end - t0, "lag": t_end - t_stop, "cpu_seconds": cpu1 - cpu0,
-        })
+        phases.append(
+            {
+                "speed": speed,
+                "sent": sent,
+                "received": sum(received.values()) - sum(got_before.values()),
+                "out_of_order": out_of_order,
+                "radars_short": sorted(
+                    k for k, s in servers.items() if received.get(k, 0) != s.deliveries
+                ),
+                "node_records": status["counters"].get("records", 0) - counted,
+                "node_bad": status["counters"].get("bad_records", 0),
+                "window": t_stop - t0,
+                "elapsed": t_end - t0,
+                "lag": t_end - t_stop,
+                "cpu_seconds": cpu1 - cpu0,
+            }
+        )
     session.leave()
     return {"phases": phases}
 
@@ -200,7 +267,9 @@ def _probe_main(argv: list[str]) -> None:
             value.printTraceback(file=sys.stderr)
         reactor.stop()
 
-    reactor.callWhenRunning(lambda: defer.ensureDeferred(_probe(reactor, url, ports, node_pid)).addBoth(done))
+    reactor.callWhenRunning(
+        lambda: defer.ensureDeferred(_probe(reactor, url, ports, node_pid)).addBoth(done)
+    )
     reactor.run()
     if result:
         print(json.dumps(result))

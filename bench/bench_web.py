@@ -36,8 +36,13 @@ def _measure(page, seconds: float) -> dict:
     after = page.evaluate("Object.values(window.obsmesh.plots).map(p => p.liveBatches)")
     s1 = page.evaluate("window.obsmesh.frames.stats()")
     batches = [b - a for a, b in zip(before, after, strict=True)]
-    return {"intervals": sorted(intervals), "batches": batches, "draws": s1["draws"] - s0["draws"],
-            "draw_ms": s1["drawMs"] - s0["drawMs"], "load": max(load, os.getloadavg()[0])}
+    return {
+        "intervals": sorted(intervals),
+        "batches": batches,
+        "draws": s1["draws"] - s0["draws"],
+        "draw_ms": s1["drawMs"] - s0["drawMs"],
+        "load": max(load, os.getloadavg()[0]),
+    }
 
 
 def _pct(values: list[float], p: float) -> float:
@@ -50,8 +55,11 @@ def run() -> list[dict]:
     web_ready()
     router = Router()
     router.start()
-    feed = spawn_feed(["plots", "benchfeed", "--fields", str(PLOTS), "--rate", str(RATE_HZ)], router.env(),
-                      router.dir / "feed.log")
+    feed = spawn_feed(
+        ["plots", "benchfeed", "--fields", str(PLOTS), "--rate", str(RATE_HZ)],
+        router.env(),
+        router.dir / "feed.log",
+    )
     fields = ",".join(f"f{i:02d}" for i in range(PLOTS))
     try:
         with sync_playwright() as pw:
@@ -59,7 +67,9 @@ def run() -> list[dict]:
             # tall enough that all 20 plots are on screen (offscreen plots are not drawn)
             page = browser.new_page(viewport={"width": 1600, "height": 2000})
             page.goto(router.http_url)
-            page.wait_for_function("window.obsmesh && window.obsmesh.nodes.includes('benchfeed')", timeout=60_000)
+            page.wait_for_function(
+                "window.obsmesh && window.obsmesh.nodes.includes('benchfeed')", timeout=60_000
+            )
             time.sleep(WARMUP_S / 2)
             idle = _measure(page, 5.0)
             page.goto(f"{router.http_url}#/node/benchfeed?fields={fields}&range=300")
@@ -70,7 +80,9 @@ def run() -> list[dict]:
             time.sleep(WARMUP_S)
             busy = _measure(page, MEASURE_S)
             points = page.evaluate("Object.values(window.obsmesh.plots).map(p => p.points)")
-            on_screen = page.evaluate("[...window.obsmesh.live.values()].filter(p => p.visible).length")
+            on_screen = page.evaluate(
+                "[...window.obsmesh.live.values()].filter(p => p.visible).length"
+            )
             browser.close()
     finally:
         stop_process(feed)
@@ -81,26 +93,79 @@ def run() -> list[dict]:
     rate = sum(busy["batches"]) / len(busy["batches"]) / MEASURE_S if busy["batches"] else 0.0
     cores = os.cpu_count() or 1
     return [
-        {"name": "frame interval p95, 20 live plots", "value": p95, "unit": "ms",
-         "target": f"<= {TARGET_MS:g} ms",
-         "reference": f"idle page p95 {idle_p95:.1f} ms; machine load average {busy['load']:.1f} on {cores} cores",
-         "ratio": p95 / idle_p95 if idle_p95 else None, "met": p95 <= TARGET_MS},
-        {"name": "main-thread time drawing plots", "value": busy["draw_ms"] / MEASURE_S / 10, "unit": "% of a core",
-         "target": "informative (what the 20 plots cost the page)", "ratio": None, "met": None},
-        {"name": "frame interval p50, 20 live plots", "value": _pct(busy["intervals"], 50), "unit": "ms",
-         "target": "~16.7 ms (60 frames/s)", "ratio": None, "met": None},
-        {"name": "longest frame interval, 20 live plots", "value": busy["intervals"][-1] if busy["intervals"] else
-         float("nan"), "unit": "ms", "target": "informative", "ratio": None, "met": None},
-        {"name": "frames per second, 20 live plots", "value": len(busy["intervals"]) / MEASURE_S, "unit": "1/s",
-         "target": ">= 30", "ratio": None, "met": len(busy["intervals"]) / MEASURE_S >= 30},
-        {"name": "live batches received per plot", "value": rate, "unit": "1/s",
-         "target": "10 (the load asked for)", "ratio": rate / 10.0, "met": rate >= 9.0},
-        {"name": "plot redraws", "value": busy["draws"] / MEASURE_S, "unit": "1/s",
-         "target": "informative (at most one per plot per frame)", "ratio": None, "met": None},
-        {"name": "plots on screen and drawn", "value": float(on_screen), "unit": "plots",
-         "target": f"{PLOTS}", "ratio": None, "met": on_screen == PLOTS},
-        {"name": "points held per plot (5 min range)", "value": sum(points) / len(points) if points else 0.0,
-         "unit": "points", "target": "about 1,500 (0.2 s bins)", "ratio": None, "met": None},
+        {
+            "name": "frame interval p95, 20 live plots",
+            "value": p95,
+            "unit": "ms",
+            "target": f"<= {TARGET_MS:g} ms",
+            "reference": f"idle page p95 {idle_p95:.1f} ms; machine load average {busy['load']:.1f} on {cores} cores",
+            "ratio": p95 / idle_p95 if idle_p95 else None,
+            "met": p95 <= TARGET_MS,
+        },
+        {
+            "name": "main-thread time drawing plots",
+            "value": busy["draw_ms"] / MEASURE_S / 10,
+            "unit": "% of a core",
+            "target": "informative (what the 20 plots cost the page)",
+            "ratio": None,
+            "met": None,
+        },
+        {
+            "name": "frame interval p50, 20 live plots",
+            "value": _pct(busy["intervals"], 50),
+            "unit": "ms",
+            "target": "~16.7 ms (60 frames/s)",
+            "ratio": None,
+            "met": None,
+        },
+        {
+            "name": "longest frame interval, 20 live plots",
+            "value": busy["intervals"][-1] if busy["intervals"] else float("nan"),
+            "unit": "ms",
+            "target": "informative",
+            "ratio": None,
+            "met": None,
+        },
+        {
+            "name": "frames per second, 20 live plots",
+            "value": len(busy["intervals"]) / MEASURE_S,
+            "unit": "1/s",
+            "target": ">= 30",
+            "ratio": None,
+            "met": len(busy["intervals"]) / MEASURE_S >= 30,
+        },
+        {
+            "name": "live batches received per plot",
+            "value": rate,
+            "unit": "1/s",
+            "target": "10 (the load asked for)",
+            "ratio": rate / 10.0,
+            "met": rate >= 9.0,
+        },
+        {
+            "name": "plot redraws",
+            "value": busy["draws"] / MEASURE_S,
+            "unit": "1/s",
+            "target": "informative (at most one per plot per frame)",
+            "ratio": None,
+            "met": None,
+        },
+        {
+            "name": "plots on screen and drawn",
+            "value": float(on_screen),
+            "unit": "plots",
+            "target": f"{PLOTS}",
+            "ratio": None,
+            "met": on_screen == PLOTS,
+        },
+        {
+            "name": "points held per plot (5 min range)",
+            "value": sum(points) / len(points) if points else 0.0,
+            "unit": "points",
+            "target": "about 1,500 (0.2 s bins)",
+            "ratio": None,
+            "met": None,
+        },
     ]
 
 

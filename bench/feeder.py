@@ -1,8 +1,8 @@
 """Processes the mesh benchmark drives: a feeder node and a bare echo callee.
 
-    python -m bench.feeder live ROUTER RATE SECONDS   # 10 float fields, f0 = sample index
-    python -m bench.feeder history ROUTER N           # N samples of history, then idle
-    python -m bench.feeder echo ROUTER                # registers obsmesh.consumer.echo.echo
+python -m bench.feeder live ROUTER RATE SECONDS   # 10 float fields, f0 = sample index
+python -m bench.feeder history ROUTER N           # N samples of history, then idle
+python -m bench.feeder echo ROUTER                # registers obsmesh.consumer.echo.echo
 """
 
 from __future__ import annotations
@@ -31,8 +31,13 @@ class Feeder(DataNode):
 
 
 def settings(url: str) -> dict:
-    return config.mesh(environ={}, router_url=url, max_samples=50_000_000, max_age=1e9,
-                       secrets_file=os.environ.get("OBSMESH_SECRETS_FILE", ""))
+    return config.mesh(
+        environ={},
+        router_url=url,
+        max_samples=50_000_000,
+        max_age=1e9,
+        secrets_file=os.environ.get("OBSMESH_SECRETS_FILE", ""),
+    )
 
 
 def live(url: str, rate: float, seconds: float) -> None:
@@ -80,7 +85,10 @@ def history(url: str, n: int) -> None:
 
 def echo(url: str) -> None:
     comp = component(url, "obsmesh", credentials(settings(url), "echo"))
-    comp.on("join", lambda session, details: session.register(lambda *a: a, "obsmesh.consumer.echo.echo"))
+    comp.on(
+        "join",
+        lambda session, details: session.register(lambda *a: a, "obsmesh.consumer.echo.echo"),
+    )
     comp.start(reactor)
     reactor.run()
 

@@ -1,8 +1,8 @@
 """The measuring side of the mesh benchmark (a process of its own, printing JSON).
 
-    python -m bench.mesh_probe rpc URL SECONDS
-    python -m bench.mesh_probe live URL EXPECTED_SAMPLES TIMEOUT
-    python -m bench.mesh_probe query URL N
+python -m bench.mesh_probe rpc URL SECONDS
+python -m bench.mesh_probe live URL EXPECTED_SAMPLES TIMEOUT
+python -m bench.mesh_probe query URL N
 """
 
 from __future__ import annotations
@@ -22,8 +22,10 @@ from tests.harness import connect
 async def rpc(url: str, seconds: float) -> dict:
     s = await connect(url)
     out = {}
-    for name, uri, args in (("get_data_node", "obsmesh.consumer.get_data_node", ()),
-                            ("echo", "obsmesh.consumer.echo.echo", ({"name": "x", "description": "y"},))):
+    for name, uri, args in (
+        ("get_data_node", "obsmesh.consumer.get_data_node", ()),
+        ("echo", "obsmesh.consumer.echo.echo", ({"name": "x", "description": "y"},)),
+    ):
         for _ in range(200):  # warm up
             await s.call(uri, *args)
         done = 0
@@ -52,7 +54,12 @@ async def live(url: str, expected: int, timeout: float) -> dict:
         idx = wire.decode(ev["data"]["f0"])
         t = wire.decode(ev["t"])
         start = state["next"]
-        if idx.size and idx[0] == start and start + idx.size <= expected and (np.diff(idx) == 1).all():
+        if (
+            idx.size
+            and idx[0] == start
+            and start + idx.size <= expected
+            and (np.diff(idx) == 1).all()
+        ):
             seen[start : start + idx.size] += 1  # the usual case: the next run of samples, in order
         else:
             ok = idx[(idx >= 0) & (idx < expected)].astype(np.int64)
@@ -87,11 +94,16 @@ async def live(url: str, expected: int, timeout: float) -> dict:
         counters = status["counters"]
     except Exception as exc:  # noqa: BLE001
         counters = str(exc)
-    return {"missing_runs": runs, "feeder_counters": counters,
-        "received": int(state["n"]), "expected": expected,
-        "missing": int((seen == 0).sum()), "duplicated": int((seen > 1).sum()),
+    return {
+        "missing_runs": runs,
+        "feeder_counters": counters,
+        "received": int(state["n"]),
+        "expected": expected,
+        "missing": int((seen == 0).sum()),
+        "duplicated": int((seen > 1).sum()),
         "rate": state["n"] / span if span > 0 else 0.0,
-        "p50_ms": float(np.percentile(lat_all, 50) * 1e3), "p99_ms": float(np.percentile(lat_all, 99) * 1e3),
+        "p50_ms": float(np.percentile(lat_all, 50) * 1e3),
+        "p99_ms": float(np.percentile(lat_all, 99) * 1e3),
     }
 
 
@@ -102,7 +114,14 @@ async def query(url: str, n: int) -> dict:
     times = []
     for _ in range(12):
         t0 = time.perf_counter()
-        r = await s.call("obsmesh.consumer.history.get_data", ["f0"], start, end, min_stride=stride, encoding="array")
+        r = await s.call(
+            "obsmesh.consumer.history.get_data",
+            ["f0"],
+            start,
+            end,
+            min_stride=stride,
+            encoding="array",
+        )
         times.append(time.perf_counter() - t0)
         assert wire.decode(r["data"]["f0"]).size == 1000
     return {"round_trip_ms": float(np.median(times[2:]) * 1e3)}
@@ -110,8 +129,11 @@ async def query(url: str, n: int) -> dict:
 
 def main() -> None:
     mode, url, *rest = sys.argv[1:]
-    fn = {"rpc": lambda: rpc(url, float(rest[0])), "live": lambda: live(url, int(rest[0]), float(rest[1])),
-          "query": lambda: query(url, int(rest[0]))}[mode]
+    fn = {
+        "rpc": lambda: rpc(url, float(rest[0])),
+        "live": lambda: live(url, int(rest[0]), float(rest[1])),
+        "query": lambda: query(url, int(rest[0])),
+    }[mode]
 
     async def go():
         try:

@@ -48,14 +48,16 @@ def main(argv: list[str] | None = None) -> int:
         results["benchmarks"][name] = {"figures": figures, "seconds": time.perf_counter() - started}
         for f in figures:
             met = f.get("met")
-            rows.append((
-                f"{name}: {f['name']}",
-                _fmt(f["value"]),
-                f.get("unit", ""),
-                f.get("target", ""),
-                _fmt(f["ratio"]) + "x" if f.get("ratio") is not None else "",
-                "" if met is None else ("met" if met else "MISSED"),
-            ))
+            rows.append(
+                (
+                    f"{name}: {f['name']}",
+                    _fmt(f["value"]),
+                    f.get("unit", ""),
+                    f.get("target", ""),
+                    _fmt(f["ratio"]) + "x" if f.get("ratio") is not None else "",
+                    "" if met is None else ("met" if met else "MISSED"),
+                )
+            )
     header = ("figure", "value", "unit", "target", "ratio", "")
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     for r in [header, *rows]:

@@ -43,17 +43,38 @@ def main() -> int:
     subscribers = int(os.environ.get("SOAK_SUBSCRIBERS", "200"))
     state = Path(tempfile.mkdtemp(prefix="obsmesh-soak-"))
     public, backend = free_port(), free_port()
-    env = dict(os.environ, OBSMESH_STATE_DIR=str(state), OBSMESH_PUBLIC_URL=f"ws://127.0.0.1:{public}/ws",
-               OBSMESH_ROUTER_URL=f"rs://127.0.0.1:{backend}", OBSMESH_CO2_PORT=str(free_port()))
-    up = subprocess.Popen([sys.executable, "-m", "obsmesh", "up"], cwd=REPO, env=env,
-                          stdout=open(state / "up.log", "wb"), stderr=subprocess.STDOUT,  # noqa: SIM115
-                          start_new_session=True)
+    env = dict(
+        os.environ,
+        OBSMESH_STATE_DIR=str(state),
+        OBSMESH_PUBLIC_URL=f"ws://127.0.0.1:{public}/ws",
+        OBSMESH_ROUTER_URL=f"rs://127.0.0.1:{backend}",
+        OBSMESH_CO2_PORT=str(free_port()),
+    )
+    up = subprocess.Popen(
+        [sys.executable, "-m", "obsmesh", "up"],
+        cwd=REPO,
+        env=env,
+        stdout=open(state / "up.log", "wb"),
+        stderr=subprocess.STDOUT,  # noqa: SIM115
+        start_new_session=True,
+    )
     try:
         wait_for(lambda: port_open(public) and port_open(backend), 120, "the mesh")
         time.sleep(30)  # let every node load its history and settle before the baseline
-        subs = subprocess.Popen([sys.executable, "-m", "bench.soak_subscribers", env["OBSMESH_PUBLIC_URL"],
-                                 str(subscribers), str(seconds)], cwd=REPO, env=env, stdout=subprocess.PIPE,
-                                text=True)
+        subs = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "bench.soak_subscribers",
+                env["OBSMESH_PUBLIC_URL"],
+                str(subscribers),
+                str(seconds),
+            ],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         time.sleep(min(30, seconds / 10))
         first = {p: s for p in process_tree(up.pid) + [subs.pid] if (s := sample(p))}
         t0 = time.time()
@@ -69,16 +90,31 @@ def main() -> int:
         if pid not in last:
             continue
         _, rss1, cpu1 = last[pid]
-        rows.append({"process": name, "pid": pid, "rss_start_mb": rss0 / 2**20, "rss_end_mb": rss1 / 2**20,
-                     "growth_mb": (rss1 - rss0) / 2**20, "cpu_pct": 100 * (cpu1 - cpu0) / elapsed})
-    print(f"soak: {seconds:.0f} s, {subscribers} subscribers on {len(result['nodes'])} nodes' live topics")
+        rows.append(
+            {
+                "process": name,
+                "pid": pid,
+                "rss_start_mb": rss0 / 2**20,
+                "rss_end_mb": rss1 / 2**20,
+                "growth_mb": (rss1 - rss0) / 2**20,
+                "cpu_pct": 100 * (cpu1 - cpu0) / elapsed,
+            }
+        )
+    print(
+        f"soak: {seconds:.0f} s, {subscribers} subscribers on {len(result['nodes'])} nodes' live topics"
+    )
     print(f"{'process':<40} {'RSS start':>10} {'RSS end':>10} {'growth':>9} {'CPU':>7}")
     for r in rows:
-        print(f"{r['process'][:40]:<40} {r['rss_start_mb']:>8.1f}MB {r['rss_end_mb']:>8.1f}MB "
-              f"{r['growth_mb']:>7.1f}MB {r['cpu_pct']:>6.1f}%")
-    print(f"live events delivered: {result['events_total']}, missed by some subscriber: {result['missed']}")
-    (REPO / "bench" / "soak-results.json").write_text(json.dumps({"processes": rows, "subscribers": result,
-                                                                  "seconds": seconds}, indent=2))
+        print(
+            f"{r['process'][:40]:<40} {r['rss_start_mb']:>8.1f}MB {r['rss_end_mb']:>8.1f}MB "
+            f"{r['growth_mb']:>7.1f}MB {r['cpu_pct']:>6.1f}%"
+        )
+    print(
+        f"live events delivered: {result['events_total']}, missed by some subscriber: {result['missed']}"
+    )
+    (REPO / "bench" / "soak-results.json").write_text(
+        json.dumps({"processes": rows, "subscribers": result, "seconds": seconds}, indent=2)
+    )
     return 0
 
 

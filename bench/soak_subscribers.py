@@ -44,8 +44,14 @@ async def main(url: str, n: int, seconds: float) -> dict:
     for s in sessions:
         s.leave()
     per_topic = Counter(k[0] for k in union)
-    return {"nodes": nodes, "subscribers": n, "events_per_topic": dict(per_topic), "missed": missed,
-            "events_total": sum(len(w) for w in window), "time": time.time()}
+    return {
+        "nodes": nodes,
+        "subscribers": n,
+        "events_per_topic": dict(per_topic),
+        "missed": missed,
+        "events_total": sum(len(w) for w in window),
+        "time": time.time(),
+    }
 
 
 if __name__ == "__main__":

@@ -20,7 +20,9 @@ from consumers.client import Batch, ClientError, Gap, Mesh, MeshTimeout
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("node", nargs="?", help="node to look at (default: the first one listed)")
     p.add_argument("--url", help="router URL (default from the configuration)")
     p.add_argument("--minutes", type=float, default=10.0, help="history to fetch (default 10)")
@@ -58,9 +60,11 @@ def explore(mesh: Mesh, args: argparse.Namespace) -> int:
         if values.size == 0:
             print(f"  {f}: no samples in the last {args.minutes:g} min")
             continue
-        print(f"  {f} [{fields[f].get('units', '')}]: {values.size} samples, "
-              f"min {np.nanmin(values):.4g}, mean {np.nanmean(values):.4g}, max {np.nanmax(values):.4g}, "
-              f"last at {t[-1]:.3f}")
+        print(
+            f"  {f} [{fields[f].get('units', '')}]: {values.size} samples, "
+            f"min {np.nanmin(values):.4g}, mean {np.nanmean(values):.4g}, max {np.nanmax(values):.4g}, "
+            f"last at {t[-1]:.3f}"
+        )
 
     # The same as a DataFrame, binned to one point per minute (pandas is optional).
     try:
@@ -80,7 +84,9 @@ def explore(mesh: Mesh, args: argparse.Namespace) -> int:
                 print("  nothing live within 10 s")
                 break
             if isinstance(item, Gap):
-                print(f"  gap of {item.duration:.1f} s ({item.reason}); recovered {item.recovered} samples")
+                print(
+                    f"  gap of {item.duration:.1f} s ({item.reason}); recovered {item.recovered} samples"
+                )
             elif isinstance(item, Batch):
                 shown = ", ".join(f"{f}={c[-1]:.4g}" for f, c in item.data.items())
                 print(f"  {item.timeline}: {len(item)} samples, last {shown}")

@@ -78,5 +78,10 @@ class Auth(ApplicationSession):
     def authorize(self, session, uri, action, options=None):
         decision = node_permission(self.prefix, session.get("authid", ""), uri, action)
         if not decision["allow"]:
-            self.log.warn("refused {authid} {action} {uri}", authid=session.get("authid"), action=action, uri=uri)
+            self.log.warn(
+                "refused {authid} {action} {uri}",
+                authid=session.get("authid"),
+                action=action,
+                uri=uri,
+            )
         return decision

@@ -35,8 +35,12 @@ class HubService:
         yield s.register(self.subtract, u.subtract, options=opts)
         yield s.register(self.get_data_node, u.get_data_node)
         yield s.subscribe(self.on_session_leave, "wamp.session.on_leave")
-        yield s.publish(u.hub_online, {"session": details.session}, options=PublishOptions(acknowledge=True))
-        self.log.info("hub joined realm {realm} with prefix {prefix}", realm=details.realm, prefix=u.prefix)
+        yield s.publish(
+            u.hub_online, {"session": details.session}, options=PublishOptions(acknowledge=True)
+        )
+        self.log.info(
+            "hub joined realm {realm} with prefix {prefix}", realm=details.realm, prefix=u.prefix
+        )
 
     def _session_of(self, claimed: object, details) -> int:
         """The caller's real session id when the router discloses it, else the claim."""
@@ -44,7 +48,9 @@ class HubService:
         if caller is not None:
             return int(caller)
         if isinstance(claimed, bool) or not isinstance(claimed, int):
-            raise ApplicationError(self.uris.error("invalid_argument"), "session_id must be an integer")
+            raise ApplicationError(
+                self.uris.error("invalid_argument"), "session_id must be an integer"
+            )
         return claimed
 
     @inlineCallbacks
@@ -65,16 +71,26 @@ class HubService:
                 f"node name {name!r} must match [a-z0-9][a-z0-9_-]* (at most 63 characters)",
             )
         if not isinstance(description, str):
-            raise ApplicationError(self.uris.error("invalid_argument"), "description must be a string")
+            raise ApplicationError(
+                self.uris.error("invalid_argument"), "description must be a string"
+            )
         session = self._session_of(session_id, details)
         authid = getattr(details, "caller_authid", None)
-        if self.enforce_authid and getattr(details, "caller_authrole", None) == "node" and authid != name:
-            raise ApplicationError("wamp.error.not_authorized", f"authenticated as {authid!r}, not {name!r}")
+        if (
+            self.enforce_authid
+            and getattr(details, "caller_authrole", None) == "node"
+            and authid != name
+        ):
+            raise ApplicationError(
+                "wamp.error.not_authorized", f"authenticated as {authid!r}, not {name!r}"
+            )
         holder = self.directory.holder(name)
         if holder is not None and holder != session:
             alive = yield self._alive(holder)
             if alive:
-                self.log.warn("refused node {name}: held by live session {holder}", name=name, holder=holder)
+                self.log.warn(
+                    "refused node {name}: held by live session {holder}", name=name, holder=holder
+                )
                 return False
             for entry in self.directory.drop_session(holder):
                 yield self._announce_gone(entry)
@@ -100,7 +116,9 @@ class HubService:
             yield self._announce_gone(entry)
 
     def _announce_gone(self, entry):
-        self.log.info("node subtracted: {name} (session {session})", name=entry.name, session=entry.session)
+        self.log.info(
+            "node subtracted: {name} (session {session})", name=entry.name, session=entry.session
+        )
         return self.session.publish(self.uris.subtracted, entry.public())
 
 
@@ -109,5 +127,7 @@ class Hub(ApplicationSession):
 
     def onJoin(self, details):
         extra = (self.config.extra if self.config is not None else None) or {}
-        self.service = HubService(self, extra.get("prefix", DEFAULT_PREFIX), bool(extra.get("auth")))
+        self.service = HubService(
+            self, extra.get("prefix", DEFAULT_PREFIX), bool(extra.get("auth"))
+        )
         return self.service.attach(details)

@@ -59,7 +59,9 @@ class DataNode:
         reactor: Any = None,
     ) -> None:
         if not valid_node_name(name):
-            raise ValueError(f"node name {name!r} must match [a-z0-9][a-z0-9_-]* (at most 63 characters)")
+            raise ValueError(
+                f"node name {name!r} must match [a-z0-9][a-z0-9_-]* (at most 63 characters)"
+            )
         if reactor is None:
             from twisted.internet import reactor
         self.reactor = reactor
@@ -67,7 +69,11 @@ class DataNode:
         self.settings = dict(settings) if settings is not None else mesh_config.mesh()
         self.uris = Uris(self.settings["prefix"])
         self.clock = clock
-        self.store = store if store is not None else make_store(self.settings, f"{self.settings['prefix']}:{name}")
+        self.store = (
+            store
+            if store is not None
+            else make_store(self.settings, f"{self.settings['prefix']}:{name}")
+        )
         self.fields: dict[str, dict[str, str]] = {}  # field -> {description, timeline, type, units}
         self.session = None
         self.started = clock()
@@ -105,7 +111,14 @@ class DataNode:
         return {"kind": self.kind}
 
     # -- what a node kind calls -------------------------------------------
-    def declare(self, field: str, timeline: str, type: str = "number", units: str = "", description: str = "") -> None:
+    def declare(
+        self,
+        field: str,
+        timeline: str,
+        type: str = "number",
+        units: str = "",
+        description: str = "",
+    ) -> None:
         if not isinstance(field, str) or not field or len(field) > 200:
             raise ValueError(f"bad field name {field!r}")
         if type not in FIELD_TYPES:
@@ -113,11 +126,19 @@ class DataNode:
         known = self.fields.get(field)
         if known is not None and known["timeline"] != timeline:
             raise ValueError(f"field {field!r} already belongs to timeline {known['timeline']!r}")
-        self.fields[field] = {"description": description, "timeline": timeline, "type": type, "units": units}
+        self.fields[field] = {
+            "description": description,
+            "timeline": timeline,
+            "type": type,
+            "units": units,
+        }
         self.store.declare(field, type)
 
     def append(
-        self, timeline: str, t: Sequence[float] | np.ndarray, data: Mapping[str, Sequence | np.ndarray],
+        self,
+        timeline: str,
+        t: Sequence[float] | np.ndarray,
+        data: Mapping[str, Sequence | np.ndarray],
         live: bool = True,
     ) -> None:
         """Store samples and queue them for the next live batch (`live=False`
@@ -149,7 +170,9 @@ class DataNode:
             d = defer.ensureDeferred(self.store.append(timeline, times, cols))
             d.addErrback(self._store_failed, timeline)
         self.counters["samples"] += int(times.size)
-        self.last_sample[timeline] = max(self.last_sample.get(timeline, -math.inf), float(times[-1]))
+        self.last_sample[timeline] = max(
+            self.last_sample.get(timeline, -math.inf), float(times[-1])
+        )
         if live:
             self._pending.setdefault(timeline, []).append((times, cols))
             self._pending_values += int(times.size) * (1 + len(cols))
@@ -176,7 +199,9 @@ class DataNode:
         if self.session is None:
             self.counters["events_missed_offline"] += 1
             return
-        self.session.publish(self.uris.node(self.name, suffix), payload, options=RETAIN if retain else None)
+        self.session.publish(
+            self.uris.node(self.name, suffix), payload, options=RETAIN if retain else None
+        )
 
     def register_rpc(self, suffix: str, fn: Callable) -> None:
         """An extra procedure `P.consumer.<name>.<suffix>`, registered on every join."""
@@ -205,7 +230,12 @@ class DataNode:
 
     def event(self, when: float, title: str, text: str = "", tags: Sequence[str] = ()) -> None:
         """An annotation-worthy event (get_events; published on `.event`)."""
-        ev = {"time": float(when), "title": str(title), "text": str(text), "tags": [str(t) for t in tags]}
+        ev = {
+            "time": float(when),
+            "title": str(title),
+            "text": str(text),
+            "tags": [str(t) for t in tags],
+        }
         self.events.append(ev)
         self.publish("event", ev, retain=False)
 
@@ -291,11 +321,15 @@ class DataNode:
                 raise
             except StoreError as exc:  # e.g. Redis unreachable: the caller may retry
                 self.counters["rpc_store_errors"] += 1
-                raise ApplicationError(self.uris.error("unavailable"), f"history store: {exc}") from None
+                raise ApplicationError(
+                    self.uris.error("unavailable"), f"history store: {exc}"
+                ) from None
             except Exception as exc:
                 self.counters["rpc_errors"] += 1
                 self.log.failure("RPC {fn} failed", fn=getattr(fn, "__name__", fn))
-                raise ApplicationError(self.uris.error("unavailable"), f"internal error: {exc}") from None
+                raise ApplicationError(
+                    self.uris.error("unavailable"), f"internal error: {exc}"
+                ) from None
 
         def deferred(*args, **kwargs):
             return defer.ensureDeferred(call(*args, **kwargs))
@@ -326,7 +360,11 @@ class DataNode:
 
     def _check_fields(self, field: Any) -> list[str]:
         names = [field] if isinstance(field, str) else field
-        if not isinstance(names, list | tuple) or not names or not all(isinstance(f, str) for f in names):
+        if (
+            not isinstance(names, list | tuple)
+            or not names
+            or not all(isinstance(f, str) for f in names)
+        ):
             raise InvalidArgument("field must be a field name or a non-empty list of field names")
         unknown = [f for f in names if f not in self.fields]
         if unknown:
@@ -341,10 +379,14 @@ class DataNode:
         if reduce not in REDUCERS:
             raise InvalidArgument(f"reduce must be one of {sorted(REDUCERS)}, got {reduce!r}")
         if encoding not in wire.ENCODINGS:
-            raise InvalidArgument(f"encoding must be one of {list(wire.ENCODINGS)}, got {encoding!r}")
+            raise InvalidArgument(
+                f"encoding must be one of {list(wire.ENCODINGS)}, got {encoding!r}"
+            )
         return names, t0, t1, stride
 
-    async def get_data(self, field, start, end, min_stride=None, reduce="mean", encoding="list", details=None):
+    async def get_data(
+        self, field, start, end, min_stride=None, reduce="mean", encoding="list", details=None
+    ):
         names, t0, t1, stride = self._query_args(field, start, end, min_stride, reduce, encoding)
         progress = getattr(details, "progress", None)
         budget = int(self.settings["point_budget"])
@@ -381,7 +423,9 @@ class DataNode:
         for timeline, fs, t, cols in answers:
             rows = max(1, budget // (1 + len(fs)))
             for a in range(0, max(t.size, 1), rows):
-                yield [(timeline, fs, t[a : a + rows], {f: c[a : a + rows] for f, c in cols.items()})]
+                yield [
+                    (timeline, fs, t[a : a + rows], {f: c[a : a + rows] for f, c in cols.items()})
+                ]
 
     def _reply(self, answers, encoding: str, stride: float | None) -> dict:
         data: dict[str, Any] = {}
@@ -390,7 +434,10 @@ class DataNode:
             for f in fs:
                 data[f] = wire.encode(self._typed(f, cols[f]), encoding)
             last = self.last_sample.get(tl)
-            timeline[tl] = {"t": wire.encode(t, encoding), "finalized_until": last if last is not None else None}
+            timeline[tl] = {
+                "t": wire.encode(t, encoding),
+                "finalized_until": last if last is not None else None,
+            }
         return {"data": data, "timeline": timeline}
 
     def get_status(self) -> dict:
@@ -425,7 +472,12 @@ class DataNode:
         }
 
     async def on_join(self, session, details) -> None:
-        self.log.info("{name} joined {realm} as session {sid}", name=self.name, realm=details.realm, sid=details.session)
+        self.log.info(
+            "{name} joined {realm} as session {sid}",
+            name=self.name,
+            realm=details.realm,
+            sid=details.session,
+        )
         self._joined = session
         await self._take_name(session)
 
@@ -438,7 +490,11 @@ class DataNode:
         try:
             for suffix, fn in self._procedures().items():
                 opts = RegisterOptions(details_arg="details") if suffix == "get_data" else None
-                done.append(await session.register(self._guarded(fn), self.uris.node(self.name, suffix), options=opts))
+                done.append(
+                    await session.register(
+                        self._guarded(fn), self.uris.node(self.name, suffix), options=opts
+                    )
+                )
         except ApplicationError as exc:
             if exc.error != "wamp.error.procedure_already_exists":
                 raise
@@ -453,7 +509,9 @@ class DataNode:
 
     def _name_conflict(self, session, why: str) -> None:
         self.last_error = f"name {self.name!r} is taken: {why}; retrying"
-        self.log.error("node name {name} is taken ({why}); retrying in 5 s", name=self.name, why=why)
+        self.log.error(
+            "node name {name} is taken ({why}); retrying in 5 s", name=self.name, why=why
+        )
         self.count("name_conflicts")
         self.reactor.callLater(5.0, lambda: defer.ensureDeferred(self._take_name(session)))
 
@@ -491,7 +549,11 @@ class DataNode:
         if self.session is session:
             self.session = None
             self._announced = False
-        self.log.info("{name} left the router ({reason})", name=self.name, reason=getattr(details, "reason", details))
+        self.log.info(
+            "{name} left the router ({reason})",
+            name=self.name,
+            reason=getattr(details, "reason", details),
+        )
 
     # -- running -----------------------------------------------------------
     def run_component(self):
@@ -525,7 +587,9 @@ class DataNode:
             self.flush_live()
             try:
                 await _with_timeout(
-                    self.reactor, session.call(self.uris.subtract, self.name, session._session_id), 2.0
+                    self.reactor,
+                    session.call(self.uris.subtract, self.name, session._session_id),
+                    2.0,
                 )
             except Exception as exc:
                 self.log.warn("subtract failed: {exc}", exc=exc)
@@ -567,7 +631,9 @@ def run_node(node: DataNode) -> None:
 
     globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stderr)])
     keep_freed_memory()  # queries allocate and free column-sized arrays: keep them warm
-    reactor.addSystemEventTrigger("before", "shutdown", lambda: defer.ensureDeferred(node.shutdown()))
+    reactor.addSystemEventTrigger(
+        "before", "shutdown", lambda: defer.ensureDeferred(node.shutdown())
+    )
 
     def begin():
         d = defer.ensureDeferred(node.launch())

@@ -53,7 +53,10 @@ def ensure_secrets(settings: dict) -> str:
     if not os.path.exists(path):
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         secrets.save(path, secrets.new(DEFAULT_PRINCIPALS))
-        print(f"obsmesh: wrote a new secrets file {path} (keep it private; it is git-ignored)", file=sys.stderr)
+        print(
+            f"obsmesh: wrote a new secrets file {path} (keep it private; it is git-ignored)",
+            file=sys.stderr,
+        )
     return path
 
 
@@ -66,10 +69,15 @@ def router_config(settings: dict, host: str = "127.0.0.1", no_hub: bool = False)
     from obsmesh import router
 
     return router.render_config(
-        realm=settings["realm"], prefix=settings["prefix"], host=host,
-        public_port=_port(settings["public_url"]), backend_port=_port(settings["router_url"]),
-        host_hub=not no_hub, secrets_file=ensure_secrets(settings),
-        consumer_auth=settings["consumer_auth"], tls_key=settings["tls_key"] or None,
+        realm=settings["realm"],
+        prefix=settings["prefix"],
+        host=host,
+        public_port=_port(settings["public_url"]),
+        backend_port=_port(settings["router_url"]),
+        host_hub=not no_hub,
+        secrets_file=ensure_secrets(settings),
+        consumer_auth=settings["consumer_auth"],
+        tls_key=settings["tls_key"] or None,
         tls_cert=settings["tls_cert"] or None,
     )
 
@@ -97,7 +105,10 @@ def cmd_hub(args: argparse.Namespace) -> int:
     globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stderr)])
     comp = service_component(settings, "hub")
     enforce = bool(settings["secrets_file"] or settings["secret"] or settings["secret_file"])
-    comp.on("join", lambda session, details: HubService(session, settings["prefix"], enforce).attach(details))
+    comp.on(
+        "join",
+        lambda session, details: HubService(session, settings["prefix"], enforce).attach(details),
+    )
     comp.start(reactor)
     reactor.run()
     return 0
@@ -145,7 +156,10 @@ def cmd_secrets(args: argparse.Namespace) -> int:
     path = args.file or secrets_path(settings)
     if args.action == "init":
         if os.path.exists(path) and not args.force:
-            print(f"obsmesh: {path} exists (use --force to replace it and every secret)", file=sys.stderr)
+            print(
+                f"obsmesh: {path} exists (use --force to replace it and every secret)",
+                file=sys.stderr,
+            )
             return 1
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         secrets.save(path, secrets.new(DEFAULT_PRINCIPALS))
@@ -175,7 +189,9 @@ def cmd_certs(args: argparse.Namespace) -> int:
     paths = certs.make(args.dir, args.host or None)
     for name, path in paths.items():
         print(f"{name:<11} {path}")
-    print("set OBSMESH_TLS_CERT and OBSMESH_TLS_KEY to server.pem/server.key; clients trust ca.pem (OBSMESH_TLS_CA)")
+    print(
+        "set OBSMESH_TLS_CERT and OBSMESH_TLS_KEY to server.pem/server.key; clients trust ca.pem (OBSMESH_TLS_CA)"
+    )
     return 0
 
 
@@ -185,26 +201,36 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="obsmesh", description=__doc__, parents=[common])
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("up", parents=[common], help="run the whole local mesh (router, hub, nodes, simulators)")
+    p = sub.add_parser(
+        "up", parents=[common], help="run the whole local mesh (router, hub, nodes, simulators)"
+    )
     p.set_defaults(func=cmd_up)
 
     p = sub.add_parser("router", parents=[common], help="run the crossbar router (hosting the hub)")
     p.add_argument("--cbdir", help="where to write the rendered router configuration")
     p.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1)")
-    p.add_argument("--no-hub", action="store_true", help="do not host the hub (run `obsmesh hub` instead)")
+    p.add_argument(
+        "--no-hub", action="store_true", help="do not host the hub (run `obsmesh hub` instead)"
+    )
     p.set_defaults(func=cmd_router)
 
     p = sub.add_parser("secrets", parents=[common], help="the mesh's secrets file (WAMP-CRA)")
     p.add_argument("action", choices=["init", "show", "add", "revoke", "list"])
     p.add_argument("authid", nargs="?", default="", help="principal (for show, add, revoke)")
-    p.add_argument("--role", default="node", choices=["node", "hub", "consumer"], help="role for add")
+    p.add_argument(
+        "--role", default="node", choices=["node", "hub", "consumer"], help="role for add"
+    )
     p.add_argument("--file", help="secrets file (default: secrets_file, or STATE_DIR/secrets.json)")
     p.add_argument("--force", action="store_true", help="init: replace an existing file")
     p.set_defaults(func=cmd_secrets)
 
-    p = sub.add_parser("certs", parents=[common], help="write a self-signed CA and server certificate")
+    p = sub.add_parser(
+        "certs", parents=[common], help="write a self-signed CA and server certificate"
+    )
     p.add_argument("dir")
-    p.add_argument("--host", action="append", help="host name or address (repeatable; default localhost)")
+    p.add_argument(
+        "--host", action="append", help="host name or address (repeatable; default localhost)"
+    )
     p.set_defaults(func=cmd_certs)
 
     p = sub.add_parser("grafana", parents=[common], help="run the Grafana JSON datasource bridge")
@@ -212,7 +238,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_grafana)
 
     client_cli = importlib.import_module("consumers.client.cli")
-    for name in ("nodes", "fields", "get", "tail"):  # quick looks from a terminal, through the client
+    for name in (
+        "nodes",
+        "fields",
+        "get",
+        "tail",
+    ):  # quick looks from a terminal, through the client
         p = sub.add_parser(name, parents=[common], help=client_cli.COMMANDS[name][2])
         getattr(client_cli, f"configure_{name}")(p)
         p.set_defaults(func=cmd_client)
@@ -228,19 +259,27 @@ def build_parser() -> argparse.ArgumentParser:
         importlib.import_module(module).configure(kp)
     p.set_defaults(func=cmd_node)
 
-    p = sub.add_parser("simulate", parents=[common], help="simulate an outside system for the demo and the tests")
+    p = sub.add_parser(
+        "simulate", parents=[common], help="simulate an outside system for the demo and the tests"
+    )
     kinds = p.add_subparsers(dest="kind", required=True)
     for kind, module in SIMULATORS.items():
-        importlib.import_module(module).configure(kinds.add_parser(kind, parents=[common], help=f"simulate {kind}"))
+        importlib.import_module(module).configure(
+            kinds.add_parser(kind, parents=[common], help=f"simulate {kind}")
+        )
     p.set_defaults(func=cmd_simulate)
 
     p = sub.add_parser("replay", parents=[common], help="load archived files into a node's history")
     kinds = p.add_subparsers(dest="kind", required=True)
     for kind, module in REPLAYERS.items():
-        importlib.import_module(module).configure(kinds.add_parser(kind, parents=[common], help=f"replay {kind} files"))
+        importlib.import_module(module).configure(
+            kinds.add_parser(kind, parents=[common], help=f"replay {kind} files")
+        )
     p.set_defaults(func=cmd_replay)
 
-    p = sub.add_parser("co2", parents=[common], help="CO2 units: register, revoke, offer firmware updates")
+    p = sub.add_parser(
+        "co2", parents=[common], help="CO2 units: register, revoke, offer firmware updates"
+    )
     co2_admin = importlib.import_module("nodes.co2.admin")
     co2_admin.configure(p)
     p.set_defaults(func=co2_admin.main)

@@ -89,7 +89,11 @@ def settings(
     """Resolve one component's settings; unknown keys in the file are refused."""
     environ = os.environ if environ is None else environ
     data = load_file(path)
-    table = data.get(section, {}) if section else {k: v for k, v in data.items() if not isinstance(v, dict)}
+    table = (
+        data.get(section, {})
+        if section
+        else {k: v for k, v in data.items() if not isinstance(v, dict)}
+    )
     unknown = set(table) - set(defaults)
     if unknown:
         where = f"[{section}]" if section else "top level"
@@ -108,5 +112,7 @@ def settings(
     return out
 
 
-def mesh(path: str | None = None, environ: Mapping[str, str] | None = None, **overrides: Any) -> dict[str, Any]:
+def mesh(
+    path: str | None = None, environ: Mapping[str, str] | None = None, **overrides: Any
+) -> dict[str, Any]:
     return settings(MESH_DEFAULTS, None, path, environ, overrides)

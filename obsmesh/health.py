@@ -56,7 +56,7 @@ def _option(args: Sequence[str], name: str) -> str | None:
         if a == name and i + 1 < len(args):
             value = args[i + 1]
         elif a.startswith(name + "="):
-            value = a[len(name) + 1:]
+            value = a[len(name) + 1 :]
     return value
 
 
@@ -77,11 +77,11 @@ def detect(argv: Sequence[str], environ: Mapping[str, str]) -> Check:
             return Check("router")
         rest: list[str] | None = None
         if base == "obsmesh":  # the console script (or `docker-init -- obsmesh ...`)
-            rest = argv[i + 1:]
+            rest = argv[i + 1 :]
         elif arg == "-m" and i + 1 < len(argv) and argv[i + 1] == "obsmesh":
-            rest = argv[i + 2:]
+            rest = argv[i + 2 :]
         elif arg == "-m" and i + 1 < len(argv) and argv[i + 1] == "consumers.grafana":
-            return _bridge(argv[i + 2:], environ)
+            return _bridge(argv[i + 2 :], environ)
         if rest is None:
             continue
         config = _option(rest, "--config")
@@ -99,7 +99,9 @@ def detect(argv: Sequence[str], environ: Mapping[str, str]) -> Check:
         if cmd[0] == "simulate" and len(cmd) > 1 and cmd[1] in SIMULATOR_PORTS:
             port = _option(cmd[2:], "--port") or str(SIMULATOR_PORTS[cmd[1]])
             return Check("tcp", f"127.0.0.1:{port}")
-        return Check("none", f"`obsmesh {' '.join(cmd[:2])}` serves nothing to ask; disable its health check")
+        return Check(
+            "none", f"`obsmesh {' '.join(cmd[:2])}` serves nothing to ask; disable its health check"
+        )
     return Check("none", f"not an obsmesh service: {' '.join(argv)[:200]!r}")
 
 
@@ -124,7 +126,9 @@ def check_http(url: str, timeout: float, auth: tuple[str, str] | None = None) ->
         with urllib.request.urlopen(request, timeout=timeout) as response:
             return f"{url} answered {response.status}"
     except urllib.error.HTTPError as exc:
-        raise HealthError(f"{url} answered {exc.code}: {exc.read(300).decode('utf-8', 'replace')}") from None
+        raise HealthError(
+            f"{url} answered {exc.code}: {exc.read(300).decode('utf-8', 'replace')}"
+        ) from None
     except (OSError, ValueError) as exc:
         raise HealthError(f"{url}: {exc}") from None
 
@@ -153,7 +157,9 @@ def _bridge_auth(config_path: str | None) -> tuple[str, str] | None:
     return s["user"], password
 
 
-async def _ask(url: str, realm: str, authentication: dict | None, calls: list[tuple[str, tuple]]) -> list[Any]:
+async def _ask(
+    url: str, realm: str, authentication: dict | None, calls: list[tuple[str, tuple]]
+) -> list[Any]:
     """Join once (no retries), make the calls in order, leave."""
     from autobahn.twisted.component import Component
     from twisted.internet import defer, reactor
@@ -167,13 +173,19 @@ async def _ask(url: str, realm: str, authentication: dict | None, calls: list[tu
     refused: list[str] = []
     comp.on("join", lambda session, details: joined.called or joined.callback(session))
     # A refused login (no or wrong credentials) ends in a leave before any join: keep its reason.
-    comp.on("leave", lambda session, details: refused.append(
-        f"{details.reason}{': ' + details.message if details.message else ''}"))
+    comp.on(
+        "leave",
+        lambda session, details: refused.append(
+            f"{details.reason}{': ' + details.message if details.message else ''}"
+        ),
+    )
     done = comp.start(reactor)
 
     def never_joined(failure):
         if not joined.called:
-            joined.errback(HealthError(f"the router refused the session: {refused[0]}") if refused else failure)
+            joined.errback(
+                HealthError(f"the router refused the session: {refused[0]}") if refused else failure
+            )
 
     done.addErrback(never_joined)
     session = await joined
@@ -221,8 +233,15 @@ def check_node(settings: Mapping[str, Any], name: str, timeout: float) -> str:
 
     uris = Uris(settings["prefix"])
     auth = credentials(settings, name)
-    status, listing = _run(lambda: _ask(settings["router_url"], settings["realm"], auth, [
-        (uris.get_status(name), ()), (uris.get_data_node, ())]), timeout)
+    status, listing = _run(
+        lambda: _ask(
+            settings["router_url"],
+            settings["realm"],
+            auth,
+            [(uris.get_status(name), ()), (uris.get_data_node, ())],
+        ),
+        timeout,
+    )
     if not isinstance(status, dict) or status.get("name") != name:
         raise HealthError(f"node {name}: get_status answered something else: {str(status)[:200]}")
     if name not in _names(listing):
@@ -247,7 +266,9 @@ def check_hub(settings: Mapping[str, Any], timeout: float, public: bool) -> str:
         host = "127.0.0.1" if public else parsed.hostname
         url = f"{'rss' if parsed.scheme == 'rss' else 'rs'}://{host}:{parsed.port}"
         auth = credentials(settings, os.environ.get("OBSMESH_AUTHID") or "health")
-    (listing,) = _run(lambda: _ask(url, settings["realm"], auth, [(uris.get_data_node, ())]), timeout)
+    (listing,) = _run(
+        lambda: _ask(url, settings["realm"], auth, [(uris.get_data_node, ())]), timeout
+    )
     return f"the hub answers on {url}: {len(_names(listing))} node(s) listed"
 
 
@@ -270,12 +291,20 @@ def run_check(check: Check, timeout: float = DEFAULT_TIMEOUT) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m obsmesh.health", description=__doc__.split("\n\n")[0])
-    parser.add_argument("what", nargs="?", choices=["node", "router", "hub", "http", "tcp"],
-                        help="what to ask (default: whatever process 1 of this container runs)")
+    parser = argparse.ArgumentParser(
+        prog="python -m obsmesh.health", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument(
+        "what",
+        nargs="?",
+        choices=["node", "router", "hub", "http", "tcp"],
+        help="what to ask (default: whatever process 1 of this container runs)",
+    )
     parser.add_argument("target", nargs="?", default="", help="node name, URL, or HOST:PORT")
     parser.add_argument("--config", help="TOML configuration file (default: $OBSMESH_CONFIG)")
-    parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, help="seconds (default 10)")
+    parser.add_argument(
+        "--timeout", type=float, default=DEFAULT_TIMEOUT, help="seconds (default 10)"
+    )
     args = parser.parse_args(argv)
     if args.what is None:
         try:

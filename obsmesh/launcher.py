@@ -45,47 +45,147 @@ def services(settings: dict[str, Any], state: str) -> list[Service]:
     radars = "sas,pgr,inv,cly,rkn"
     sd_sites = {"sas": 14011, "pgr": 14012, "rkn": 14013}  # simulated radar sites: code -> port
     sd_radars = json.dumps({code: f"127.0.0.1:{port}" for code, port in sd_sites.items()})
-    sd_options = {"sas": [], "pgr": ["--scan-sign", "-1"], "rkn": ["--no-xcf"]}  # as real sites differ
+    sd_options = {
+        "sas": [],
+        "pgr": ["--scan-sign", "-1"],
+        "rkn": ["--no-xcf"],
+    }  # as real sites differ
     return [
-        Service("grafana", [*py, "grafana"], "Grafana JSON datasource bridge on http://127.0.0.1:5000/"),
-        Service("weather-simulator", [*py, "simulate", "weather", weather_dir], f"writes {weather_dir}"),
+        Service(
+            "grafana", [*py, "grafana"], "Grafana JSON datasource bridge on http://127.0.0.1:5000/"
+        ),
+        Service(
+            "weather-simulator", [*py, "simulate", "weather", weather_dir], f"writes {weather_dir}"
+        ),
         Service("sensors", [*py, "node", "sensors"], "node sensors (this host)"),
-        Service("weather", [*py, "node", "weather", "--dir", weather_dir], f"node weather ({weather_dir})"),
-        Service("co2", [*py, "node", "co2", "--data-root", co2_root], f"node co2, unit endpoint {co2_url}/"),
-        Service("co2-simulator", [*py, "simulate", "co2", "--units", "5", "--data-root", co2_root,
-                                  "--sd-dir", os.path.join(state, "co2-units"), co2_url],
-                f"5 simulated CO2 units uploading to {co2_url}"),
+        Service(
+            "weather",
+            [*py, "node", "weather", "--dir", weather_dir],
+            f"node weather ({weather_dir})",
+        ),
+        Service(
+            "co2",
+            [*py, "node", "co2", "--data-root", co2_root],
+            f"node co2, unit endpoint {co2_url}/",
+        ),
+        Service(
+            "co2-simulator",
+            [
+                *py,
+                "simulate",
+                "co2",
+                "--units",
+                "5",
+                "--data-root",
+                co2_root,
+                "--sd-dir",
+                os.path.join(state, "co2-units"),
+                co2_url,
+            ],
+            f"5 simulated CO2 units uploading to {co2_url}",
+        ),
         # a cycle every 4 s (speed 1800), random failures, an injected few and a 40-s stop
-        Service("dataflow-simulator", [*py, "simulate", "dataflow", dataflow_dir, "--radars", radars,
-                                       "--speed", "1800", "--antennas", "2", "--failure-rate", "0.03",
-                                       "--inject", "connection@5:pgr", "--inject", "died@8:inv",
-                                       "--stop", "rsync_to_campus@15:cly+10"],
-                f"writes {dataflow_dir} (a data-flow cycle every 4 s)"),
-        Service("dataflow", [*py, "node", "dataflow", "--dir", dataflow_dir, "--radars", radars,
-                             "--period", "4", "--margin", "4"], f"node dataflow ({dataflow_dir})"),
-        *[Service(f"radar-{code}", [*py, "simulate", "radar", "--code", code, "--port", str(port),
-                                    *sd_options[code]], f"simulated radar site {code} on 127.0.0.1:{port}")
-          for code, port in sd_sites.items()],
-        Service("superdarn", [*py, "node", "superdarn", "--radars", sd_radars,
-                              "--echo-db", os.path.join(state, "superdarn", "echoes.sqlite")],
-                f"node superdarn ({', '.join(sd_sites)})"),
+        Service(
+            "dataflow-simulator",
+            [
+                *py,
+                "simulate",
+                "dataflow",
+                dataflow_dir,
+                "--radars",
+                radars,
+                "--speed",
+                "1800",
+                "--antennas",
+                "2",
+                "--failure-rate",
+                "0.03",
+                "--inject",
+                "connection@5:pgr",
+                "--inject",
+                "died@8:inv",
+                "--stop",
+                "rsync_to_campus@15:cly+10",
+            ],
+            f"writes {dataflow_dir} (a data-flow cycle every 4 s)",
+        ),
+        Service(
+            "dataflow",
+            [
+                *py,
+                "node",
+                "dataflow",
+                "--dir",
+                dataflow_dir,
+                "--radars",
+                radars,
+                "--period",
+                "4",
+                "--margin",
+                "4",
+            ],
+            f"node dataflow ({dataflow_dir})",
+        ),
+        *[
+            Service(
+                f"radar-{code}",
+                [*py, "simulate", "radar", "--code", code, "--port", str(port), *sd_options[code]],
+                f"simulated radar site {code} on 127.0.0.1:{port}",
+            )
+            for code, port in sd_sites.items()
+        ],
+        Service(
+            "superdarn",
+            [
+                *py,
+                "node",
+                "superdarn",
+                "--radars",
+                sd_radars,
+                "--echo-db",
+                os.path.join(state, "superdarn", "echoes.sqlite"),
+            ],
+            f"node superdarn ({', '.join(sd_sites)})",
+        ),
         # das2 over the example readers; its das2.2 HTTP interface on the default address
-        Service("das2", [*py, "node", "das2", "--cache-dir", os.path.join(state, "das2-cache")],
-                "node das2 (example readers), das2 HTTP on http://127.0.0.1:8091/"),
+        Service(
+            "das2",
+            [*py, "node", "das2", "--cache-dir", os.path.join(state, "das2-cache")],
+            "node das2 (example readers), das2 HTTP on http://127.0.0.1:8091/",
+        ),
         # Canadian radars over ZeroMQ: a simulated aggregator (the CANADA_ADDR feed) on 9696
-        Service("canada-simulator", [*py, "simulate", "canada", "--port", "9696", "--sites", radars],
-                f"simulated Canadian aggregator (ZeroMQ PUB, {radars}) on 127.0.0.1:9696"),
-        Service("canada", [*py, "node", "canada", "--addr", "127.0.0.1:9696",
-                           "--echo-db", os.path.join(state, "canada", "echoes.sqlite")],
-                "node canada (ZeroMQ feed 127.0.0.1:9696)"),
+        Service(
+            "canada-simulator",
+            [*py, "simulate", "canada", "--port", "9696", "--sites", radars],
+            f"simulated Canadian aggregator (ZeroMQ PUB, {radars}) on 127.0.0.1:9696",
+        ),
+        Service(
+            "canada",
+            [
+                *py,
+                "node",
+                "canada",
+                "--addr",
+                "127.0.0.1:9696",
+                "--echo-db",
+                os.path.join(state, "canada", "echoes.sqlite"),
+            ],
+            "node canada (ZeroMQ feed 127.0.0.1:9696)",
+        ),
     ]
 
 
 def _start(svc: Service, env: dict[str, str], logs: str) -> None:
     if svc.log is None:
         svc.log = open(os.path.join(logs, f"{svc.name}.log"), "ab")  # noqa: SIM115 - kept for the child's life
-    svc.proc = subprocess.Popen(svc.argv, env=env, stdout=svc.log, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=True)
+    svc.proc = subprocess.Popen(
+        svc.argv,
+        env=env,
+        stdout=svc.log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    )
 
 
 def _stop(proc: subprocess.Popen | None, timeout: float = 10.0) -> None:
@@ -130,9 +230,13 @@ def up(settings: dict[str, Any], args: argparse.Namespace | None = None) -> int:
         _stop(router_proc)
         return 1
     env = dict(os.environ)
-    env.update(OBSMESH_ROUTER_URL=settings["router_url"], OBSMESH_PUBLIC_URL=settings["public_url"],
-               OBSMESH_REALM=settings["realm"], OBSMESH_PREFIX=settings["prefix"],
-               OBSMESH_SECRETS_FILE=os.path.abspath(secrets_path(settings)))
+    env.update(
+        OBSMESH_ROUTER_URL=settings["router_url"],
+        OBSMESH_PUBLIC_URL=settings["public_url"],
+        OBSMESH_REALM=settings["realm"],
+        OBSMESH_PREFIX=settings["prefix"],
+        OBSMESH_SECRETS_FILE=os.path.abspath(secrets_path(settings)),
+    )
     svcs = services(settings, state)
     for svc in svcs:
         _start(svc, env, logs)
@@ -149,7 +253,10 @@ def up(settings: dict[str, Any], args: argparse.Namespace | None = None) -> int:
         while not stopping:
             time.sleep(0.2)
             if router_proc.poll() is not None:
-                print(f"obsmesh: the router exited ({router_proc.returncode}); restarting it", flush=True)
+                print(
+                    f"obsmesh: the router exited ({router_proc.returncode}); restarting it",
+                    flush=True,
+                )
                 joins = router.hub_joins(router_log)
                 router_proc = router.start_router(cbdir, rendered, router_log)
             now = time.monotonic()
@@ -157,7 +264,10 @@ def up(settings: dict[str, Any], args: argparse.Namespace | None = None) -> int:
                 if svc.proc is not None and svc.proc.poll() is not None and not stopping:
                     svc.restarts += 1
                     delay = min(30.0, 0.5 * 2 ** min(svc.restarts, 6))
-                    print(f"obsmesh: {svc.name} exited ({svc.proc.returncode}); restarting in {delay:.1f} s", flush=True)
+                    print(
+                        f"obsmesh: {svc.name} exited ({svc.proc.returncode}); restarting in {delay:.1f} s",
+                        flush=True,
+                    )
                     svc.proc, svc.next_start = None, now + delay
                 if svc.proc is None and now >= svc.next_start and not stopping:
                     _start(svc, env, logs)

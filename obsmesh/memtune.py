@@ -32,4 +32,6 @@ def keep_freed_memory(mmap_bytes: int = MMAP_BYTES, trim_bytes: int = TRIM_BYTES
         return False
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     mallopt.restype = ctypes.c_int
-    return bool(mallopt(M_MMAP_THRESHOLD, int(mmap_bytes))) and bool(mallopt(M_TRIM_THRESHOLD, int(trim_bytes)))
+    return bool(mallopt(M_MMAP_THRESHOLD, int(mmap_bytes))) and bool(
+        mallopt(M_TRIM_THRESHOLD, int(trim_bytes))
+    )

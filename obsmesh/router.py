@@ -28,7 +28,9 @@ def crossbar_executable() -> str:
     found = shutil.which("crossbar")
     if found:
         return found
-    raise FileNotFoundError("crossbar not found: run `make setup` (it installs crossbar into .venv-router)")
+    raise FileNotFoundError(
+        "crossbar not found: run `make setup` (it installs crossbar into .venv-router)"
+    )
 
 
 def render_config(
@@ -66,23 +68,31 @@ def render_config(
         for role in r["roles"]:
             for perm in role.get("permissions", []):
                 if perm["uri"].startswith("obsmesh."):
-                    perm["uri"] = prefix + perm["uri"][len("obsmesh"):]
+                    perm["uri"] = prefix + perm["uri"][len("obsmesh") :]
             if "authorizer" in role:
                 role["authorizer"] = f"{prefix}.auth.authorize"
         if not secrets_file:  # development: static permissions instead of the authoriser
-            r["roles"] = [_static_node_role(prefix) if ro["name"] == "node" else ro for ro in r["roles"]]
+            r["roles"] = [
+                _static_node_role(prefix) if ro["name"] == "node" else ro for ro in r["roles"]
+            ]
     cra = {"wampcra": {"type": "dynamic", "authenticator": f"{prefix}.auth.authenticate"}}
     tls = {"key": str(tls_key), "certificate": str(tls_cert)} if tls_key and tls_cert else None
     for t in worker["transports"]:
         t["endpoint"]["interface"] = host
         if t["id"] == "backend":
             t["endpoint"]["port"] = backend_port
-            t["auth"] = copy.deepcopy(cra) if secrets_file else {"anonymous": {"type": "static", "role": "node"}}
+            t["auth"] = (
+                copy.deepcopy(cra)
+                if secrets_file
+                else {"anonymous": {"type": "static", "role": "node"}}
+            )
             if tls and backend_tls:
                 t["endpoint"]["tls"] = dict(tls)
         elif t["id"] == "public":
             t["endpoint"]["port"] = public_port
-            t["paths"]["/"]["directory"] = str(pathlib.Path(web_dir or REPO / "consumers" / "web").resolve())
+            t["paths"]["/"]["directory"] = str(
+                pathlib.Path(web_dir or REPO / "consumers" / "web").resolve()
+            )
             if consumer_auth:
                 if not secrets_file:
                     raise ValueError("consumer authentication needs a secrets file")
@@ -95,7 +105,9 @@ def render_config(
         extra = c.setdefault("extra", {})
         extra["prefix"] = prefix
         if c["id"] == "auth":
-            extra["secrets_file"] = str(pathlib.Path(secrets_file).resolve()) if secrets_file else ""
+            extra["secrets_file"] = (
+                str(pathlib.Path(secrets_file).resolve()) if secrets_file else ""
+            )
         if c["id"] == "hub":
             extra["auth"] = bool(secrets_file)
     worker["components"] = [
@@ -115,17 +127,30 @@ def _private(host: str) -> bool:
 
 def _static_node_role(prefix: str) -> dict[str, Any]:
     """The node role without the authoriser (development routers only)."""
-    def perm(uri, call=False, register=False, publish=False, subscribe=False, disclose=False):
-        return {"uri": uri, "match": "prefix",
-                "allow": {"call": call, "register": register, "publish": publish, "subscribe": subscribe},
-                "disclose": {"caller": disclose, "publisher": False}, "cache": True}
 
-    return {"name": "node", "permissions": [
-        perm(f"{prefix}.consumer.", call=True, register=True, publish=True, subscribe=True),
-        perm(f"{prefix}.data_node.", call=True, disclose=True),
-        perm(f"{prefix}.hub.", subscribe=True),
-        perm("wamp.subscription.", call=True, subscribe=True),
-    ]}
+    def perm(uri, call=False, register=False, publish=False, subscribe=False, disclose=False):
+        return {
+            "uri": uri,
+            "match": "prefix",
+            "allow": {
+                "call": call,
+                "register": register,
+                "publish": publish,
+                "subscribe": subscribe,
+            },
+            "disclose": {"caller": disclose, "publisher": False},
+            "cache": True,
+        }
+
+    return {
+        "name": "node",
+        "permissions": [
+            perm(f"{prefix}.consumer.", call=True, register=True, publish=True, subscribe=True),
+            perm(f"{prefix}.data_node.", call=True, disclose=True),
+            perm(f"{prefix}.hub.", subscribe=True),
+            perm("wamp.subscription.", call=True, subscribe=True),
+        ],
+    }
 
 
 def write_cbdir(cbdir: str | os.PathLike, config: dict[str, Any]) -> pathlib.Path:
@@ -174,8 +199,13 @@ def port_open(host: str, port: int) -> bool:
 
 
 def wait_ready(
-    proc: subprocess.Popen, log_path: str | os.PathLike, ports: list[int], joins_before: int,
-    hosted_hub: bool = True, timeout: float = 60.0, host: str = "127.0.0.1",
+    proc: subprocess.Popen,
+    log_path: str | os.PathLike,
+    ports: list[int],
+    joins_before: int,
+    hosted_hub: bool = True,
+    timeout: float = 60.0,
+    host: str = "127.0.0.1",
 ) -> None:
     """Wait until the router listens on its ports and (if hosted) the hub has joined."""
     deadline = time.monotonic() + timeout
@@ -183,7 +213,9 @@ def wait_ready(
         if proc.poll() is not None:
             tail = pathlib.Path(log_path).read_text(errors="replace")[-4000:]
             raise RuntimeError(f"router exited with {proc.returncode}:\n{tail}")
-        if all(port_open(host, p) for p in ports) and (not hosted_hub or hub_joins(log_path) > joins_before):
+        if all(port_open(host, p) for p in ports) and (
+            not hosted_hub or hub_joins(log_path) > joins_before
+        ):
             return
         time.sleep(0.05)
     raise TimeoutError(f"router not ready after {timeout} s (log: {log_path})")

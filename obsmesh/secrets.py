@@ -69,7 +69,11 @@ def load(path: str) -> Secrets:
 
 def save(path: str, secrets: Secrets) -> None:
     """Write atomically, readable by the owner only."""
-    data = {"version": 1, "key": base64.b64encode(secrets.key).decode("ascii"), "principals": secrets.principals}
+    data = {
+        "version": 1,
+        "key": base64.b64encode(secrets.key).decode("ascii"),
+        "principals": secrets.principals,
+    }
     tmp = f"{path}.tmp{os.getpid()}"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as f:

@@ -13,7 +13,9 @@ from obsmesh.errors import InvalidArgument
 def resolve_time(value: object, name: str, now: float) -> float:
     """One time argument to absolute UNIX seconds; a clear error for anything else."""
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise InvalidArgument(f"{name} must be a number of UNIX seconds, got {type(value).__name__}")
+        raise InvalidArgument(
+            f"{name} must be a number of UNIX seconds, got {type(value).__name__}"
+        )
     value = float(value)
     if not math.isfinite(value):
         raise InvalidArgument(f"{name} must be finite, got {value}")
@@ -37,7 +39,9 @@ def resolve_stride(min_stride: object) -> float | None:
     if min_stride is None:
         return None
     if isinstance(min_stride, bool) or not isinstance(min_stride, int | float):
-        raise InvalidArgument(f"min_stride must be a number of seconds or null, got {type(min_stride).__name__}")
+        raise InvalidArgument(
+            f"min_stride must be a number of seconds or null, got {type(min_stride).__name__}"
+        )
     stride = float(min_stride)
     if not math.isfinite(stride) or stride <= 0:
         raise InvalidArgument(f"min_stride must be a positive number of seconds, got {min_stride}")

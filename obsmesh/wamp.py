@@ -37,16 +37,27 @@ def transport(url: str, serializer: str = "msgpack") -> dict[str, Any]:
     raise ValueError(f"router URL must be rs://, tcp://, ws:// or wss://, got {url!r}")
 
 
-def component(url: str, realm: str, authentication: dict | None = None, serializer: str = "msgpack") -> Component:
+def component(
+    url: str, realm: str, authentication: dict | None = None, serializer: str = "msgpack"
+) -> Component:
     """A Component on `url`. Without explicit `authentication`, a backend
     (rawsocket) client authenticates from the environment, as `OBSMESH_AUTHID`
     (default `service`), with `OBSMESH_SECRET`, `OBSMESH_SECRET_FILE` or a
     secret derived from `OBSMESH_SECRETS_FILE`."""
     if authentication is None and urlparse(url).scheme in ("rs", "rss", "tcp"):
-        env = {k.removeprefix("OBSMESH_").lower(): v for k, v in os.environ.items() if k.startswith("OBSMESH_")}
+        env = {
+            k.removeprefix("OBSMESH_").lower(): v
+            for k, v in os.environ.items()
+            if k.startswith("OBSMESH_")
+        }
         authentication = credentials(env, os.environ.get("OBSMESH_AUTHID") or "service")
-    return no_delay(Component(transports=[transport(url, serializer)], realm=realm,
-                              authentication=authentication or {}))
+    return no_delay(
+        Component(
+            transports=[transport(url, serializer)],
+            realm=realm,
+            authentication=authentication or {},
+        )
+    )
 
 
 def no_delay(comp: Component) -> Component:
@@ -58,7 +69,9 @@ def no_delay(comp: Component) -> Component:
     whole tail of the Grafana bridge's latency (p99 60-130 ms, 23 ms without).
     autobahn sets TCP_NODELAY for WebSocket but not for rawsocket.
     """
-    comp.on("connect", lambda _session, protocol: send_at_once(getattr(protocol, "transport", None)))
+    comp.on(
+        "connect", lambda _session, protocol: send_at_once(getattr(protocol, "transport", None))
+    )
     return comp
 
 
@@ -91,6 +104,10 @@ def credentials(settings: Mapping[str, Any], authid: str) -> dict | None:
     return {"wampcra": {"authid": authid, "secret": secret}}
 
 
-def service_component(settings: Mapping[str, Any], authid: str, serializer: str = "msgpack") -> Component:
+def service_component(
+    settings: Mapping[str, Any], authid: str, serializer: str = "msgpack"
+) -> Component:
     """A backend service's Component: the mesh settings' router, realm and credentials."""
-    return component(settings["router_url"], settings["realm"], credentials(settings, authid), serializer)
+    return component(
+        settings["router_url"], settings["realm"], credentials(settings, authid), serializer
+    )

@@ -28,7 +28,9 @@ def to_list(column: np.ndarray | list) -> list:
             values[i] = None
         return values
     if column.dtype.kind == "O":
-        return [None if (isinstance(v, float) and not np.isfinite(v)) else v for v in column.tolist()]
+        return [
+            None if (isinstance(v, float) and not np.isfinite(v)) else v for v in column.tolist()
+        ]
     return column.tolist()
 
 
@@ -58,7 +60,9 @@ def decode(value: Any) -> np.ndarray:
         shape = tuple(int(n) for n in value.get("shape", [-1]))
         return np.frombuffer(data, dtype=np.dtype(dtype)).reshape(shape)
     if isinstance(value, list):
-        if all(v is None or (isinstance(v, int | float) and not isinstance(v, bool)) for v in value):
+        if all(
+            v is None or (isinstance(v, int | float) and not isinstance(v, bool)) for v in value
+        ):
             return np.array([np.nan if v is None else v for v in value], dtype=float)
         return np.array(value, dtype=object)
     raise ValueError(f"not a column: {type(value).__name__}")

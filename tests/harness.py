@@ -29,7 +29,9 @@ PYTHON = sys.executable
 SECRETS_FILE = os.environ.get("OBSMESH_TEST_SECRETS_FILE", "")
 if not SECRETS_FILE or not os.path.exists(SECRETS_FILE):
     SECRETS_FILE = os.path.join(tempfile.mkdtemp(prefix="obsmesh-secrets-"), "secrets.json")
-    mesh_secrets.save(SECRETS_FILE, mesh_secrets.new({"*": "node", "hub": "hub", "grafana": "consumer"}))
+    mesh_secrets.save(
+        SECRETS_FILE, mesh_secrets.new({"*": "node", "hub": "hub", "grafana": "consumer"})
+    )
 os.environ["OBSMESH_TEST_SECRETS_FILE"] = SECRETS_FILE
 os.environ["OBSMESH_SECRETS_FILE"] = SECRETS_FILE
 
@@ -96,13 +98,20 @@ class Router:
     def start(self, timeout: float = 60.0) -> None:
         joins = hub_joins(self.log)
         config = render_config(
-            realm=self.realm, prefix=self.prefix, public_port=self.public_port, backend_port=self.backend_port,
+            realm=self.realm,
+            prefix=self.prefix,
+            public_port=self.public_port,
+            backend_port=self.backend_port,
             **self.options,
         )
         self.proc = start_router(self.dir / "cbdir", config, self.log)
         wait_ready(
-            self.proc, self.log, [self.backend_port, self.public_port], joins,
-            hosted_hub=self.options.get("host_hub", True), timeout=timeout,
+            self.proc,
+            self.log,
+            [self.backend_port, self.public_port],
+            joins,
+            hosted_hub=self.options.get("host_hub", True),
+            timeout=timeout,
         )
 
     def stop(self, timeout: float = 30.0) -> None:
@@ -147,9 +156,21 @@ class RedisServer:
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
-            [self.exe, "--port", str(self.port), "--bind", self.host, "--save", "", "--appendonly", "no",
-             "--dir", self.dir],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                self.exe,
+                "--port",
+                str(self.port),
+                "--bind",
+                self.host,
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                self.dir,
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         wait_for(lambda: port_open(self.port), 20, "redis-server")
 
@@ -211,8 +232,12 @@ def spawn(args: list[str], env: dict[str, str], log: pathlib.Path) -> subprocess
     """A service process (`python -m obsmesh ...`) with its output in `log`."""
     return subprocess.Popen(
         [PYTHON, "-m", "obsmesh", *args],
-        env=env, cwd=str(REPO), stdout=open(log, "ab"), stderr=subprocess.STDOUT,  # noqa: SIM115
-        stdin=subprocess.DEVNULL, start_new_session=True,
+        env=env,
+        cwd=str(REPO),
+        stdout=open(log, "ab"),
+        stderr=subprocess.STDOUT,  # noqa: SIM115
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
     )
 
 
@@ -227,14 +252,21 @@ def stop_process(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: flo
     return proc.returncode
 
 
-def backend_credentials(authid: str = "tester", secrets_file: str | None = SECRETS_FILE) -> dict | None:
+def backend_credentials(
+    authid: str = "tester", secrets_file: str | None = SECRETS_FILE
+) -> dict | None:
     if not secrets_file:
         return None
-    return {"wampcra": {"authid": authid, "secret": mesh_secrets.load(secrets_file).secret_for(authid)}}
+    return {
+        "wampcra": {"authid": authid, "secret": mesh_secrets.load(secrets_file).secret_for(authid)}
+    }
 
 
 async def connect(
-    url: str, realm: str = "obsmesh", serializer: str = "msgpack", timeout: float = 15.0,
+    url: str,
+    realm: str = "obsmesh",
+    serializer: str = "msgpack",
+    timeout: float = 15.0,
     authentication: dict | None = None,
 ):
     """One WAMP session, joined (no reconnection: a test sees failures). On the

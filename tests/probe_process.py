@@ -33,12 +33,17 @@ def samples(base: float, dt: float, k0: int, k1: int) -> tuple[np.ndarray, dict,
     fast = {"x": k.astype(np.float64), "y": k / 2.0}
     tens = k[k % 10 == 0]
     slow_t = base + tens * dt
-    slow = {"label": [f"s{i}" for i in tens.tolist()], "ok": [bool((i // 10) % 2 == 0) for i in tens.tolist()]}
+    slow = {
+        "label": [f"s{i}" for i in tens.tolist()],
+        "ok": [bool((i // 10) % 2 == 0) for i in tens.tolist()],
+    }
     return t, fast, slow_t, slow
 
 
 class DeterministicProbe(ProbeNode):
-    def __init__(self, name: str, settings: dict, base: float, dt: float, history: int, live: bool) -> None:
+    def __init__(
+        self, name: str, settings: dict, base: float, dt: float, history: int, live: bool
+    ) -> None:
         super().__init__(name, settings)
         self.base = base
         self.dt = dt

@@ -62,15 +62,21 @@ async def test_wrong_secret_and_unknown_authid_are_refused(tmp_path):
     r.start()
     try:
         url = r.backend_url
-        assert not await refused(url, {"wampcra": {"authid": "known", "secret": secret("known", strict)}})
+        assert not await refused(
+            url, {"wampcra": {"authid": "known", "secret": secret("known", strict)}}
+        )
         assert await refused(url, {"wampcra": {"authid": "known", "secret": "wrong"}})
-        assert await refused(url, {"wampcra": {"authid": "stranger", "secret": secret("stranger", strict)}})
+        assert await refused(
+            url, {"wampcra": {"authid": "stranger", "secret": secret("stranger", strict)}}
+        )
         assert await refused(url, {})  # anonymous on the backend
         # a principal revoked while the router runs is refused from then on
         s = mesh_secrets.load(strict)
         del s.principals["known"]
         mesh_secrets.save(strict, s)
-        assert await refused(url, {"wampcra": {"authid": "known", "secret": secret("known", strict)}})
+        assert await refused(
+            url, {"wampcra": {"authid": "known", "secret": secret("known", strict)}}
+        )
         log = r.log.read_text()
         assert secret("known", strict) not in log and s.key.hex() not in log
     finally:
@@ -105,7 +111,9 @@ async def test_a_node_acts_only_under_its_own_name(router):
             await a.register(lambda: 1, "obsmesh.consumer.beta.get_data")
         assert info.value.error == "wamp.error.not_authorized"
         with pytest.raises(ApplicationError) as info:
-            await a.publish("obsmesh.consumer.beta.live", {}, options=PublishOptions(acknowledge=True))
+            await a.publish(
+                "obsmesh.consumer.beta.live", {}, options=PublishOptions(acknowledge=True)
+            )
         assert info.value.error == "wamp.error.not_authorized"
         with pytest.raises(ApplicationError) as info:
             await a.register(lambda: 1, "obsmesh.data_node.steal")
@@ -142,19 +150,33 @@ async def test_tls_refuses_plain_text_and_accepts_a_client_trusting_the_ca(tmp_p
     from twisted.internet import reactor
     from twisted.internet.ssl import Certificate, optionsForClientTLS
 
-    out = subprocess.run([sys.executable, "-m", "obsmesh", "certs", str(tmp_path / "certs")], cwd=REPO,
-                         capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "obsmesh", "certs", str(tmp_path / "certs")],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert "server.pem" in out.stdout
     assert oct(os.stat(tmp_path / "certs" / "server.key").st_mode & 0o777) == "0o600"
-    r = Router(tls_key=str(tmp_path / "certs" / "server.key"), tls_cert=str(tmp_path / "certs" / "server.pem"))
+    r = Router(
+        tls_key=str(tmp_path / "certs" / "server.key"),
+        tls_cert=str(tmp_path / "certs" / "server.pem"),
+    )
     r.start()
     try:
         assert await refused(r.ws_url, {})  # plain ws:// to a TLS port
         ca = Certificate.loadPEM((tmp_path / "certs" / "ca.pem").read_bytes())
         spec = {
-            "type": "websocket", "url": f"wss://localhost:{r.public_port}/ws", "serializers": ["json"],
-            "endpoint": {"type": "tcp", "host": "127.0.0.1", "port": r.public_port,
-                         "tls": optionsForClientTLS("localhost", trustRoot=ca)},
+            "type": "websocket",
+            "url": f"wss://localhost:{r.public_port}/ws",
+            "serializers": ["json"],
+            "endpoint": {
+                "type": "tcp",
+                "host": "127.0.0.1",
+                "port": r.public_port,
+                "tls": optionsForClientTLS("localhost", trustRoot=ca),
+            },
             "max_retries": 0,
         }
         comp = Component(transports=[spec], realm="obsmesh")
@@ -171,8 +193,15 @@ async def test_tls_refuses_plain_text_and_accepts_a_client_trusting_the_ca(tmp_p
 
 def test_secrets_command_line(tmp_path):
     path = str(tmp_path / "s.json")
-    run = lambda *a: subprocess.run([sys.executable, "-m", "obsmesh", "secrets", *a, "--file", path],  # noqa: E731
-                                    cwd=REPO, capture_output=True, text=True)
+
+    def run(*a):
+        return subprocess.run(
+            [sys.executable, "-m", "obsmesh", "secrets", *a, "--file", path],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+        )
+
     assert run("init").returncode == 0
     assert oct(os.stat(path).st_mode & 0o777) == "0o600"
     assert run("init").returncode == 1  # never overwrites by accident

@@ -170,8 +170,18 @@ def test_truncated_trailing_and_corrupt_compressed_data_are_errors():
 
 def test_unknown_shapes_are_unknown_envelopes():
     z = zlib.compress(dmap.encode_record(sample_records(1)[0]))
-    for frames in ([], [b"sas", z, b"more"], [b"", z], [b"s", z], [b"toolongcode", z],
-                   [b"sas!", z], [b"\xff\xfe", z], [b"not zlib"], [b""], [b"fitacf/x", z]):
+    for frames in (
+        [],
+        [b"sas", z, b"more"],
+        [b"", z],
+        [b"s", z],
+        [b"toolongcode", z],
+        [b"sas!", z],
+        [b"\xff\xfe", z],
+        [b"not zlib"],
+        [b""],
+        [b"fitacf/x", z],
+    ):
         with pytest.raises(E.UnknownEnvelope):
             E.decode_message(frames)
 
@@ -194,10 +204,19 @@ def test_pickled_topics_are_ignored_and_never_unpickled():
     payload = pickle.dumps({"data": _Tripwire()})
     assert pickle.loads(payload)["data"] == "loaded" and _Tripwire.fired == 1  # it would fire
     _Tripwire.fired = 0
-    for topic in (b"rawacf/0", b"bfiq/2", b"antennas_iq/0", b"rawrf/1", b"rawacf", b"something_new/4"):
+    for topic in (
+        b"rawacf/0",
+        b"bfiq/2",
+        b"antennas_iq/0",
+        b"rawrf/1",
+        b"rawacf",
+        b"something_new/4",
+    ):
         got = E.decode_message([topic, payload])
         assert isinstance(got, E.Ignored)
-        assert got.topic == (topic.split(b"/")[0].decode() if topic != b"something_new/4" else "other")
+        assert got.topic == (
+            topic.split(b"/")[0].decode() if topic != b"something_new/4" else "other"
+        )
     assert _Tripwire.fired == 0
 
 
@@ -266,12 +285,32 @@ def test_fuzz_mutated_valid_messages_raise_only_envelope_errors(which, part, dat
 
 _json_values = st.recursive(
     st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats() | st.text(max_size=5),
-    lambda inner: st.lists(inner, max_size=4), max_leaves=20)
+    lambda inner: st.lists(inner, max_size=4),
+    max_leaves=20,
+)
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.dictionaries(st.sampled_from(["slist", "v", "bmnum", "noise.sky", "origin.command", "ltab",
-                                        "gflg", "x", "time.us", "nrang"]), _json_values, max_size=6))
+@given(
+    st.dictionaries(
+        st.sampled_from(
+            [
+                "slist",
+                "v",
+                "bmnum",
+                "noise.sky",
+                "origin.command",
+                "ltab",
+                "gflg",
+                "x",
+                "time.us",
+                "nrang",
+            ]
+        ),
+        _json_values,
+        max_size=6,
+    )
+)
 def test_fuzz_json_records_raise_only_envelope_errors(obj):
     frames = [zlib.compress(json.dumps(obj).encode())]
     _check(frames)

@@ -59,7 +59,9 @@ class Superdarn(Capture, superdarn.SuperdarnNode):
     def __init__(self, port):
         self.published = []
         opts = {**superdarn.DEFAULTS, "backoff_initial": 0.1, "backoff_max": 0.5}
-        super().__init__("sdtcp", config.mesh(environ={}), opts, [RadarEndpoint("sas", "127.0.0.1", port)])
+        super().__init__(
+            "sdtcp", config.mesh(environ={}), opts, [RadarEndpoint("sas", "127.0.0.1", port)]
+        )
 
 
 class _Reader(Protocol):
@@ -144,7 +146,9 @@ async def test_every_envelope_gives_the_products_of_the_tcp_path():
     ctx = zmq.Context()
     pubs = {e: Pub(ctx) for e in ("aggregator", "borealis", "json")}
     nodes = {
-        "aggregator": Canada([canada.FeedSpec("aggregator", pubs["aggregator"].endpoint)], name="cagg"),
+        "aggregator": Canada(
+            [canada.FeedSpec("aggregator", pubs["aggregator"].endpoint)], name="cagg"
+        ),
         "borealis": Canada([canada.FeedSpec("sas", pubs["borealis"].endpoint, "sas")], name="cbor"),
         # legacy JSON on a socket naming no radar: the record's station id (5) names it
         "json": Canada([canada.FeedSpec("aggregator", pubs["json"].endpoint)], name="cjson"),
@@ -163,8 +167,11 @@ async def test_every_envelope_gives_the_products_of_the_tcp_path():
             pubs["borealis"].send([b"fitacf/0", bz2.compress(raw)])
             pubs["json"].send(json_message(dmap.decode_record(raw)))
         everyone = (*nodes.values(), tcp)
-        await wait_until(lambda: all(len(n.topic("radar.sas.beam")) == len(raws) for n in everyone),
-                         20, "every beam on every path")
+        await wait_until(
+            lambda: all(len(n.topic("radar.sas.beam")) == len(raws) for n in everyone),
+            20,
+            "every beam on every path",
+        )
         want_beams, want_scans = tcp.topic("radar.sas.beam"), tcp.topic("radar.sas.scan")
         assert len(want_scans) >= 2 and any(not b["slist"] for b in want_beams)
         for envelope, n in nodes.items():
@@ -195,8 +202,12 @@ async def test_bad_messages_are_counted_and_the_next_good_one_is_used():
     ctx = zmq.Context()
     pub = Pub(ctx)
     limit = 1 << 20
-    n = Canada([canada.FeedSpec("aggregator", pub.endpoint)], max_decompressed=limit, max_frame=1 << 20,
-               silence=1.0)
+    n = Canada(
+        [canada.FeedSpec("aggregator", pub.endpoint)],
+        max_decompressed=limit,
+        max_frame=1 << 20,
+        silence=1.0,
+    )
     bomb = zlib.compress(b"\0" * (64 << 20), 9)
     try:
         await n.start()
@@ -209,18 +220,31 @@ async def test_bad_messages_are_counted_and_the_next_good_one_is_used():
         pub.send([zlib.compress(b"{not json")])
         pub.send([b"sas", zlib.compress(good[1]), b"third frame"])  # unknown shape
         pub.send([b"#$%", b"?"])  # unknown shape
-        pub.send([b"zzz", zlib.compress(good[1])])  # station id 5 sent under another code: kept as zzz
+        pub.send(
+            [b"zzz", zlib.compress(good[1])]
+        )  # station id 5 sent under another code: kept as zzz
         pub.send(PROBE)
         pub.send([b"sas", zlib.compress(good[1])])
         await wait_until(lambda: len(n.topic("radar.sas.beam")) == 2, 10, "the good beams")
         status = n.get_status()
-        assert status["decode_errors"]["by_reason"] == {"decompress": 1, "too_large": 1, "dmap": 2, "json": 1}
+        assert status["decode_errors"]["by_reason"] == {
+            "decompress": 1,
+            "too_large": 1,
+            "dmap": 2,
+            "json": 1,
+        }
         assert status["decode_errors"]["by_envelope"] == {"aggregator": 3, "borealis": 1, "json": 1}
         assert status["envelopes"]["unknown"] == 2 and "#$%" in status["envelopes"]["last_unknown"]
-        assert status["sites"]["sas"]["decode_errors"] == 3 and status["sites"]["sas"]["messages"] == 2
-        assert status["sites"]["zzz"]["messages"] == 1 and status["pipeline"]["radars"]["zzz"]["beams"] == 1
+        assert (
+            status["sites"]["sas"]["decode_errors"] == 3 and status["sites"]["sas"]["messages"] == 2
+        )
+        assert (
+            status["sites"]["zzz"]["messages"] == 1
+            and status["pipeline"]["radars"]["zzz"]["beams"] == 1
+        )
         assert [b["time"] for b in n.topic("radar.sas.beam")] == [
-            radar_time(dmap.decode_record(raw)) for raw in good[:2]]
+            radar_time(dmap.decode_record(raw)) for raw in good[:2]
+        ]
         # A frame over max_frame makes ZeroMQ drop the connection before
         # buffering it, for good (a protocol error: it never reconnects): the
         # silence re-creation brings the feed back.
@@ -264,6 +288,7 @@ async def test_publisher_restart_is_followed_and_silence_recreates_the_socket():
             def check():
                 pub.send([b"sas", zlib.compress(dmap.encode_record(next(gen)))])
                 return all(len(n.topic("radar.sas.beam")) >= want for n in (slow, quick))
+
             return check
 
         await wait_until(flowing(20), 15, "beams from the first publisher")
@@ -278,7 +303,9 @@ async def test_publisher_restart_is_followed_and_silence_recreates_the_socket():
         # The publisher stays away: after `silence` the socket is re-created,
         # the radar is marked gone and its open scan finished as incomplete.
         pub.close()
-        await wait_until(lambda: feed.state == SILENT and feed.recreated >= 1, 10, "the socket re-created")
+        await wait_until(
+            lambda: feed.state == SILENT and feed.recreated >= 1, 10, "the socket re-created"
+        )
         assert slow.sources["feed:aggregator"]["connected"] is False
         assert slow.sources["sas"]["connected"] is False
         assert any(not s["complete"] for s in slow.topic("radar.sas.scan"))
@@ -304,20 +331,45 @@ async def test_the_simulators_borealis_and_json_sites_reach_the_node(tmp_path):
     try:
         for envelope in ("borealis", "json"):
             port = free_pair()
-            procs.append(spawn(["simulate", "canada", "--envelope", envelope, "--port", str(port),
-                                "--sites", "inv,cly", "--speed", "60"], dict(os.environ),
-                               tmp_path / f"{envelope}.log"))
-            n = Canada([canada.FeedSpec("inv", f"tcp://127.0.0.1:{port}", "inv"),
-                        canada.FeedSpec("cly", f"tcp://127.0.0.1:{port + 1}", "cly")], name=f"sim{envelope}")
+            procs.append(
+                spawn(
+                    [
+                        "simulate",
+                        "canada",
+                        "--envelope",
+                        envelope,
+                        "--port",
+                        str(port),
+                        "--sites",
+                        "inv,cly",
+                        "--speed",
+                        "60",
+                    ],
+                    dict(os.environ),
+                    tmp_path / f"{envelope}.log",
+                )
+            )
+            n = Canada(
+                [
+                    canada.FeedSpec("inv", f"tcp://127.0.0.1:{port}", "inv"),
+                    canada.FeedSpec("cly", f"tcp://127.0.0.1:{port + 1}", "cly"),
+                ],
+                name=f"sim{envelope}",
+            )
             await n.start()
             nodes.append((envelope, n))
         for envelope, n in nodes:
-            await wait_until(lambda n=n: all(len(n.topic(f"radar.{c}.beam")) >= 4 for c in ("inv", "cly")),
-                             30, f"beams of both sites ({envelope})")
+            await wait_until(
+                lambda n=n: all(len(n.topic(f"radar.{c}.beam")) >= 4 for c in ("inv", "cly")),
+                30,
+                f"beams of both sites ({envelope})",
+            )
             status = n.get_status()
             assert status["envelopes"][envelope] >= 8 and status["decode_errors"]["total"] == 0
             if envelope == "borealis":
-                assert status["envelopes"]["ignored"]["rawacf"] >= 8  # one per record, never unpickled
+                assert (
+                    status["envelopes"]["ignored"]["rawacf"] >= 8
+                )  # one per record, never unpickled
             assert {b["name"] for b in n.topic("radar.inv.beam")} == {"Inuvik"}
             assert {b["stid"] for b in n.topic("radar.cly.beam")} == {66}
     finally:
@@ -372,8 +424,20 @@ async def test_reactor_stays_responsive_while_silent_and_under_a_flood(tmp_path)
         await n.start()
         silent = await _measure(1.5)  # nobody publishing: sockets re-created meanwhile
         assert n.feeds["aggregator"].recreated >= 1
-        proc = spawn(["simulate", "canada", "--port", str(port), "--sites", "sas,pgr,inv,cly,rkn",
-                      "--flood", "4"], dict(os.environ), tmp_path / "flood.log")
+        proc = spawn(
+            [
+                "simulate",
+                "canada",
+                "--port",
+                str(port),
+                "--sites",
+                "sas,pgr,inv,cly,rkn",
+                "--flood",
+                "4",
+            ],
+            dict(os.environ),
+            tmp_path / "flood.log",
+        )
         await wait_until(lambda: n.counters["beams"] > 100, 20, "the flood arriving")
         start = n.counters["beams"]
         flooded = await _measure(2.0)
@@ -407,11 +471,14 @@ def test_settings_parse_addresses_and_refuse_bad_ones():
         except ValueError:
             continue
         raise AssertionError(f"{bad!r} accepted")
-    specs = canada.feed_specs({**canada.DEFAULTS, "addr": "agg:1",
-                               "borealis": ["sas=10.0.0.5", "PGR=pgr.example:9697"]})
+    specs = canada.feed_specs(
+        {**canada.DEFAULTS, "addr": "agg:1", "borealis": ["sas=10.0.0.5", "PGR=pgr.example:9697"]}
+    )
     assert [(s.name, s.endpoint, s.code) for s in specs] == [
-        ("aggregator", "tcp://agg:1", None), ("sas", "tcp://10.0.0.5:9696", "sas"),
-        ("pgr", "tcp://pgr.example:9697", "pgr")]
+        ("aggregator", "tcp://agg:1", None),
+        ("sas", "tcp://10.0.0.5:9696", "sas"),
+        ("pgr", "tcp://pgr.example:9697", "pgr"),
+    ]
     for bad in (["sas"], ["sas=h:1", "sas=h:2"], ["s=h:1"], ["sas.a=h:1"]):
         try:
             canada.feed_specs({**canada.DEFAULTS, "borealis": bad})
@@ -441,11 +508,20 @@ async def test_sites_setting_and_max_sites_bound_the_radars_a_feed_creates():
         for i in range(10):
             pub.send([f"zz{i}".encode(), zlib.compress(raw)])
         pub.send(PROBE)
-        await wait_until(lambda: n.ignored["rawacf"] >= 2 and
-                         n.get_status()["decode_errors"]["by_reason"].get("site", 0) == 7, 10, "all ten")
+        await wait_until(
+            lambda: (
+                n.ignored["rawacf"] >= 2
+                and n.get_status()["decode_errors"]["by_reason"].get("site", 0) == 7
+            ),
+            10,
+            "all ten",
+        )
         assert sorted(n.sites) == ["zz0", "zz1", "zz2"]
         assert {k for k in n.fields if k.endswith(".noise") and "scan" not in k} == {
-            "zz0.noise", "zz1.noise", "zz2.noise"}
+            "zz0.noise",
+            "zz1.noise",
+            "zz2.noise",
+        }
     finally:
         await n.stop()
         pub.close()

@@ -46,13 +46,29 @@ class Probe:
         self.base = float(int(time.time())) - history * DT
         environ = router.env()
         environ.update(env)
-        args = [PYTHON, "tests/probe_process.py", name, "--base", repr(self.base), "--dt", str(DT),
-                "--history", str(history)]
+        args = [
+            PYTHON,
+            "tests/probe_process.py",
+            name,
+            "--base",
+            repr(self.base),
+            "--dt",
+            str(DT),
+            "--history",
+            str(history),
+        ]
         if live:
             args.append("--live")
         self.log = router.dir / f"probe-{name}.log"
-        self.proc = subprocess.Popen(args, env=environ, cwd=str(REPO), stdout=open(self.log, "ab"),  # noqa: SIM115
-                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+        self.proc = subprocess.Popen(
+            args,
+            env=environ,
+            cwd=str(REPO),
+            stdout=open(self.log, "ab"),  # noqa: SIM115
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
 
     def wait_listed(self, mesh: Mesh) -> None:
         def listed():
@@ -89,11 +105,15 @@ def test_lists_nodes_and_fetches_exact_history_as_numpy(history, mesh):
     r = mesh.get("hist", ["x", "y", "label", "ok"], base, base + 3000 * DT)
     t, x, y = expected(base, 0, 3000)
     assert sorted(r.timelines) == ["fast", "slow"]
-    assert np.array_equal(r.time("x"), t) and np.array_equal(r["x"], x) and np.array_equal(r["y"], y)
+    assert (
+        np.array_equal(r.time("x"), t) and np.array_equal(r["x"], x) and np.array_equal(r["y"], y)
+    )
     assert r["x"].dtype == np.float64 and r["x"].flags.writeable
     assert r.time("label").tolist() == (base + np.arange(0, 3000, 10) * DT).tolist()
     assert r["label"].tolist() == [f"s{k}" for k in range(0, 3000, 10)]
-    assert r["ok"].dtype == bool and r["ok"].tolist() == [(k // 10) % 2 == 0 for k in range(0, 3000, 10)]
+    assert r["ok"].dtype == bool and r["ok"].tolist() == [
+        (k // 10) % 2 == 0 for k in range(0, 3000, 10)
+    ]
     # [start, end): the sample at `end` is excluded
     part = mesh.get("hist", "x", base + 100 * DT, base + 200 * DT)
     assert np.array_equal(part["x"], np.arange(100.0, 200.0))
@@ -137,8 +157,14 @@ def test_large_get_uses_progressive_results_transparently(router, mesh, capsys):
         base = probe.base
         r = mesh.get("small-budget", ["x", "y"], base, base + 200, progress=True)
         t, x, y = expected(base, 0, 20000)
-        assert np.array_equal(r.time("x"), t) and np.array_equal(r["x"], x) and np.array_equal(r["y"], y)
-        err = capsys.readouterr().err  # the bar reached the full count (tqdm, or the plain fallback)
+        assert (
+            np.array_equal(r.time("x"), t)
+            and np.array_equal(r["x"], x)
+            and np.array_equal(r["y"], y)
+        )
+        err = (
+            capsys.readouterr().err
+        )  # the bar reached the full count (tqdm, or the plain fallback)
         assert "20.0k/20.0k" in err or "20,000 of 20,000" in err
     finally:
         probe.stop()
@@ -150,10 +176,18 @@ def test_large_get_uses_progressive_results_transparently(router, mesh, capsys):
         (lambda m: m.get("no-such-node", "x", -60, 0), UnknownNode, ["no-such-node", "hist"]),
         (lambda m: m.get("hist", ["x", "nope"], -60, 0), UnknownField, ["nope"]),
         (lambda m: m.get("hist", "x", 2000, 1000), InvalidArgument, ["start", "after end"]),
-        (lambda m: m.get("hist", "x", "yesterday-ish", 0), InvalidArgument, ["start", "yesterday-ish"]),
+        (
+            lambda m: m.get("hist", "x", "yesterday-ish", 0),
+            InvalidArgument,
+            ["start", "yesterday-ish"],
+        ),
         (lambda m: m.get("hist", "x", "-1h", "tomorrow"), InvalidArgument, ["end", "tomorrow"]),
         (lambda m: m.get("hist", "x", -60, 0, min_stride=-1), InvalidArgument, ["min_stride"]),
-        (lambda m: m.get("hist", "x", -60, 0, reduce="median"), InvalidArgument, ["reduce", "median"]),
+        (
+            lambda m: m.get("hist", "x", -60, 0, reduce="median"),
+            InvalidArgument,
+            ["reduce", "median"],
+        ),
         (lambda m: m.get("Bad.Name", "x"), InvalidArgument, ["Bad.Name"]),
         (lambda m: m.get("hist", []), InvalidArgument, ["empty"]),
         (lambda m: m.fields("no-such-node"), UnknownNode, ["no-such-node"]),
@@ -183,20 +217,29 @@ def test_refused_credentials_fail_fast_and_name_the_principal(router):
         with pytest.raises(MeshUnavailable) as info:
             m.nodes()
     # the router's refusal itself, not a timeout waiting for a session
-    assert "refused" in str(info.value) and "'client'" in str(info.value) and "not_authorized" in str(info.value)
+    assert (
+        "refused" in str(info.value)
+        and "'client'" in str(info.value)
+        and "not_authorized" in str(info.value)
+    )
 
 
 def test_two_clients_and_many_threads(history, router):
     base = history.base
     t, x, _ = expected(base, 0, 3000)
     errors: list[BaseException] = []
-    with Mesh(router.backend_url, router.realm) as a, Mesh(router.ws_url, router.realm, serializer="json") as b:
+    with (
+        Mesh(router.backend_url, router.realm) as a,
+        Mesh(router.ws_url, router.realm, serializer="json") as b,
+    ):
 
         def worker(mesh: Mesh, i: int) -> None:
             try:
                 for j in range(5):
                     k0 = (i * 97 + j * 13) % 2500
-                    r = mesh.get("hist", "x", base + k0 * DT - DT / 2, base + (k0 + 500) * DT - DT / 2)
+                    r = mesh.get(
+                        "hist", "x", base + k0 * DT - DT / 2, base + (k0 + 500) * DT - DT / 2
+                    )
                     assert np.array_equal(r["x"], x[k0 : k0 + 500]), (i, j)
                     assert np.array_equal(r.time("x"), t[k0 : k0 + 500])
             except BaseException as exc:  # noqa: BLE001 - reported to the main thread
@@ -227,7 +270,9 @@ def check_contiguous(base: float, batches: list[Batch]) -> np.ndarray:
     t = np.concatenate([b.t for b in batches])
     x = np.concatenate([b.data["x"] for b in batches])
     k = np.round((t - base) / DT).astype(np.int64)
-    assert np.array_equal(np.diff(k), np.ones(k.size - 1, dtype=np.int64)), "samples missing or repeated"
+    assert np.array_equal(np.diff(k), np.ones(k.size - 1, dtype=np.int64)), (
+        "samples missing or repeated"
+    )
     assert np.array_equal(t, base + k * DT) and np.array_equal(x, k.astype(float))
     if "y" in batches[0].data:
         assert np.array_equal(np.concatenate([b.data["y"] for b in batches]), k / 2.0)
@@ -353,8 +398,14 @@ def test_asyncio_flavour(history, router):
 
 def run_cli(router, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
     """The commands as their own process, configured by the environment."""
-    return subprocess.run([PYTHON, "-m", "consumers.client.cli", *args], env=router.env(), cwd=str(REPO),
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [PYTHON, "-m", "consumers.client.cli", *args],
+        env=router.env(),
+        cwd=str(REPO),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def cli(router, capsys, *args: str) -> tuple[int, str, str]:
@@ -372,11 +423,26 @@ def test_cli_nodes_fields_get_csv_and_json(history, router, tmp_path, capsys):
     assert out.returncode == 0, out.stderr
     assert "hist" in [n["name"] for n in json.loads(out.stdout)]
     code, text, _ = cli(router, capsys, "nodes")
-    assert code == 0 and text.splitlines()[0].split() == ["NAME", "KIND", "DESCRIPTION"] and "hist" in text
+    assert (
+        code == 0
+        and text.splitlines()[0].split() == ["NAME", "KIND", "DESCRIPTION"]
+        and "hist" in text
+    )
     code, text, _ = cli(router, capsys, "fields", "hist", "--start", "1d")
     assert code == 0 and "x" in text and "fast" in text and "0.01 s" in text
     base = history.base
-    code, text, err = cli(router, capsys, "get", "hist", "x", "label", "--start", repr(base), "--end", repr(base + 0.2))
+    code, text, err = cli(
+        router,
+        capsys,
+        "get",
+        "hist",
+        "x",
+        "label",
+        "--start",
+        repr(base),
+        "--end",
+        repr(base + 0.2),
+    )
     assert code == 0, err
     lines = text.splitlines()
     assert lines[0] == "time,timeline,x,label"
@@ -384,11 +450,26 @@ def test_cli_nodes_fields_get_csv_and_json(history, router, tmp_path, capsys):
     assert lines[3] == f"{base + DT!r},fast,1.0,"
     assert len(lines) == 1 + 20 + 2
     path = tmp_path / "out.json"
-    code, _, err = cli(router, capsys, "get", "hist", "x", "--start", repr(base), "--end", repr(base + 30), "-o", str(path))
+    code, _, err = cli(
+        router,
+        capsys,
+        "get",
+        "hist",
+        "x",
+        "--start",
+        repr(base),
+        "--end",
+        repr(base + 30),
+        "-o",
+        str(path),
+    )
     assert code == 0, err
     doc = json.loads(path.read_text())
     t, x, _ = expected(base, 0, 3000)
-    assert doc["timelines"]["fast"]["t"] == t.tolist() and doc["timelines"]["fast"]["data"]["x"] == x.tolist()
+    assert (
+        doc["timelines"]["fast"]["t"] == t.tolist()
+        and doc["timelines"]["fast"]["data"]["x"] == x.tolist()
+    )
     code, _, err = cli(router, capsys, "get", "hist", "nope")
     assert code == 1 and "nope" in err and "Traceback" not in err
     code, _, err = cli(router, capsys, "get", "hist", "x", "--start", "whenever")
@@ -400,13 +481,17 @@ def test_cli_tail_prints_live_samples(router, capsys):
     try:
         with Mesh(router.backend_url, router.realm) as mesh:
             probe.wait_listed(mesh)
-        out = run_cli(router, "tail", "tailed", "x", "--format", "csv", "--time", "unix", "-n", "30")
+        out = run_cli(
+            router, "tail", "tailed", "x", "--format", "csv", "--time", "unix", "-n", "30"
+        )
         assert out.returncode == 0, out.stderr
         lines = out.stdout.splitlines()
         assert lines[0] == "time,timeline,x" and len(lines) == 31
         rows = [line.split(",") for line in lines[1:]]
         k = [round((float(t) - probe.base) / DT) for t, _, _ in rows]
-        assert k == list(range(k[0], k[0] + 30)) and [float(x) for _, _, x in rows] == [float(i) for i in k]
+        assert k == list(range(k[0], k[0] + 30)) and [float(x) for _, _, x in rows] == [
+            float(i) for i in k
+        ]
         code, text, err = cli(router, capsys, "tail", "tailed", "--format", "json", "-n", "5")
         assert code == 0, err
         objs = [json.loads(line) for line in text.splitlines()]
@@ -433,14 +518,25 @@ def test_large_queries_split_into_pieces_give_the_same_answer(router, mesh, monk
         probe.wait_listed(mesh)
         base = probe.base
         whole = mesh.get("pieces", ["x", "y", "label"], base, base + 200)
-        binned = mesh.get("pieces", ["x", "label"], base, base + 200, min_stride=0.7, reduce="minmax")
+        binned = mesh.get(
+            "pieces", ["x", "label"], base, base + 200, min_stride=0.7, reduce="minmax"
+        )
         monkeypatch.setattr(core, "PIECE_VALUES", 500)  # dozens of pieces, fetched 8 at a time
         cut = mesh.get("pieces", ["x", "y", "label"], base, base + 200)
         t, x, y = expected(base, 0, 20000)
-        assert np.array_equal(cut.time("x"), t) and np.array_equal(cut["x"], x) and np.array_equal(cut["y"], y)
+        assert (
+            np.array_equal(cut.time("x"), t)
+            and np.array_equal(cut["x"], x)
+            and np.array_equal(cut["y"], y)
+        )
         assert np.array_equal(whole["x"], x) and cut["label"].tolist() == whole["label"].tolist()
-        cut_binned = mesh.get("pieces", ["x", "label"], base, base + 200, min_stride=0.7, reduce="minmax")
+        cut_binned = mesh.get(
+            "pieces", ["x", "label"], base, base + 200, min_stride=0.7, reduce="minmax"
+        )
         assert np.array_equal(cut_binned.time("x"), binned.time("x"))
-        assert np.array_equal(cut_binned["x"], binned["x"]) and cut_binned["label"].tolist() == binned["label"].tolist()
+        assert (
+            np.array_equal(cut_binned["x"], binned["x"])
+            and cut_binned["label"].tolist() == binned["label"].tolist()
+        )
     finally:
         probe.stop()

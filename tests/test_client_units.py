@@ -41,14 +41,26 @@ from obsmesh import wire
 
 @pytest.mark.parametrize(
     "text, seconds",
-    [("1h", 3600), ("90s", 90), ("1h30m", 5400), ("500ms", 0.5), ("2d", 172800), ("1w", 604800),
-     ("1.5h", 5400), ("10 min", 600), ("3600", 3600), (" 2m ", 120)],
+    [
+        ("1h", 3600),
+        ("90s", 90),
+        ("1h30m", 5400),
+        ("500ms", 0.5),
+        ("2d", 172800),
+        ("1w", 604800),
+        ("1.5h", 5400),
+        ("10 min", 600),
+        ("3600", 3600),
+        (" 2m ", 120),
+    ],
 )
 def test_durations(text, seconds):
     assert parse_duration(text) == pytest.approx(seconds)
 
 
-@pytest.mark.parametrize("text", ["", "h", "1x", "1h30", "h1", "1h-2m", "--1h", "1e400", "nan", "1 h x"])
+@pytest.mark.parametrize(
+    "text", ["", "h", "1x", "1h30", "h1", "1h-2m", "--1h", "1e400", "nan", "1 h x"]
+)
 def test_bad_durations(text):
     with pytest.raises(InvalidArgument):
         parse_duration(text)
@@ -72,8 +84,22 @@ def test_time_forms():
 
 
 @pytest.mark.parametrize(
-    "value", [None, True, "yesterday", "+1h", "2024-13-01", float("nan"), float("inf"), 1e15, [], b"1", "1h x",
-              np.datetime64("NaT"), dt.datetime(1960, 1, 1)]
+    "value",
+    [
+        None,
+        True,
+        "yesterday",
+        "+1h",
+        "2024-13-01",
+        float("nan"),
+        float("inf"),
+        1e15,
+        [],
+        b"1",
+        "1h x",
+        np.datetime64("NaT"),
+        dt.datetime(1960, 1, 1),
+    ],
 )
 def test_bad_times_name_the_argument(value):
     with pytest.raises(InvalidArgument) as info:
@@ -94,8 +120,17 @@ def test_interval_order_and_stride():
 
 
 @settings(max_examples=400, deadline=None)
-@given(st.one_of(st.text(max_size=30), st.floats(allow_nan=True), st.integers(), st.none(), st.booleans(),
-                 st.datetimes(), st.binary(max_size=5)))
+@given(
+    st.one_of(
+        st.text(max_size=30),
+        st.floats(allow_nan=True),
+        st.integers(),
+        st.none(),
+        st.booleans(),
+        st.datetimes(),
+        st.binary(max_size=5),
+    )
+)
 def test_parse_time_never_crashes(value):
     """Any input is a number of seconds or an InvalidArgument, nothing else."""
     try:
@@ -156,7 +191,9 @@ def test_url_parsing():
 
 
 def test_wamp_errors_map_to_exceptions():
-    assert isinstance(from_wamp("obsmesh.error.no_such_field", ["no field 'q'"], "obsmesh", "n"), UnknownField)
+    assert isinstance(
+        from_wamp("obsmesh.error.no_such_field", ["no field 'q'"], "obsmesh", "n"), UnknownField
+    )
     assert isinstance(from_wamp("obsmesh.error.too_many_points", [], "obsmesh"), TooManyPoints)
     assert isinstance(from_wamp("obsmesh.error.unavailable", ["x"], "obsmesh"), NodeUnavailable)
     e = from_wamp("obsmesh.error.invalid_argument", ["start is after end"], "obsmesh", "n")
@@ -173,9 +210,19 @@ def arr(values, dtype="<f8"):
 
 def test_progressive_chunks_assemble_in_order():
     a = Assembler("n", ["x", "label"])
-    a.add({"data": {"x": arr([1, 2])}, "timeline": {"fast": {"t": arr([10, 11]), "finalized_until": 11}}})
+    a.add(
+        {
+            "data": {"x": arr([1, 2])},
+            "timeline": {"fast": {"t": arr([10, 11]), "finalized_until": 11}},
+        }
+    )
     a.add({"data": {"x": arr([3])}, "timeline": {"fast": {"t": arr([12]), "finalized_until": 12}}})
-    a.add({"data": {"label": ["a", None]}, "timeline": {"slow": {"t": [10.5, 11.5], "finalized_until": None}}})
+    a.add(
+        {
+            "data": {"label": ["a", None]},
+            "timeline": {"slow": {"t": [10.5, 11.5], "finalized_until": None}},
+        }
+    )
     r = a.result()
     assert r["x"].tolist() == [1, 2, 3] and r.time("x").tolist() == [10, 11, 12]
     assert r["label"].tolist() == ["a", None] and r.timelines["fast"].finalized_until == 12
@@ -183,14 +230,18 @@ def test_progressive_chunks_assemble_in_order():
 
 
 def test_columns_matched_to_timelines_by_length_or_field_map():
-    reply = {"data": {"x": arr([1, 2]), "s": ["a"]},
-             "timeline": {"fast": {"t": arr([1, 2])}, "slow": {"t": arr([1.5])}}}
+    reply = {
+        "data": {"x": arr([1, 2]), "s": ["a"]},
+        "timeline": {"fast": {"t": arr([1, 2])}, "slow": {"t": arr([1.5])}},
+    }
     a = Assembler("n", ["x", "s"])
     a.add(reply)
     assert not a.needs_field_map()
     assert a.result().timeline_of("s").name == "slow"
-    same = {"data": {"x": arr([1, 2]), "y": arr([5, 6])},
-            "timeline": {"a": {"t": arr([1, 2])}, "b": {"t": arr([3, 4])}}}
+    same = {
+        "data": {"x": arr([1, 2]), "y": arr([5, 6])},
+        "timeline": {"a": {"t": arr([1, 2])}, "b": {"t": arr([3, 4])}},
+    }
     b = Assembler("n", ["x", "y"])
     b.add(same)
     assert b.needs_field_map()
@@ -205,10 +256,16 @@ def test_columns_matched_to_timelines_by_length_or_field_map():
         [],
         {"data": {}},
         {"data": {"x": arr([1])}, "timeline": {"t": {"t": arr([1, 2])}}},  # length mismatch
-        {"data": {"x": {"dtype": "|O", "shape": [1], "data": b"x"}}, "timeline": {"t": {"t": arr([1])}}},
+        {
+            "data": {"x": {"dtype": "|O", "shape": [1], "data": b"x"}},
+            "timeline": {"t": {"t": arr([1])}},
+        },
         {"data": {"x": arr([1])}, "timeline": {"t": {"t": ["a"]}}},
         {"data": {"x": arr([1])}, "timeline": {"t": "nope"}},
-        {"data": {"x": {"dtype": "<f8", "shape": [2], "data": b"\0" * 8}}, "timeline": {"t": {"t": arr([1])}}},
+        {
+            "data": {"x": {"dtype": "<f8", "shape": [2], "data": b"\0" * 8}},
+            "timeline": {"t": {"t": arr([1])}},
+        },
     ],
 )
 def test_malformed_replies_are_protocol_errors(reply):
@@ -225,7 +282,9 @@ def test_any_chunking_gives_the_same_arrays(sizes):
     a = Assembler("n", ["x"])
     pos = 0
     for n in sizes:
-        a.add({"data": {"x": arr(x[pos : pos + n])}, "timeline": {"tl": {"t": arr(t[pos : pos + n])}}})
+        a.add(
+            {"data": {"x": arr(x[pos : pos + n])}, "timeline": {"tl": {"t": arr(t[pos : pos + n])}}}
+        )
         pos += n
     r = a.result()
     assert np.array_equal(r["x"], x) and np.array_equal(r.time("x"), t)
@@ -254,7 +313,10 @@ class _Framing(FastRawSocketClientProtocol):
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.lists(st.binary(max_size=300), max_size=8), st.lists(st.integers(1, 200), min_size=1, max_size=50))
+@given(
+    st.lists(st.binary(max_size=300), max_size=8),
+    st.lists(st.integers(1, 200), min_size=1, max_size=50),
+)
 def test_framing_splits_anywhere(messages, cuts):
     stream = b"".join(struct.pack("!I", len(m)) + m for m in messages)
     p = _Framing()
@@ -328,8 +390,12 @@ def test_small_queries_are_one_piece():
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.floats(1e9, 1.7e9), st.floats(1, 1e6), st.integers(0, 10**9),
-       st.one_of(st.none(), st.floats(0.001, 1e4)))
+@given(
+    st.floats(1e9, 1.7e9),
+    st.floats(1, 1e6),
+    st.integers(0, 10**9),
+    st.one_of(st.none(), st.floats(0.001, 1e4)),
+)
 def test_pieces_cover_the_interval_and_never_split_a_bin(start, span, values, stride):
     from consumers.client.core import MAX_PIECES, plan_pieces
 
@@ -340,4 +406,6 @@ def test_pieces_cover_the_interval_and_never_split_a_bin(start, span, values, st
     assert len(cuts) - 1 <= MAX_PIECES
     if stride is not None:
         # a bin of the node (floor(t / stride)) starts exactly at each cut
-        assert all(np.floor(c / stride) > np.floor(np.nextafter(c, -np.inf) / stride) for c in cuts[1:-1])
+        assert all(
+            np.floor(c / stride) > np.floor(np.nextafter(c, -np.inf) / stride) for c in cuts[1:-1]
+        )

@@ -21,8 +21,10 @@ from obsmesh.config import ConfigError
 from obsmesh.router import REPO
 
 UNIT = "co2unit-30aea42a50bc"
-times = st.lists(st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(0, 50).map(float)),
-                 max_size=40)
+times = st.lists(
+    st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(0, 50).map(float)),
+    max_size=40,
+)
 
 
 @given(times, st.floats(-10, 60), st.floats(0, 60))
@@ -95,8 +97,13 @@ def test_settings_default_data_root_env_and_endpoint(tmp_path):
 
 
 def _obsmesh(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "obsmesh", *args], cwd=REPO, capture_output=True, text=True,
-                          timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "obsmesh", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def test_operator_commands(tmp_path):
@@ -114,12 +121,21 @@ def test_operator_commands(tmp_path):
     update = tmp_path / "fw" / "flash"
     update.mkdir(parents=True)
     (update / "main.py").write_text("print('v2')\n")
-    placed = _obsmesh("co2", "--data-root", str(root), "add-update", UNIT, str(tmp_path / "fw"), "v2")
+    placed = _obsmesh(
+        "co2", "--data-root", str(root), "add-update", UNIT, str(tmp_path / "fw"), "v2"
+    )
     assert placed.returncode == 0, placed.stderr
-    assert (root / "updates" / UNIT / "update-v2" / "flash" / "main.py").read_text() == "print('v2')\n"
-    again = _obsmesh("co2", "--data-root", str(root), "add-update", UNIT, str(tmp_path / "fw"), "v2")
+    assert (
+        root / "updates" / UNIT / "update-v2" / "flash" / "main.py"
+    ).read_text() == "print('v2')\n"
+    again = _obsmesh(
+        "co2", "--data-root", str(root), "add-update", UNIT, str(tmp_path / "fw"), "v2"
+    )
     assert again.returncode == 2 and "never replaced" in again.stderr
 
     assert _obsmesh("co2", "--data-root", str(root), "revoke-unit", UNIT).returncode == 0
     assert TokenStore(root / FILE_NAME).is_revoked(UNIT)
-    assert _obsmesh("co2", "--data-root", str(root), "revoke-unit", "co2unit-000000000000").returncode == 1
+    assert (
+        _obsmesh("co2", "--data-root", str(root), "revoke-unit", "co2unit-000000000000").returncode
+        == 1
+    )

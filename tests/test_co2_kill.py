@@ -24,10 +24,24 @@ ROOT_DIR = Path(__file__).resolve().parents[1]
 def start_server(root: Path, tag: str) -> tuple[subprocess.Popen, int]:
     port_file = root.parent / f"port-{tag}"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "nodes.co2.server", "--root", str(root), "--port", "0",
-         "--port-file", str(port_file), "--rows-log", str(root.parent / "rows.log"),
-         "--log-level", "error"],
-        cwd=ROOT_DIR, stderr=subprocess.PIPE)
+        [
+            sys.executable,
+            "-m",
+            "nodes.co2.server",
+            "--root",
+            str(root),
+            "--port",
+            "0",
+            "--port-file",
+            str(port_file),
+            "--rows-log",
+            str(root.parent / "rows.log"),
+            "--log-level",
+            "error",
+        ],
+        cwd=ROOT_DIR,
+        stderr=subprocess.PIPE,
+    )
     deadline = time.monotonic() + 30
     while not port_file.exists():
         if proc.poll() is not None or time.monotonic() > deadline:
@@ -52,8 +66,15 @@ def test_sigkill_mid_upload_leaves_valid_prefixes_and_units_resume(tmp_path):
     for i in range(4):
         unit_id = unit_id_for(3, i)
         token = add_unit(root, unit_id)
-        unit = SimUnit("http://127.0.0.1:1", unit_id, tmp_path / "sd" / unit_id, token,
-                       layout="extended", seed=i, timeout=10)
+        unit = SimUnit(
+            "http://127.0.0.1:1",
+            unit_id,
+            tmp_path / "sd" / unit_id,
+            token,
+            layout="extended",
+            seed=i,
+            timeout=10,
+        )
         for k in range(1200):  # ~190 KiB: two readings files each
             unit.measure(1_650_000_000 + 300 * k)
         units.append(unit)
@@ -72,9 +93,11 @@ def test_sigkill_mid_upload_leaves_valid_prefixes_and_units_resume(tmp_path):
     # one request whose body is only half sent when the server dies
     half_sent = threading.Event()
     body = (units[0].sd / READINGS_DIR / "readings-0000.tsv").read_bytes()[:4096]
-    head = (f"PUT /ou/{units[0].unit_id}/push-sequential/{READINGS_DIR}/readings-0009.tsv"
-            f"?offset=0 HTTP/1.1\r\nHost: x\r\nX-Unit-Token: {units[0].token}\r\n"
-            f"Content-Length: {len(body)}\r\n\r\n").encode()
+    head = (
+        f"PUT /ou/{units[0].unit_id}/push-sequential/{READINGS_DIR}/readings-0009.tsv"
+        f"?offset=0 HTTP/1.1\r\nHost: x\r\nX-Unit-Token: {units[0].token}\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode()
     sock = socket.create_connection(("127.0.0.1", port))
     sock.sendall(head + body[:2000])
     half_sent.set()
@@ -100,7 +123,7 @@ def test_sigkill_mid_upload_leaves_valid_prefixes_and_units_resume(tmp_path):
         for sd_file in sd_files:
             stored = root / "units" / unit.unit_id / READINGS_DIR / sd_file.name
             data = stored.read_bytes() if stored.exists() else b""
-            assert sd_file.read_bytes()[:len(data)] == data  # a valid prefix
+            assert sd_file.read_bytes()[: len(data)] == data  # a valid prefix
             if sd_file.name == acked_name:
                 assert len(data) >= acked_progress  # nothing acknowledged is lost
     assert not (root / "units" / units[0].unit_id / READINGS_DIR / "readings-0009.tsv").exists()

@@ -22,12 +22,23 @@ READINGS = f"{READINGS_DIR}/readings-0000.tsv"
 class NodeProc:
     """One `obsmesh node co2` process and what a test needs of it."""
 
-    def __init__(self, router, tmp_path: Path, name: str, *extra: str, env: dict | None = None) -> None:
+    def __init__(
+        self, router, tmp_path: Path, name: str, *extra: str, env: dict | None = None
+    ) -> None:
         self.router, self.name = router, name
         self.root = tmp_path / f"{name}-root"
         self.port = free_port()
-        self.args = ["node", "co2", "--name", name, "--data-root", str(self.root), "--port", str(self.port),
-                     *extra]
+        self.args = [
+            "node",
+            "co2",
+            "--name",
+            name,
+            "--data-root",
+            str(self.root),
+            "--port",
+            str(self.port),
+            *extra,
+        ]
         self.env = {**router.env(), **(env or {})}
         self.log = tmp_path / f"{name}.log"
         self.proc = None
@@ -45,7 +56,9 @@ class NodeProc:
 
     async def _ready(self, session) -> bool:
         if self.proc.poll() is not None:
-            raise RuntimeError(f"node exited ({self.proc.returncode}):\n{self.log.read_text()[-3000:]}")
+            raise RuntimeError(
+                f"node exited ({self.proc.returncode}):\n{self.log.read_text()[-3000:]}"
+            )
         names = [n["name"] for n in await session.call("obsmesh.consumer.get_data_node")]
         return self.name in names and port_open(self.port)
 
@@ -57,11 +70,21 @@ class NodeProc:
         return (self.root / "units" / unit.unit_id / rel).read_bytes()
 
 
-def unit(node: NodeProc, tmp_path: Path, index: int, layout: str, chunk: int = 4096, token: bool = True) -> SimUnit:
+def unit(
+    node: NodeProc, tmp_path: Path, index: int, layout: str, chunk: int = 4096, token: bool = True
+) -> SimUnit:
     unit_id = unit_id_for(7, index)
     tok = add_unit(node.root, unit_id) if token else None
-    return SimUnit(node.url, unit_id, tmp_path / "sd" / unit_id, tok, layout=layout, seed=index, chunk=chunk,
-                   nickname=f"nick{index}")
+    return SimUnit(
+        node.url,
+        unit_id,
+        tmp_path / "sd" / unit_id,
+        tok,
+        layout=layout,
+        seed=index,
+        chunk=chunk,
+        nickname=f"nick{index}",
+    )
 
 
 def fields_of(unit_id: str, extended: bool) -> list[str]:
@@ -73,10 +96,14 @@ def fields_of(unit_id: str, extended: bool) -> list[str]:
 def expected_columns(u: SimUnit, rows=None) -> dict[str, list]:
     """What the node must serve for a unit's rows: exactly the written values."""
     rows = u.rows if rows is None else rows
-    out: dict[str, list] = {f"{u.unit_id}.temperature": [r.temperature for r in rows],
-                            f"{u.unit_id}.flash_count": [float(r.flash_count) for r in rows]}
+    out: dict[str, list] = {
+        f"{u.unit_id}.temperature": [r.temperature for r in rows],
+        f"{u.unit_id}.flash_count": [float(r.flash_count) for r in rows],
+    }
     for i in range(10):
-        out[f"{u.unit_id}.co2_{i + 1}"] = [None if r.co2[i] is None else float(r.co2[i]) for r in rows]
+        out[f"{u.unit_id}.co2_{i + 1}"] = [
+            None if r.co2[i] is None else float(r.co2[i]) for r in rows
+        ]
     means = []
     for r in rows:
         ok = [float(v) for v in r.co2 if v is not None]
@@ -140,13 +167,17 @@ async def test_uploads_become_exact_history_and_live_samples(router, tmp_path):
         await threads.deferToThread(cycle, base, -88, 0.0)
         # The upload was cut or lost its answer several times and resumed: the
         # stored file is byte for byte the unit's.
-        assert ext.stats["interrupted_cut"] >= 1 and ext.stats["interrupted_lost_ack"] >= 1, ext.stats
+        assert ext.stats["interrupted_cut"] >= 1 and ext.stats["interrupted_lost_ack"] >= 1, (
+            ext.stats
+        )
         assert node.stored(ext) == (ext.sd / READINGS).read_bytes()
         assert node.stored(base) == (base.sd / READINGS).read_bytes()
 
         for u in (ext, base):
             want = [r.t for r in u.rows]
-            await wait_until(lambda u=u, want=want: live.times(u.unit_id) == want, 20, f"{u.unit_id} live")
+            await wait_until(
+                lambda u=u, want=want: live.times(u.unit_id) == want, 20, f"{u.unit_id} live"
+            )
             for f, values in expected_columns(u).items():
                 assert live.column(u.unit_id, f) == values, f
 
@@ -155,17 +186,29 @@ async def test_uploads_become_exact_history_and_live_samples(router, tmp_path):
             r = await s.call(node.uri("get_data"), names, t0 - 1, t0 + 3600)
             assert r["timeline"][u.unit_id]["t"] == [row.t for row in u.rows]
             assert r["data"] == expected_columns(u)
-            pings = await s.call(node.uri("get_data"), [f"{u.unit_id}.{n}" for n in ("rssi_dbm", "rssi_raw", "ber_raw")],
-                                 -600, 0)
+            pings = await s.call(
+                node.uri("get_data"),
+                [f"{u.unit_id}.{n}" for n in ("rssi_dbm", "rssi_raw", "ber_raw")],
+                -600,
+                0,
+            )
             rssi = -71 if u is ext else -88
-            assert pings["data"] == {f"{u.unit_id}.rssi_dbm": [rssi], f"{u.unit_id}.rssi_raw": [8],
-                                     f"{u.unit_id}.ber_raw": [99]}
+            assert pings["data"] == {
+                f"{u.unit_id}.rssi_dbm": [rssi],
+                f"{u.unit_id}.rssi_raw": [8],
+                f"{u.unit_id}.ber_raw": [99],
+            }
 
         listing = {n["name"]: n for n in await s.call("obsmesh.consumer.get_data_node")}
         assert listing[node.name]["kind"] == "co2"
         assert listing[node.name]["endpoint"] == f"http://127.0.0.1:{node.port}/"
         fields, timelines = await s.call(node.uri("get_fields"), t0 - 1, 0)
-        assert set(timelines) == {ext.unit_id, f"{ext.unit_id}.ping", base.unit_id, f"{base.unit_id}.ping"}
+        assert set(timelines) == {
+            ext.unit_id,
+            f"{ext.unit_id}.ping",
+            base.unit_id,
+            f"{base.unit_id}.ping",
+        }
         assert fields[f"{ext.unit_id}.co2_mean"]["units"] == "ppm"
         assert f"{base.unit_id}.extra_1" not in fields  # the old layout has no extra fields
 
@@ -206,7 +249,9 @@ async def test_replayed_chunks_change_nothing_and_conflicts_raise_an_event(route
         path = f"/ou/{u.unit_id}/push-sequential/{READINGS}"
         last = (len(sent) - 1) // 700 * 700  # where the last chunk starts
         for offset, body in ((0, sent[:700]), (700, sent[700:1400]), (last, sent[last:])):
-            status, raw = await threads.deferToThread(u.request, "PUT", f"{path}?offset={offset}", body)
+            status, raw = await threads.deferToThread(
+                u.request, "PUT", f"{path}?offset={offset}", body
+            )
             assert status == 200, raw
         status, raw = await threads.deferToThread(u.request, "PUT", f"{path}?offset=0", b"X" * 100)
         assert status == 409, raw
@@ -229,7 +274,9 @@ async def test_replayed_chunks_change_nothing_and_conflicts_raise_an_event(route
 
 
 @pytest_twisted.ensureDeferred
-async def test_silent_unit_changes_status_and_raises_an_event_and_compat_mode_shows(router, tmp_path):
+async def test_silent_unit_changes_status_and_raises_an_event_and_compat_mode_shows(
+    router, tmp_path
+):
     node = NodeProc(router, tmp_path, "co2c", "--silence", "1", "--compat-network", "127.0.0.0/8")
     node.root.mkdir()
     u = unit(node, tmp_path, 3, "base", token=False)  # old firmware: no token
@@ -250,15 +297,20 @@ async def test_silent_unit_changes_status_and_raises_an_event_and_compat_mode_sh
         assert status["sources"][u.unit_id]["connected"] is True
         assert status["co2"]["counters"]["auth_compat"] == 1
 
-        await wait_until(lambda: _source_is(s, node, u.unit_id, stale=True), 20, "the unit flagged silent")
+        await wait_until(
+            lambda: _source_is(s, node, u.unit_id, stale=True), 20, "the unit flagged silent"
+        )
         status = await _status(s, node)
         assert status["sources"][u.unit_id]["connected"] is False
         assert "silent for" in status["sources"][u.unit_id]["error"]
         events = await s.call(node.uri("get_events"), -600, 0)
         silent = [e for e in events if u.unit_id in e["tags"] and "stale=True" in e["title"]]
         assert len(silent) == 1 and "silent for" in silent[0]["text"]
-        await wait_until(lambda: any(c["source"] == u.unit_id and c.get("stale") for c in changes), 10,
-                         "the status change published")
+        await wait_until(
+            lambda: any(c["source"] == u.unit_id and c.get("stale") for c in changes),
+            10,
+            "the status change published",
+        )
 
         assert await threads.deferToThread(u.ping, -90) == 200  # heard again
         await wait_until(lambda: _source_is(s, node, u.unit_id, stale=False), 10, "the unit back")
@@ -291,7 +343,9 @@ async def test_restart_restores_history_without_duplicates(router, tmp_path, req
         async def data():
             return await s.call(node.uri("get_data"), names, t0 - 1, t0 + 7200)
 
-        await wait_until(lambda: _has_times(data(), u.unit_id, [r.t for r in u.rows]), 20, "rows stored")
+        await wait_until(
+            lambda: _has_times(data(), u.unit_id, [r.t for r in u.rows]), 20, "rows stored"
+        )
         node.stop(sig)  # SIGKILL: delivery progress may be unsaved, rows come again at start
         await wait_until(lambda: _not_listed(s, name), 20, "the node gone")
         await node.start(s)

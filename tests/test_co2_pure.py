@@ -38,9 +38,16 @@ def segs(path: str) -> list[bytes]:
 
 def test_unit_id_pattern_is_strict():
     assert check_unit_id(UNIT.encode(), PATTERN) == UNIT
-    for bad in [b"co2unit-30AEA42A50BC", b"co2unit-30aea42a50b", b"co2unit-30aea42a50bc0",
-                b"..", b"co2unit-30aea42a50bc%0a", b"co2unit-30aea42a50bc\n", b"",
-                b"co2unit-30aea42a50b%63x"]:
+    for bad in [
+        b"co2unit-30AEA42A50BC",
+        b"co2unit-30aea42a50b",
+        b"co2unit-30aea42a50bc0",
+        b"..",
+        b"co2unit-30aea42a50bc%0a",
+        b"co2unit-30aea42a50bc\n",
+        b"",
+        b"co2unit-30aea42a50b%63x",
+    ]:
         with pytest.raises(Rejected) as exc:
             check_unit_id(bad, PATTERN)
         assert exc.value.status == 400
@@ -61,13 +68,35 @@ def test_relative_path_accepts_firmware_paths():
     assert not is_readings_file(("data", "readings", "readings-0000.tsv.bak"))
 
 
-@pytest.mark.parametrize("path", [
-    "data/../x", "data/%2e%2e/x", "data/%2E%2E/x", "data/.%2e/x", "data/%252e%252e/x",
-    "data/./x", "data//x", "/etc/passwd", "data/a%2fb", "data/a%5cb", "data/a\\b",
-    "data/a%00b", "data/.hidden", "data/-rf", "data/~", "data/con", "data/NUL.txt",
-    "data/x.", "data/%c3%a9", "data/a b", "data/a%20b", "data/" + "a" * 200,
-    "/".join(["data"] * 9), "",
-])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "data/../x",
+        "data/%2e%2e/x",
+        "data/%2E%2E/x",
+        "data/.%2e/x",
+        "data/%252e%252e/x",
+        "data/./x",
+        "data//x",
+        "/etc/passwd",
+        "data/a%2fb",
+        "data/a%5cb",
+        "data/a\\b",
+        "data/a%00b",
+        "data/.hidden",
+        "data/-rf",
+        "data/~",
+        "data/con",
+        "data/NUL.txt",
+        "data/x.",
+        "data/%c3%a9",
+        "data/a b",
+        "data/a%20b",
+        "data/" + "a" * 200,
+        "/".join(["data"] * 9),
+        "",
+    ],
+)
 def test_relative_path_refuses_hostile_paths(path):
     with pytest.raises(Rejected) as exc:
         check_relative_path(segs(path), ("data", "errors"))
@@ -97,17 +126,28 @@ def test_relative_path_never_yields_an_unsafe_name(raw):
 
 def test_query_parsing_and_refusals():
     assert parse_query(b"site_code=varanger-03&rssi_dbm=-97&x=a+b%21") == {
-        "site_code": "varanger-03", "rssi_dbm": "-97", "x": "a b!"}
+        "site_code": "varanger-03",
+        "rssi_dbm": "-97",
+        "x": "a b!",
+    }
     assert parse_query(b"") == {}
-    for bad in [b"a=1&a=2", b"=1", b"a=%ff", b"a=%0a", b"a=%00", b"x=" + b"y" * 3000,
-                b"&".join(b"k%d=1" % i for i in range(40))]:
+    for bad in [
+        b"a=1&a=2",
+        b"=1",
+        b"a=%ff",
+        b"a=%0a",
+        b"a=%00",
+        b"x=" + b"y" * 3000,
+        b"&".join(b"k%d=1" % i for i in range(40)),
+    ]:
         with pytest.raises(Rejected) as exc:
             parse_query(bad)
         assert exc.value.status == 400
 
 
-@pytest.mark.parametrize("raw", ["", "-1", "+1", "1.5", "0x10", " 1", "1e3", "１", "9" * 16,
-                                 str((1 << 40) + 1)])
+@pytest.mark.parametrize(
+    "raw", ["", "-1", "+1", "1.5", "0x10", " 1", "1e3", "１", "9" * 16, str((1 << 40) + 1)]
+)
 def test_offset_must_be_plain_decimal(raw):
     with pytest.raises(Rejected) as exc:
         parse_offset({"offset": raw})
@@ -140,20 +180,31 @@ def test_query_parser_fuzz_only_rejects(raw):
 
 def test_routes():
     dirs = ("data", "errors")
-    r = route(b"PUT", f"/ou/{UNIT}/push-sequential/data/readings/readings-0001.tsv".encode(),
-              PATTERN, dirs)
+    r = route(
+        b"PUT",
+        f"/ou/{UNIT}/push-sequential/data/readings/readings-0001.tsv".encode(),
+        PATTERN,
+        dirs,
+    )
     assert (r.kind, r.unit_id, r.path) == ("push", UNIT, ("data", "readings", "readings-0001.tsv"))
     assert route(b"POST", f"/ou/{UNIT}/alive".encode(), PATTERN, dirs).kind == "alive"
     assert route(b"GET", f"/ou/{UNIT}/updates".encode(), PATTERN, dirs).path == ()
     assert route(b"GET", f"/ou/{UNIT}/updates/update-1/".encode(), PATTERN, dirs).path == (
-        "update-1",)
+        "update-1",
+    )
     assert route(b"GET", b"/status/alive/recent", PATTERN, dirs).kind == "recent"
     assert route(b"GET", b"/data/co2/summary", PATTERN, dirs).kind == "co2_summary"
-    cases = [(b"GET", f"/ou/{UNIT}/alive", 405), (b"POST", f"/ou/{UNIT}/push-sequential/data/x",
-             405), (b"GET", "/ou", 404), (b"GET", f"/ou/{UNIT}/debug", 404),
-             (b"PUT", f"/ou/{UNIT}/updates/x", 405), (b"GET", "/status/x", 404),
-             (b"PUT", "/ou/../alive/x", 400), (b"GET", "relative", 400),
-             (b"PUT", f"/ou/{UNIT}/push-sequential/data", 400)]
+    cases = [
+        (b"GET", f"/ou/{UNIT}/alive", 405),
+        (b"POST", f"/ou/{UNIT}/push-sequential/data/x", 405),
+        (b"GET", "/ou", 404),
+        (b"GET", f"/ou/{UNIT}/debug", 404),
+        (b"PUT", f"/ou/{UNIT}/updates/x", 405),
+        (b"GET", "/status/x", 404),
+        (b"PUT", "/ou/../alive/x", 400),
+        (b"GET", "relative", 400),
+        (b"PUT", f"/ou/{UNIT}/push-sequential/data", 400),
+    ]
     for method, path, status in cases:
         with pytest.raises(Rejected) as exc:
             route(method, path.encode(), PATTERN, dirs)
@@ -165,8 +216,8 @@ def test_routes():
 
 def _apply(stored: bytes, offset: int, body: bytes, cap: int = 1 << 20):
     start, length = upload.overlap(len(stored), offset, len(body))
-    d = upload.decide(len(stored), offset, body, stored[start:start + length], cap)
-    after = stored[:d.append_at] + d.tail if d.action == "append" else stored
+    d = upload.decide(len(stored), offset, body, stored[start : start + length], cap)
+    after = stored[: d.append_at] + d.tail if d.action == "append" else stored
     return d, after
 
 
@@ -192,11 +243,11 @@ def test_upload_decisions():
 @given(st.binary(max_size=64), st.integers(0, 80), st.binary(max_size=64))
 def test_upload_never_alters_stored_bytes(stored, offset, body):
     d, after = _apply(stored, offset, body)
-    assert after[:len(stored)] == stored
+    assert after[: len(stored)] == stored
     if d.action == "append":
-        assert after[offset:offset + len(body)] == body
+        assert after[offset : offset + len(body)] == body
     if d.action in ("append", "duplicate"):
-        assert stored[offset:offset + len(body)] == body[:max(0, len(stored) - offset)]
+        assert stored[offset : offset + len(body)] == body[: max(0, len(stored) - offset)]
 
 
 @given(st.binary(min_size=1, max_size=300), st.lists(st.integers(1, 50), max_size=30))
@@ -205,7 +256,7 @@ def test_upload_chunks_with_replays_rebuild_the_file(source, cuts):
     stored, pos, i = b"", 0, 0
     while pos < len(source):
         n = cuts[i % len(cuts)] if cuts else 7
-        chunk = source[pos:pos + n]
+        chunk = source[pos : pos + n]
         d, stored = _apply(stored, pos, chunk)
         assert d.action == "append"
         d, stored = _apply(stored, pos, chunk)  # the replay
@@ -218,20 +269,33 @@ def test_upload_chunks_with_replays_rebuild_the_file(source, cuts):
 
 
 def test_ping_parse_and_line():
-    p = parse_ping(UNIT, {"site_code": "varanger-03", "rssi_raw": "8", "rssi_dbm": "-97",
-                          "ber_raw": "99"}, 1564578010.25)
+    p = parse_ping(
+        UNIT,
+        {"site_code": "varanger-03", "rssi_raw": "8", "rssi_dbm": "-97", "ber_raw": "99"},
+        1564578010.25,
+    )
     assert (p.rssi_raw, p.rssi_dbm, p.ber_raw) == (8, -97, 99)
     line = tsv_line(p)
-    assert line == (b"2019-07-31T13:00:10.250000Z\t" + UNIT.encode()
-                    + b"\tvaranger-03\t8\t-97\t99\n")
+    assert line == (
+        b"2019-07-31T13:00:10.250000Z\t" + UNIT.encode() + b"\tvaranger-03\t8\t-97\t99\n"
+    )
     bare = parse_ping(UNIT, {}, 0.0)
     assert (bare.site_code, bare.rssi_raw, bare.ber_raw) == (None, None, None)
     assert parse_ping(UNIT, {"rssi_raw": "None"}, 0.0).rssi_raw is None
 
 
-@pytest.mark.parametrize("query", [{"rssi_raw": "abc"}, {"rssi_dbm": "-9999"},
-                                   {"ber_raw": "1e3"}, {"rssi_raw": "-"}, {"rssi_dbm": "1"},
-                                   {"site_code": "x" * 65}, {"rssi_raw": "٣"}])
+@pytest.mark.parametrize(
+    "query",
+    [
+        {"rssi_raw": "abc"},
+        {"rssi_dbm": "-9999"},
+        {"ber_raw": "1e3"},
+        {"rssi_raw": "-"},
+        {"rssi_dbm": "1"},
+        {"site_code": "x" * 65},
+        {"rssi_raw": "٣"},
+    ],
+)
 def test_ping_junk_values_are_refused(query):
     with pytest.raises(Rejected) as exc:
         parse_ping(UNIT, query, 0.0)
@@ -256,8 +320,10 @@ def test_ping_line_always_one_line_of_six_cells(site):
 
 # -- readings ----------------------------------------------------------------------------------
 
-BASE = (f"{UNIT}\tvaranger-03\t2019-07-31\t13:00:10\t23.4375\t1\t680\t700\t710\t710\t700"
-        "\t690\t700\t700\t700\t700")
+BASE = (
+    f"{UNIT}\tvaranger-03\t2019-07-31\t13:00:10\t23.4375\t1\t680\t700\t710\t710\t700"
+    "\t690\t700\t700\t700\t700"
+)
 EXTENDED = BASE + "\t12.5\t-3\t1e2\t0\t4095"
 
 
@@ -279,27 +345,31 @@ def test_parse_missing_values_and_1970():
     assert r.clock_error and math.isnan(r.t)
 
 
-@pytest.mark.parametrize("line,reason", [
-    (BASE.rsplit("\t", 1)[0], "columns"),
-    (BASE.replace("23.4375", "nan"), "temperature"),
-    (BASE.replace("23.4375", "inf"), "temperature"),
-    (BASE.replace("\t680\t", "\t 680\t"), "co2 reading 1"),
-    (BASE.replace("\t680\t", "\t6_80\t"), "co2 reading 1"),
-    (BASE.replace("2019-07-31", "2019-02-30"), "no such date"),
-    (BASE.replace("13:00:10", "13:0:10"), "time"),
-    (BASE.replace("\t1\t680", "\t1.5\t680"), "flash count"),
-    (BASE.replace(UNIT, "co2unit-000000000000"), "another unit"),
-    (BASE.replace("varanger", "var\x01anger"), "control"),
-    (BASE + "\t1\t2", "columns"),
-])
+@pytest.mark.parametrize(
+    "line,reason",
+    [
+        (BASE.rsplit("\t", 1)[0], "columns"),
+        (BASE.replace("23.4375", "nan"), "temperature"),
+        (BASE.replace("23.4375", "inf"), "temperature"),
+        (BASE.replace("\t680\t", "\t 680\t"), "co2 reading 1"),
+        (BASE.replace("\t680\t", "\t6_80\t"), "co2 reading 1"),
+        (BASE.replace("2019-07-31", "2019-02-30"), "no such date"),
+        (BASE.replace("13:00:10", "13:0:10"), "time"),
+        (BASE.replace("\t1\t680", "\t1.5\t680"), "flash count"),
+        (BASE.replace(UNIT, "co2unit-000000000000"), "another unit"),
+        (BASE.replace("varanger", "var\x01anger"), "control"),
+        (BASE + "\t1\t2", "columns"),
+    ],
+)
 def test_malformed_lines_say_why(line, reason):
     with pytest.raises(ReadingError, match=reason):
         parse_line(line.encode(), UNIT)
 
 
 def test_parser_incremental_partial_lines_and_errors():
-    data = (BASE + "\n" + "garbage\n" + "\n" + BASE.replace("2019", "1970") + "\n"
-            + EXTENDED + "\n").encode()
+    data = (
+        BASE + "\n" + "garbage\n" + "\n" + BASE.replace("2019", "1970") + "\n" + EXTENDED + "\n"
+    ).encode()
     whole = ReadingsParser(UNIT).feed(data)
     assert [r.offset for r in whole.rows] == [0, data.index(EXTENDED.encode())]
     assert len(whole.clock_errors) == 1 and len(whole.errors) == 1
@@ -309,7 +379,7 @@ def test_parser_incremental_partial_lines_and_errors():
     p = ReadingsParser(UNIT)
     rows = []
     for i in range(len(data)):
-        rows += p.feed(data[i:i + 1]).rows
+        rows += p.feed(data[i : i + 1]).rows
     assert rows == whole.rows
     # a partial last line waits
     p = ReadingsParser(UNIT)
@@ -334,7 +404,7 @@ def test_parser_fuzz_consistent_under_any_split(data, cuts):
     p, rows, errors, pos, i = ReadingsParser(UNIT), [], [], 0, 0
     while pos < len(data):
         n = cuts[i % len(cuts)] if cuts else 13
-        b = p.feed(data[pos:pos + n])
+        b = p.feed(data[pos : pos + n])
         rows += b.rows
         errors += b.errors
         pos, i = pos + n, i + 1
@@ -346,19 +416,41 @@ def test_parser_fuzz_consistent_under_any_split(data, cuts):
     assert p.complete_until == whole.complete_until
 
 
-@given(st.lists(st.tuples(st.integers(2000, 2100), st.integers(1, 12), st.integers(1, 28),
-                          st.integers(0, 23), st.integers(0, 59), st.integers(0, 59),
-                          st.floats(-50, 50, allow_nan=False).map(lambda x: round(x, 4)),
-                          st.lists(st.integers(0, 100000), min_size=10, max_size=10)),
-                max_size=5))
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(2000, 2100),
+            st.integers(1, 12),
+            st.integers(1, 28),
+            st.integers(0, 23),
+            st.integers(0, 59),
+            st.integers(0, 59),
+            st.floats(-50, 50, allow_nan=False).map(lambda x: round(x, 4)),
+            st.lists(st.integers(0, 100000), min_size=10, max_size=10),
+        ),
+        max_size=5,
+    )
+)
 def test_parser_reads_back_generated_rows_exactly(rows):
     lines = []
     for y, mo, d, h, mi, s, temp, co2 in rows:
-        lines.append("\t".join([UNIT, "n", f"{y:04}-{mo:02}-{d:02}", f"{h:02}:{mi:02}:{s:02}",
-                                str(temp), "0", *map(str, co2)]))
+        lines.append(
+            "\t".join(
+                [
+                    UNIT,
+                    "n",
+                    f"{y:04}-{mo:02}-{d:02}",
+                    f"{h:02}:{mi:02}:{s:02}",
+                    str(temp),
+                    "0",
+                    *map(str, co2),
+                ]
+            )
+        )
     got = ReadingsParser(UNIT).feed(("\n".join(lines) + "\n").encode()).rows
     assert [(r.temperature, r.co2) for r in got] == [
-        (temp, tuple(float(c) for c in co2)) for *_, temp, co2 in rows]
+        (temp, tuple(float(c) for c in co2)) for *_, temp, co2 in rows
+    ]
 
 
 # -- tokens ---------------------------------------------------------------------------------------
@@ -386,11 +478,12 @@ def test_tokens_hashed_checked_revoked(tmp_path):
 _CELLS = {
     "id": ([UNIT], ["co2unit-000000000000", "", "x y"]),
     "nick": (["varanger-03", "", "é"], ["a\x01"]),
-    "date": (["2019-07-31", "1970-01-01", "2024-02-29"],
-             ["2019-02-30", "2019-7-31", "2019-13-01"]),
+    "date": (["2019-07-31", "1970-01-01", "2024-02-29"], ["2019-02-30", "2019-7-31", "2019-13-01"]),
     "time": (["13:00:10", "23:59:59", "00:00:00"], ["24:00:00", "13:60:00", "13:00:60", "1:00:00"]),
-    "num": (["680", "-3", "23.4375", "None", "1e2", "1E-05", "-0", "007", "1e100", "1e-300"],
-            ["1e999", "nan", "inf", " 1", "1.", ".5", "٣", "", "99999999999"]),
+    "num": (
+        ["680", "-3", "23.4375", "None", "1e2", "1E-05", "-0", "007", "1e100", "1e-300"],
+        ["1e999", "nan", "inf", " 1", "1.", ".5", "٣", "", "99999999999"],
+    ),
     "flash": (["0", "3", "None", "-1"], ["1.5", "x"]),
 }
 
@@ -399,9 +492,11 @@ _CELLS = {
 @given(st.data())
 def test_fast_row_path_agrees_with_the_checked_definition(data):
     """The fast whole-row expression gives exactly what the checked parser gives."""
+
     def pick(kind: str) -> str:
         good, bad = _CELLS[kind]
         return data.draw(st.sampled_from(good * 30 + bad))  # mostly well-formed rows
+
     n_num = data.draw(st.sampled_from([10] * 5 + [15] * 5 + [9, 11]))
     cells = [pick("id"), pick("nick"), pick("date"), pick("time"), pick("num"), pick("flash")]
     cells += [pick("num") for _ in range(n_num)]

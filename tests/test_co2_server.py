@@ -42,8 +42,14 @@ class Harness:
     def delivered(self, unit: str) -> list:
         return [r for u, rows in self.rows if u == unit for r in rows]
 
-    async def call(self, method: str, path: str, body: bytes | None = None,
-                   token: str | None = None, headers: dict | None = None):
+    async def call(
+        self,
+        method: str,
+        path: str,
+        body: bytes | None = None,
+        token: str | None = None,
+        headers: dict | None = None,
+    ):
         hdrs = dict(headers or {})
         if token is not None:
             hdrs["X-Unit-Token"] = token
@@ -78,15 +84,19 @@ def _raw(port: int, data: bytes) -> tuple[int, bytes]:
 
 
 def put_raw(path: str, body: bytes, token: str, extra: str = "") -> bytes:
-    return (f"PUT {path} HTTP/1.1\r\nHost: x\r\nX-Unit-Token: {token}\r\n"
-            f"Content-Length: {len(body)}\r\nConnection: close\r\n{extra}\r\n").encode() + body
+    return (
+        f"PUT {path} HTTP/1.1\r\nHost: x\r\nX-Unit-Token: {token}\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n{extra}\r\n"
+    ).encode() + body
 
 
 async def start_server(root: Path, **config) -> tuple[Co2Server, Harness]:
     harness = Harness(None, 0, root)  # type: ignore[arg-type]
-    server = Co2Server(Co2Config(root=root, max_body_bytes=CAP, **config),
-                       on_rows=lambda u, rows: harness.rows.append((u, rows)),
-                       on_ping=lambda u, p: harness.pings.append(p))
+    server = Co2Server(
+        Co2Config(root=root, max_body_bytes=CAP, **config),
+        on_rows=lambda u, rows: harness.rows.append((u, rows)),
+        on_ping=lambda u, p: harness.pings.append(p),
+    )
     await server.start()
     harness.server, harness.port = server, server.listen(0).getHost().port
     return server, harness
@@ -119,8 +129,10 @@ def readings_bytes(n: int, unit: str = UNIT, start: int = 1_600_000_000) -> byte
         t = start + 300 * i
         d = __import__("time").gmtime(t)
         co2 = "\t".join(str(400 + (i * 7 + k) % 500) for k in range(10))
-        lines.append(f"{unit}\tnick\t{d.tm_year:04}-{d.tm_mon:02}-{d.tm_mday:02}\t"
-                     f"{d.tm_hour:02}:{d.tm_min:02}:{d.tm_sec:02}\t{i % 30}.25\t{i % 3}\t{co2}\n")
+        lines.append(
+            f"{unit}\tnick\t{d.tm_year:04}-{d.tm_mon:02}-{d.tm_mday:02}\t"
+            f"{d.tm_hour:02}:{d.tm_min:02}:{d.tm_sec:02}\t{i % 30}.25\t{i % 3}\t{co2}\n"
+        )
     return "".join(lines).encode()
 
 
@@ -135,8 +147,10 @@ def push_path(unit: str = UNIT, rel: str = READINGS, offset: int = 0) -> str:
 async def test_ping_is_stored_escaped_in_tsv_and_sqlite_and_reported(co2):
     token = co2.tokens[UNIT]
     status, body = await co2.call(
-        "POST", f"/ou/{UNIT}/alive?site_code=vj%5Cre+%C3%A9&rssi_raw=8&rssi_dbm=-97&ber_raw=99",
-        token=token)
+        "POST",
+        f"/ou/{UNIT}/alive?site_code=vj%5Cre+%C3%A9&rssi_raw=8&rssi_dbm=-97&ber_raw=99",
+        token=token,
+    )
     assert (status, body) == (200, {})
     status, _ = await co2.call("POST", f"/ou/{UNIT}/alive", token=token)  # old firmware: no values
     assert status == 200
@@ -158,8 +172,14 @@ async def test_ping_is_stored_escaped_in_tsv_and_sqlite_and_reported(co2):
 @pytest_twisted.ensureDeferred
 async def test_junk_ping_values_are_refused_and_nothing_stored(co2):
     token = co2.tokens[UNIT]
-    for query in ["rssi_raw=abc", "rssi_dbm=-97&rssi_dbm=-90", "ber_raw=%ff", "site_code=a%0Ab",
-                  "rssi_dbm=99999999999", "site_code=" + "x" * 100]:
+    for query in [
+        "rssi_raw=abc",
+        "rssi_dbm=-97&rssi_dbm=-90",
+        "ber_raw=%ff",
+        "site_code=a%0Ab",
+        "rssi_dbm=99999999999",
+        "site_code=" + "x" * 100,
+    ]:
         status, body = await co2.call("POST", f"/ou/{UNIT}/alive?{query}", token=token)
         assert status == 400 and body["error"] == "bad_query", query
     assert not (co2.root / "pings" / "pings-0000.tsv").exists()
@@ -175,7 +195,7 @@ async def test_chunks_resume_and_replays_give_a_byte_identical_file(co2):
     token, source = co2.tokens[UNIT], readings_bytes(200)
     pos, acks = 0, []
     while pos < len(source):
-        chunk = source[pos:pos + 4096]
+        chunk = source[pos : pos + 4096]
         status, body = await co2.call("PUT", push_path(offset=pos), chunk, token)
         assert status == 200
         acks.append(body["ack_file"])
@@ -201,13 +221,14 @@ async def test_interrupted_upload_resumed_from_offset_is_byte_identical(co2):
     token, source = co2.tokens[UNIT], readings_bytes(40)
     half = len(source) // 2
     # body cut half way, connection dropped: nothing of it is stored
-    await threads.deferToThread(_send_and_drop, co2.port,
-                                put_raw(push_path(offset=0), source[:half], token)[:-100])
+    await threads.deferToThread(
+        _send_and_drop, co2.port, put_raw(push_path(offset=0), source[:half], token)[:-100]
+    )
     assert not co2.unit_file(UNIT, READINGS).exists()
     status, _ = await co2.call("PUT", push_path(offset=0), source[:half], token)
     assert status == 200
     # a chunk straddling what is stored (resume from an older offset) appends the rest
-    status, body = await co2.call("PUT", push_path(offset=half - 50), source[half - 50:], token)
+    status, body = await co2.call("PUT", push_path(offset=half - 50), source[half - 50 :], token)
     assert status == 200 and body["ack_file"][1] == len(source)
     assert co2.unit_file(UNIT, READINGS).read_bytes() == source
     assert len(co2.delivered(UNIT)) == 40
@@ -226,8 +247,9 @@ async def test_offset_past_end_is_416_with_size_and_conflict_is_409(co2):
     assert status == 416 and body["ack_file"] == ["readings-0000.tsv", 6, 6]
     status, body = await co2.call("PUT", push_path(offset=2), b"cX", token)
     assert status == 409 and body["error"] == "conflict"
-    status, body = await co2.call("PUT", push_path(rel="data/readings/readings-0001.tsv",
-                                                   offset=3), b"x", token)
+    status, body = await co2.call(
+        "PUT", push_path(rel="data/readings/readings-0001.tsv", offset=3), b"x", token
+    )
     assert status == 416 and body["ack_file"] == ["readings-0001.tsv", 0, 0]
     assert co2.unit_file(UNIT, READINGS).read_bytes() == b"abcdef"
     assert not co2.unit_file(UNIT, "data/readings/readings-0001.tsv").exists()
@@ -237,10 +259,19 @@ async def test_offset_past_end_is_416_with_size_and_conflict_is_409(co2):
 async def test_bad_offsets_are_400_and_write_nothing(co2):
     token = co2.tokens[UNIT]
     before = tree(co2.root)
-    for q in ["offset=-1", "offset=abc", "", "offset=1e3", "offset=%2B1", "offset=0&offset=0",
-              "offset=99999999999999999999", "offset=0x0"]:
-        status, body = await co2.call("PUT", f"/ou/{UNIT}/push-sequential/{READINGS}?{q}",
-                                      b"data", token)
+    for q in [
+        "offset=-1",
+        "offset=abc",
+        "",
+        "offset=1e3",
+        "offset=%2B1",
+        "offset=0&offset=0",
+        "offset=99999999999999999999",
+        "offset=0x0",
+    ]:
+        status, body = await co2.call(
+            "PUT", f"/ou/{UNIT}/push-sequential/{READINGS}?{q}", b"data", token
+        )
         assert status == 400, q
     assert tree(co2.root) == before
 
@@ -248,8 +279,9 @@ async def test_bad_offsets_are_400_and_write_nothing(co2):
 @pytest_twisted.ensureDeferred
 async def test_concurrent_pushes_of_one_chunk_append_once(co2):
     token, source = co2.tokens[UNIT], readings_bytes(30)
-    results = await threads.deferToThread(_parallel_puts, co2.port, push_path(offset=0),
-                                          source, token, 8)
+    results = await threads.deferToThread(
+        _parallel_puts, co2.port, push_path(offset=0), source, token, 8
+    )
     assert sorted(results) == [200] * 8
     assert co2.unit_file(UNIT, READINGS).read_bytes() == source
     assert co2.server.counters["push_append"] == 1
@@ -261,8 +293,9 @@ def _parallel_puts(port, path, body, token, n):
     from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(n) as pool:
-        futs = [pool.submit(_http, port, "PUT", path, body, {"X-Unit-Token": token})
-                for _ in range(n)]
+        futs = [
+            pool.submit(_http, port, "PUT", path, body, {"X-Unit-Token": token}) for _ in range(n)
+        ]
         return [f.result()[0] for f in futs]
 
 
@@ -270,10 +303,21 @@ def _parallel_puts(port, path, body, token, n):
 
 
 HOSTILE_PATHS = [
-    "data/../../../etc/passwd", "data/%2e%2e/%2e%2e/x", "data/%2E%2E%2F%2E%2E%2Fx",
-    "..%2f..%2fx", "%2fetc%2fpasswd", "/etc/passwd", "data//x", "data/./x", "data/.x",
-    "data/x%00.tsv", "data/x%5c..%5cy", "data/%252e%252e/x", "data/%c0%ae%c0%ae/x",
-    "updates/update-9/flash/main.py", "data/" + "d/" * 9 + "x",
+    "data/../../../etc/passwd",
+    "data/%2e%2e/%2e%2e/x",
+    "data/%2E%2E%2F%2E%2E%2Fx",
+    "..%2f..%2fx",
+    "%2fetc%2fpasswd",
+    "/etc/passwd",
+    "data//x",
+    "data/./x",
+    "data/.x",
+    "data/x%00.tsv",
+    "data/x%5c..%5cy",
+    "data/%252e%252e/x",
+    "data/%c0%ae%c0%ae/x",
+    "updates/update-9/flash/main.py",
+    "data/" + "d/" * 9 + "x",
 ]
 
 
@@ -282,20 +326,29 @@ async def test_hostile_paths_are_4xx_and_nothing_is_written(co2):
     token = co2.tokens[UNIT]
     before = tree(co2.root)
     for rel in HOSTILE_PATHS:
-        status, body = await co2.raw(put_raw(f"/ou/{UNIT}/push-sequential/{rel}?offset=0",
-                                             b"owned\n", token))
+        status, body = await co2.raw(
+            put_raw(f"/ou/{UNIT}/push-sequential/{rel}?offset=0", b"owned\n", token)
+        )
         assert 400 <= status < 500, rel
         assert json.loads(body)["error"] in ("bad_path", "path_not_allowed", "not_found"), rel
     for unit in ["..", "%2e%2e", "co2unit-30aea42a50bc%2f..", "CO2UNIT-30AEA42A50BC", "x" * 300]:
-        status, _ = await co2.raw(put_raw(f"/ou/{unit}/push-sequential/{READINGS}?offset=0",
-                                          b"owned\n", token))
+        status, _ = await co2.raw(
+            put_raw(f"/ou/{unit}/push-sequential/{READINGS}?offset=0", b"owned\n", token)
+        )
         assert status == 400, unit
     # a raw NUL or backslash in the request line
-    for target in [b"/ou/%s/push-sequential/data/a\x00b?offset=0" % UNIT.encode(),
-                   b"/ou/%s/push-sequential/data\\..\\x?offset=0" % UNIT.encode()]:
-        status, _ = await co2.raw(b"PUT " + target + b" HTTP/1.1\r\nHost: x\r\nX-Unit-Token: "
-                                  + token.encode() + b"\r\nContent-Length: 1\r\n"
-                                  b"Connection: close\r\n\r\nx")
+    for target in [
+        b"/ou/%s/push-sequential/data/a\x00b?offset=0" % UNIT.encode(),
+        b"/ou/%s/push-sequential/data\\..\\x?offset=0" % UNIT.encode(),
+    ]:
+        status, _ = await co2.raw(
+            b"PUT "
+            + target
+            + b" HTTP/1.1\r\nHost: x\r\nX-Unit-Token: "
+            + token.encode()
+            + b"\r\nContent-Length: 1\r\n"
+            b"Connection: close\r\n\r\nx"
+        )
         assert 400 <= status < 500
     assert tree(co2.root) == before
     assert co2.rows == []
@@ -324,14 +377,18 @@ async def test_oversized_bodies_are_refused_while_streaming(co2):
     token = co2.tokens[UNIT]
     before = tree(co2.root)
     # a declared length over the cap is refused before any body byte is sent
-    head = (f"PUT {push_path()} HTTP/1.1\r\nHost: x\r\nX-Unit-Token: {token}\r\n"
-            f"Content-Length: {10 ** 12}\r\n\r\n").encode()
+    head = (
+        f"PUT {push_path()} HTTP/1.1\r\nHost: x\r\nX-Unit-Token: {token}\r\n"
+        f"Content-Length: {10**12}\r\n\r\n"
+    ).encode()
     status, body = await co2.raw(head)
     assert status == 413 and json.loads(body)["error"] == "body_too_large"
     # a chunked body is counted as it arrives
     chunk = b"%x\r\n%s\r\n" % (16384, b"a" * 16384)
-    head = (f"PUT {push_path()} HTTP/1.1\r\nHost: x\r\nX-Unit-Token: {token}\r\n"
-            "Transfer-Encoding: chunked\r\n\r\n").encode()
+    head = (
+        f"PUT {push_path()} HTTP/1.1\r\nHost: x\r\nX-Unit-Token: {token}\r\n"
+        "Transfer-Encoding: chunked\r\n\r\n"
+    ).encode()
     status, _ = await co2.raw(head + chunk * 5 + b"0\r\n\r\n")
     assert status == 413
     status, _ = await co2.call("PUT", push_path(), b"b" * (CAP + 1), token)
@@ -346,9 +403,14 @@ async def test_malformed_and_1970_rows_are_counted_and_skipped(co2):
     token = co2.tokens[UNIT]
     good = readings_bytes(3)
     lines = good.splitlines(keepends=True)
-    bad = (lines[0] + b"not\ta\trow\n" + lines[1].replace(b"2020-", b"1970-")
-           + b"\xff\xfe\x00garbage\n" + lines[2].replace(UNIT.encode(), OTHER.encode())
-           + lines[2])
+    bad = (
+        lines[0]
+        + b"not\ta\trow\n"
+        + lines[1].replace(b"2020-", b"1970-")
+        + b"\xff\xfe\x00garbage\n"
+        + lines[2].replace(UNIT.encode(), OTHER.encode())
+        + lines[2]
+    )
     status, _ = await co2.call("PUT", push_path(), bad, token)
     assert status == 200 and co2.unit_file(UNIT, READINGS).read_bytes() == bad
     rows = co2.delivered(UNIT)
@@ -368,8 +430,12 @@ async def test_malformed_and_1970_rows_are_counted_and_skipped(co2):
 async def test_tokens_are_required_and_checked(co2):
     before = tree(co2.root)
     token, other = co2.tokens[UNIT], co2.tokens[OTHER]
-    cases = [(None, 401, "token_required"), ("wrong", 401, "bad_token"), ("", 401, "bad_token"),
-             (other, 401, "bad_token")]
+    cases = [
+        (None, 401, "token_required"),
+        ("wrong", 401, "bad_token"),
+        ("", 401, "bad_token"),
+        (other, 401, "bad_token"),
+    ]
     for tok, status_want, code in cases:
         status, body = await co2.call("PUT", push_path(), b"x\n", tok)
         assert (status, body["error"]) == (status_want, code)
@@ -441,8 +507,9 @@ async def test_updates_come_only_from_the_operator(co2, tmp_path):
     status, _ = await co2.call("GET", f"/ou/{UNIT}/updates?recursive=False", token=token)
     assert status == 404
     # an upload cannot plant an update
-    status, _ = await co2.call("PUT", f"/ou/{UNIT}/push-sequential/updates/update-x/flash/main.py"
-                               "?offset=0", b"evil", token)
+    status, _ = await co2.call(
+        "PUT", f"/ou/{UNIT}/push-sequential/updates/update-x/flash/main.py?offset=0", b"evil", token
+    )
     assert status == 403
     src = tmp_path / "upd"
     (src / "flash" / "lib").mkdir(parents=True)
@@ -452,17 +519,21 @@ async def test_updates_come_only_from_the_operator(co2, tmp_path):
     (co2.root / "updates" / UNIT / "update-2020-01-14a" / "flash" / "link").symlink_to("/etc")
     status, listing = await co2.call("GET", f"/ou/{UNIT}/updates?recursive=False", token=token)
     assert (status, listing) == (200, ["update-2020-01-14a"])
-    status, files = await co2.call("GET", f"/ou/{UNIT}/updates/update-2020-01-14a?recursive=True",
-                                   token=token)
+    status, files = await co2.call(
+        "GET", f"/ou/{UNIT}/updates/update-2020-01-14a?recursive=True", token=token
+    )
     assert files == ["flash/lib/x.mpy", "flash/main.py"]
-    status, data = await co2.call("GET", f"/ou/{UNIT}/updates/update-2020-01-14a/flash/main.py",
-                                  token=token)
+    status, data = await co2.call(
+        "GET", f"/ou/{UNIT}/updates/update-2020-01-14a/flash/main.py", token=token
+    )
     assert (status, data) == (200, b"print('new')\n")
-    status, _ = await co2.call("GET", f"/ou/{UNIT}/updates/update-2020-01-14a/flash/link/passwd",
-                               token=token)
+    status, _ = await co2.call(
+        "GET", f"/ou/{UNIT}/updates/update-2020-01-14a/flash/link/passwd", token=token
+    )
     assert status == 404
-    status, _ = await co2.call("GET", f"/ou/{UNIT}/updates/update-2020-01-14a/%2e%2e/%2e%2e",
-                               token=token)
+    status, _ = await co2.call(
+        "GET", f"/ou/{UNIT}/updates/update-2020-01-14a/%2e%2e/%2e%2e", token=token
+    )
     assert status == 400
     status, _ = await co2.call("GET", f"/ou/{OTHER}/updates", token=co2.tokens[OTHER])
     assert status == 404  # each unit sees its own updates only
@@ -485,9 +556,18 @@ async def test_simulated_units_deliver_exact_rows_and_identical_files(co2, tmp_p
     for i, layout in enumerate(["base", "extended", "mixed"]):
         unit_id = unit_id_for(7, i)
         token = add_unit(co2.root, unit_id)
-        units.append(SimUnit(co2.url, unit_id, tmp_path / "sd" / unit_id, token,
-                             token_in="query" if i == 1 else "header", layout=layout, seed=i,
-                             chunk=1024))
+        units.append(
+            SimUnit(
+                co2.url,
+                unit_id,
+                tmp_path / "sd" / unit_id,
+                token,
+                token_in="query" if i == 1 else "header",
+                layout=layout,
+                seed=i,
+                chunk=1024,
+            )
+        )
 
     def run_units():
         t = 1_700_000_000
@@ -530,10 +610,11 @@ async def test_restart_delivers_rows_stored_but_not_delivered_and_not_twice(co2,
         first_times = sorted(r.t for u, rows in co2.rows for r in rows)
         again = sorted(r.t for u, rows in h.rows for r in rows)
         assert sorted(first_times + again) == sorted(
-            [1_600_000_000 + 300 * i for i in range(10)] + [1_700_000_000, 1_700_000_300])
+            [1_600_000_000 + 300 * i for i in range(10)] + [1_700_000_000, 1_700_000_300]
+        )
         assert not set(first_times) & set(again)
         # the restarted server keeps parsing the file as it grows
-        extra = readings_bytes(11)[len(source):]
+        extra = readings_bytes(11)[len(source) :]
         status, _ = await h.call("PUT", push_path(offset=len(source)), extra, token)
         assert status == 200 and [r.t for r in h.delivered(UNIT)][-1] == 1_600_000_000 + 3000
     finally:

@@ -116,12 +116,18 @@ def test_every_image_is_built_from_a_dockerfile_in_dockerfiles():
     assert s["services"], "no services"
     for name, svc in s["services"].items():
         assert "build" in svc, f"{name}: no build"
-        assert svc["build"].get("context", ".") == ".", f"{name}: the build context must be the repository"
+        assert svc["build"].get("context", ".") == ".", (
+            f"{name}: the build context must be the repository"
+        )
         path = dockerfile_of(svc)
-        assert path.parent == DOCKERFILES and path.exists(), f"{name}: {path} is not a Dockerfile in Dockerfiles/"
+        assert path.parent == DOCKERFILES and path.exists(), (
+            f"{name}: {path} is not a Dockerfile in Dockerfiles/"
+        )
         assert svc.get("image"), f"{name}: name the image it builds"
     # one image, one Dockerfile (the lane builds each once)
-    assert len(compose.images(s, str(REPO))) == len({dockerfile_of(v) for v in s["services"].values()})
+    assert len(compose.images(s, str(REPO))) == len(
+        {dockerfile_of(v) for v in s["services"].values()}
+    )
 
 
 def test_the_lane_understands_every_key_and_the_start_order_holds():
@@ -129,7 +135,9 @@ def test_the_lane_understands_every_key_and_the_start_order_holds():
     assert set(k for k in raw if not k.startswith("x-")) <= compose.TOP_KEYS
     s = spec()
     for name, svc in s["services"].items():
-        assert set(svc) <= compose.SERVICE_KEYS, f"{name}: {sorted(set(svc) - compose.SERVICE_KEYS)}"
+        assert set(svc) <= compose.SERVICE_KEYS, (
+            f"{name}: {sorted(set(svc) - compose.SERVICE_KEYS)}"
+        )
         assert set(svc["build"]) <= compose.BUILD_KEYS, name
         assert set(svc.get("healthcheck") or {}) <= compose.HEALTHCHECK_KEYS, name
         for dep, condition in compose.depends_on(svc).items():
@@ -137,8 +145,9 @@ def test_the_lane_understands_every_key_and_the_start_order_holds():
             if condition == "service_healthy":
                 dep_svc = s["services"][dep]
                 has_check = any(w == "HEALTHCHECK" for w, _ in instructions(dockerfile_of(dep_svc)))
-                assert has_check and not (dep_svc.get("healthcheck") or {}).get("disable"), \
+                assert has_check and not (dep_svc.get("healthcheck") or {}).get("disable"), (
                     f"{name} waits for {dep} to be healthy, but {dep} has no health check"
+                )
         for volume in svc.get("volumes") or []:
             source = volume.split(":")[0]
             if not source.startswith(("/", ".")):
@@ -154,8 +163,13 @@ def test_ports_are_bound_to_loopback_unless_told_otherwise():
     # each host port a variable (the lane moves them all to free ports)
     assert len(set(compose.port_variables(COMPOSE))) == len(published)
     assert all(p.split(":")[0] == "127.0.0.1" for p in published), published
-    opened = [p for svc in spec({"BIND_ADDRESS": "0.0.0.0", "CO2_BIND_ADDRESS": "0.0.0.0"})["services"].values()
-              for p in svc.get("ports") or []]
+    opened = [
+        p
+        for svc in spec({"BIND_ADDRESS": "0.0.0.0", "CO2_BIND_ADDRESS": "0.0.0.0"})[
+            "services"
+        ].values()
+        for p in svc.get("ports") or []
+    ]
     assert all(p.split(":")[0] == "0.0.0.0" for p in opened), opened
 
 
@@ -163,10 +177,14 @@ def test_no_secret_in_the_compose_file():
     raw = yaml.safe_load(COMPOSE.read_text())  # before interpolation
     for name, svc in raw["services"].items():
         env = svc.get("environment") or {}
-        assert not {"OBSMESH_SECRET", "OBSMESH_SECRET_FILE"} & set(env), f"{name}: a secret in the environment"
+        assert not {"OBSMESH_SECRET", "OBSMESH_SECRET_FILE"} & set(env), (
+            f"{name}: a secret in the environment"
+        )
         for key, value in env.items():
             if re.search(r"PASSWORD|SECRET|TOKEN", key) and key != "OBSMESH_SECRETS_FILE":
-                assert str(value).startswith("${"), f"{name}: {key} must come from the environment, not the file"
+                assert str(value).startswith("${"), (
+                    f"{name}: {key} must come from the environment, not the file"
+                )
     # every service that talks WAMP gets the secrets volume read-only; the router alone writes it
     for name, svc in spec()["services"].items():
         mounts = [v for v in svc.get("volumes") or [] if v.startswith("secrets:")]
@@ -190,11 +208,22 @@ def test_compose_interpolation_like_docker_compose():
         compose.duration("ten seconds")
     with pytest.raises(compose.ComposeError, match="cycle"):
         compose.start_order({"a": {"depends_on": ["b"]}, "b": {"depends_on": {"a": {}}}})
-    args = compose.container_args("p", "s", {"image": "i", "ports": ["127.0.0.1:1:2"],
-                                             "volumes": ["v:/x:ro", "/proc:/host/proc:ro"],
-                                             "healthcheck": {"disable": True}}, "/r")
+    args = compose.container_args(
+        "p",
+        "s",
+        {
+            "image": "i",
+            "ports": ["127.0.0.1:1:2"],
+            "volumes": ["v:/x:ro", "/proc:/host/proc:ro"],
+            "healthcheck": {"disable": True},
+        },
+        "/r",
+    )
     assert args["ports"] == {"2/tcp": ("127.0.0.1", 1)}
-    assert args["volumes"] == {"p_v": {"bind": "/x", "mode": "ro"}, "/proc": {"bind": "/host/proc", "mode": "ro"}}
+    assert args["volumes"] == {
+        "p_v": {"bind": "/x", "mode": "ro"},
+        "/proc": {"bind": "/host/proc", "mode": "ro"},
+    }
     assert args["healthcheck"] == {"test": ["NONE"]}
     with pytest.raises(compose.ComposeError, match="does not handle"):
         compose.container_args("p", "s", {"image": "i", "privileged": True}, "/r")
@@ -206,7 +235,9 @@ def _commands() -> dict[tuple[str, ...], str]:
     out = {}
     for name, svc in spec()["services"].items():
         if not obsmesh_image(svc):
-            assert "command" not in svc and "entrypoint" not in svc, f"{name}: a command nothing checks"
+            assert "command" not in svc and "entrypoint" not in svc, (
+                f"{name}: a command nothing checks"
+            )
             continue
         argv = argv_of(svc)
         out.setdefault(tuple(argv), name)
@@ -242,11 +273,18 @@ def test_every_command_is_a_real_obsmesh_subcommand():
         # and `--help` of that command line is the subcommand's own help
         code, said = _parse(cli.build_parser(), [*args, "--help"])
         usage = "usage: obsmesh " + " ".join(_subcommand_path(args))
-        assert code == 0 and said.startswith(usage), f"{service}: {shlex.join(args)} --help: {said[:300]!r}"
+        assert code == 0 and said.startswith(usage), (
+            f"{service}: {shlex.join(args)} --help: {said[:300]!r}"
+        )
     # the entry point itself, once, as a container runs it
     argv, service = next(iter(commands.items()))
-    done = subprocess.run([PYTHON, "-m", "obsmesh", *argv[1:], "--help"], cwd=REPO, capture_output=True,
-                          text=True, timeout=120)
+    done = subprocess.run(
+        [PYTHON, "-m", "obsmesh", *argv[1:], "--help"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0 and done.stdout.startswith("usage: obsmesh"), done.stderr[-2000:]
 
 
@@ -260,7 +298,9 @@ def section_defaults(kind: str, module_name: str) -> dict:
     if isinstance(getattr(module, "DEFAULTS", None), dict):
         return module.DEFAULTS
     package = pathlib.Path(module.__file__).parent
-    section = re.compile(rf"""settings\(\s*DEFAULTS\s*,\s*["']{kind}["']|SECTION\s*=\s*["']{kind}["']""")
+    section = re.compile(
+        rf"""settings\(\s*DEFAULTS\s*,\s*["']{kind}["']|SECTION\s*=\s*["']{kind}["']"""
+    )
     for path in sorted(package.glob("*.py")):
         if section.search(path.read_text()):
             found = importlib.import_module(f"{module_name.rsplit('.', 1)[0]}.{path.stem}")
@@ -275,7 +315,8 @@ def known_settings() -> dict[str, tuple[dict, str | None]]:
     from obsmesh import cli
 
     out: dict[str, tuple[dict, str | None]] = {
-        f"OBSMESH_{k.upper()}": (config.MESH_DEFAULTS, None) for k in config.MESH_DEFAULTS}
+        f"OBSMESH_{k.upper()}": (config.MESH_DEFAULTS, None) for k in config.MESH_DEFAULTS
+    }
     sections: dict[str, dict] = {"grafana": bridge_cli.DEFAULTS}
     for kind, module_name in cli.NODE_KINDS.items():
         sections[kind] = section_defaults(kind, module_name)
@@ -294,11 +335,17 @@ def test_every_variable_a_service_reads_is_a_setting_with_a_valid_value():
         for key, value in (svc.get("environment") or {}).items():
             if not key.startswith("OBSMESH_"):
                 continue
-            assert key in known, f"{name}: {key} is not a setting of obsmesh.config or of a node kind"
+            assert key in known, (
+                f"{name}: {key} is not a setting of obsmesh.config or of a node kind"
+            )
             defaults, section = known[key]
-            config.settings(defaults, section, path="", environ={key: str(value)})  # ConfigError if bad
+            config.settings(
+                defaults, section, path="", environ={key: str(value)}
+            )  # ConfigError if bad
             if section is not None:  # a node kind's setting on a service running that kind
-                runs = nodes.get(name, (None,))[0] or ("grafana" if argv_of(svc)[:2] == ["obsmesh", "grafana"] else None)
+                runs = nodes.get(name, (None,))[0] or (
+                    "grafana" if argv_of(svc)[:2] == ["obsmesh", "grafana"] else None
+                )
                 assert runs == section, f"{name}: sets {key} but does not run a {section} service"
             if key == "OBSMESH_SUPERDARN_RADARS":
                 assert load_radars(value), f"{name}: no radar in {value!r}"
@@ -306,13 +353,17 @@ def test_every_variable_a_service_reads_is_a_setting_with_a_valid_value():
 
 def test_every_variable_is_documented():
     text = docs_text()
-    raw = json.dumps(yaml.safe_load(COMPOSE.read_text()))  # values before interpolation, no comments
+    raw = json.dumps(
+        yaml.safe_load(COMPOSE.read_text())
+    )  # values before interpolation, no comments
     names = set(re.findall(r"\$\{([A-Za-z_][A-Za-z0-9_]*)", raw))
     for svc in spec()["services"].values():
         names |= set(svc.get("environment") or {})
     assert names
     missing = sorted(n for n in names if f"`{n}`" not in text)
-    assert not missing, f"not documented in {', '.join(str(p.relative_to(REPO)) for p in DOCS)}: {missing}"
+    assert not missing, (
+        f"not documented in {', '.join(str(p.relative_to(REPO)) for p in DOCS)}: {missing}"
+    )
 
 
 # -- Dockerfiles ---------------------------------------------------------------------
@@ -331,7 +382,15 @@ def _resolved_from(path: pathlib.Path) -> str:
 def test_dockerfiles_run_as_non_root_ask_the_service_and_bake_in_no_secret():
     paths = sorted({dockerfile_of(svc) for svc in spec()["services"].values()})
     ignore = (REPO / ".dockerignore").read_text().split()
-    for must in (".env", ".obsmesh", "**/secrets.json", "secrets.env", ".venv", ".venv-router", ".git"):
+    for must in (
+        ".env",
+        ".obsmesh",
+        "**/secrets.json",
+        "secrets.env",
+        ".venv",
+        ".venv-router",
+        ".git",
+    ):
         assert must in ignore, f".dockerignore must keep {must} out of every image"
     for path in paths:
         steps = instructions(path)
@@ -340,19 +399,26 @@ def test_dockerfiles_run_as_non_root_ask_the_service_and_bake_in_no_secret():
         assert any(word == "HEALTHCHECK" for word, _ in steps), f"{path.name}: no HEALTHCHECK"
         for word, rest in steps:
             if word in ("ENV", "ARG"):
-                assert not re.search(r"(SECRET|PASSWORD|TOKEN)\w*\s*=", rest, re.I), f"{path.name}: {word} {rest}"
+                assert not re.search(r"(SECRET|PASSWORD|TOKEN)\w*\s*=", rest, re.I), (
+                    f"{path.name}: {word} {rest}"
+                )
             if word == "COPY" and "--from=" not in rest:
                 for source in json.loads(rest)[:-1] if rest.startswith("[") else rest.split()[:-1]:
-                    assert not re.search(r"secret|\.obsmesh|\.env", source), f"{path.name}: COPY {source}"
-                    assert (REPO / source).exists(), f"{path.name}: COPY {source}: no such file in the repository"
+                    assert not re.search(r"secret|\.obsmesh|\.env", source), (
+                        f"{path.name}: COPY {source}"
+                    )
+                    assert (REPO / source).exists(), (
+                        f"{path.name}: COPY {source}: no such file in the repository"
+                    )
     for path in (DOCKERFILES / "app.Dockerfile", DOCKERFILES / "router.Dockerfile"):
         assert _resolved_from(path).startswith("python:3.11-slim"), path.name
         check = next(rest for word, rest in instructions(path) if word == "HEALTHCHECK")
         assert check.endswith('CMD ["python", "-m", "obsmesh.health"]'), f"{path.name}: {check}"
     makefile = (REPO / "Makefile").read_text()
     version = re.search(r"^CROSSBAR_VERSION := (\S+)", makefile, re.M).group(1)
-    assert f"ARG CROSSBAR_VERSION={version}" in (DOCKERFILES / "router.Dockerfile").read_text(), \
+    assert f"ARG CROSSBAR_VERSION={version}" in (DOCKERFILES / "router.Dockerfile").read_text(), (
         "the router image must run the crossbar the Makefile installs"
+    )
 
 
 # -- Grafana provisioning ---------------------------------------------------------------
@@ -363,7 +429,9 @@ def _datasource() -> dict:
 
 
 def _dashboards() -> dict[str, dict]:
-    return {p.stem: json.loads(p.read_text()) for p in sorted((GRAFANA / "dashboards").glob("*.json"))}
+    return {
+        p.stem: json.loads(p.read_text()) for p in sorted((GRAFANA / "dashboards").glob("*.json"))
+    }
 
 
 def _targets(dash: dict) -> list[tuple[str, dict, str | None]]:
@@ -392,54 +460,100 @@ def test_grafana_is_provisioned_with_the_bridge_and_one_dashboard_per_node_kind(
     s = spec()
     ds = _datasource()
     grafana_df = (DOCKERFILES / "grafana.Dockerfile").read_text()
-    assert f"plugins install {ds['type']}" in grafana_df, "the datasource's plugin is not installed in the image"
+    assert f"plugins install {ds['type']}" in grafana_df, (
+        "the datasource's plugin is not installed in the image"
+    )
     host, port = re.fullmatch(r"http://([\w-]+):(\d+)", ds["url"]).groups()
     bridge = s["services"][host]
     argv = argv_of(bridge)
     assert argv[:2] == ["obsmesh", "grafana"], f"{host} is not the bridge"
     assert argv[argv.index("--port") + 1] == port
-    provider = yaml.safe_load((GRAFANA / "provisioning" / "dashboards" / "obsmesh.yaml").read_text())
+    provider = yaml.safe_load(
+        (GRAFANA / "provisioning" / "dashboards" / "obsmesh.yaml").read_text()
+    )
     (prov,) = provider["providers"]
     assert f"COPY grafana/dashboards/ {prov['options']['path']}/" in grafana_df
     assert "COPY grafana/provisioning/ /etc/grafana/provisioning/" in grafana_df
 
     kinds = {kind for kind, _ in node_services(s).values()}
     boards = _dashboards()
-    assert set(boards) == kinds, f"dashboards {sorted(boards)} vs node kinds in the stack {sorted(kinds)}"
+    assert set(boards) == kinds, (
+        f"dashboards {sorted(boards)} vs node kinds in the stack {sorted(kinds)}"
+    )
     assert len({d["uid"] for d in boards.values()}) == len(boards)
     for kind, dash in boards.items():
         assert dash["uid"] == f"obsmesh-{kind}"
-        refs = re.findall(r'"datasource": \{"type": "([^"]+)", "uid": "([^"]+)"\}', json.dumps(dash))
+        refs = re.findall(
+            r'"datasource": \{"type": "([^"]+)", "uid": "([^"]+)"\}', json.dumps(dash)
+        )
         assert refs and {r for r in refs if r[0] != "grafana"} == {(ds["type"], ds["uid"])}, kind
         names = [v["name"] for v in dash.get("templating", {}).get("list", [])]
         for text, _, repeat in _targets(dash):
             for var, fmt in re.findall(r"\$\{(\w+)(?::(\w+))?\}", text):
                 # all of a variable's values as {a,b}, or the one value of a panel repeated by it
                 assert var in names, f"{kind}: {text}: no variable {var}"
-                assert fmt == "glob" or (fmt == "raw" and var == repeat), \
+                assert fmt == "glob" or (fmt == "raw" and var == repeat), (
                     f"{kind}: {text}: write ${{{var}:glob}}, or ${{{var}:raw}} in a panel repeated by {var}"
-            assert not re.search(r"\$(?!\{)", text), f"{kind}: {text}: write variables as ${{var:glob}}"
+                )
+            assert not re.search(r"\$(?!\{)", text), (
+                f"{kind}: {text}: write variables as ${{var:glob}}"
+            )
         for i, v in enumerate(dash.get("templating", {}).get("list", [])):
             for var, fmt in re.findall(r"\$\{(\w+)(?::(\w+))?\}", v.get("regex", "")):
-                assert var in names[:i] and fmt == "regex", f"{kind}: variable {v['name']}: regex uses {var}"
+                assert var in names[:i] and fmt == "regex", (
+                    f"{kind}: variable {v['name']}: regex uses {var}"
+                )
 
 
 # -- health checks (pure) ------------------------------------------------------------
-@pytest.mark.parametrize("argv, expected", [
-    (["/app/.venv-router/bin/python", "/app/.venv-router/bin/crossbar", "start", "--cbdir", "/x"],
-     health.Check("router")),
-    (["/app/.venv/bin/python", "/app/.venv/bin/obsmesh", "node", "weather", "--dir", "/var/lib/obsmesh"],
-     health.Check("node", "weather")),
-    (["python", "-m", "obsmesh", "--config", "/c.toml", "node", "superdarn", "--name=sas"],
-     health.Check("node", "sas", "/c.toml")),
-    (["/sbin/docker-init", "--", "obsmesh", "node", "co2", "--name", "a", "--name", "b"], health.Check("node", "b")),
-    (["python", "-m", "consumers.grafana", "--host", "0.0.0.0", "--port", "5001"],
-     health.Check("http", "http://127.0.0.1:5001/")),
-    (["obsmesh", "grafana"], health.Check("http", "http://127.0.0.1:5000/")),
-    (["obsmesh", "simulate", "radar", "--code", "pgr", "--port", "1402"], health.Check("tcp", "127.0.0.1:1402")),
-    (["obsmesh", "simulate", "canada", "--host", "0.0.0.0"], health.Check("tcp", "127.0.0.1:9696")),
-    (["obsmesh", "hub"], health.Check("hub")),
-])
+@pytest.mark.parametrize(
+    "argv, expected",
+    [
+        (
+            [
+                "/app/.venv-router/bin/python",
+                "/app/.venv-router/bin/crossbar",
+                "start",
+                "--cbdir",
+                "/x",
+            ],
+            health.Check("router"),
+        ),
+        (
+            [
+                "/app/.venv/bin/python",
+                "/app/.venv/bin/obsmesh",
+                "node",
+                "weather",
+                "--dir",
+                "/var/lib/obsmesh",
+            ],
+            health.Check("node", "weather"),
+        ),
+        (
+            ["python", "-m", "obsmesh", "--config", "/c.toml", "node", "superdarn", "--name=sas"],
+            health.Check("node", "sas", "/c.toml"),
+        ),
+        (
+            ["/sbin/docker-init", "--", "obsmesh", "node", "co2", "--name", "a", "--name", "b"],
+            health.Check("node", "b"),
+        ),
+        (
+            ["python", "-m", "consumers.grafana", "--host", "0.0.0.0", "--port", "5001"],
+            health.Check("http", "http://127.0.0.1:5001/"),
+        ),
+        (["obsmesh", "grafana"], health.Check("http", "http://127.0.0.1:5000/")),
+        (
+            ["obsmesh", "simulate", "radar", "--code", "pgr", "--port", "1402"],
+            health.Check("tcp", "127.0.0.1:1402"),
+        ),
+        (
+            ["obsmesh", "simulate", "canada", "--host", "0.0.0.0"],
+            health.Check("tcp", "127.0.0.1:9696"),
+        ),
+        (["obsmesh", "hub"], health.Check("hub")),
+    ],
+)
 def test_health_check_is_chosen_from_the_command_line(argv, expected):
     assert health.detect(argv, {}) == expected
 
@@ -459,7 +573,9 @@ def test_health_check_of_a_service_that_serves_nothing_says_so():
     check = health.detect(["obsmesh", "simulate", "weather", "/data"], {})
     assert check.kind == "none" and "simulate weather" in check.target
     assert health.detect(["redis-server"], {}).kind == "none"
-    assert health.detect(["python", "-m", "consumers.grafana"], {"OBSMESH_GRAFANA_PORT": "5002"}).target.endswith(":5002/")
+    assert health.detect(
+        ["python", "-m", "consumers.grafana"], {"OBSMESH_GRAFANA_PORT": "5002"}
+    ).target.endswith(":5002/")
     with pytest.raises(health.HealthError, match="simulate weather"):
         health.run_check(check)
 
@@ -475,7 +591,11 @@ class Demo:
     radar_ports: list[int] = field(default_factory=list)
 
     def tail(self) -> str:
-        return "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-1500:]}" for p in self.logs if p.exists())
+        return "\n".join(
+            f"--- {p.name}\n{p.read_text(errors='replace')[-1500:]}"
+            for p in self.logs
+            if p.exists()
+        )
 
 
 def _option(argv: list[str], name: str) -> str | None:
@@ -500,27 +620,80 @@ def demo(router, tmp_path_factory):
         d.procs.append(spawn(args, env, log))
 
     known = {"sensors", "weather", "co2", "dataflow", "superdarn", "canada", "das2"}
-    assert set(names) <= known, f"tests/test_compose.py does not know how to start {sorted(set(names) - known)}"
+    assert set(names) <= known, (
+        f"tests/test_compose.py does not know how to start {sorted(set(names) - known)}"
+    )
     if "sensors" in names:
         start("sensors", ["node", "sensors", "--name", names["sensors"]])
     if "weather" in names:
         wx = tmp / "weather"
-        start("weather-simulator", ["simulate", "weather", str(wx), "--once", "--days", "0.05", "--step", "10"])
+        start(
+            "weather-simulator",
+            ["simulate", "weather", str(wx), "--once", "--days", "0.05", "--step", "10"],
+        )
         start("weather", ["node", "weather", "--name", names["weather"], "--dir", str(wx)])
     if "co2" in names:
         port = free_port()
         root = tmp / "co2"
-        start("co2", ["node", "co2", "--name", names["co2"], "--data-root", str(root), "--port", str(port)])
-        start("co2-simulator", ["simulate", "co2", f"http://127.0.0.1:{port}", "--units", "2", "--interval", "0.5",
-                                "--data-root", str(root), "--sd-dir", str(tmp / "co2-units")])
+        start(
+            "co2",
+            ["node", "co2", "--name", names["co2"], "--data-root", str(root), "--port", str(port)],
+        )
+        start(
+            "co2-simulator",
+            [
+                "simulate",
+                "co2",
+                f"http://127.0.0.1:{port}",
+                "--units",
+                "2",
+                "--interval",
+                "0.5",
+                "--data-root",
+                str(root),
+                "--sd-dir",
+                str(tmp / "co2-units"),
+            ],
+        )
     if "dataflow" in names:
         svc = s["services"][next(k for k, v in services.items() if v[0] == "dataflow")]
         radars = _option(svc["command"], "--radars") or "sas,pgr"
         df = tmp / "dataflow"
-        start("dataflow-simulator", ["simulate", "dataflow", str(df), "--radars", radars, "--speed", "3600",
-                                     "--antennas", "1", "--failure-rate", "0.2", "--seed", "3"])
-        start("dataflow", ["node", "dataflow", "--name", names["dataflow"], "--dir", str(df), "--radars", radars,
-                           "--period", "2", "--margin", "3"])
+        start(
+            "dataflow-simulator",
+            [
+                "simulate",
+                "dataflow",
+                str(df),
+                "--radars",
+                radars,
+                "--speed",
+                "3600",
+                "--antennas",
+                "1",
+                "--failure-rate",
+                "0.2",
+                "--seed",
+                "3",
+            ],
+        )
+        start(
+            "dataflow",
+            [
+                "node",
+                "dataflow",
+                "--name",
+                names["dataflow"],
+                "--dir",
+                str(df),
+                "--radars",
+                radars,
+                "--period",
+                "2",
+                "--margin",
+                "3",
+            ],
+        )
     if "superdarn" in names:
         svc = s["services"][next(k for k, v in services.items() if v[0] == "superdarn")]
         codes = [ep.key for ep in load_radars(svc["environment"]["OBSMESH_SUPERDARN_RADARS"])]
@@ -529,21 +702,84 @@ def demo(router, tmp_path_factory):
             port = free_port()
             d.radar_ports.append(port)
             feeds[code] = f"127.0.0.1:{port}"
-            start(f"radar-{code}", ["simulate", "radar", "--code", code, "--port", str(port), "--speed", "40",
-                                    "--seed", str(i + 1)])
-        start("superdarn", ["node", "superdarn", "--name", names["superdarn"], "--radars", json.dumps(feeds),
-                            "--echo-db", str(tmp / "echoes.sqlite")])
+            start(
+                f"radar-{code}",
+                [
+                    "simulate",
+                    "radar",
+                    "--code",
+                    code,
+                    "--port",
+                    str(port),
+                    "--speed",
+                    "40",
+                    "--seed",
+                    str(i + 1),
+                ],
+            )
+        start(
+            "superdarn",
+            [
+                "node",
+                "superdarn",
+                "--name",
+                names["superdarn"],
+                "--radars",
+                json.dumps(feeds),
+                "--echo-db",
+                str(tmp / "echoes.sqlite"),
+            ],
+        )
     if "canada" in names:
-        sim = next((svc["command"] for svc in s["services"].values()
-                    if (svc.get("command") or [])[:2] == ["simulate", "canada"]), [])
+        sim = next(
+            (
+                svc["command"]
+                for svc in s["services"].values()
+                if (svc.get("command") or [])[:2] == ["simulate", "canada"]
+            ),
+            [],
+        )
         port = free_port()
-        start("canada-simulator", ["simulate", "canada", "--port", str(port), "--speed", "40",
-                                   "--sites", _option(sim, "--sites") or "sas,pgr"])
-        start("canada", ["node", "canada", "--name", names["canada"], "--addr", f"127.0.0.1:{port}",
-                         "--echo-db", str(tmp / "canada-echoes.sqlite")])
+        start(
+            "canada-simulator",
+            [
+                "simulate",
+                "canada",
+                "--port",
+                str(port),
+                "--speed",
+                "40",
+                "--sites",
+                _option(sim, "--sites") or "sas,pgr",
+            ],
+        )
+        start(
+            "canada",
+            [
+                "node",
+                "canada",
+                "--name",
+                names["canada"],
+                "--addr",
+                f"127.0.0.1:{port}",
+                "--echo-db",
+                str(tmp / "canada-echoes.sqlite"),
+            ],
+        )
     if "das2" in names:  # the example readers, as the stack runs them
-        start("das2", ["node", "das2", "--name", names["das2"], "--http", f"127.0.0.1:{free_port()}",
-                       "--cache-dir", str(tmp / "das2-cache")])
+        start(
+            "das2",
+            [
+                "node",
+                "das2",
+                "--name",
+                names["das2"],
+                "--http",
+                f"127.0.0.1:{free_port()}",
+                "--cache-dir",
+                str(tmp / "das2-cache"),
+            ],
+        )
     yield d
     for proc in d.procs:  # all at once: each node leaves the hub gracefully, concurrently
         if proc.poll() is None:
@@ -559,8 +795,12 @@ async def _http(url: str, body=None) -> tuple[int, object]:
 
     data = None if body is None else json.dumps(body).encode()
     headers = Headers({b"content-type": [b"application/json"]})
-    d = Agent(reactor).request(b"GET" if body is None else b"POST", url.encode(), headers,
-                               None if data is None else FileBodyProducer(io.BytesIO(data)))
+    d = Agent(reactor).request(
+        b"GET" if body is None else b"POST",
+        url.encode(),
+        headers,
+        None if data is None else FileBodyProducer(io.BytesIO(data)),
+    )
     d.addTimeout(30, reactor)
     response = await d
     raw = await readBody(response)
@@ -572,17 +812,29 @@ async def _bridge(router):
 
     from consumers.grafana import cli as bridge_cli
 
-    mesh = config.mesh(environ={}, router_url=router.backend_url, realm=router.realm, prefix=router.prefix,
-                       secrets_file=router.options["secrets_file"] or "")
-    bridge, port = bridge_cli.serve(mesh, {**bridge_cli.DEFAULTS, "port": 0, "query_timeout": 10.0}, reactor)
+    mesh = config.mesh(
+        environ={},
+        router_url=router.backend_url,
+        realm=router.realm,
+        prefix=router.prefix,
+        secrets_file=router.options["secrets_file"] or "",
+    )
+    bridge, port = bridge_cli.serve(
+        mesh, {**bridge_cli.DEFAULTS, "port": 0, "query_timeout": 10.0}, reactor
+    )
     return bridge, port, f"http://127.0.0.1:{port.getHost().port}"
 
 
 def _grafana_regex(regex: str, values: dict[str, list[str]]) -> re.Pattern:
     """A variable's `/.../` regex, with `${var:regex}` as Grafana writes a multi-value variable."""
+
     def sub(m: re.Match) -> str:
         vals = values.get(m.group(1)) or []
-        return "(" + "|".join(re.escape(v) for v in vals) + ")" if len(vals) != 1 else re.escape(vals[0])
+        return (
+            "(" + "|".join(re.escape(v) for v in vals) + ")"
+            if len(vals) != 1
+            else re.escape(vals[0])
+        )
 
     body = re.fullmatch(r"/(.*)/([a-z]*)", regex, re.S)
     pattern = re.sub(r"\$\{(\w+):regex\}", sub, body.group(1))
@@ -591,6 +843,7 @@ def _grafana_regex(regex: str, values: dict[str, list[str]]) -> re.Pattern:
 
 def _glob(text: str, values: dict[str, list[str]]) -> str:
     """`${var:glob}` as Grafana writes the variable's "All": `{a,b}`, or `a` alone."""
+
     def sub(m: re.Match) -> str:
         vals = values[m.group(1)]
         return vals[0] if len(vals) == 1 else "{" + ",".join(vals) + "}"
@@ -598,7 +851,9 @@ def _glob(text: str, values: dict[str, list[str]]) -> str:
     return re.sub(r"\$\{(\w+):glob\}", sub, text)
 
 
-async def _dashboard_problems(url: str, session, prefix: str, kind: str, name: str, dash: dict) -> list[str]:
+async def _dashboard_problems(
+    url: str, session, prefix: str, kind: str, name: str, dash: dict
+) -> list[str]:
     """What would not draw: variables that resolve to nothing, targets naming fields the node does not serve."""
     from consumers.grafana import protocol
     from obsmesh.uris import Uris
@@ -608,7 +863,9 @@ async def _dashboard_problems(url: str, session, prefix: str, kind: str, name: s
     rng = {"from": _iso(now - 3600), "to": _iso(now + 60)}
     values: dict[str, list[str]] = {}
     for var in dash.get("templating", {}).get("list", []):
-        code, listing = await _http(url + "/variable", {"payload": {"target": var["query"]["query"]}, "range": rng})
+        code, listing = await _http(
+            url + "/variable", {"payload": {"target": var["query"]["query"]}, "range": rng}
+        )
         if code != 200:
             problems.append(f"{kind}: variable {var['name']}: /variable answered {code}: {listing}")
             continue
@@ -620,7 +877,9 @@ async def _dashboard_problems(url: str, session, prefix: str, kind: str, name: s
                 found.append(m.group(1) if m.groups() else option["__text"])
         values[var["name"]] = list(dict.fromkeys(found))
         if not found and MAY_BE_EMPTY not in var.get("description", ""):
-            problems.append(f"{kind}: variable {var['name']} ({var['query']['query']} {var['regex']}) has no value")
+            problems.append(
+                f"{kind}: variable {var['name']} ({var['query']['query']} {var['regex']}) has no value"
+            )
     try:
         fields, timelines = await session.call(Uris(prefix).get_fields(name), -3600, now + 60)
     except ApplicationError as exc:  # not started yet, or broken
@@ -632,28 +891,46 @@ async def _dashboard_problems(url: str, session, prefix: str, kind: str, name: s
             continue  # an empty optional variable: Grafana draws nothing and asks nothing
         # a repeated panel once per value of its variable, as Grafana repeats it
         for one in values[repeat] if repeat in names else [None]:
-            target = _glob(text.replace(f"${{{repeat}:raw}}", one) if one is not None else text, values)
+            target = _glob(
+                text.replace(f"${{{repeat}:raw}}", one) if one is not None else text, values
+            )
             for node, fname in protocol.split_target(target):
                 if node != name:
-                    problems.append(f"{kind}: {text}: node {node!r}, but the stack's {kind} node is {name!r}")
+                    problems.append(
+                        f"{kind}: {text}: node {node!r}, but the stack's {kind} node is {name!r}"
+                    )
                 elif fname == protocol.EVENTS:
                     continue
                 elif fname == protocol.WILDCARD:
                     if payload.get("timeline") not in timelines:
-                        problems.append(f"{kind}: {text}: no timeline {payload.get('timeline')!r} in {sorted(timelines)}")
+                        problems.append(
+                            f"{kind}: {text}: no timeline {payload.get('timeline')!r} in {sorted(timelines)}"
+                        )
                 elif fname not in fields:
-                    problems.append(f"{kind}: {target}: {node} serves no field {fname!r} (has {len(fields)} fields)")
-            queries.append({"refId": f"Q{len(queries)}", "target": target, "payload": payload,
-                            **({"type": "table"} if target.endswith(protocol.EVENTS) else {})})
+                    problems.append(
+                        f"{kind}: {target}: {node} serves no field {fname!r} (has {len(fields)} fields)"
+                    )
+            queries.append(
+                {
+                    "refId": f"Q{len(queries)}",
+                    "target": target,
+                    "payload": payload,
+                    **({"type": "table"} if target.endswith(protocol.EVENTS) else {}),
+                }
+            )
     if not problems:  # and the bridge draws each of them
-        code, frames = await _http(url + "/query", {"range": rng, "maxDataPoints": 200, "targets": queries})
+        code, frames = await _http(
+            url + "/query", {"range": rng, "maxDataPoints": 200, "targets": queries}
+        )
         if code != 200:
             problems.append(f"{kind}: /query answered {code}: {frames}")
         else:
             for q in queries:
                 if q.get("type") == "table":
                     continue
-                points = sum(len(f.get("datapoints", [])) for f in frames if f.get("refId") == q["refId"])
+                points = sum(
+                    len(f.get("datapoints", [])) for f in frames if f.get("refId") == q["refId"]
+                )
                 if not points:
                     problems.append(f"{kind}: {q['target']}: no data in the last hour")
     return problems
@@ -678,7 +955,9 @@ async def test_every_dashboard_target_names_a_field_the_node_serves(router, demo
                 raise RuntimeError(f"a demo process exited with {proc.returncode}:\n{demo.tail()}")
         problems[:] = []
         for kind, dash in boards.items():
-            problems.extend(await _dashboard_problems(url, session, router.prefix, kind, demo.names[kind], dash))
+            problems.extend(
+                await _dashboard_problems(url, session, router.prefix, kind, demo.names[kind], dash)
+            )
         return not problems
 
     try:
@@ -692,8 +971,15 @@ async def test_every_dashboard_target_names_a_field_the_node_serves(router, demo
 
 
 def _health(*args: str, env: dict) -> defer.Deferred:
-    return threads.deferToThread(subprocess.run, [PYTHON, "-m", "obsmesh.health", *args, "--timeout", "10"],
-                                 env=env, cwd=REPO, capture_output=True, text=True, timeout=60)
+    return threads.deferToThread(
+        subprocess.run,
+        [PYTHON, "-m", "obsmesh.health", *args, "--timeout", "10"],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 @pytest_twisted.ensureDeferred
@@ -702,7 +988,9 @@ async def test_health_checks_ask_the_real_services(router, demo):
     name = demo.names["sensors"]
 
     async def listed() -> bool:
-        return name in [n["name"] for n in await session.call(f"{router.prefix}.consumer.get_data_node")]
+        return name in [
+            n["name"] for n in await session.call(f"{router.prefix}.consumer.get_data_node")
+        ]
 
     await wait_until(listed, 30, f"{name} listed")
     session.leave()
@@ -719,18 +1007,26 @@ async def test_health_checks_ask_the_real_services(router, demo):
         results = await defer.gatherResults([_health(*args, env=env) for args in checks.values()])
         done = dict(zip(checks, results, strict=True))
         for what in ("node", "router", "hub"):
-            assert done[what].returncode == 0 and done[what].stdout.startswith("ok: "), (what, done[what])
+            assert done[what].returncode == 0 and done[what].stdout.startswith("ok: "), (
+                what,
+                done[what],
+            )
         assert f"node {name}: answers get_status, listed by the hub" in done["node"].stdout
         assert done["no such node"].returncode == 1, done["no such node"]
         assert done["no such node"].stdout.startswith("unhealthy: wamp.error.no_such_procedure")
         # without the secrets the router refuses the check's session: unhealthy, and why
         bare = {k: v for k, v in env.items() if k != "OBSMESH_SECRETS_FILE"}
         refused = await _health("node", name, env=bare)
-        assert refused.returncode == 1 and "the router refused the session" in refused.stdout, refused
+        assert refused.returncode == 1 and "the router refused the session" in refused.stdout, (
+            refused
+        )
         # HTTP and TCP checks need no reactor of their own
-        assert (await threads.deferToThread(health.check_http, url + "/", 10)).endswith("answered 200")
+        assert (await threads.deferToThread(health.check_http, url + "/", 10)).endswith(
+            "answered 200"
+        )
         assert "accepts connections" in await threads.deferToThread(
-            health.check_tcp, f"127.0.0.1:{demo.radar_ports[0]}", 10)
+            health.check_tcp, f"127.0.0.1:{demo.radar_ports[0]}", 10
+        )
         with pytest.raises(health.HealthError, match="refused"):
             await threads.deferToThread(health.check_tcp, f"127.0.0.1:{free_port()}", 10)
         with pytest.raises(health.HealthError, match="404"):
@@ -742,7 +1038,13 @@ async def test_health_checks_ask_the_real_services(router, demo):
 
 def test_the_lane_says_so_and_fails_without_an_engine():
     env = {**os.environ, "DOCKER_HOST": f"tcp://127.0.0.1:{free_port()}"}
-    done = subprocess.run([sys.executable, "-m", "tests.docker.lane"], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-m", "tests.docker.lane"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode != 0
     assert "no Docker engine is reachable" in done.stdout and "nothing was tested" in done.stdout

@@ -67,32 +67,47 @@ def test_periods_are_utc_hours_days_and_calendar_months():
     assert period_end(us("2019-12-01"), "monthly") == us("2020-01-01")
     assert period_start(us("1969-12-31T23:30"), "hourly") == us("1969-12-31T23:00")
     assert periods(us("2020-01-31T23:00"), us("2020-03-01"), "monthly") == [
-        (us("2020-01-01"), us("2020-02-01")), (us("2020-02-01"), us("2020-03-01"))]
+        (us("2020-01-01"), us("2020-02-01")),
+        (us("2020-02-01"), us("2020-03-01")),
+    ]
     assert periods(us("2020-01-01T01:00"), us("2020-01-01T03:00:00.000001"), "hourly")[-1] == (
-        us("2020-01-01T03:00"), us("2020-01-01T04:00"))
+        us("2020-01-01T03:00"),
+        us("2020-01-01T04:00"),
+    )
 
 
 def test_block_keys_depend_on_definition_params_level_and_period():
-    a = blocks_for(MAG, ["frame=gsm"], MAG.cache_levels[0], us("2020-03-01"), us("2020-03-01T02:00"))
+    a = blocks_for(
+        MAG, ["frame=gsm"], MAG.cache_levels[0], us("2020-03-01"), us("2020-03-01T02:00")
+    )
     assert len(a) == 2 and a[0].params == ("frame=gsm",)
     b = blocks_for(MAG, [], MAG.cache_levels[0], us("2020-03-01"), us("2020-03-01T01:00"))
     assert a[0].key != b[0].key and a[0].key.count("/") == 5
     assert BlockId.from_job(a[1].job()) == a[1]
-    other = blocks_for(CATALOG["spectrogram"], [], MAG.cache_levels[0], us("2020-03-01"), us("2020-03-01T01:00"))
+    other = blocks_for(
+        CATALOG["spectrogram"], [], MAG.cache_levels[0], us("2020-03-01"), us("2020-03-01T01:00")
+    )
     assert other[0].fingerprint != b[0].fingerprint
 
 
-@pytest.mark.parametrize("raw", [
-    b"", b"not json", b"[]", b'{"dataset": "x"}', "é".encode() * 3000,
-    b'{"dataset":"../etc","fp":"ab","params":[],"resolution":1,"period":"hourly","start":0}',
-    b'{"dataset":"m","fp":"a b","params":[],"resolution":1,"period":"hourly","start":0}',
-    b'{"dataset":"m","fp":"ab","params":[1],"resolution":1,"period":"hourly","start":0}',
-    b'{"dataset":"m","fp":"ab","params":[],"resolution":-1,"period":"hourly","start":0}',
-    b'{"dataset":"m","fp":"ab","params":[],"resolution":1,"period":"weekly","start":0}',
-    b'{"dataset":"m","fp":"ab","params":[],"resolution":1,"period":"hourly","start":1}',
-    b'{"dataset":"m","fp":"ab","params":[],"resolution":true,"period":"hourly","start":0}',
-    b'{"dataset":"m","fp":"ab","params":[],"resolution":1,"period":"hourly","start":1e400}',
-])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"",
+        b"not json",
+        b"[]",
+        b'{"dataset": "x"}',
+        "é".encode() * 3000,
+        b'{"dataset":"../etc","fp":"ab","params":[],"resolution":1,"period":"hourly","start":0}',
+        b'{"dataset":"m","fp":"a b","params":[],"resolution":1,"period":"hourly","start":0}',
+        b'{"dataset":"m","fp":"ab","params":[1],"resolution":1,"period":"hourly","start":0}',
+        b'{"dataset":"m","fp":"ab","params":[],"resolution":-1,"period":"hourly","start":0}',
+        b'{"dataset":"m","fp":"ab","params":[],"resolution":1,"period":"weekly","start":0}',
+        b'{"dataset":"m","fp":"ab","params":[],"resolution":1,"period":"hourly","start":1}',
+        b'{"dataset":"m","fp":"ab","params":[],"resolution":true,"period":"hourly","start":0}',
+        b'{"dataset":"m","fp":"ab","params":[],"resolution":1,"period":"hourly","start":1e400}',
+    ],
+)
 def test_hostile_job_descriptions_are_refused(raw):
     with pytest.raises(BadJob):
         BlockId.from_job(raw)
@@ -107,10 +122,12 @@ class Replica:
     def __init__(self, backend, concurrency: int = 1) -> None:
         self.counters: collections.Counter = collections.Counter()
         count = lambda name, n=1: self.counters.update({name: n})  # noqa: E731
-        self.service = Das2Service(CATALOG, ReaderPool(4), ReaderLimits(timeout=60),
-                                   ReaderPool(concurrency), count=count)
-        self.cache = Cache(backend, CATALOG, self.service.build, count=count,
-                           concurrency=concurrency, poll=0.05)
+        self.service = Das2Service(
+            CATALOG, ReaderPool(4), ReaderLimits(timeout=60), ReaderPool(concurrency), count=count
+        )
+        self.cache = Cache(
+            backend, CATALOG, self.service.build, count=count, concurrency=concurrency, poll=0.05
+        )
         self.service.cache = self.cache
         self.cache.start()
 
@@ -139,7 +156,9 @@ async def direct(dataset, start, end, resolution=None, params=None):
     """The reader run by hand, reduced by hand: the reference answer."""
     dsdf = CATALOG[dataset]
     argv = reader_argv(dsdf, validate_request(dsdf, start, end, None, params))
-    raw = (await threads.deferToThread(subprocess.run, argv, capture_output=True, check=True)).stdout
+    raw = (
+        await threads.deferToThread(subprocess.run, argv, capture_output=True, check=True)
+    ).stdout
     return clean(decode(reduce_stream(raw, resolution, minmax=dsdf.minmax) if resolution else raw))
 
 
@@ -172,7 +191,9 @@ async def test_miss_answers_from_the_reader_then_builds_and_the_hit_uses_the_cac
         assert r.counters["cache_misses"] == 2 and r.counters["jobs_queued"] == 2
         await built(r, 2)
         assert len(r.cache.built) == 2
-        present = await r.cache.present(blocks_for(MAG, [], MAG.cache_levels[0], us(window[0]), us(window[1])))
+        present = await r.cache.present(
+            blocks_for(MAG, [], MAG.cache_levels[0], us(window[0]), us(window[1]))
+        )
         assert present == [True, True]
         outcome, hit = await r.ask("magnetometer", *window, resolution=1.0)
         assert (outcome.reader_runs, outcome.blocks_used) == (0, 2)
@@ -195,8 +216,10 @@ async def test_partial_hit_reads_only_the_missing_hours(redis_server):
         assert same_events(got, await direct("magnetometer", *window, resolution=1.0))
         assert outcome.blocks_used == 1 and outcome.reader_runs == 2
         reads = [(a, b) for _, a, b in list(r.service.reader_log)[runs:] if b - a < HOUR]
-        assert sorted(reads) == [(us("2020-03-01T01:30"), us("2020-03-01T02:00")),
-                                 (us("2020-03-01T03:00"), us("2020-03-01T03:30"))]
+        assert sorted(reads) == [
+            (us("2020-03-01T01:30"), us("2020-03-01T02:00")),
+            (us("2020-03-01T03:00"), us("2020-03-01T03:30")),
+        ]
     finally:
         await r.close()
 
@@ -228,20 +251,30 @@ async def test_a_hit_is_reduced_to_exactly_the_asked_resolution(redis_server):
 @pytest_twisted.ensureDeferred
 async def test_two_replicas_never_build_the_same_block_twice(redis_server):
     namespace = f"test:{uuid.uuid4().hex}"
-    a, b = Replica(redis_backend(redis_server, namespace), 2), Replica(redis_backend(redis_server, namespace), 2)
+    a, b = (
+        Replica(redis_backend(redis_server, namespace), 2),
+        Replica(redis_backend(redis_server, namespace), 2),
+    )
     try:
-        windows = [("2020-03-02T00:00", "2020-03-02T03:00"), ("2020-03-02T01:00", "2020-03-02T04:00"),
-                   ("2020-03-02T00:30", "2020-03-02T02:30")]
+        windows = [
+            ("2020-03-02T00:00", "2020-03-02T03:00"),
+            ("2020-03-02T01:00", "2020-03-02T04:00"),
+            ("2020-03-02T00:30", "2020-03-02T02:30"),
+        ]
         asks = [r.ask("magnetometer", *w, resolution=5.0) for w in windows for r in (a, b)]
         await defer.gatherResults([defer.ensureDeferred(x) for x in asks])
-        await wait_until(lambda: a.counters["blocks_built"] + b.counters["blocks_built"] >= 4, 60, "4 blocks")
+        await wait_until(
+            lambda: a.counters["blocks_built"] + b.counters["blocks_built"] >= 4, 60, "4 blocks"
+        )
         await wait_until(lambda: a.cache.active == 0 and b.cache.active == 0, 30, "builders idle")
         keys = a.cache.built + b.cache.built
         assert len(keys) == len(set(keys)) == 4
         assert a.counters["jobs_queued"] + b.counters["jobs_queued"] == 4
         # A job queued twice (its key expired while queued, then a miss queued it
         # again) is still built once: only one worker's claim succeeds.
-        block = blocks_for(MAG, ["frame=gsm"], MAG.cache_levels[0], us("2020-03-03"), us("2020-03-03T01:00"))[0]
+        block = blocks_for(
+            MAG, ["frame=gsm"], MAG.cache_levels[0], us("2020-03-03"), us("2020-03-03T01:00")
+        )[0]
         for r in (a, b):  # builders idle while the queue is set up
             r.cache._loop.stop()
         assert await a.cache.backend.enqueue(block)
@@ -309,7 +342,9 @@ async def test_disk_cache_miss_build_hit_and_params(tmp_path):
         assert outcome.blocks_used == 1 and outcome.reader_runs == 0
         assert same_events(hit, miss)
         assert same_events(hit, await direct("magnetometer", *window, 1.0, "frame=gsm"))
-        outcome, _ = await r.ask("magnetometer", *window, resolution=1.0)  # other params: other block
+        outcome, _ = await r.ask(
+            "magnetometer", *window, resolution=1.0
+        )  # other params: other block
         assert outcome.blocks_used == 0
     finally:
         await r.close()
@@ -324,7 +359,9 @@ async def test_no_data_and_full_resolution_requests_bypass_levels(tmp_path):
         assert outcome.reader_runs == 1 and r.counters["jobs_queued"] == 0
         assert len(data_of(got)) == 80
         # the first two minutes of every sixth hour are a gap: no data, one exception
-        outcome, got = await r.ask("magnetometer", "2020-03-01T00:00", "2020-03-01T00:01", resolution=1.0)
+        outcome, got = await r.ask(
+            "magnetometer", "2020-03-01T00:00", "2020-03-01T00:01", resolution=1.0
+        )
         assert [type(e).__name__ for e in got] == ["StreamHeader", "StreamException"]
         assert got[-1].type == "NoDataInInterval" and outcome.error is None
     finally:
@@ -338,7 +375,9 @@ async def test_a_corrupt_block_is_read_from_the_reader_instead(redis_server):
         window = ("2020-03-04T01:00", "2020-03-04T02:00")
         block = blocks_for(MAG, [], MAG.cache_levels[0], us(window[0]), us(window[1]))[0]
         conn = await r.cache.backend._conn()
-        await conn.execute_command("SET", r.cache.backend._key("blk", block), b"[00]000012<stream/>:01:junk")
+        await conn.execute_command(
+            "SET", r.cache.backend._key("blk", block), b"[00]000012<stream/>:01:junk"
+        )
         outcome, got = await r.ask("magnetometer", *window, resolution=1.0)
         assert outcome.blocks_used == 0 and outcome.reader_runs == 1 and outcome.error is None
         assert r.counters["cache_corrupt"] == 1
@@ -353,8 +392,13 @@ async def test_the_node_caches_in_redis_when_the_mesh_store_is_redis(redis_serve
     from obsmesh import config
 
     nodes = [
-        Das2Node("d2r", config.mesh(environ={}, store="redis", redis_url=redis_server.url,
-                                    state_dir=str(tmp_path)), dict(DEFAULTS, port=-1)),
+        Das2Node(
+            "d2r",
+            config.mesh(
+                environ={}, store="redis", redis_url=redis_server.url, state_dir=str(tmp_path)
+            ),
+            dict(DEFAULTS, port=-1),
+        ),
         Das2Node("d2d", config.mesh(environ={}, state_dir=str(tmp_path)), dict(DEFAULTS, port=-1)),
         Das2Node("d2o", config.mesh(environ={}), dict(DEFAULTS, port=-1, cache="off")),
     ]

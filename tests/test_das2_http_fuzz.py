@@ -48,17 +48,53 @@ class Request(DummyRequest):
 
 
 texts = st.text(st.characters(codec="utf-8"), max_size=40) | st.sampled_from(
-    ["2020-03-01", "2020-03-02T00:00Z", "60", "0", "-1", "nan", "1e309", "channels=96", "frame=gsm",
-     "spectrogram", "magnetometer", "../magnetometer", "a;b", "$(id)", "1", "dataset", "list", "dsdf"])
-queries = st.dictionaries(st.sampled_from(sorted(DATASET_ARGS | {"bogus"})), st.lists(texts, min_size=1, max_size=2))
+    [
+        "2020-03-01",
+        "2020-03-02T00:00Z",
+        "60",
+        "0",
+        "-1",
+        "nan",
+        "1e309",
+        "channels=96",
+        "frame=gsm",
+        "spectrogram",
+        "magnetometer",
+        "../magnetometer",
+        "a;b",
+        "$(id)",
+        "1",
+        "dataset",
+        "list",
+        "dsdf",
+    ]
+)
+queries = st.dictionaries(
+    st.sampled_from(sorted(DATASET_ARGS | {"bogus"})), st.lists(texts, min_size=1, max_size=2)
+)
 
 
 @settings(max_examples=300, deadline=None)
 @given(queries)
-@example({"server": ["dataset"], "dataset": ["spectrogram"], "start_time": ["2020-03-01"],
-          "end_time": ["2020-03-02T00:00Z"], "params": ["channels=96"], "ascii": ["1"]})
-@example({"server": ["dataset"], "dataset": ["magnetometer"], "start_time": ["2020-03-01"],
-          "end_time": ["2020-03-02"], "resolution": ["60"]})
+@example(
+    {
+        "server": ["dataset"],
+        "dataset": ["spectrogram"],
+        "start_time": ["2020-03-01"],
+        "end_time": ["2020-03-02T00:00Z"],
+        "params": ["channels=96"],
+        "ascii": ["1"],
+    }
+)
+@example(
+    {
+        "server": ["dataset"],
+        "dataset": ["magnetometer"],
+        "start_time": ["2020-03-01"],
+        "end_time": ["2020-03-02"],
+        "resolution": ["60"],
+    }
+)
 def test_any_query_gets_a_well_formed_answer(query):
     service = StandIn()
     resource = Das2Resource(service)

@@ -60,8 +60,24 @@ def node(router, tmp_path_factory):
     env = router.env()
     env["OBSMESH_POINT_BUDGET"] = str(BUDGET)
     log = tmp / "node.log"
-    proc = spawn(["node", "das2", "--name", NAME, "--http", f"127.0.0.1:{port}", "--cache", "disk",
-                  "--cache-dir", str(tmp / "cache"), "--live-poll", "1"], env, log)
+    proc = spawn(
+        [
+            "node",
+            "das2",
+            "--name",
+            NAME,
+            "--http",
+            f"127.0.0.1:{port}",
+            "--cache",
+            "disk",
+            "--cache-dir",
+            str(tmp / "cache"),
+            "--live-poll",
+            "1",
+        ],
+        env,
+        log,
+    )
     try:
         wait_for(lambda: port_open(port) or proc.poll() is not None, 60, "the das2 HTTP interface")
         assert proc.poll() is None, log.read_text()
@@ -109,15 +125,19 @@ def columns(raw: bytes, dataset: str) -> tuple[list[float], dict[str, list]]:
         for plane, col in zip(ev.header.planes[1:], ev.columns[1:], strict=True):
             if "operation" in plane.properties:
                 continue
-            fill = float(plane.properties.get("fill", plane.properties.get("zFill", ("", "-1e31")))[1])
+            fill = float(
+                plane.properties.get("fill", plane.properties.get("zFill", ("", "-1e31")))[1]
+            )
             bad = (col == col.dtype.type(fill)) | np.isnan(col)
             values = col.astype(np.float64)
             listed = values.tolist()
             if values.ndim == 1:
                 listed = [None if b else v for v, b in zip(listed, bad.tolist(), strict=True)]
             else:
-                listed = [[None if b else v for v, b in zip(row, brow, strict=True)]
-                          for row, brow in zip(listed, bad.tolist(), strict=True)]
+                listed = [
+                    [None if b else v for v, b in zip(row, brow, strict=True)]
+                    for row, brow in zip(listed, bad.tolist(), strict=True)
+                ]
             out.setdefault(f"{dataset}.{plane.name or plane.kind}", []).extend(listed)
     return t, out
 
@@ -129,7 +149,9 @@ def columns(raw: bytes, dataset: str) -> tuple[list[float], dict[str, list]]:
 async def test_fields_are_the_planes_of_each_dataset(node, router):
     s = await session_for(router)
     try:
-        fields, timelines = await s.call(f"{P}.get_fields", t1970("2020-03-01"), t1970("2020-03-02"))
+        fields, timelines = await s.call(
+            f"{P}.get_fields", t1970("2020-03-01"), t1970("2020-03-02")
+        )
         assert set(timelines) == {"magnetometer", "spectrogram"}
         assert sorted(timelines["magnetometer"]["field"]) == sorted(MAG_FIELDS)
         assert timelines["magnetometer"]["interval"] == 0.125
@@ -156,26 +178,40 @@ async def test_get_data_equals_the_reader_run_by_hand(node, router):
     try:
         start, end = "2020-03-01T01:00", "2020-03-01T01:10"
         r = await s.call(f"{P}.get_data", MAG_FIELDS, t1970(start), t1970(end))
-        t, want = await threads.deferToThread(columns, run_reader("magnetometer", start, end), "magnetometer")
+        t, want = await threads.deferToThread(
+            columns, run_reader("magnetometer", start, end), "magnetometer"
+        )
         assert r["timeline"]["magnetometer"]["t"] == t and len(t) == 4800
         assert r["data"] == {f: want[f] for f in MAG_FIELDS}
         # a fill value (about one sample in ten thousand) travels as None
         start, end = "2020-03-01T01:00", "2020-03-01T04:00"
-        r = await s.call(f"{P}.get_data", ["magnetometer.Bz"], t1970(start), t1970(end),
-                         options=CallOptions(on_progress=lambda _chunk: None))
-        t, want = await threads.deferToThread(columns, run_reader("magnetometer", start, end), "magnetometer")
+        r = await s.call(
+            f"{P}.get_data",
+            ["magnetometer.Bz"],
+            t1970(start),
+            t1970(end),
+            options=CallOptions(on_progress=lambda _chunk: None),
+        )
+        t, want = await threads.deferToThread(
+            columns, run_reader("magnetometer", start, end), "magnetometer"
+        )
         # (progressive: 86400 rows exceed the budget, the last chunk ends with the last row)
         assert r["timeline"]["magnetometer"]["t"][-1] == t[-1]
         assert None in want["magnetometer.Bz"]
         # a spectrogram's yscan plane: one field, rows of 96 values with params
         start, end = "2020-03-01T06:00", "2020-03-01T06:05"
-        r = await s.call(f"{P}.get_data", "spectrogram.yscan", t1970(start), t1970(end), params="channels=96")
+        r = await s.call(
+            f"{P}.get_data", "spectrogram.yscan", t1970(start), t1970(end), params="channels=96"
+        )
         t, want = await threads.deferToThread(
-            columns, run_reader("spectrogram", start, end, "channels=96"), "spectrogram")
+            columns, run_reader("spectrogram", start, end, "channels=96"), "spectrogram"
+        )
         assert r["timeline"]["spectrogram"]["t"] == t
         assert r["data"]["spectrogram.yscan"] == want["spectrogram.yscan"]
         assert len(r["data"]["spectrogram.yscan"][0]) == 96
-        r = await s.call(f"{P}.get_data", "spectrogram.yscan", t1970(start), t1970(end), encoding="array")
+        r = await s.call(
+            f"{P}.get_data", "spectrogram.yscan", t1970(start), t1970(end), encoding="array"
+        )
         column = wire.decode(r["data"]["spectrogram.yscan"])
         assert column.shape == (300, 48)
     finally:
@@ -196,8 +232,14 @@ async def test_min_stride_is_the_das2_resolution(node, router):
         assert got_t[0] == t1970(start) + 30  # bins aligned to multiples of 60 s, at their centres
         assert r["data"] == {f: want[f] for f in MAG_FIELDS}
         # minmax: the mesh's own min/max bins over full resolution
-        r = await s.call(f"{P}.get_data", ["magnetometer.Bx"], t1970(start), t1970(end), min_stride=600,
-                         reduce="minmax")
+        r = await s.call(
+            f"{P}.get_data",
+            ["magnetometer.Bx"],
+            t1970(start),
+            t1970(end),
+            min_stride=600,
+            reduce="minmax",
+        )
         t, full = await threads.deferToThread(columns, raw, "magnetometer")
         bx = np.array([np.nan if v is None else v for v in full["magnetometer.Bx"]])
         mt, mc = bin_minmax(np.array(t), {"x": bx}, 600.0)
@@ -214,9 +256,17 @@ async def test_errors_for_bad_arguments(node, router):
     try:
         bad = [
             (["spectrogram.yscan", a, b], {"params": "channels=abc"}, "invalid_argument"),
-            (["spectrogram.yscan", a, b], {"params": "channels=48; touch /tmp/x"}, "invalid_argument"),
+            (
+                ["spectrogram.yscan", a, b],
+                {"params": "channels=48; touch /tmp/x"},
+                "invalid_argument",
+            ),
             (["spectrogram.yscan", a, b], {"params": "frame=gsm"}, "invalid_argument"),
-            (["spectrogram.yscan", a, b], {"params": {"magnetometer": "frame=gsm"}}, "invalid_argument"),
+            (
+                ["spectrogram.yscan", a, b],
+                {"params": {"magnetometer": "frame=gsm"}},
+                "invalid_argument",
+            ),
             (["spectrogram.yscan", a, b], {"params": 7}, "invalid_argument"),
             (["magnetometer.Bx", b, a], {}, "invalid_argument"),
             (["magnetometer.Bx", a, b], {"min_stride": -1}, "invalid_argument"),
@@ -234,8 +284,12 @@ async def test_errors_for_bad_arguments(node, router):
             await s.call(f"{P}.get_data", MAG_FIELDS, t1970("2020-03-01"), t1970("2020-03-02"))
         assert "min_stride >=" in err.value.args[0]
         # nothing in the interval: empty columns, not an error
-        r = await s.call(f"{P}.get_data", ["magnetometer.Bx"], t1970("2020-03-01T00:00"),
-                         t1970("2020-03-01T00:01"))
+        r = await s.call(
+            f"{P}.get_data",
+            ["magnetometer.Bx"],
+            t1970("2020-03-01T00:00"),
+            t1970("2020-03-01T00:01"),
+        )
         assert r["data"] == {"magnetometer.Bx": []} and r["timeline"]["magnetometer"]["t"] == []
     finally:
         s.leave()
@@ -247,14 +301,21 @@ async def test_progressive_results_come_in_chunks_under_the_budget(node, router)
     try:
         start, end = "2020-03-01T10:00", "2020-03-01T12:00"  # 57600 rows of 3 values
         chunks = []
-        last = await s.call(f"{P}.get_data", ["magnetometer.Bx", "magnetometer.By"], t1970(start),
-                            t1970(end), options=CallOptions(on_progress=chunks.append))
+        last = await s.call(
+            f"{P}.get_data",
+            ["magnetometer.Bx", "magnetometer.By"],
+            t1970(start),
+            t1970(end),
+            options=CallOptions(on_progress=chunks.append),
+        )
         chunks.append(last)
         assert len(chunks) == 2
         assert all(len(c["timeline"]["magnetometer"]["t"]) * 3 <= BUDGET for c in chunks)
         t = sum((c["timeline"]["magnetometer"]["t"] for c in chunks), [])
         bx = sum((c["data"]["magnetometer.Bx"] for c in chunks), [])
-        rt, want = await threads.deferToThread(columns, run_reader("magnetometer", start, end), "magnetometer")
+        rt, want = await threads.deferToThread(
+            columns, run_reader("magnetometer", start, end), "magnetometer"
+        )
         assert t == rt and bx == want["magnetometer.Bx"]
     finally:
         s.leave()
@@ -266,14 +327,19 @@ async def test_live_dataset_publishes_new_records(node, router):
     try:
         events = []
         await s.subscribe(events.append, f"{P}.live")
-        await wait_until(lambda: any(e["timeline"] == "magnetometer" and e["t"] for e in events), 30,
-                         "a live magnetometer batch")
+        await wait_until(
+            lambda: any(e["timeline"] == "magnetometer" and e["t"] for e in events),
+            30,
+            "a live magnetometer batch",
+        )
         ev = next(e for e in events if e["timeline"] == "magnetometer" and e["t"])
         assert set(ev["data"]) == set(MAG_FIELDS)
         first, last = ev["t"][0], ev["t"][-1]
         from nodes.das2.timefmt import format_time
 
-        raw = run_reader("magnetometer", format_time(round(first * 1e6)), format_time(round(last * 1e6) + 1))
+        raw = run_reader(
+            "magnetometer", format_time(round(first * 1e6)), format_time(round(last * 1e6) + 1)
+        )
         t, want = await threads.deferToThread(columns, raw, "magnetometer")
         assert ev["t"] == t
         assert ev["data"]["magnetometer.Bmag"] == want["magnetometer.Bmag"]
@@ -310,25 +376,59 @@ def test_http_list_id_dsdf(node):
     assert props["exampleRange_00"] == CATALOG["spectrogram"].keys["exampleRange_00"]
     assert props["cacheLevel_01"] == "60 s | daily" and "reader" not in props
     status, mime, body = get(node, {"server": "dsdf", "dataset": "nope"})
-    assert status == 404 and decode(body)[-1] == StreamException("IllegalArgument", "no such dataset")
+    assert status == 404 and decode(body)[-1] == StreamException(
+        "IllegalArgument", "no such dataset"
+    )
     assert get(node, {"server": "bogus"})[0] == 400
 
 
-@pytest.mark.parametrize("query", [
-    {"server": "dataset", "dataset": "spectrogram", "end_time": "2020-03-01T01:00"},
-    {"server": "dataset", "dataset": "spectrogram", "start_time": "2020-03-01", "end_time": "2020-02-01"},
-    {"server": "dataset", "dataset": "spectrogram", "start_time": "x; id", "end_time": "2020-03-02"},
-    {"server": "dataset", "dataset": "spectrogram", "start_time": "2020-03-01", "end_time": "2020-03-02",
-     "params": "channels=$(id)"},
-    {"server": "dataset", "dataset": "spectrogram", "start_time": "2020-03-01", "end_time": "2020-03-02",
-     "resolution": "-5"},
-    {"server": "dataset", "dataset": "../examples/spectrogram", "start_time": "2020-03-01",
-     "end_time": "2020-03-02"},
-    {"server": "dataset", "dataset": "spectrogram", "start_time": "2020-03-01", "end_time": "2020-03-02",
-     "shell": "1"},
-    "server=dataset&dataset=spectrogram&dataset=magnetometer&start_time=2020-03-01&end_time=2020-03-02",
-    "server=dataset&dataset=spectrogram&start_time=%ff&end_time=2020-03-02",
-])
+@pytest.mark.parametrize(
+    "query",
+    [
+        {"server": "dataset", "dataset": "spectrogram", "end_time": "2020-03-01T01:00"},
+        {
+            "server": "dataset",
+            "dataset": "spectrogram",
+            "start_time": "2020-03-01",
+            "end_time": "2020-02-01",
+        },
+        {
+            "server": "dataset",
+            "dataset": "spectrogram",
+            "start_time": "x; id",
+            "end_time": "2020-03-02",
+        },
+        {
+            "server": "dataset",
+            "dataset": "spectrogram",
+            "start_time": "2020-03-01",
+            "end_time": "2020-03-02",
+            "params": "channels=$(id)",
+        },
+        {
+            "server": "dataset",
+            "dataset": "spectrogram",
+            "start_time": "2020-03-01",
+            "end_time": "2020-03-02",
+            "resolution": "-5",
+        },
+        {
+            "server": "dataset",
+            "dataset": "../examples/spectrogram",
+            "start_time": "2020-03-01",
+            "end_time": "2020-03-02",
+        },
+        {
+            "server": "dataset",
+            "dataset": "spectrogram",
+            "start_time": "2020-03-01",
+            "end_time": "2020-03-02",
+            "shell": "1",
+        },
+        "server=dataset&dataset=spectrogram&dataset=magnetometer&start_time=2020-03-01&end_time=2020-03-02",
+        "server=dataset&dataset=spectrogram&start_time=%ff&end_time=2020-03-02",
+    ],
+)
 def test_http_bad_requests_get_an_illegal_argument_stream(node, query):
     status, mime, body = get(node, query)
     assert status in (400, 404)
@@ -338,8 +438,13 @@ def test_http_bad_requests_get_an_illegal_argument_stream(node, query):
 
 
 def test_http_dataset_binary_ascii_and_progress(node):
-    query = {"server": "dataset", "dataset": "magnetometer", "start_time": "2020-03-01T13:00",
-             "end_time": "2020-03-01T13:20", "resolution": "1"}  # a cache level: hits are exact
+    query = {
+        "server": "dataset",
+        "dataset": "magnetometer",
+        "start_time": "2020-03-01T13:00",
+        "end_time": "2020-03-01T13:20",
+        "resolution": "1",
+    }  # a cache level: hits are exact
     status, mime, body = get(node, query)
     assert status == 200 and mime == "application/vnd.das2.das2stream"
     events = decode(body)
@@ -348,8 +453,13 @@ def test_http_dataset_binary_ascii_and_progress(node):
     assert comments[-1] == Comment("taskProgress", "100", "obsmesh")
     progress = [int(c.value) for c in comments[1:]]
     assert progress == sorted(progress)
-    want = coalesce(decode(reduce_stream(run_reader("magnetometer", "2020-03-01T13:00", "2020-03-01T13:20"),
-                                         1.0, minmax=True)))
+    want = coalesce(
+        decode(
+            reduce_stream(
+                run_reader("magnetometer", "2020-03-01T13:00", "2020-03-01T13:20"), 1.0, minmax=True
+            )
+        )
+    )
     got = coalesce([e for e in events if not isinstance(e, Comment)])
     assert got[0] == want[0]  # stream header with xCacheResolution
     data, ref = got[-1], want[-1]
@@ -369,11 +479,17 @@ def test_http_dataset_binary_ascii_and_progress(node):
 def test_http_streams_chunked(node):
     host, port = urllib.parse.urlsplit(node.url).netloc.split(":")
     conn = http.client.HTTPConnection(host, int(port), timeout=60)
-    conn.request("GET", "/?server=dataset&dataset=spectrogram&start_time=2020-03-01T02:00"
-                        "&end_time=2020-03-01T03:00")
+    conn.request(
+        "GET",
+        "/?server=dataset&dataset=spectrogram&start_time=2020-03-01T02:00"
+        "&end_time=2020-03-01T03:00",
+    )
     resp = conn.getresponse()
     assert resp.status == 200
-    assert resp.getheader("transfer-encoding") == "chunked" and resp.getheader("content-length") is None
+    assert (
+        resp.getheader("transfer-encoding") == "chunked"
+        and resp.getheader("content-length") is None
+    )
     body = resp.read()
     conn.close()
     data = [e for e in coalesce(decode(body)) if isinstance(e, Data)]
@@ -386,17 +502,28 @@ async def test_a_das2_client_request_equals_the_wamp_answer(node, router):
     try:
         # as Autoplot asks: full times, a resolution, params url-encoded (the resolution
         # is a cache level's, so the answer is the same whether a block exists yet or not)
-        query = ("server=dataset&dataset=spectrogram&start_time=2020-03-01T06:00:00.000Z"
-                 "&end_time=2020-03-01T07:00:00.000Z&resolution=10.0&params=channels%3D96")
+        query = (
+            "server=dataset&dataset=spectrogram&start_time=2020-03-01T06:00:00.000Z"
+            "&end_time=2020-03-01T07:00:00.000Z&resolution=10.0&params=channels%3D96"
+        )
         status, _, body = await threads.deferToThread(get, node, query)
         assert status == 200
-        data = [e for e in coalesce([e for e in decode(body) if not isinstance(e, Comment)])
-                if isinstance(e, Data)]
+        data = [
+            e
+            for e in coalesce([e for e in decode(body) if not isinstance(e, Comment)])
+            if isinstance(e, Data)
+        ]
         assert len(data) == 1
         t = (data[0].columns[0] * 1e-6 + T2000).tolist()
         z = data[0].columns[1].astype(np.float64).tolist()
-        r = await s.call(f"{P}.get_data", "spectrogram.yscan", t1970("2020-03-01T06:00"),
-                         t1970("2020-03-01T07:00"), min_stride=10, params="channels=96")
+        r = await s.call(
+            f"{P}.get_data",
+            "spectrogram.yscan",
+            t1970("2020-03-01T06:00"),
+            t1970("2020-03-01T07:00"),
+            min_stride=10,
+            params="channels=96",
+        )
         assert r["timeline"]["spectrogram"]["t"] == t and len(t) == 360
         assert r["data"]["spectrogram.yscan"] == z
         assert all(math.isfinite(v) for v in z[0])
@@ -423,8 +550,9 @@ async def test_a_client_that_hangs_up_stops_its_reader(node, router):
         host, port = urllib.parse.urlsplit(node.url).netloc.split(":")
         marker = "2020-04-01T00:00:00.000000Z"
         conn = http.client.HTTPConnection(host, int(port), timeout=60)
-        conn.request("GET", "/?server=dataset&dataset=spectrogram&start_time=2020-04-01"
-                            "&end_time=2020-04-08")
+        conn.request(
+            "GET", "/?server=dataset&dataset=spectrogram&start_time=2020-04-01&end_time=2020-04-08"
+        )
         resp = conn.getresponse()
         assert len(await threads.deferToThread(resp.read, 65536)) == 65536
         assert _reader_running(marker)

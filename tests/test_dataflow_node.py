@@ -26,12 +26,19 @@ def utc(t: float) -> str:
     return time.strftime("%Y%m%d %H:%M:%S UTC", time.gmtime(t))
 
 
-def block(radar: str, start: int, end: int, ok: int = 2, failed: int = 0, script: str = "rsync_to_nas") -> list[str]:
+def block(
+    radar: str, start: int, end: int, ok: int = 2, failed: int = 0, script: str = "rsync_to_nas"
+) -> list[str]:
     """The lines of one run, as the script prints them (each written on its own)."""
     day = time.strftime("%Y%m%d", time.gmtime(start))
-    lines = [f"{SEP}\n", "\n", f"Executing /home/radar/data_flow/borealis/{script} on {radar}main207 for {radar}\n",
-             utc(start) + "\n", "data_flow: On branch main, last commit: \t\t3f2a9c1 2024-01-02 10:00:00 -0600\n",
-             "Transferring from: /data/borealis_data/\n"]
+    lines = [
+        f"{SEP}\n",
+        "\n",
+        f"Executing /home/radar/data_flow/borealis/{script} on {radar}main207 for {radar}\n",
+        utc(start) + "\n",
+        "data_flow: On branch main, last commit: \t\t3f2a9c1 2024-01-02 10:00:00 -0600\n",
+        "Transferring from: /data/borealis_data/\n",
+    ]
     for k in range(ok + failed):
         status = "Successfully transferred" if k < ok else "Transfer failed"
         lines.append(f"{status}: /data/borealis_data/{day}/{day}.0000.00.{radar}.{k}.rawacf.h5\n")
@@ -47,7 +54,9 @@ def append(path: Path, lines: list[str]) -> None:
 
 
 class DataflowProc:
-    def __init__(self, router, tmp_path: Path, name: str, *args: str, env: dict | None = None) -> None:
+    def __init__(
+        self, router, tmp_path: Path, name: str, *args: str, env: dict | None = None
+    ) -> None:
         self.name = name
         self.args = ["node", "dataflow", "--name", name, *args]
         self.env = {**router.env(), **(env or {})}
@@ -63,8 +72,12 @@ class DataflowProc:
 
     async def _listed(self, session) -> bool:
         if self.proc.poll() is not None:
-            raise RuntimeError(f"node exited ({self.proc.returncode}):\n{self.log.read_text()[-3000:]}")
-        return self.name in [n["name"] for n in await session.call("obsmesh.consumer.get_data_node")]
+            raise RuntimeError(
+                f"node exited ({self.proc.returncode}):\n{self.log.read_text()[-3000:]}"
+            )
+        return self.name in [
+            n["name"] for n in await session.call("obsmesh.consumer.get_data_node")
+        ]
 
     def stop(self) -> None:
         if self.proc is not None:
@@ -94,7 +107,9 @@ async def test_runs_reach_the_live_topic_and_get_data_within_a_second(router, tm
         await s.subscribe(lambda ev: received.append((time.time(), ev)), node.uri("live"))
         # a first run, until the node has seen the subscription (it publishes only to subscribed topics)
         append(log, block("pgr", base, base + 5))
-        await wait_until(lambda: live_times([e for _, e in received], "pgr.rsync_to_nas"), 20, "the warm-up run")
+        await wait_until(
+            lambda: live_times([e for _, e in received], "pgr.rsync_to_nas"), 20, "the warm-up run"
+        )
         delays = []
         ends = []
         for k in range(5):
@@ -104,14 +119,26 @@ async def test_runs_reach_the_live_topic_and_get_data_within_a_second(router, tm
             written = time.time()
             append(log, lines[-1:])  # the Finished line completes the run
             got = await wait_until(
-                lambda end=end: next((at for at, e in received if e["timeline"] == "sas.rsync_to_nas" and end in e["t"]),
-                                     None), 10, f"run {k} live")
+                lambda end=end: next(
+                    (
+                        at
+                        for at, e in received
+                        if e["timeline"] == "sas.rsync_to_nas" and end in e["t"]
+                    ),
+                    None,
+                ),
+                10,
+                f"run {k} live",
+            )
             delays.append(got - written)
             ends.append(float(end))
         # the issue's must-hold: a run is live within 1 s of its line being written
         assert max(delays) < 1.0, delays
         assert live_times([e for _, e in received], "sas.rsync_to_nas") == ends
-        fields = [f"sas.rsync_to_nas.{f}" for f in ("files_ok", "files_failed", "duration", "state", "died")]
+        fields = [
+            f"sas.rsync_to_nas.{f}"
+            for f in ("files_ok", "files_failed", "duration", "state", "died")
+        ]
         r = await s.call(node.uri("get_data"), fields[:1], base - 100, base)
         assert r["timeline"]["sas.rsync_to_nas"]["t"] == [base - 45.0]
         r = await s.call(node.uri("get_data"), fields, base, base + 200)
@@ -134,8 +161,19 @@ async def test_runs_reach_the_live_topic_and_get_data_within_a_second(router, tm
 @pytest_twisted.ensureDeferred
 async def test_simulated_failures_become_events_and_a_stopped_stage_goes_stale(router, tmp_path):
     sim_dir = tmp_path / "sim"
-    node = DataflowProc(router, tmp_path, "df-sim", "--dir", str(sim_dir), "--radars", "sas,pgr",
-                        "--period", "2", "--margin", "3")
+    node = DataflowProc(
+        router,
+        tmp_path,
+        "df-sim",
+        "--dir",
+        str(sim_dir),
+        "--radars",
+        "sas,pgr",
+        "--period",
+        "2",
+        "--margin",
+        "3",
+    )
     s = await connect(router.backend_url)
     sim = None
     try:
@@ -143,35 +181,73 @@ async def test_simulated_failures_become_events_and_a_stopped_stage_goes_stale(r
         status_changes, arrivals = [], []
         await s.subscribe(status_changes.append, node.uri("status"))
         await s.subscribe(arrivals.append, node.uri("arrival"))
-        sim = spawn(["simulate", "dataflow", str(sim_dir), "--radars", "sas,pgr", "--speed", "3600", "--seed", "5",
-                     "--failure-rate", "0", "--antennas", "1", "--inject", "transfer@1:sas",
-                     "--inject", "died@1:sas", "--inject", "connection@1:pgr",
-                     "--stop", "rsync_to_campus@3:pgr"], node.env, tmp_path / "sim.log")
+        sim = spawn(
+            [
+                "simulate",
+                "dataflow",
+                str(sim_dir),
+                "--radars",
+                "sas,pgr",
+                "--speed",
+                "3600",
+                "--seed",
+                "5",
+                "--failure-rate",
+                "0",
+                "--antennas",
+                "1",
+                "--inject",
+                "transfer@1:sas",
+                "--inject",
+                "died@1:sas",
+                "--inject",
+                "connection@1:pgr",
+                "--stop",
+                "rsync_to_campus@3:pgr",
+            ],
+            node.env,
+            tmp_path / "sim.log",
+        )
 
         async def event_with(*tags):
             events = await s.call(node.uri("get_events"), -600, time.time() + 60)
             return next((e for e in events if set(tags) <= set(e["tags"])), None)
 
-        failed = await wait_until(lambda: event_with("failure", "sas", "rsync_to_nas"), 30, "the transfer failure")
+        failed = await wait_until(
+            lambda: event_with("failure", "sas", "rsync_to_nas"), 30, "the transfer failure"
+        )
         assert "1 file(s) failed" in failed["title"] and "Transfer failed:" in failed["text"]
-        died = await wait_until(lambda: event_with("died", "sas", "rsync_to_campus"), 30, "the died run")
+        died = await wait_until(
+            lambda: event_with("died", "sas", "rsync_to_campus"), 30, "the died run"
+        )
         assert "superseded" in died["title"]
-        conn = await wait_until(lambda: event_with("connection", "pgr", "rsync_to_campus"), 30, "the connection failure")
+        conn = await wait_until(
+            lambda: event_with("connection", "pgr", "rsync_to_campus"), 30, "the connection failure"
+        )
         assert "Connection timed out" in conn["text"]
         # a stopped stage: no run within period + margin -> stale, on .status, in get_status and as an event
-        await wait_until(lambda: any(c["source"] == "pgr.rsync_to_campus" and c.get("stale") for c in status_changes),
-                         30, "pgr.rsync_to_campus stale on the status topic")
+        await wait_until(
+            lambda: any(
+                c["source"] == "pgr.rsync_to_campus" and c.get("stale") for c in status_changes
+            ),
+            30,
+            "pgr.rsync_to_campus stale on the status topic",
+        )
         status = await s.call(node.uri("get_status"))
         assert status["sources"]["pgr.rsync_to_campus"]["stale"] is True
         assert "pgr.rsync_to_campus" in status["dataflow"]["stale"]
         assert "no rsync_to_campus run for pgr" in status["sources"]["pgr.rsync_to_campus"]["error"]
         assert await event_with("status", "pgr.rsync_to_campus")
         # the run products carry the failure too, and files reach the data directory
-        r = await s.call(node.uri("get_data"), ["sas.rsync_to_nas.files_failed"], -600, time.time() + 60)
+        r = await s.call(
+            node.uri("get_data"), ["sas.rsync_to_nas.files_failed"], -600, time.time() + 60
+        )
         assert 1.0 in r["data"]["sas.rsync_to_nas.files_failed"]
         await wait_until(lambda: arrivals, 30, "file arrivals on the arrival topic")
         assert {a["radar"] for e in arrivals for a in e["arrivals"]} <= {"sas", "pgr"}
-        r = await s.call(node.uri("get_data"), ["arrival.name", "arrival.size"], -600, time.time() + 60)
+        r = await s.call(
+            node.uri("get_data"), ["arrival.name", "arrival.size"], -600, time.time() + 60
+        )
         assert r["data"]["arrival.name"] and all(v > 0 for v in r["data"]["arrival.size"])
     finally:
         if sim is not None:
@@ -181,7 +257,9 @@ async def test_simulated_failures_become_events_and_a_stopped_stage_goes_stale(r
 
 
 @pytest_twisted.ensureDeferred
-async def test_rotation_replacement_and_truncation_neither_duplicate_nor_lose_runs(router, tmp_path):
+async def test_rotation_replacement_and_truncation_neither_duplicate_nor_lose_runs(
+    router, tmp_path
+):
     root = tmp_path / "summary"
     root.mkdir()
     node = DataflowProc(router, tmp_path, "df-rot", "--summary-root", str(root), "--period", "600")
@@ -242,16 +320,22 @@ async def test_rotation_replacement_and_truncation_neither_duplicate_nor_lose_ru
 
 
 @pytest_twisted.ensureDeferred
-async def test_a_restarted_node_on_a_persistent_store_stores_history_once(router, redis_server, tmp_path):
+async def test_a_restarted_node_on_a_persistent_store_stores_history_once(
+    router, redis_server, tmp_path
+):
     root = tmp_path / "summary"
     root.mkdir()
     env = {"OBSMESH_STORE": "redis", "OBSMESH_REDIS_URL": redis_server.url}
     name = f"df-redis-{os.getpid()}"
-    node = DataflowProc(router, tmp_path, name, "--summary-root", str(root), "--period", "600", env=env)
+    node = DataflowProc(
+        router, tmp_path, name, "--summary-root", str(root), "--period", "600", env=env
+    )
     s = await connect(router.backend_url)
     base = int(time.time()) - 1000
     log = root / f"{time.strftime('%Y%m%d', time.gmtime(base))}.plot_antennas_iq_summary.log"
-    runs = [block("inv", base + 10 * k, base + 10 * k + 2, script="plot_antennas_iq") for k in range(4)]
+    runs = [
+        block("inv", base + 10 * k, base + 10 * k + 2, script="plot_antennas_iq") for k in range(4)
+    ]
     ends = [float(base + 10 * k + 2) for k in range(4)]
     field = "inv.plot_antennas_iq.files_ok"
 
@@ -289,7 +373,9 @@ def test_options_from_dir_environment_and_command_line(tmp_path, monkeypatch):
     parser.add_argument("--config")
     parser.add_argument("--name")
     configure(parser)
-    args = parser.parse_args(["--dir", str(tmp_path), "--period", "2", "--data-dir", str(tmp_path / "d")])
+    args = parser.parse_args(
+        ["--dir", str(tmp_path), "--period", "2", "--data-dir", str(tmp_path / "d")]
+    )
     from obsmesh import config
 
     node = build(args, config.mesh())
@@ -298,27 +384,40 @@ def test_options_from_dir_environment_and_command_line(tmp_path, monkeypatch):
     assert o["summary_roots"] == [str(tmp_path / "summary")]
     assert o["data_dirs"] == [str(tmp_path / "d")]  # given: not replaced by the dir's
     assert o["flag_dirs"] == [str(tmp_path / "flags" / ".inotify_watchdir")]
-    assert o["unfinished_after"] == 7.0 and o["check_interval"] == 0.2 and o["sample_interval"] == 1.0
+    assert (
+        o["unfinished_after"] == 7.0 and o["check_interval"] == 0.2 and o["sample_interval"] == 1.0
+    )
     assert node.name == "dataflow" and node.ingest.watchers[0].roots == [str(tmp_path / "summary")]
 
 
-@pytest.mark.parametrize("bad", [
-    {},  # no summary root
-    {"summary_roots": ["x"], "period": 0.0},
-    {"summary_roots": ["x"], "margin": -1.0},
-    {"summary_roots": ["x"], "window": float("nan")},
-    {"summary_roots": ["x"], "radars": ["SAS"]},
-    {"summary_roots": ["x"], "mode": "fast"},
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {},  # no summary root
+        {"summary_roots": ["x"], "period": 0.0},
+        {"summary_roots": ["x"], "margin": -1.0},
+        {"summary_roots": ["x"], "window": float("nan")},
+        {"summary_roots": ["x"], "radars": ["SAS"]},
+        {"summary_roots": ["x"], "mode": "fast"},
+    ],
+)
 def test_bad_options_are_refused(bad):
     with pytest.raises(ValueError):
         dataflow_options.resolve_options({**dataflow_options.DEFAULTS, **bad})
 
 
-@pytest.mark.parametrize("radar,stage,ok", [
-    ("sas", "rsync_to_nas", True), ("unknown", "my-script_2", True), ("SAS", "rsync_to_nas", False),
-    ("sas", "a.b", False), ("sas", "x" * 49, False), ("sas", "", False), ("sas", "a b", False),
-])
+@pytest.mark.parametrize(
+    "radar,stage,ok",
+    [
+        ("sas", "rsync_to_nas", True),
+        ("unknown", "my-script_2", True),
+        ("SAS", "rsync_to_nas", False),
+        ("sas", "a.b", False),
+        ("sas", "x" * 49, False),
+        ("sas", "", False),
+        ("sas", "a b", False),
+    ],
+)
 def test_only_safe_names_make_timelines(radar, stage, ok):
     assert (dataflow_node.DataflowNode.timeline_of(radar, stage) is not None) is ok
 
@@ -327,39 +426,83 @@ def test_only_safe_names_make_timelines(radar, stage, ok):
 async def test_in_process_arrivals_flags_and_hostile_script_names(tmp_path):
     """The node's own logic without a router: what it stores and counts."""
     tree = tmp_path / "tree"
-    summary, data, flags = tree / "summary", tree / "data" / "campus" / "borealis_site_data", tree / "flags"
+    summary, data, flags = (
+        tree / "summary",
+        tree / "data" / "campus" / "borealis_site_data",
+        tree / "flags",
+    )
     for d in (summary, data, flags / ".inotify_watchdir", flags / ".inotify_flags"):
         d.mkdir(parents=True)
-    options = {**dataflow_options.DEFAULTS, "dir": str(tree), "period": 600.0, "sample_interval": 1.0}
+    options = {
+        **dataflow_options.DEFAULTS,
+        "dir": str(tree),
+        "period": 600.0,
+        "sample_interval": 1.0,
+    }
     node = dataflow_node.DataflowNode("df-local", None, options)
     await node.start()
     try:
         base = int(time.time()) - 100
         log = summary / f"{time.strftime('%Y%m%d', time.gmtime(base))}.rsync_to_nas_summary.log"
-        evil = block("sas", base, base + 1, script="evil.name") + block("sas", base + 2, base + 3, script="..")
+        evil = block("sas", base, base + 1, script="evil.name") + block(
+            "sas", base + 2, base + 3, script=".."
+        )
         append(log, evil + block("cly", base + 4, base + 6, ok=1, failed=2))
         name = f"{time.strftime('%Y%m%d', time.gmtime(base))}.0000.00.cly.a.rawacf.bz2"
         (tmp_path / name).write_bytes(b"x" * 1234)
         os.replace(tmp_path / name, data / name)  # arrives by rename, as rsync does
         (flags / ".inotify_flags" / ".borealis_flag_cly").write_text("")
-        os.replace(flags / ".inotify_flags" / ".borealis_flag_cly", flags / ".inotify_watchdir" / ".borealis_flag_cly")
-        await wait_until(lambda: node.counters["arrivals"] == 1 and node.counters["runs"] == 1
-                         and node.counters["flags_raised"] == 1, 20, "the run, the arrival and the flag")
+        os.replace(
+            flags / ".inotify_flags" / ".borealis_flag_cly",
+            flags / ".inotify_watchdir" / ".borealis_flag_cly",
+        )
+        await wait_until(
+            lambda: (
+                node.counters["arrivals"] == 1
+                and node.counters["runs"] == 1
+                and node.counters["flags_raised"] == 1
+            ),
+            20,
+            "the run, the arrival and the flag",
+        )
         assert node.counters["runs_refused"] >= 2  # no timeline for names a field cannot carry
         assert set(node.pairs.values()) == {"cly.rsync_to_nas"}
-        r = await node.get_data(["arrival.name", "arrival.radar", "arrival.kind", "arrival.size"], -60, 0)
-        assert r["data"] == {"arrival.name": [name], "arrival.radar": ["cly"], "arrival.kind": ["rawacf"],
-                             "arrival.size": [1234.0]}
-        await wait_until(lambda: "arrivals.cly.rawacf" in node.fields and node.last_sample.get("arrival_counts"),
-                         10, "the arrival counts sampled")
+        r = await node.get_data(
+            ["arrival.name", "arrival.radar", "arrival.kind", "arrival.size"], -60, 0
+        )
+        assert r["data"] == {
+            "arrival.name": [name],
+            "arrival.radar": ["cly"],
+            "arrival.kind": ["rawacf"],
+            "arrival.size": [1234.0],
+        }
+        await wait_until(
+            lambda: "arrivals.cly.rawacf" in node.fields and node.last_sample.get("arrival_counts"),
+            10,
+            "the arrival counts sampled",
+        )
         r = await node.get_data(["arrivals.cly.rawacf"], -60, 0)
         assert r["data"]["arrivals.cly.rawacf"] == [1.0]
-        r = await node.get_data(["cly.rsync_to_nas.since_last_run", "cly.rsync_to_nas.stale"], -60, 0)
-        assert r["data"]["cly.rsync_to_nas.since_last_run"][-1] >= 96 and r["data"]["cly.rsync_to_nas.stale"][-1] is False
+        r = await node.get_data(
+            ["cly.rsync_to_nas.since_last_run", "cly.rsync_to_nas.stale"], -60, 0
+        )
+        assert (
+            r["data"]["cly.rsync_to_nas.since_last_run"][-1] >= 96
+            and r["data"]["cly.rsync_to_nas.stale"][-1] is False
+        )
         (products,) = node.stage_products()
-        assert products["radar"] == "cly" and products["files_failed"] == 2 and products["success_rate"] == 1 / 3
+        assert (
+            products["radar"] == "cly"
+            and products["files_failed"] == 2
+            and products["success_rate"] == 1 / 3
+        )
         status = node.get_status()
-        assert status["dataflow"]["flags_raised"] == [".borealis_flag_cly"] and status["dataflow"]["stale"] == []
-        assert [e["title"] for e in node.events if "failure" in e["tags"]] == ["cly rsync_to_nas: 2 file(s) failed"]
+        assert (
+            status["dataflow"]["flags_raised"] == [".borealis_flag_cly"]
+            and status["dataflow"]["stale"] == []
+        )
+        assert [e["title"] for e in node.events if "failure" in e["tags"]] == [
+            "cly rsync_to_nas: 2 file(s) failed"
+        ]
     finally:
         await node.stop()

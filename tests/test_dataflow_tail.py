@@ -286,7 +286,10 @@ def test_parser_behind_follower_shortened_inside_an_open_run(tmp_path):
     append(p, "\nFinished rsync_to_nas. End time: 20240315 14:01:30 UTC\n")
     pump()
     ended = [r for r in records if isinstance(r, Run)]
-    assert [(r.radar, r.state) for r in ended] == [("sas", "finished"), ("sas", "finished"), ("pgr", "finished")]
+    assert [(r.radar, r.state) for r in ended] == [
+        ("sas", "finished"),
+        ("sas", "finished"),
+        ("pgr", "finished"),
+    ]
     assert [x.basename.split(".")[4] for x in ended[2].files] == ["0", "5"]
     assert f.stats.restarted == 1 and parser.stats.reread == 1 and parser.stats.died == 0
-

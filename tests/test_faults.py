@@ -70,14 +70,18 @@ async def test_redis_restart_under_a_redis_backed_node(router, tmp_path):
         node.append("fast", base + np.arange(10.0), {"x": np.arange(10.0)})
         await wait_until(lambda: _count(s, base, 10), 10, "the first samples in Redis")
         redis.stop()
-        node.append("fast", base + 10 + np.arange(10.0), {"x": 10 + np.arange(10.0)})  # while Redis is down
+        node.append(
+            "fast", base + 10 + np.arange(10.0), {"x": 10 + np.arange(10.0)}
+        )  # while Redis is down
         err = await _error(s, base)
         assert err == "obsmesh.error.unavailable"  # a clear error, and the node lives on
         status = await s.call("obsmesh.consumer.redisnode.get_status")
         assert status["connected"]
         redis.start()  # an empty Redis (this one keeps nothing): the pending rows land again
         node.append("fast", base + 20 + np.arange(10.0), {"x": 20 + np.arange(10.0)})
-        await wait_until(lambda: _count(s, base + 10, 20), 30, "writes to resume after Redis came back")
+        await wait_until(
+            lambda: _count(s, base + 10, 20), 30, "writes to resume after Redis came back"
+        )
         r = await s.call("obsmesh.consumer.redisnode.get_data", ["x"], base + 10, base + 30)
         assert r["data"]["x"] == list(np.arange(10.0, 30.0))
     finally:
@@ -112,7 +116,9 @@ async def test_a_consumer_that_stops_reading_is_dropped_and_memory_stays_bounded
     got = []
     try:
         await wait_until(lambda: node._announced, 20, "the node")
-        await fast.subscribe(lambda ev: got.append((time.time(), ev["t"][-1])), "obsmesh.consumer.firehose.live")
+        await fast.subscribe(
+            lambda ev: got.append((time.time(), ev["t"][-1])), "obsmesh.consumer.firehose.live"
+        )
         await slow.subscribe(lambda ev: None, "obsmesh.consumer.firehose.live")
         slow._transport.transport.pauseProducing()  # reads nothing from now on
         left = []

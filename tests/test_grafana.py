@@ -57,8 +57,13 @@ async def post(url: str, body, **kw):
 
 
 async def start_bridge(router, **overrides):
-    mesh = config.mesh(environ={}, router_url=router.backend_url, realm=router.realm, prefix=router.prefix,
-                       secrets_file=router.options["secrets_file"] or "")
+    mesh = config.mesh(
+        environ={},
+        router_url=router.backend_url,
+        realm=router.realm,
+        prefix=router.prefix,
+        secrets_file=router.options["secrets_file"] or "",
+    )
     settings = {**cli.DEFAULTS, "port": 0, "query_timeout": 5.0, **overrides}
     bridge, port = cli.serve(mesh, settings, reactor)
     return bridge, port, f"http://127.0.0.1:{port.getHost().port}"
@@ -99,8 +104,11 @@ async def mesh(router, mesh_parts, names=("probe",), **bridge_settings):
         nodes.append(node)
     bridge, port, url = await start_bridge(router, **bridge_settings)
     mesh_parts["bridges"].append((bridge, port))
-    await wait_until(lambda: bridge.connected and all(n in bridge.catalog.nodes for n in names), 20,
-                     "the bridge to see the nodes")
+    await wait_until(
+        lambda: bridge.connected and all(n in bridge.catalog.nodes for n in names),
+        20,
+        "the bridge to see the nodes",
+    )
     return nodes, bridge, url
 
 
@@ -129,10 +137,16 @@ async def test_current_plugin_endpoints(router, mesh_parts):
     code, slow = await post(url + "/metrics", {"metric": "cur::x", "payload": {"timeline": "slow"}})
     assert [m["value"] for m in slow] == ["cur::*", "cur::label", "cur::ok", "cur::@events"]
 
-    code, options = await post(url + "/metric-payload-options",
-                               {"metric": "cur::x", "payload": {}, "name": "timeline"})
-    assert code == 200 and options == [{"label": "fast", "value": "fast"}, {"label": "slow", "value": "slow"}]
-    code, options = await post(url + "/metric-payload-options", {"metric": "cur::x", "name": "reduce"})
+    code, options = await post(
+        url + "/metric-payload-options", {"metric": "cur::x", "payload": {}, "name": "timeline"}
+    )
+    assert code == 200 and options == [
+        {"label": "fast", "value": "fast"},
+        {"label": "slow", "value": "slow"},
+    ]
+    code, options = await post(
+        url + "/metric-payload-options", {"metric": "cur::x", "name": "reduce"}
+    )
     assert [o["value"] for o in options] == ["mean", "minmax"]
 
     code, nodes = await post(url + "/variable", {"payload": {"target": "nodes()"}, "range": {}})
@@ -143,7 +157,10 @@ async def test_current_plugin_endpoints(router, mesh_parts):
     assert [f["__value"] for f in tls] == ["fast", "slow"]
 
     code, keys = await post(url + "/tag-keys", {})
-    assert {"type": "string", "text": "node"} in keys and {"type": "string", "text": "units"} in keys
+    assert {"type": "string", "text": "node"} in keys and {
+        "type": "string",
+        "text": "units",
+    } in keys
     code, units = await post(url + "/tag-values", {"key": "units"})
     assert units == [{"text": "A"}, {"text": "V"}]
     code, none = await post(url + "/tag-values", {"key": "colour"})
@@ -154,25 +171,46 @@ async def test_current_plugin_endpoints(router, mesh_parts):
 async def test_query_gives_exact_values_tables_and_filters(router, mesh_parts):
     (node,), bridge, url = await mesh(router, mesh_parts, ["exact"])
     t = fill(node)
-    code, out = await post(url + "/query", query_body(
-        [{"target": "exact::x", "refId": "A"}, {"target": "exact::label", "refId": "B"},
-         {"target": "exact::ok", "refId": "C", "payload": {"format": "table"}}],
-        maxDataPoints=1000, intervalMs=100))
+    code, out = await post(
+        url + "/query",
+        query_body(
+            [
+                {"target": "exact::x", "refId": "A"},
+                {"target": "exact::label", "refId": "B"},
+                {"target": "exact::ok", "refId": "C", "payload": {"format": "table"}},
+            ],
+            maxDataPoints=1000,
+            intervalMs=100,
+        ),
+    )
     assert code == 200
-    assert out[0] == {"target": "exact::x", "refId": "A", "unit": "V",
-                      "datapoints": [[i * 0.5, t[i] * 1000] for i in range(100)]}
+    assert out[0] == {
+        "target": "exact::x",
+        "refId": "A",
+        "unit": "V",
+        "datapoints": [[i * 0.5, t[i] * 1000] for i in range(100)],
+    }
     assert out[1]["datapoints"] == [["one", (BASE + 10) * 1000], ["two", (BASE + 20) * 1000]]
-    assert out[2] == {"type": "table", "refId": "C",
-                      "columns": [{"text": "Time", "type": "time"}, {"text": "exact::ok", "type": "boolean"}],
-                      "rows": [[(BASE + 10) * 1000, True], [(BASE + 20) * 1000, False]]}
+    assert out[2] == {
+        "type": "table",
+        "refId": "C",
+        "columns": [{"text": "Time", "type": "time"}, {"text": "exact::ok", "type": "boolean"}],
+        "rows": [[(BASE + 10) * 1000, True], [(BASE + 20) * 1000, False]],
+    }
     # a sub-range [start, end) and a wildcard over one timeline
-    code, out = await post(url + "/query", query_body(
-        [{"target": "exact::*", "payload": {"timeline": "fast"}}], BASE + 10, BASE + 15))
+    code, out = await post(
+        url + "/query",
+        query_body([{"target": "exact::*", "payload": {"timeline": "fast"}}], BASE + 10, BASE + 15),
+    )
     assert [s["target"] for s in out] == ["exact::x", "exact::y"]
     assert [p[0] for p in out[1]["datapoints"]] == [-20.0, -22.0, -24.0, -26.0, -28.0]
     # ad hoc filters: only the series in amperes
-    code, out = await post(url + "/query", query_body(
-        [{"target": "exact::*"}], adhocFilters=[{"key": "units", "operator": "=", "value": "A"}]))
+    code, out = await post(
+        url + "/query",
+        query_body(
+            [{"target": "exact::*"}], adhocFilters=[{"key": "units", "operator": "=", "value": "A"}]
+        ),
+    )
     assert [s["target"] for s in out] == ["exact::y"]
 
 
@@ -186,17 +224,29 @@ async def test_max_data_points_and_interval_are_respected(router, mesh_parts):
     node.append("fast", t, {"x": x})
     for points in (1, 7, 100, 999):
         for reduce in ("mean", "minmax"):
-            code, out = await post(url + "/query", query_body(
-                [{"target": "dense::x", "payload": {"reduce": reduce}}], BASE, BASE + 500, maxDataPoints=points))
+            code, out = await post(
+                url + "/query",
+                query_body(
+                    [{"target": "dense::x", "payload": {"reduce": reduce}}],
+                    BASE,
+                    BASE + 500,
+                    maxDataPoints=points,
+                ),
+            )
             got = out[0]["datapoints"]
             assert code == 200 and 0 < len(got) <= max(points, 2 if reduce == "minmax" else 1)
             if reduce == "minmax" and points >= 2:
                 assert max(p[0] for p in got) == 50.0  # the spike survives
-    code, out = await post(url + "/query", query_body(
-        [{"target": "dense::x"}], BASE, BASE + 500, maxDataPoints=1000))
+    code, out = await post(
+        url + "/query", query_body([{"target": "dense::x"}], BASE, BASE + 500, maxDataPoints=1000)
+    )
     assert 400 <= len(out[0]["datapoints"]) <= 1000  # as many as allowed, not far fewer
-    code, out = await post(url + "/query", query_body(
-        [{"target": "dense::x"}], BASE, BASE + 500, maxDataPoints=1000, intervalMs=50_000))
+    code, out = await post(
+        url + "/query",
+        query_body(
+            [{"target": "dense::x"}], BASE, BASE + 500, maxDataPoints=1000, intervalMs=50_000
+        ),
+    )
     assert len(out[0]["datapoints"]) <= 11  # Grafana's coarser interval wins
 
 
@@ -205,8 +255,15 @@ async def test_answers_over_the_node_point_budget_come_in_chunks_and_are_joined(
     (node,), bridge, url = await mesh(router, mesh_parts, ["budget"])
     t = fill(node, n=2000, step=0.25)
     node.settings["point_budget"] = 300  # 2000 rows of x and y: seven chunks
-    code, out = await post(url + "/query", query_body([{"target": "budget::*", "payload": {"timeline": "fast"}}],
-                                                      BASE, BASE + 600, maxDataPoints=5000))
+    code, out = await post(
+        url + "/query",
+        query_body(
+            [{"target": "budget::*", "payload": {"timeline": "fast"}}],
+            BASE,
+            BASE + 600,
+            maxDataPoints=5000,
+        ),
+    )
     assert code == 200 and [s["target"] for s in out] == ["budget::x", "budget::y"]
     assert out[0]["datapoints"] == [[i * 0.5, t[i] * 1000] for i in range(2000)]
     assert [v for v, _ in out[1]["datapoints"]] == [i * -2.0 for i in range(2000)]
@@ -220,12 +277,15 @@ async def test_a_field_declared_after_start_up_is_queryable_at_once(router, mesh
     assert "z" not in bridge.catalog.nodes["late"].fields
     node.declare("z", "fast", units="K", description="new")
     node.append("fast", [BASE + 200, BASE + 201], {"z": [7.5, 8.5]})
-    code, out = await post(url + "/query", query_body([{"target": "late::z"}, {"target": "late::x"}],
-                                                      BASE, BASE + 300))
+    code, out = await post(
+        url + "/query", query_body([{"target": "late::z"}, {"target": "late::x"}], BASE, BASE + 300)
+    )
     assert code == 200
     z = out[0]["datapoints"]
     assert z[-2:] == [[7.5, (BASE + 200) * 1000], [8.5, (BASE + 201) * 1000]]
-    assert len(z) == 102 and all(v is None for v, _ in z[:100])  # no z before it existed: null, not 0
+    assert len(z) == 102 and all(
+        v is None for v, _ in z[:100]
+    )  # no z before it existed: null, not 0
     assert [v for v, _ in out[1]["datapoints"]][:100] == [i * 0.5 for i in range(100)]
     node.declare("w", "slow")
     node.append("slow", [BASE + 250], {"w": [1.0]})
@@ -257,8 +317,13 @@ class OpeningNode(ProbeNode):
 
 @pytest_twisted.ensureDeferred
 async def test_nodes_are_asked_concurrently(router, mesh_parts):
-    settings = config.mesh(environ={}, router_url=router.backend_url, realm=router.realm, prefix=router.prefix,
-                           secrets_file=router.options["secrets_file"] or "")
+    settings = config.mesh(
+        environ={},
+        router_url=router.backend_url,
+        realm=router.realm,
+        prefix=router.prefix,
+        secrets_file=router.options["secrets_file"] or "",
+    )
     gate: defer.Deferred = defer.Deferred()
     first, second = GatedNode("gated", settings), OpeningNode("opening", settings)
     first.gate = second.opens = gate
@@ -270,7 +335,9 @@ async def test_nodes_are_asked_concurrently(router, mesh_parts):
     bridge, port, url = await start_bridge(router, query_timeout=20.0)
     mesh_parts["bridges"].append((bridge, port))
     await wait_until(lambda: {"gated", "opening"} <= set(bridge.catalog.nodes), 20, "the catalog")
-    code, out = await post(url + "/query", query_body([{"target": "gated::x"}, {"target": "opening::x"}]))
+    code, out = await post(
+        url + "/query", query_body([{"target": "gated::x"}, {"target": "opening::x"}])
+    )
     assert [len(s["datapoints"]) for s in out] == [100, 100]
 
 
@@ -279,7 +346,9 @@ async def test_a_node_that_leaves_gives_an_empty_series_not_an_error(router, mes
     (stays, leaves), bridge, url = await mesh(router, mesh_parts, ["stays", "leaves"])
     fill(stays)
     fill(leaves)
-    body = query_body([{"target": "stays::x"}, {"target": "leaves::x", "refId": "B"}, {"target": "ghost::x"}])
+    body = query_body(
+        [{"target": "stays::x"}, {"target": "leaves::x", "refId": "B"}, {"target": "ghost::x"}]
+    )
     code, out = await post(url + "/query", body)
     assert [len(s["datapoints"]) for s in out] == [100, 100, 0]
     await leaves.shutdown()
@@ -290,10 +359,17 @@ async def test_a_node_that_leaves_gives_an_empty_series_not_an_error(router, mes
     assert out[1] == {"target": "leaves::x", "refId": "B", "datapoints": []}
     assert out[2] == {"target": "ghost::x", "datapoints": []}
     # A node the catalog still lists but that is gone from the router (its call fails).
-    bridge.catalog.add(NodeEntry("vanished", info={"kind": "probe"},
-                                 fields={"x": {"timeline": "fast", "type": "number", "units": ""}},
-                                 loaded_at=bridge.catalog.clock()))
-    code, out = await post(url + "/query", query_body([{"target": "vanished::x"}, {"target": "stays::y"}]))
+    bridge.catalog.add(
+        NodeEntry(
+            "vanished",
+            info={"kind": "probe"},
+            fields={"x": {"timeline": "fast", "type": "number", "units": ""}},
+            loaded_at=bridge.catalog.clock(),
+        )
+    )
+    code, out = await post(
+        url + "/query", query_body([{"target": "vanished::x"}, {"target": "stays::y"}])
+    )
     assert code == 200 and out[0]["datapoints"] == [] and len(out[1]["datapoints"]) == 100
 
 
@@ -310,16 +386,32 @@ async def test_legacy_plugin_endpoints(router, mesh_parts):
     assert names == ["old::x"]
     code, names = await post(url + "/search", {"target": "fields(old)"})
     assert names == ["label", "ok", "x", "y"]
-    code, out = await post(url + "/query", query_body(
-        [{"target": "old::y", "refId": "A", "type": "timeserie"}, {"target": "old::x", "type": "table"}]))
+    code, out = await post(
+        url + "/query",
+        query_body(
+            [
+                {"target": "old::y", "refId": "A", "type": "timeserie"},
+                {"target": "old::x", "type": "table"},
+            ]
+        ),
+    )
     assert out[0]["datapoints"][:2] == [[0.0, t[0] * 1000], [-2.0, t[1] * 1000]]
     assert out[1]["type"] == "table" and out[1]["rows"][3] == [t[3] * 1000, 1.5]
     annotation = {"name": "restarts", "datasource": "obsmesh", "enable": True, "query": "old"}
-    code, events = await post(url + "/annotations", {"range": {"from": iso(BASE), "to": iso(BASE + 100)},
-                                                      "annotation": annotation})
+    code, events = await post(
+        url + "/annotations",
+        {"range": {"from": iso(BASE), "to": iso(BASE + 100)}, "annotation": annotation},
+    )
     assert code == 200
-    assert events == [{"annotation": annotation, "time": (BASE + 5) * 1000, "title": "restart",
-                       "text": "the unit restarted", "tags": ["old", "power"]}]
+    assert events == [
+        {
+            "annotation": annotation,
+            "time": (BASE + 5) * 1000,
+            "title": "restart",
+            "text": "the unit restarted",
+            "tags": ["old", "power"],
+        }
+    ]
     code, keys = await post(url + "/tag-keys", {})
     assert code == 200 and len(keys) == 6
     code, values = await post(url + "/tag-values", {"key": "node"})
@@ -331,12 +423,19 @@ async def test_annotations_for_the_current_plugin_are_event_tables(router, mesh_
     (a, b), bridge, url = await mesh(router, mesh_parts, ["ev-a", "ev-b"])
     a.event(BASE + 1, "a1", "first", ["x"])
     b.event(BASE + 2, "b1", "second", [])
-    code, out = await post(url + "/query", query_body([{"target": "{ev-a,ev-b}::@events", "refId": "ANN"}]))
+    code, out = await post(
+        url + "/query", query_body([{"target": "{ev-a,ev-b}::@events", "refId": "ANN"}])
+    )
     assert code == 200 and out[0]["refId"] == "ANN"
     assert [c["text"] for c in out[0]["columns"]] == ["time", "title", "text", "tags"]
-    assert out[0]["rows"] == [[(BASE + 1) * 1000, "a1", "first", "ev-a,x"], [(BASE + 2) * 1000, "b1", "second", "ev-b"]]
-    code, events = await post(url + "/annotations", {"range": {"from": iso(BASE), "to": iso(BASE + 10)},
-                                                      "annotation": {"query": "*"}})
+    assert out[0]["rows"] == [
+        [(BASE + 1) * 1000, "a1", "first", "ev-a,x"],
+        [(BASE + 2) * 1000, "b1", "second", "ev-b"],
+    ]
+    code, events = await post(
+        url + "/annotations",
+        {"range": {"from": iso(BASE), "to": iso(BASE + 10)}, "annotation": {"query": "*"}},
+    )
     assert [e["title"] for e in events] == ["a1", "b1"]
 
 
@@ -350,23 +449,38 @@ async def test_export_csv_and_json_exact_and_streamed(router, mesh_parts):
     node.append("fast", t, {"x": x, "y": x * 2})
     node.append("slow", [BASE + 7], {"label": ["only"]})
     node.settings["point_budget"] = 1000  # the node must answer in chunks
-    code, headers, body = await http(f"{url}/export?node=exp&field=x,y&start={BASE}&end={BASE + 10000}")
+    code, headers, body = await http(
+        f"{url}/export?node=exp&field=x,y&start={BASE}&end={BASE + 10000}"
+    )
     assert code == 200 and headers.getRawHeaders(b"content-type") == [b"text/csv; charset=utf-8"]
     assert b'filename="exp-2-fields.csv"' in headers.getRawHeaders(b"content-disposition")[0]
     rows = list(csv.reader(io.StringIO(body.decode())))
     assert rows[0] == ["time", "x", "y"] and len(rows) == n + 1
-    assert np.array_equal(np.array([[float(v) for v in r] for r in rows[1:]]), np.column_stack((t, x, x * 2)))
-    code, headers, body = await http(f"{url}/export?node=exp&field=x&field=label&start={BASE}&end={BASE + 10000}"
-                                     f"&format=json")
+    assert np.array_equal(
+        np.array([[float(v) for v in r] for r in rows[1:]]), np.column_stack((t, x, x * 2))
+    )
+    code, headers, body = await http(
+        f"{url}/export?node=exp&field=x&field=label&start={BASE}&end={BASE + 10000}&format=json"
+    )
     doc = json.loads(body)
-    assert code == 200 and doc["data"]["x"] == x.tolist() and doc["timeline"]["fast"]["t"] == t.tolist()
+    assert (
+        code == 200
+        and doc["data"]["x"] == x.tolist()
+        and doc["timeline"]["fast"]["t"] == t.tolist()
+    )
     assert doc["data"]["label"] == ["only"] and doc["timeline"]["slow"]["t"] == [BASE + 7]
     assert doc["fields"]["label"]["type"] == "string"
-    code, _, body = await http(f"{url}/export?node=exp&field=x&start={BASE}&end={BASE + 1000}&min_stride=100")
+    code, _, body = await http(
+        f"{url}/export?node=exp&field=x&start={BASE}&end={BASE + 1000}&min_stride=100"
+    )
     assert len(body.decode().splitlines()) == 1 + 10
-    for query, status in (("node=nope&field=x", 404), ("node=exp&field=nope", 404),
-                          ("node=exp&field=x&field=label", 400), ("node=exp", 400),
-                          ("node=exp&field=x&min_stride=often", 400)):
+    for query, status in (
+        ("node=nope&field=x", 404),
+        ("node=exp&field=nope", 404),
+        ("node=exp&field=x&field=label", 400),
+        ("node=exp", 400),
+        ("node=exp&field=x&min_stride=often", 400),
+    ):
         code, headers, body = await http(f"{url}/export?{query}")
         assert code == status and json.loads(body)["error"], query
 
@@ -377,11 +491,16 @@ async def test_malformed_requests_get_json_errors_and_the_bridge_keeps_serving(r
     (node,), bridge, url = await mesh(router, mesh_parts, ["err"], max_body=10_000)
     fill(node)
     cases = [
-        ("/query", b"{not json", 400), ("/query", b"[]", 400), ("/query", b'{"range": 5}', 400),
+        ("/query", b"{not json", 400),
+        ("/query", b"[]", 400),
+        ("/query", b'{"range": 5}', 400),
         ("/query", json.dumps(query_body([{"target": "err::x"}], maxDataPoints=-1)).encode(), 400),
-        ("/metrics", b'{"payload": []}', 400), ("/tag-values", b"{}", 400),
-        ("/annotations", b'{"annotation": {}}', 400), ("/search", b'{"target": 5}', 400),
-        ("/query", b'{"pad": "' + b"x" * 20_000 + b'"}', 413), ("/nowhere", b"{}", 404),
+        ("/metrics", b'{"payload": []}', 400),
+        ("/tag-values", b"{}", 400),
+        ("/annotations", b'{"annotation": {}}', 400),
+        ("/search", b'{"target": 5}', 400),
+        ("/query", b'{"pad": "' + b"x" * 20_000 + b'"}', 413),
+        ("/nowhere", b"{}", 404),
     ]
     for path, body, status in cases:
         code, headers, data = await http(url + path, b"POST", body)
@@ -390,7 +509,9 @@ async def test_malformed_requests_get_json_errors_and_the_bridge_keeps_serving(r
         assert isinstance(json.loads(data)["error"], str)
     code, headers, data = await http(url + "/query")
     assert code == 405 and b"POST" in headers.getRawHeaders(b"allow")[0]
-    code, out = await post(url + "//query/", query_body([{"target": "err::x"}]))  # Grafana's joined URLs
+    code, out = await post(
+        url + "//query/", query_body([{"target": "err::x"}])
+    )  # Grafana's joined URLs
     assert code == 200 and len(out[0]["datapoints"]) == 100
     code, headers, data = await http(url + "/openapi.yaml")
     assert code == 200 and data.startswith(b"openapi: 3.")
@@ -400,27 +521,55 @@ async def test_malformed_requests_get_json_errors_and_the_bridge_keeps_serving(r
 async def test_basic_auth_and_cors(router, mesh_parts, tmp_path):
     secret = tmp_path / "password"
     secret.write_text("s3cret\n")
-    (node,), bridge, url = await mesh(router, mesh_parts, ["auth"], user="grafana", password_file=str(secret),
-                                      cors_origins=["https://dash.example"])
+    (node,), bridge, url = await mesh(
+        router,
+        mesh_parts,
+        ["auth"],
+        user="grafana",
+        password_file=str(secret),
+        cors_origins=["https://dash.example"],
+    )
     good = "Basic " + base64.b64encode(b"grafana:s3cret").decode()
-    for headers in ({}, {"authorization": "Basic " + base64.b64encode(b"grafana:wrong").decode()},
-                    {"authorization": "Basic !!!"}, {"authorization": "Bearer x"}):
+    for headers in (
+        {},
+        {"authorization": "Basic " + base64.b64encode(b"grafana:wrong").decode()},
+        {"authorization": "Basic !!!"},
+        {"authorization": "Bearer x"},
+    ):
         code, hdrs, data = await http(url + "/", headers=headers)
         assert code == 401 and hdrs.getRawHeaders(b"www-authenticate")
         assert json.loads(data) == {"error": "authentication required"}
-    code, hdrs, data = await http(url + "/", headers={"authorization": good, "origin": "https://dash.example"})
+    code, hdrs, data = await http(
+        url + "/", headers={"authorization": good, "origin": "https://dash.example"}
+    )
     assert code == 200
     assert hdrs.getRawHeaders(b"access-control-allow-origin") == [b"https://dash.example"]
     assert hdrs.getRawHeaders(b"access-control-allow-credentials") == [b"true"]
-    code, hdrs, data = await http(url + "/query", b"OPTIONS", headers={
-        "origin": "https://dash.example", "access-control-request-method": "POST",
-        "access-control-request-headers": "content-type, x-grafana-org-id"})
+    code, hdrs, data = await http(
+        url + "/query",
+        b"OPTIONS",
+        headers={
+            "origin": "https://dash.example",
+            "access-control-request-method": "POST",
+            "access-control-request-headers": "content-type, x-grafana-org-id",
+        },
+    )
     assert code == 204 and b"POST" in hdrs.getRawHeaders(b"access-control-allow-methods")[0]
-    assert hdrs.getRawHeaders(b"access-control-allow-headers") == [b"content-type, x-grafana-org-id"]
-    code, hdrs, data = await http(url + "/query", b"OPTIONS", headers={
-        "origin": "https://dash.example", "access-control-request-headers": "bad header\r\nx"})
+    assert hdrs.getRawHeaders(b"access-control-allow-headers") == [
+        b"content-type, x-grafana-org-id"
+    ]
+    code, hdrs, data = await http(
+        url + "/query",
+        b"OPTIONS",
+        headers={
+            "origin": "https://dash.example",
+            "access-control-request-headers": "bad header\r\nx",
+        },
+    )
     assert hdrs.getRawHeaders(b"access-control-allow-headers") == [b"Content-Type, Authorization"]
-    code, hdrs, data = await http(url + "/", headers={"authorization": good, "origin": "https://evil.example"})
+    code, hdrs, data = await http(
+        url + "/", headers={"authorization": good, "origin": "https://evil.example"}
+    )
     assert code == 200 and not hdrs.hasHeader(b"access-control-allow-origin")
 
 
@@ -430,8 +579,12 @@ async def test_503_while_the_router_is_unreachable_then_serving_once_it_is_up(me
     try:
         bridge, port, url = await start_bridge(later)
         mesh_parts["bridges"].append((bridge, port))
-        for path, method, body in (("/", b"GET", None), ("/query", b"POST", query_body([])),
-                                   ("/metrics", b"POST", {}), ("/search", b"POST", {})):
+        for path, method, body in (
+            ("/", b"GET", None),
+            ("/query", b"POST", query_body([])),
+            ("/metrics", b"POST", {}),
+            ("/search", b"POST", {}),
+        ):
             code, _, data = await http(url + path, method, body)
             assert code == 503 and "router" in json.loads(data)["error"], path
         code, _, data = await http(url + "/query", b"POST", b"{broken")
@@ -446,7 +599,9 @@ async def test_503_while_the_router_is_unreachable_then_serving_once_it_is_up(me
 
 def test_configuration_from_file_and_environment(tmp_path, monkeypatch):
     path = tmp_path / "mesh.toml"
-    path.write_text('router_url = "rs://10.0.0.1:9000"\n[grafana]\nport = 5050\ncors_origins = ["*"]\n')
+    path.write_text(
+        'router_url = "rs://10.0.0.1:9000"\n[grafana]\nport = 5050\ncors_origins = ["*"]\n'
+    )
     monkeypatch.setenv("OBSMESH_GRAFANA_HOST", "0.0.0.0")
     import argparse
 
@@ -455,11 +610,14 @@ def test_configuration_from_file_and_environment(tmp_path, monkeypatch):
     cli.configure(parser)
     mesh, settings = cli.load(parser.parse_args(["--config", str(path), "--port", "6000"]))
     assert mesh["router_url"] == "rs://10.0.0.1:9000"
-    assert settings["port"] == 6000 and settings["host"] == "0.0.0.0" and settings["cors_origins"] == ["*"]
-    path.write_text("[grafana]\nuser = \"x\"\n")
+    assert (
+        settings["port"] == 6000
+        and settings["host"] == "0.0.0.0"
+        and settings["cors_origins"] == ["*"]
+    )
+    path.write_text('[grafana]\nuser = "x"\n')
     with pytest.raises(config.ConfigError, match="password"):
         cli.load(parser.parse_args(["--config", str(path)]))
     path.write_text("[grafana]\ncolour = 1\n")
     with pytest.raises(config.ConfigError, match="colour"):
         cli.load(parser.parse_args(["--config", str(path)]))
-

@@ -50,15 +50,34 @@ def bridge(router, tmp_path_factory):
         spawn(["node", "weather", "--name", "wx", "--dir", str(wx_dir)], env, tmp / "wx.log"),
         spawn(["node", "sensors", "--name", "sens"], env, tmp / "sens.log"),
         subprocess.Popen(
-            [sys.executable, str(REPO / "tests" / "probe_process.py"), "fz", "--base", str(PROBE_BASE),
-             "--dt", "1", "--history", "3600"],
-            env=env, cwd=str(REPO), stdout=open(tmp / "fz.log", "ab"), stderr=subprocess.STDOUT,  # noqa: SIM115
-            stdin=subprocess.DEVNULL, start_new_session=True),
+            [
+                sys.executable,
+                str(REPO / "tests" / "probe_process.py"),
+                "fz",
+                "--base",
+                str(PROBE_BASE),
+                "--dt",
+                "1",
+                "--history",
+                "3600",
+            ],
+            env=env,
+            cwd=str(REPO),
+            stdout=open(tmp / "fz.log", "ab"),
+            stderr=subprocess.STDOUT,  # noqa: SIM115
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        ),
     ]
     bridge_proc = subprocess.Popen(
         [sys.executable, "-m", "consumers.grafana", "--port", str(port)],
-        env=env, cwd=str(REPO), stdout=open(tmp / "bridge.log", "ab"), stderr=subprocess.STDOUT,  # noqa: SIM115
-        stdin=subprocess.DEVNULL, start_new_session=True)
+        env=env,
+        cwd=str(REPO),
+        stdout=open(tmp / "bridge.log", "ab"),
+        stderr=subprocess.STDOUT,  # noqa: SIM115
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     procs.append(bridge_proc)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -87,8 +106,11 @@ def test_weather_history_through_the_bridge_matches_the_station_files(bridge):
         t += list(rows.t)
         temp += list(rows.values["temperature"])
     assert len(t) > 1000
-    r = requests.get(url + "/export", params={"node": "wx", "field": "temperature", "start": t[0] - 1,
-                                              "end": t[-1] + 1}, timeout=30)
+    r = requests.get(
+        url + "/export",
+        params={"node": "wx", "field": "temperature", "start": t[0] - 1, "end": t[-1] + 1},
+        timeout=30,
+    )
     assert r.status_code == 200
     got = list(csv.reader(io.StringIO(r.text)))[1:]
     assert [float(a) for a, _ in got] == t and [float(b) for _, b in got] == temp
@@ -96,9 +118,15 @@ def test_weather_history_through_the_bridge_matches_the_station_files(bridge):
     names = requests.post(url + "/search", json={"target": ""}, timeout=10).json()
     assert {"wx::temperature", "wx::humidity", "fz::x"} <= set(names)
     sensors = [n for n in names if n.startswith("sens::") and n not in ("sens::*", "sens::@events")]
-    body = {"range": {"from": t[0] * 1000, "to": (t[-1] + 1) * 1000}, "maxDataPoints": 200,
-            "targets": [{"target": "wx::temperature", "refId": "A"}, {"target": "wx::humidity"},
-                        *({"target": n} for n in sensors[:3])]}
+    body = {
+        "range": {"from": t[0] * 1000, "to": (t[-1] + 1) * 1000},
+        "maxDataPoints": 200,
+        "targets": [
+            {"target": "wx::temperature", "refId": "A"},
+            {"target": "wx::humidity"},
+            *({"target": n} for n in sensors[:3]),
+        ],
+    }
     out = requests.post(url + "/query", json=body, timeout=30).json()
     assert [s["target"] for s in out] == ["wx::temperature", "wx::humidity", *sensors[:3]]
     assert 100 <= len(out[0]["datapoints"]) <= 200
@@ -108,8 +136,13 @@ def test_weather_history_through_the_bridge_matches_the_station_files(bridge):
 
 # -- the OpenAPI document -------------------------------------------------------------------
 schema = schemathesis.openapi.from_path(OPENAPI)
-CHECKS = [checks.not_a_server_error, checks.status_code_conformance, checks.content_type_conformance,
-          checks.response_schema_conformance, checks.negative_data_rejection]
+CHECKS = [
+    checks.not_a_server_error,
+    checks.status_code_conformance,
+    checks.content_type_conformance,
+    checks.response_schema_conformance,
+    checks.negative_data_rejection,
+]
 
 
 @schema.parametrize()
@@ -127,35 +160,94 @@ def test_openapi_document_lists_every_route():
 
 # -- hostile bodies --------------------------------------------------------------------------
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=20),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4),
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=20),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4)
+    ),
     max_leaves=20,
 )
-targets = st.sampled_from(["fz::x", "fz::*", "wx::temperature", "{fz,wx}::*", "*::*", "fz::@events",
-                           "nope::x", "fz::", "::", "sens::*"]) | st.text(max_size=20)
-times = st.sampled_from(["2017-07-14T02:40:00Z", "2017-07-14T03:40:00.000Z", "now", ""]) | json_values
-bodies = st.fixed_dictionaries({}, optional={
-    "range": st.fixed_dictionaries({}, optional={"from": times, "to": times}) | json_values,
-    "maxDataPoints": st.integers(-5, 10**7) | json_values,
-    "intervalMs": st.integers(-5, 10**9) | json_values,
-    "targets": st.lists(st.fixed_dictionaries({}, optional={
-        "target": targets, "refId": json_values, "type": st.sampled_from(["table", "timeserie"]) | json_values,
-        "payload": st.fixed_dictionaries({}, optional={"reduce": st.sampled_from(["mean", "minmax", "x"]),
-                                                       "timeline": st.sampled_from(["fast", "slow", "zz"]),
-                                                       "format": st.sampled_from(["table", "x"])}) | json_values,
-        "hide": json_values}) | json_values, max_size=5),
-    "adhocFilters": st.lists(st.fixed_dictionaries({}, optional={
-        "key": st.sampled_from(["node", "units", "kind", "x"]) | json_values,
-        "operator": st.sampled_from(["=", "!=", "=~", "!~", "<"]), "value": json_values}), max_size=3),
-    "target": targets | json_values,
-    "payload": json_values | targets,
-    "key": st.sampled_from(["node", "units"]) | json_values,
-    "name": st.sampled_from(["timeline", "reduce", "format"]) | json_values,
-    "metric": targets | json_values,
-    "annotation": st.fixed_dictionaries({}, optional={"query": targets | json_values}) | json_values,
-}) | json_values
-PATHS = ["/query", "/metrics", "/metric-payload-options", "/variable", "/tag-keys", "/tag-values", "/search",
-         "/annotations"]
+targets = st.sampled_from(
+    [
+        "fz::x",
+        "fz::*",
+        "wx::temperature",
+        "{fz,wx}::*",
+        "*::*",
+        "fz::@events",
+        "nope::x",
+        "fz::",
+        "::",
+        "sens::*",
+    ]
+) | st.text(max_size=20)
+times = (
+    st.sampled_from(["2017-07-14T02:40:00Z", "2017-07-14T03:40:00.000Z", "now", ""]) | json_values
+)
+bodies = (
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "range": st.fixed_dictionaries({}, optional={"from": times, "to": times}) | json_values,
+            "maxDataPoints": st.integers(-5, 10**7) | json_values,
+            "intervalMs": st.integers(-5, 10**9) | json_values,
+            "targets": st.lists(
+                st.fixed_dictionaries(
+                    {},
+                    optional={
+                        "target": targets,
+                        "refId": json_values,
+                        "type": st.sampled_from(["table", "timeserie"]) | json_values,
+                        "payload": st.fixed_dictionaries(
+                            {},
+                            optional={
+                                "reduce": st.sampled_from(["mean", "minmax", "x"]),
+                                "timeline": st.sampled_from(["fast", "slow", "zz"]),
+                                "format": st.sampled_from(["table", "x"]),
+                            },
+                        )
+                        | json_values,
+                        "hide": json_values,
+                    },
+                )
+                | json_values,
+                max_size=5,
+            ),
+            "adhocFilters": st.lists(
+                st.fixed_dictionaries(
+                    {},
+                    optional={
+                        "key": st.sampled_from(["node", "units", "kind", "x"]) | json_values,
+                        "operator": st.sampled_from(["=", "!=", "=~", "!~", "<"]),
+                        "value": json_values,
+                    },
+                ),
+                max_size=3,
+            ),
+            "target": targets | json_values,
+            "payload": json_values | targets,
+            "key": st.sampled_from(["node", "units"]) | json_values,
+            "name": st.sampled_from(["timeline", "reduce", "format"]) | json_values,
+            "metric": targets | json_values,
+            "annotation": st.fixed_dictionaries({}, optional={"query": targets | json_values})
+            | json_values,
+        },
+    )
+    | json_values
+)
+PATHS = [
+    "/query",
+    "/metrics",
+    "/metric-payload-options",
+    "/variable",
+    "/tag-keys",
+    "/tag-values",
+    "/search",
+    "/annotations",
+]
 
 
 @given(path=st.sampled_from(PATHS), body=bodies)
@@ -168,12 +260,19 @@ def test_fuzzed_bodies_never_get_a_500(bridge, path, body):
     assert isinstance(r.json(), list | dict)
 
 
-@given(path=st.sampled_from(PATHS + ["/export?node=fz&field=x", "/nowhere"]), body=st.binary(max_size=300))
+@given(
+    path=st.sampled_from(PATHS + ["/export?node=fz&field=x", "/nowhere"]),
+    body=st.binary(max_size=300),
+)
 @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
 def test_fuzzed_raw_bodies_never_get_a_500(bridge, path, body):
     url, proc, _ = bridge
-    r = requests.post(url + path, data=body, headers={"content-type": "multipart/form-data; boundary=x"},
-                      timeout=30)
+    r = requests.post(
+        url + path,
+        data=body,
+        headers={"content-type": "multipart/form-data; boundary=x"},
+        timeout=30,
+    )
     assert r.status_code in (200, 400, 404, 405), (r.status_code, r.text[:300])
 
 
@@ -181,17 +280,22 @@ def test_fuzzed_raw_bodies_never_get_a_500(bridge, path, body):
 @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
 def test_fuzzed_export_queries_never_get_a_500(bridge, query):
     url, proc, _ = bridge
-    r = requests.get(url + "/export?" + query.encode("utf-8", "surrogatepass").decode("latin-1"), timeout=30)
+    r = requests.get(
+        url + "/export?" + query.encode("utf-8", "surrogatepass").decode("latin-1"), timeout=30
+    )
     assert r.status_code in (200, 400, 404), (r.status_code, r.text[:300])
 
 
-@pytest.mark.parametrize("garbage", [
-    b"\x00\x01\x02\r\n\r\n",
-    b"POST /query HTTP/1.1\r\nContent-Length: 99999999999999999999\r\n\r\n{}",
-    b"POST /query HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
-    b"GET /" + b"a" * 70_000 + b" HTTP/1.1\r\n\r\n",
-    b"POST /query HTTP/1.1\r\nContent-Length: 10\r\n\r\n{",  # then hang up mid-body
-])
+@pytest.mark.parametrize(
+    "garbage",
+    [
+        b"\x00\x01\x02\r\n\r\n",
+        b"POST /query HTTP/1.1\r\nContent-Length: 99999999999999999999\r\n\r\n{}",
+        b"POST /query HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+        b"GET /" + b"a" * 70_000 + b" HTTP/1.1\r\n\r\n",
+        b"POST /query HTTP/1.1\r\nContent-Length: 10\r\n\r\n{",  # then hang up mid-body
+    ],
+)
 def test_broken_http_never_stops_the_bridge(bridge, garbage):
     url, proc, _ = bridge
     port = int(url.rsplit(":", 1)[1])
@@ -208,7 +312,10 @@ def test_broken_http_never_stops_the_bridge(bridge, garbage):
 def test_the_bridge_is_still_up_after_all_that(bridge):
     url, proc, _ = bridge
     alive(url, proc)
-    body = {"range": {"from": PROBE_BASE * 1000, "to": (PROBE_BASE + 10) * 1000}, "maxDataPoints": 100,
-            "targets": [{"target": "fz::x"}]}
+    body = {
+        "range": {"from": PROBE_BASE * 1000, "to": (PROBE_BASE + 10) * 1000},
+        "maxDataPoints": 100,
+        "targets": [{"target": "fz::x"}],
+    }
     out = requests.post(url + "/query", json=body, timeout=10).json()
     assert out[0]["datapoints"] == [[float(k), (PROBE_BASE + k) * 1000] for k in range(10)]

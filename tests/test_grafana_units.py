@@ -24,8 +24,11 @@ from obsmesh.store.reduce import bin_mean, bin_minmax
 
 GRAFANA_QUERY = {
     "panelId": 1,
-    "range": {"from": "2016-10-31T06:33:44.866Z", "to": "2016-10-31T12:33:44.866Z",
-              "raw": {"from": "now-6h", "to": "now"}},
+    "range": {
+        "from": "2016-10-31T06:33:44.866Z",
+        "to": "2016-10-31T12:33:44.866Z",
+        "raw": {"from": "now-6h", "to": "now"},
+    },
     "rangeRaw": {"from": "now-6h", "to": "now"},
     "interval": "30s",
     "intervalMs": 30000,
@@ -55,9 +58,13 @@ def test_a_grafana_query_body_parses_fully():
 
 
 def test_payload_as_text_and_legacy_data_key():
-    body = {"range": {"from": 0, "to": 1000},
-            "targets": [{"target": "a::x", "payload": '{"reduce": "minmax"}'},
-                        {"target": "a::y", "data": {"format": "table"}}]}
+    body = {
+        "range": {"from": 0, "to": 1000},
+        "targets": [
+            {"target": "a::x", "payload": '{"reduce": "minmax"}'},
+            {"target": "a::y", "data": {"format": "table"}},
+        ],
+    }
     q = protocol.parse_query(body, 10)
     assert q.targets[0].reduce == "minmax" and q.targets[1].table
     assert q.max_points == 10  # the default (1000) is capped too
@@ -73,14 +80,30 @@ def test_payload_as_text_and_legacy_data_key():
         ({"range": {"from": 0, "to": 1}, "maxDataPoints": 0}, "maxDataPoints"),
         ({"range": {"from": 0, "to": 1}, "maxDataPoints": "many"}, "maxDataPoints"),
         ({"range": {"from": 0, "to": 1}, "intervalMs": -5}, "intervalMs"),
-        ({"range": {"from": 0, "to": 1}, "targets": {"target": "a::b"}}, "targets must be an array"),
+        (
+            {"range": {"from": 0, "to": 1}, "targets": {"target": "a::b"}},
+            "targets must be an array",
+        ),
         ({"range": {"from": 0, "to": 1}, "targets": ["a::b"]}, "targets[0]"),
-        ({"range": {"from": 0, "to": 1}, "targets": [{"target": "no-separator"}]}, "<node>::<field>"),
-        ({"range": {"from": 0, "to": 1}, "targets": [{"target": "a::b", "payload": {"reduce": "median"}}]},
-         "reduce"),
+        (
+            {"range": {"from": 0, "to": 1}, "targets": [{"target": "no-separator"}]},
+            "<node>::<field>",
+        ),
+        (
+            {
+                "range": {"from": 0, "to": 1},
+                "targets": [{"target": "a::b", "payload": {"reduce": "median"}}],
+            },
+            "reduce",
+        ),
         ({"range": {"from": 0, "to": 1}, "targets": [{"target": "a::b", "type": "graph"}]}, "type"),
-        ({"range": {"from": 0, "to": 1}, "adhocFilters": [{"key": "node", "operator": "<", "value": "a"}]},
-         "operator"),
+        (
+            {
+                "range": {"from": 0, "to": 1},
+                "adhocFilters": [{"key": "node", "operator": "<", "value": "a"}],
+            },
+            "operator",
+        ),
         ({"range": {"from": 0, "to": 1}, "targets": [{"target": "a::b"}] * 101}, "at most"),
     ],
 )
@@ -100,7 +123,9 @@ def test_json_bodies():
 def test_times_iso_rfc3339_and_milliseconds():
     assert protocol.parse_time("2016-10-31T06:33:44.866Z", "t") == pytest.approx(1477895624.866)
     assert protocol.parse_time("2016-10-31t06:33:44.866z", "t") == pytest.approx(1477895624.866)
-    assert protocol.parse_time("2016-10-31T08:33:44.866+02:00", "t") == pytest.approx(1477895624.866)
+    assert protocol.parse_time("2016-10-31T08:33:44.866+02:00", "t") == pytest.approx(
+        1477895624.866
+    )
     assert protocol.parse_time("1990-12-31T23:59:60Z", "t") == 662688000.0  # a leap second
     assert protocol.parse_time(1477895624866, "t") == pytest.approx(1477895624.866)
     for bad in ("soon", True, None, [], float("nan"), "1477895624866", 1e400):
@@ -110,21 +135,37 @@ def test_times_iso_rfc3339_and_milliseconds():
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=30),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=5),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=5)
+    ),
     max_leaves=25,
 )
 query_like = st.fixed_dictionaries(
     {},
     optional={
-        "range": st.fixed_dictionaries({}, optional={"from": json_values | st.just("2020-01-01T00:00:00Z"),
-                                                     "to": json_values | st.just("2021-01-01T00:00:00Z")}),
+        "range": st.fixed_dictionaries(
+            {},
+            optional={
+                "from": json_values | st.just("2020-01-01T00:00:00Z"),
+                "to": json_values | st.just("2021-01-01T00:00:00Z"),
+            },
+        ),
         "maxDataPoints": json_values,
         "intervalMs": json_values,
         "targets": st.lists(
-            st.fixed_dictionaries({}, optional={"target": json_values | st.sampled_from(["a::b", "{a,b}::*"]),
-                                                "payload": json_values, "type": json_values,
-                                                "refId": json_values, "hide": json_values}) | json_values,
-            max_size=4),
+            st.fixed_dictionaries(
+                {},
+                optional={
+                    "target": json_values | st.sampled_from(["a::b", "{a,b}::*"]),
+                    "payload": json_values,
+                    "type": json_values,
+                    "refId": json_values,
+                    "hide": json_values,
+                },
+            )
+            | json_values,
+            max_size=4,
+        ),
         "adhocFilters": json_values,
     },
 )
@@ -160,7 +201,9 @@ def test_fuzzed_raw_bytes_parse_or_raise_request_error(body):
     seed=st.integers(0, 2**31),
 )
 @settings(max_examples=300, deadline=None)
-def test_min_stride_keeps_the_node_reduction_within_max_points(start, span, max_points, reduce, n, seed):
+def test_min_stride_keeps_the_node_reduction_within_max_points(
+    start, span, max_points, reduce, n, seed
+):
     end = start + span
     t = np.sort(np.random.default_rng(seed).uniform(start, end, n))
     t = t[t < end]
@@ -172,22 +215,35 @@ def test_min_stride_keeps_the_node_reduction_within_max_points(start, span, max_
 
 def test_coarser_grafana_interval_wins():
     assert protocol.min_stride(0, 1000, 1000, "mean", interval=60.0) == 60.0
-    assert protocol.min_stride(0, 1000, 1000, "mean", interval=0.001) == pytest.approx(1000 / 999, rel=1e-6)
+    assert protocol.min_stride(0, 1000, 1000, "mean", interval=0.001) == pytest.approx(
+        1000 / 999, rel=1e-6
+    )
 
 
 # -- the catalog ---------------------------------------------------------------------
 FIELDS = [
-    {"temp": {"timeline": "fast", "type": "number", "units": "C", "description": "air"},
-     "hum": {"timeline": "fast", "type": "number", "units": "%"},
-     "state": {"timeline": "slow", "type": "string"}},
-    {"fast": {"interval": 1.0, "field": ["temp", "hum"]}, "slow": {"interval": None, "field": ["state"]}},
+    {
+        "temp": {"timeline": "fast", "type": "number", "units": "C", "description": "air"},
+        "hum": {"timeline": "fast", "type": "number", "units": "%"},
+        "state": {"timeline": "slow", "type": "string"},
+    },
+    {
+        "fast": {"interval": 1.0, "field": ["temp", "hum"]},
+        "slow": {"interval": None, "field": ["state"]},
+    },
 ]
 
 
 def catalog() -> Catalog:
     c = Catalog(clock=lambda: 100.0)
-    c.set_directory([{"name": "weather", "description": "w", "kind": "weather"},
-                     {"name": "Bad Name!"}, "junk", {"name": "sensors", "description": "s", "kind": "sensors"}])
+    c.set_directory(
+        [
+            {"name": "weather", "description": "w", "kind": "weather"},
+            {"name": "Bad Name!"},
+            "junk",
+            {"name": "sensors", "description": "s", "kind": "sensors"},
+        ]
+    )
     assert c.set_fields("weather", FIELDS)
     assert c.set_fields("sensors", [{"cpu": {"timeline": "fast", "units": "C"}}, {}])
     return c
@@ -200,8 +256,15 @@ def target(text: str, timeline: str | None = None) -> protocol.Target:
 def test_catalog_resolves_names_wildcards_alternatives_and_filters():
     c = catalog()
     assert sorted(c.nodes) == ["sensors", "weather"]
-    res = c.resolve([target("weather::temp"), target("weather::*", "slow"), target("{weather,sensors}::*"),
-                     target("weather::nope"), target("ghost::x")])
+    res = c.resolve(
+        [
+            target("weather::temp"),
+            target("weather::*", "slow"),
+            target("{weather,sensors}::*"),
+            target("weather::nope"),
+            target("ghost::x"),
+        ]
+    )
     names = [[s.name for s in group] for group in res.series]
     assert names[0] == ["weather::temp"]
     assert names[1] == ["weather::state"]
@@ -227,7 +290,9 @@ def test_catalog_follows_the_hub_and_keeps_fields_on_reannouncement():
     assert c.nodes == {}
 
 
-@pytest.mark.parametrize("answer", [None, [], [1, 2], [{"x": {"timeline": "t"}}], "x", [[], {}], [{}, []]])
+@pytest.mark.parametrize(
+    "answer", [None, [], [1, 2], [{"x": {"timeline": "t"}}], "x", [[], {}], [{}, []]]
+)
 def test_malformed_field_lists_are_refused(answer):
     c = catalog()
     assert not c.set_fields("weather", answer)
@@ -236,8 +301,18 @@ def test_malformed_field_lists_are_refused(answer):
 
 def test_field_entries_are_checked_one_by_one():
     c = catalog()
-    assert c.set_fields("weather", [{"ok": {"timeline": "t", "type": "bool"}, "bad": {"type": "number"},
-                                     "": {"timeline": "t"}, "odd": {"timeline": "t", "type": "complex"}}, {}])
+    assert c.set_fields(
+        "weather",
+        [
+            {
+                "ok": {"timeline": "t", "type": "bool"},
+                "bad": {"type": "number"},
+                "": {"timeline": "t"},
+                "odd": {"timeline": "t", "type": "complex"},
+            },
+            {},
+        ],
+    )
     assert c.nodes["weather"].fields["ok"]["type"] == "bool"
     assert c.nodes["weather"].fields["odd"]["type"] == "number"
     assert sorted(c.nodes["weather"].fields) == ["odd", "ok"]
@@ -264,9 +339,17 @@ def test_time_series_and_tables_are_exact_with_nan_as_null():
     t = 1_000_000_000.0 + np.arange(4) * 0.25
     v = np.array([0.1, np.nan, -np.inf, 1e300])
     out = both_encoders(frames.timeseries("n::x", t, v, "number", "A", "V"))
-    assert out == {"target": "n::x", "refId": "A", "unit": "V",
-                   "datapoints": [[0.1, t[0] * 1000], [None, t[1] * 1000], [None, t[2] * 1000],
-                                  [1e300, t[3] * 1000]]}
+    assert out == {
+        "target": "n::x",
+        "refId": "A",
+        "unit": "V",
+        "datapoints": [
+            [0.1, t[0] * 1000],
+            [None, t[1] * 1000],
+            [None, t[2] * 1000],
+            [1e300, t[3] * 1000],
+        ],
+    }
     table = both_encoders(frames.table("n::x", t, v, "number"))
     assert table["rows"][0] == [t[0] * 1000, 0.1] and table["rows"][1][1] is None
     assert table["columns"][1] == {"text": "n::x", "type": "number"}
@@ -276,10 +359,16 @@ def test_bools_plot_as_numbers_and_strings_stay_strings():
     t = np.array([1.0, 2.0, 3.0])
     bools = np.array([True, False, None], dtype=object)
     assert both_encoders(frames.timeseries("n::ok", t, bools, "bool"))["datapoints"] == [
-        [1.0, 1000.0], [0.0, 2000.0], [None, 3000.0]]
+        [1.0, 1000.0],
+        [0.0, 2000.0],
+        [None, 3000.0],
+    ]
     strings = np.array(["a", None, b"bytes"], dtype=object)
     assert both_encoders(frames.timeseries("n::s", t, strings, "string"))["datapoints"] == [
-        ["a", 1000.0], [None, 2000.0], [None, 3000.0]]
+        ["a", 1000.0],
+        [None, 2000.0],
+        [None, 3000.0],
+    ]
     assert both_encoders(frames.table("n::ok", t, bools, "bool"))["rows"][0] == [1000.0, True]
 
 
@@ -289,7 +378,11 @@ def test_huge_integers_echoed_back_still_encode():
 
 def test_events_are_checked_and_tagged_with_their_node():
     assert frames.clean_event({"time": 5, "title": "t", "text": 1, "tags": ["a", 3, "n"]}, "n") == {
-        "time": 5.0, "title": "t", "text": "", "tags": ["n", "a"]}
+        "time": 5.0,
+        "title": "t",
+        "text": "",
+        "tags": ["n", "a"],
+    }
     for bad in (None, {"time": "x"}, {"time": float("nan")}, {"time": True}, []):
         assert frames.clean_event(bad, "n") is None
 
@@ -297,9 +390,13 @@ def test_events_are_checked_and_tagged_with_their_node():
 # -- node answers ------------------------------------------------------------------------
 def answer(encoding: str, n: int = 5) -> dict:
     t = 100.0 + np.arange(n)
-    return {"data": {"x": wire.encode(np.arange(n) * 1.5, encoding), "s": ["a"] * 2},
-            "timeline": {"fast": {"t": wire.encode(t, encoding), "finalized_until": 104.0},
-                         "slow": {"t": [1.0, 2.0]}}}
+    return {
+        "data": {"x": wire.encode(np.arange(n) * 1.5, encoding), "s": ["a"] * 2},
+        "timeline": {
+            "fast": {"t": wire.encode(t, encoding), "finalized_until": 104.0},
+            "slow": {"t": [1.0, 2.0]},
+        },
+    }
 
 
 @pytest.mark.parametrize("encoding", ["list", "array"])
@@ -321,16 +418,24 @@ def test_inconsistent_columns_are_dropped_not_raised():
 
 
 hostile_columns = json_values | st.fixed_dictionaries(
-    {"dtype": st.sampled_from(["<f8", "<i4", "|b1", "|O", 5]), "shape": json_values,
-     "data": st.binary(max_size=40)})
+    {
+        "dtype": st.sampled_from(["<f8", "<i4", "|b1", "|O", 5]),
+        "shape": json_values,
+        "data": st.binary(max_size=40),
+    }
+)
 
 
-@given(data=st.dictionaries(st.sampled_from(["x", "y"]), hostile_columns, max_size=2),
-       t=hostile_columns)
+@given(
+    data=st.dictionaries(st.sampled_from(["x", "y"]), hostile_columns, max_size=2),
+    t=hostile_columns,
+)
 @settings(max_examples=150, deadline=None)
 def test_fuzzed_node_answers_never_raise_anything_else(data, t):
     try:
-        cols = replies.columns({"data": data, "timeline": {"fast": {"t": t}}}, [("x", "fast"), ("y", "fast")])
+        cols = replies.columns(
+            {"data": data, "timeline": {"fast": {"t": t}}}, [("x", "fast"), ("y", "fast")]
+        )
     except replies.BadReply:
         return
     for tt, values in cols.values():
@@ -340,25 +445,40 @@ def test_fuzzed_node_answers_never_raise_anything_else(data, t):
 
 # -- exports -------------------------------------------------------------------------
 def test_export_arguments():
-    r = export.parse_args(b"node=probe&field=x,y&field=x&start=100&end=2020-01-01T00:00:00Z&min_stride=5"
-                          b"&format=json&reduce=minmax")
+    r = export.parse_args(
+        b"node=probe&field=x,y&field=x&start=100&end=2020-01-01T00:00:00Z&min_stride=5"
+        b"&format=json&reduce=minmax"
+    )
     assert r.fields == ("x", "y") and r.start == 100.0 and r.end == 1577836800.0
     assert r.min_stride == 5.0 and r.format == "json" and r.reduce == "minmax"
     d = export.parse_args("node=probe&field=x")
     assert (d.start, d.end, d.min_stride, d.format) == (-3600.0, 0.0, None, "csv")
     assert d.filename() == "probe-x.csv"
-    for bad in ("field=x", "node=probe", "node=p&field=x&format=xml", "node=p&field=x&min_stride=-1",
-                "node=p&field=x&start=soon", "node=p&field=x&start=200&end=100", "node=p&node=q&field=x",
-                "node=p&field=x&reduce=median", b"node=p&field=\xff"):
+    for bad in (
+        "field=x",
+        "node=probe",
+        "node=p&field=x&format=xml",
+        "node=p&field=x&min_stride=-1",
+        "node=p&field=x&start=soon",
+        "node=p&field=x&start=200&end=100",
+        "node=p&node=q&field=x",
+        "node=p&field=x&reduce=median",
+        b"node=p&field=\xff",
+    ):
         with pytest.raises(RequestError):
             export.parse_args(bad)
 
 
 def test_csv_export_round_trips_exact_floats():
     x = np.array([0.1, 1 / 3, np.nan, 1e-300, 123456789.123456789])
-    reply = {"data": {"x": wire.encode(x, "array"), "s": ["a,b", None, 'q"', "", "z"],
-                      "ok": [True, False, None, True, True]},
-             "timeline": {"fast": {"t": wire.encode(1e9 + np.arange(5) / 3, "array")}}}
+    reply = {
+        "data": {
+            "x": wire.encode(x, "array"),
+            "s": ["a,b", None, 'q"', "", "z"],
+            "ok": [True, False, None, True, True],
+        },
+        "timeline": {"fast": {"t": wire.encode(1e9 + np.arange(5) / 3, "array")}},
+    }
     w = export.CsvExport(["x", "s", "ok"], {"x": "number", "s": "string", "ok": "bool"}, "fast")
     rows = list(csv.reader(io.StringIO((w.header() + w.rows(reply)).decode())))
     assert rows[0] == ["time", "x", "s", "ok"]
@@ -371,11 +491,19 @@ def test_csv_export_round_trips_exact_floats():
 
 def test_json_export_joins_chunks():
     req = export.parse_args("node=p&field=x&field=s&format=json")
-    doc = export.JsonExport(req, {"x": {"timeline": "fast", "type": "number"},
-                                  "s": {"timeline": "slow", "type": "string"}})
-    doc.add({"data": {"x": wire.encode(np.array([1.0, np.nan]), "array")},
-             "timeline": {"fast": {"t": wire.encode(np.array([1.0, 2.0]), "array")}}})
-    doc.add({"data": {"x": [3.0], "s": ["a"]}, "timeline": {"fast": {"t": [3.0]}, "slow": {"t": [9.0]}}})
+    doc = export.JsonExport(
+        req,
+        {"x": {"timeline": "fast", "type": "number"}, "s": {"timeline": "slow", "type": "string"}},
+    )
+    doc.add(
+        {
+            "data": {"x": wire.encode(np.array([1.0, np.nan]), "array")},
+            "timeline": {"fast": {"t": wire.encode(np.array([1.0, 2.0]), "array")}},
+        }
+    )
+    doc.add(
+        {"data": {"x": [3.0], "s": ["a"]}, "timeline": {"fast": {"t": [3.0]}, "slow": {"t": [9.0]}}}
+    )
     out = json.loads(doc.finish())
     assert out["timeline"] == {"fast": {"t": [1.0, 2.0, 3.0]}, "slow": {"t": [9.0]}}
     assert out["data"] == {"x": [1.0, None, 3.0], "s": ["a"]}
@@ -384,8 +512,11 @@ def test_json_export_joins_chunks():
 
 # -- coalesced refreshes ---------------------------------------------------------------
 def test_refreshes_are_shared_but_never_answered_by_a_call_older_than_the_ask():
-    bridge = Bridge({"prefix": "obsmesh", "router_url": "rs://127.0.0.1:1", "realm": "obsmesh"},
-                    {"query_timeout": 1.0}, reactor=object())
+    bridge = Bridge(
+        {"prefix": "obsmesh", "router_url": "rs://127.0.0.1:1", "realm": "obsmesh"},
+        {"query_timeout": 1.0},
+        reactor=object(),
+    )
     calls: list[defer.Deferred] = []
 
     def make():

@@ -32,7 +32,9 @@ async def test_sigkilled_node_disappears_within_two_seconds(router, tmp_path):
         await s.subscribe(gone.append, "obsmesh.consumer.data_node_subtracted")
         killed = time.monotonic()
         stop_process(proc, signal.SIGKILL)
-        await wait_until(lambda: any(g["name"] == "victim" for g in gone), 2.0, "data_node_subtracted")
+        await wait_until(
+            lambda: any(g["name"] == "victim" for g in gone), 2.0, "data_node_subtracted"
+        )
         assert time.monotonic() - killed < 2.0
         assert "victim" not in await listed(s)
     finally:
@@ -107,7 +109,9 @@ async def test_anonymous_consumer_cannot_add_register_or_publish(router):
             from autobahn.wamp.types import PublishOptions
 
             with pytest.raises(ApplicationError) as info:
-                await s.publish("obsmesh.consumer.evil.live", {}, options=PublishOptions(acknowledge=True))
+                await s.publish(
+                    "obsmesh.consumer.evil.live", {}, options=PublishOptions(acknowledge=True)
+                )
             assert info.value.error == "wamp.error.not_authorized"
             assert await s.call(GET) is not None  # reading is allowed
         finally:
@@ -123,13 +127,22 @@ async def test_duplicate_name_is_refused_while_the_holder_lives(router, tmp_path
         await wait_until(lambda: _has(s, "twin"), 30, "the first twin")
         status = await s.call("obsmesh.consumer.twin.get_status")
         second = node_proc(router, tmp_path, "sensors", "twin")
-        await wait_until(lambda: "name" in (tmp_path / "twin.log").read_text() and "taken" in (tmp_path / "twin.log").read_text(), 30, "the conflict to be logged")
+        await wait_until(
+            lambda: (
+                "name" in (tmp_path / "twin.log").read_text()
+                and "taken" in (tmp_path / "twin.log").read_text()
+            ),
+            30,
+            "the conflict to be logged",
+        )
         assert [n["name"] for n in await s.call(GET)].count("twin") == 1
         again = await s.call("obsmesh.consumer.twin.get_status")
         assert again["started"] == status["started"]  # still the first one
         # the holder dies: the second takes over on its own
         stop_process(first, signal.SIGKILL)
-        await wait_until(lambda: _started_changed(s, status["started"]), 30, "the second twin to take over")
+        await wait_until(
+            lambda: _started_changed(s, status["started"]), 30, "the second twin to take over"
+        )
     finally:
         stop_process(first, signal.SIGKILL)
         if second is not None:

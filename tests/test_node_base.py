@@ -39,7 +39,12 @@ async def test_node_is_listed_and_serves_exact_history(router):
         assert r["data"]["x"] == list(np.arange(20.0))
         assert r["data"]["label"] == ["hello"] and r["data"]["ok"] == [True]
         fields, timelines = await s.call("obsmesh.consumer.exact.get_fields", t0, 0)
-        assert fields["x"] == {"description": "a number", "timeline": "fast", "type": "number", "units": "V"}
+        assert fields["x"] == {
+            "description": "a number",
+            "timeline": "fast",
+            "type": "number",
+            "units": "V",
+        }
         assert timelines["fast"]["interval"] == pytest.approx(0.5)
         assert sorted(timelines["fast"]["field"]) == ["x", "y"]
         # relative times: the last 200 s
@@ -67,7 +72,9 @@ async def test_reductions_and_nan_travel_as_none(router):
         r = await s.call("obsmesh.consumer.reduce.get_data", ["x"], base, base + 100, min_stride=10)
         assert len(r["data"]["x"]) == 10
         assert r["data"]["x"][0] == pytest.approx(np.nanmean(x[:10]))
-        r = await s.call("obsmesh.consumer.reduce.get_data", ["x"], base, base + 100, 10, reduce="minmax")
+        r = await s.call(
+            "obsmesh.consumer.reduce.get_data", ["x"], base, base + 100, 10, reduce="minmax"
+        )
         assert max(v for v in r["data"]["x"] if v is not None) == 1000.0
         r = await s.call("obsmesh.consumer.reduce.get_data", ["x"], base, base + 10)
         assert r["data"]["x"][5] is None
@@ -90,7 +97,9 @@ async def test_reductions_and_nan_travel_as_none(router):
     ],
 )
 @pytest_twisted.ensureDeferred
-async def test_malformed_get_data_gets_clear_errors_and_node_keeps_serving(router, args, kwargs, error):
+async def test_malformed_get_data_gets_clear_errors_and_node_keeps_serving(
+    router, args, kwargs, error
+):
     node = await started(router, "strict")
     s = await connect(router.backend_url)
     try:
@@ -120,7 +129,10 @@ async def test_point_budget_and_progressive_results(router):
         assert "min_stride" in info.value.args[0]
         chunks = []
         final = await s.call(
-            "obsmesh.consumer.budget.get_data", ["x"], base, base + n,
+            "obsmesh.consumer.budget.get_data",
+            ["x"],
+            base,
+            base + n,
             options=CallOptions(on_progress=chunks.append),
         )
         chunks.append(final)
@@ -129,7 +141,9 @@ async def test_point_budget_and_progressive_results(router):
         assert got == list(np.arange(float(n)))
         # a stride that fits is answered at once
         stride = float(info.value.args[0].split(">= ")[1].split(" s")[0])
-        r = await s.call("obsmesh.consumer.budget.get_data", ["x"], base, base + n, min_stride=stride)
+        r = await s.call(
+            "obsmesh.consumer.budget.get_data", ["x"], base, base + n, min_stride=stride
+        )
         assert 0 < len(r["data"]["x"]) * 2 <= 1000
     finally:
         s.leave()
@@ -152,7 +166,9 @@ async def test_live_batches_arrive_complete_and_retained(router):
         assert xs == [float(i) for i in range(30)]
         assert all(v is None for e in got for v in e["data"]["y"])
         late = []
-        await s.subscribe(late.append, "obsmesh.consumer.live.live", options=SubscribeOptions(get_retained=True))
+        await s.subscribe(
+            late.append, "obsmesh.consumer.live.live", options=SubscribeOptions(get_retained=True)
+        )
         await wait_until(lambda: late, 10, "the retained batch")
         assert late[0]["data"]["x"][-1] == 29.0
     finally:

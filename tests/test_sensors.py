@@ -18,15 +18,27 @@ def test_cpu_percent_from_two_readings():
 
 
 def test_meminfo_loadavg_and_rates():
-    mem = procfs.parse_meminfo("MemTotal: 1000 kB\nMemAvailable: 250 kB\nSwapTotal: 10 kB\nSwapFree: 4 kB\n")
-    assert mem["mem_used"] == 750 * 1024 and mem["mem_used_pct"] == 75.0 and mem["swap_used"] == 6 * 1024
-    assert procfs.parse_loadavg("0.50 0.25 0.10 1/100 42\n") == {"load1": 0.5, "load5": 0.25, "load15": 0.1}
+    mem = procfs.parse_meminfo(
+        "MemTotal: 1000 kB\nMemAvailable: 250 kB\nSwapTotal: 10 kB\nSwapFree: 4 kB\n"
+    )
+    assert (
+        mem["mem_used"] == 750 * 1024
+        and mem["mem_used_pct"] == 75.0
+        and mem["swap_used"] == 6 * 1024
+    )
+    assert procfs.parse_loadavg("0.50 0.25 0.10 1/100 42\n") == {
+        "load1": 0.5,
+        "load5": 0.25,
+        "load15": 0.1,
+    }
     net1 = procfs.parse_netdev("h1\nh2\n  eth0: 1000 1 0 0 0 0 0 0 500 1 0 0 0 0 0 0\n")
     net2 = procfs.parse_netdev("h1\nh2\n  eth0: 3000 1 0 0 0 0 0 0 900 1 0 0 0 0 0 0\n")
     assert procfs.rates(net1, net2, 2.0) == {"eth0": (1000.0, 200.0)}
     assert procfs.rates(net2, net1, 2.0) == {}  # a counter reset gives no rate, not a negative one
-    disk = procfs.parse_diskstats("   8 0 sda 10 0 4 0 20 0 8 0 0 0 0\n   7 0 loop0 1 0 1 0 1 0 1 0 0 0 0\n",
-                                  keep=lambda d: not d.startswith("loop"))
+    disk = procfs.parse_diskstats(
+        "   8 0 sda 10 0 4 0 20 0 8 0 0 0 0\n   7 0 loop0 1 0 1 0 1 0 1 0 0 0 0\n",
+        keep=lambda d: not d.startswith("loop"),
+    )
     assert disk == {"sda": (4 * 512, 8 * 512)}
 
 
@@ -43,7 +55,10 @@ def test_hwmon_and_thermal_read_only_what_exists(tmp_path):
     (zone / "temp").write_text("38000\n")
     (zone / "type").write_text("acpitz\n")
     readings = {r.field: (r.value, r.units) for r in sysfs.hwmon(str(tmp_path / "hwmon"))}
-    assert readings == {"hwmon.coretemp.package_id_0": (45.5, "degC"), "hwmon.coretemp.fan2": (1200.0, "RPM")}
+    assert readings == {
+        "hwmon.coretemp.package_id_0": (45.5, "degC"),
+        "hwmon.coretemp.fan2": (1200.0, "RPM"),
+    }
     assert [(r.field, r.value) for r in sysfs.thermal(str(tmp_path / "thermal"))] == [
         ("thermal.thermal_zone0.acpitz", 38.0)
     ]
@@ -52,7 +67,11 @@ def test_hwmon_and_thermal_read_only_what_exists(tmp_path):
 
 @pytest_twisted.ensureDeferred
 async def test_sensors_node_serves_the_host_live_and_in_history(router, tmp_path):
-    proc = spawn(["node", "sensors", "--name", "host", "--interval", "0.2"], router.env(), tmp_path / "host.log")
+    proc = spawn(
+        ["node", "sensors", "--name", "host", "--interval", "0.2"],
+        router.env(),
+        tmp_path / "host.log",
+    )
     s = await connect(router.backend_url)
     try:
         live = []

@@ -26,7 +26,9 @@ def reference_query(rows, start, end):
 
 
 def same(xs, ys):
-    return len(xs) == len(ys) and all((math.isnan(x) and math.isnan(y)) or x == y for x, y in zip(xs, ys, strict=True))
+    return len(xs) == len(ys) and all(
+        (math.isnan(x) and math.isnan(y)) or x == y for x, y in zip(xs, ys, strict=True)
+    )
 
 
 @settings(max_examples=200, deadline=None)
@@ -91,7 +93,12 @@ def test_bad_batches_store_nothing():
     s = MemoryStore()
     s.declare("a", "number")
     s.append_now("tl", [1.0], {"a": [1.0]})
-    for t, cols in [([2.0], {"zz": [1]}), ([2.0, 3.0], {"a": [1]}), ([math.nan], {"a": [1]}), ([2.0], {"a": ["x"]})]:
+    for t, cols in [
+        ([2.0], {"zz": [1]}),
+        ([2.0, 3.0], {"a": [1]}),
+        ([math.nan], {"a": [1]}),
+        ([2.0], {"a": ["x"]}),
+    ]:
         with pytest.raises(StoreError):
             s.append_now("tl", t, cols)
     t, cols = s.query_now("tl", ["a"], 0, 10)
@@ -125,6 +132,7 @@ def test_memory_stays_close_to_the_raw_bytes():
 
 
 # -- reductions --------------------------------------------------------------
+
 
 def ref_bins(t, v, stride):
     bins = {}
@@ -165,7 +173,9 @@ def test_mean_and_minmax_match_plain_python(data, stride):
             expect_v += [lo, hi]
     assert xt.tolist() == expect_t
     assert same(xc["v"].tolist(), expect_v)
-    assert len(mt) <= max_points(len(t), float(t[0]) if len(t) else 0.0, float(t[-1]) if len(t) else 0.0, stride)
+    assert len(mt) <= max_points(
+        len(t), float(t[0]) if len(t) else 0.0, float(t[-1]) if len(t) else 0.0, stride
+    )
 
 
 @settings(max_examples=100, deadline=None)

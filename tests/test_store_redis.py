@@ -35,10 +35,16 @@ def declare(*stores, types=TYPES):
 def same_column(a: np.ndarray, b: np.ndarray) -> bool:
     if a.dtype == object or b.dtype == object:
         return a.dtype == b.dtype and a.tolist() == b.tolist()
-    return a.dtype == b.dtype and a.shape == b.shape and bool(np.all((a == b) | (np.isnan(a) & np.isnan(b))))
+    return (
+        a.dtype == b.dtype
+        and a.shape == b.shape
+        and bool(np.all((a == b) | (np.isnan(a) & np.isnan(b))))
+    )
 
 
-async def assert_same(redis: RedisStore, memory: MemoryStore, timeline: str, fields, ranges) -> None:
+async def assert_same(
+    redis: RedisStore, memory: MemoryStore, timeline: str, fields, ranges
+) -> None:
     for start, end in ranges:
         t1, c1 = await redis.query(timeline, fields, start, end)
         t2, c2 = await memory.query(timeline, fields, start, end)
@@ -63,9 +69,23 @@ class PersistentRedis(RedisServer):
         from tests.harness import port_open, wait_for
 
         self.proc = subprocess.Popen(
-            [self.exe, "--port", str(self.port), "--bind", self.host, "--save", "",
-             "--appendonly", "yes", "--appendfsync", "always", "--dir", self.dir],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                self.exe,
+                "--port",
+                str(self.port),
+                "--bind",
+                self.host,
+                "--save",
+                "",
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+                "--dir",
+                self.dir,
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         wait_for(lambda: port_open(self.port), 20, "redis-server")
 
@@ -130,7 +150,12 @@ def operation(draw):
     t = draw(times)
     n = len(t)
     cols = {}
-    for name, values in [("x", number), ("s", text), ("b", st.one_of(st.none(), st.booleans())), ("late", number)]:
+    for name, values in [
+        ("x", number),
+        ("s", text),
+        ("b", st.one_of(st.none(), st.booleans())),
+        ("late", number),
+    ]:
         if draw(st.booleans()):
             cols[name] = draw(st.lists(values, min_size=n, max_size=n))
     return ("append", draw(st.sampled_from(["a", "b"])), t, cols)
@@ -178,19 +203,26 @@ async def test_same_answers_as_the_memory_store(redis_server):
     and compaction thresholds, read at random points: pending, written, compacted.
     Hypothesis runs in a thread; each example runs on the reactor."""
 
-    @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+    @settings(
+        max_examples=60, deadline=None, suppress_health_check=list(HealthCheck), database=None
+    )
     @given(
         ops=st.lists(operation(), min_size=1, max_size=25),
         max_samples=st.integers(3, 60),
         max_age=st.sampled_from([2.0, 7.5, 1000.0]),
         ranges=st.lists(
-            st.tuples(st.integers(-2, 42), st.integers(0, 30)).map(lambda p: (p[0] / 2, p[0] / 2 + p[1])),
+            st.tuples(st.integers(-2, 42), st.integers(0, 30)).map(
+                lambda p: (p[0] / 2, p[0] / 2 + p[1])
+            ),
             max_size=3,
         ),
     )
     def check(ops, max_samples, max_age, ranges):
         threads.blockingCallFromThread(
-            reactor, lambda: defer.ensureDeferred(one_example(redis_server.url, ops, max_samples, max_age, ranges))
+            reactor,
+            lambda: defer.ensureDeferred(
+                one_example(redis_server.url, ops, max_samples, max_age, ranges)
+            ),
         )
 
     await threads.deferToThread(check)
@@ -217,7 +249,10 @@ async def test_unwritten_rows_are_read_once_while_a_write_is_in_flight(redis_ser
 
 @pytest_twisted.ensureDeferred
 async def test_compaction_keeps_answers_and_bounds_the_segments(redis_server):
-    r, m = fresh(redis_server.url, 1e9, 10**9, max_small=4, small_rows=50, segment_rows=200), MemoryStore(1e9, 10**9)
+    r, m = (
+        fresh(redis_server.url, 1e9, 10**9, max_small=4, small_rows=50, segment_rows=200),
+        MemoryStore(1e9, 10**9),
+    )
     declare(r, m)
     rng = np.random.default_rng(7)
     for k in range(300):  # 1 Hz style: one small write each, some reaching back in time
@@ -251,7 +286,11 @@ async def test_eviction_by_age_and_size_reaches_redis(redis_server):
 @pytest_twisted.ensureDeferred
 async def test_a_read_whose_segments_a_replica_compacts_away_reads_again(redis_server):
     ns = f"obsmesh:test:{uuid.uuid4().hex}"
-    reader, other, m = RedisStore(redis_server.url, ns), RedisStore(redis_server.url, ns), MemoryStore()
+    reader, other, m = (
+        RedisStore(redis_server.url, ns),
+        RedisStore(redis_server.url, ns),
+        MemoryStore(),
+    )
     declare(reader, other, m)
     for k in range(40):
         await feed([reader, m], "tl", [k / 2, 20 - k / 3], {"x": [k, -k]})
@@ -276,7 +315,10 @@ async def test_replicas_maintaining_at_once_neither_lose_nor_double_rows(redis_s
     monkeypatch.setattr(redis_store, "MAINTAIN_EVERY", 10**9)  # maintenance only when asked
     ns = f"obsmesh:test:{uuid.uuid4().hex}"
     kw = {"max_small": 0, "small_rows": 100, "segment_rows": 16}
-    a, b = RedisStore(redis_server.url, ns, 30.0, 10**6, **kw), RedisStore(redis_server.url, ns, 30.0, 10**6, **kw)
+    a, b = (
+        RedisStore(redis_server.url, ns, 30.0, 10**6, **kw),
+        RedisStore(redis_server.url, ns, 30.0, 10**6, **kw),
+    )
     m = MemoryStore(30.0, 10**6)
     declare(a, b, m)
     for k in range(60):
@@ -369,7 +411,9 @@ async def test_foreign_or_corrupt_redis_contents_do_not_break_reads(redis_server
     declare(r)
     await r.append("tl", [1.0, 2.0], {"x": [1.0, 2.0], "s": ["a", "b"]})
     assert await r.flush(10)
-    conn = await txredisapi.Connection(redis_server.host, redis_server.port, charset=None, convertNumbers=False)
+    conn = await txredisapi.Connection(
+        redis_server.host, redis_server.port, charset=None, convertNumbers=False
+    )
     try:
         idx = f"{r.namespace}:tl:tl:idx"
         (member,) = await conn.zrange(idx, 0, -1)

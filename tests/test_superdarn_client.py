@@ -30,8 +30,9 @@ T0 = 1_700_000_040.0
 
 
 def record_bytes(bmnum: int = 0) -> bytes:
-    return dmap.encode_record(next(itertools.islice(
-        synth.RadarSynth(5, sounding_every=0).records(T0 + 3 * bmnum), 1)))
+    return dmap.encode_record(
+        next(itertools.islice(synth.RadarSynth(5, sounding_every=0).records(T0 + 3 * bmnum), 1))
+    )
 
 
 class Harness:
@@ -43,8 +44,14 @@ class Harness:
         self.statuses: list[dict] = []
         options.setdefault("backoff", Backoff(initial=1.0, factor=2.0, maximum=30.0, jitter=0.25))
         options.setdefault("reconnect_after_silence", None)
-        self.client = RadarClient("radar.test", 1401, self.records.append, self.statuses.append,
-                                  reactor=self.reactor, **options)
+        self.client = RadarClient(
+            "radar.test",
+            1401,
+            self.records.append,
+            self.statuses.append,
+            reactor=self.reactor,
+            **options,
+        )
 
     @property
     def attempts_made(self) -> int:
@@ -53,7 +60,9 @@ class Harness:
     def fail_connect(self) -> float:
         """The pending attempt is refused; returns the delay chosen."""
         factory = self.reactor.tcpClients[-1][2]
-        factory.clientConnectionFailed(self.reactor.connectors[-1], Failure(ConnectionRefusedError()))
+        factory.clientConnectionFailed(
+            self.reactor.connectors[-1], Failure(ConnectionRefusedError())
+        )
         return self.client.next_attempt - self.reactor.seconds()
 
     def accept(self) -> tuple[Protocol, StringTransport]:
@@ -120,7 +129,7 @@ def test_records_decode_across_reads_and_bad_frames_are_counted():
     protocol, _ = h.accept()
     data = frame(record_bytes(0)) + frame(b"\x01\x00\x01\x00 not dmap") + frame(record_bytes(1))
     for i in range(0, len(data), 100):
-        protocol.dataReceived(data[i:i + 100])
+        protocol.dataReceived(data[i : i + 100])
     assert [r["bmnum"] for r in h.records] == [0, 1]
     status = h.client.status()
     assert status["records"] == 2 and status["bad_records"] == 1 and "bad record" in status["error"]
@@ -193,6 +202,7 @@ def test_stop_cancels_retries():
 
 # ------------------------------------------------------------------ real TCP
 
+
 async def wait_until(predicate, timeout: float = 20.0, what: str = "condition") -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
@@ -206,9 +216,15 @@ def fast_synth(stid: int = 5):
 
 
 def real_client(port: int, records: list, statuses: list) -> RadarClient:
-    return RadarClient("127.0.0.1", port, records.append, statuses.append,
-                       backoff=Backoff(initial=0.05, factor=2.0, maximum=0.4, jitter=0.2),
-                       stale_after=60.0, reconnect_after_silence=None)
+    return RadarClient(
+        "127.0.0.1",
+        port,
+        records.append,
+        statuses.append,
+        backoff=Backoff(initial=0.05, factor=2.0, maximum=0.4, jitter=0.2),
+        stale_after=60.0,
+        reconnect_after_silence=None,
+    )
 
 
 @pytest_twisted.ensureDeferred
@@ -267,10 +283,17 @@ async def test_simulator_plays_a_bz2_file_with_times_rewritten(tmp_path):
         assert radar_time(records[0]) > T0 + 3600  # stamped now, not with the file's time
 
         def signature(r):
-            return (r["bmnum"], r["scan"], r["noise.sky"], r["slist"].tolist() if "slist" in r else None)
+            return (
+                r["bmnum"],
+                r["scan"],
+                r["noise.sky"],
+                r["slist"].tolist() if "slist" in r else None,
+            )
 
         # What arrives is a window of the file played in a loop, contents untouched.
-        expected = [signature(r) for r in darn.read_fitacf(darn.write_fitacf(original), mode="strict")]
+        expected = [
+            signature(r) for r in darn.read_fitacf(darn.write_fitacf(original), mode="strict")
+        ]
         start = expected.index(signature(records[0]))
         got = [signature(r) for r in records[:25]]
         assert got == [expected[(start + i) % len(expected)] for i in range(25)]
@@ -299,8 +322,10 @@ async def test_simulator_serves_at_most_16_clients():
     try:
         for _ in range(17):
             reactor.connectTCP("127.0.0.1", port, ClientFactory.forProtocol(Reader))
-        await wait_until(lambda: len(opened) == 17 and len(server.clients) == 16 and closed,
-                         what="16 clients served and one turned away")
+        await wait_until(
+            lambda: len(opened) == 17 and len(server.clients) == 16 and closed,
+            what="16 clients served and one turned away",
+        )
         assert len(closed) == 1 and len(server.clients) == 16
     finally:
         server.stop()
@@ -313,10 +338,23 @@ async def test_simulator_serves_at_most_16_clients():
 async def test_simulator_command_line_process():
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "nodes.superdarn.simulator", "--code", "pgr", "--port", str(port),
-         "--speed", "200", "--scan-sign", "-1"],
+        [
+            sys.executable,
+            "-m",
+            "nodes.superdarn.simulator",
+            "--code",
+            "pgr",
+            "--port",
+            str(port),
+            "--speed",
+            "200",
+            "--scan-sign",
+            "-1",
+        ],
         cwd=str(pathlib.Path(__file__).resolve().parents[1]),
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     records: list[dict] = []
     client = real_client(port, records, [])
     client.start()  # the process may not listen yet: the client retries
@@ -336,8 +374,13 @@ def test_simulator_command_line_refuses_bad_input(tmp_path, capsys):
     bad.write_bytes(b"\x01\x00\x01\x00garbage")
     parser = argparse.ArgumentParser()
     simulator.configure(parser)
-    for args in (["--file", str(bad)], ["--file", str(tmp_path / "missing")], ["--code", "zzz"],
-                 ["--speed", "0"], ["--speed", "nan"]):
+    for args in (
+        ["--file", str(bad)],
+        ["--file", str(tmp_path / "missing")],
+        ["--code", "zzz"],
+        ["--speed", "0"],
+        ["--speed", "nan"],
+    ):
         assert simulator.main(parser.parse_args(args)) == 2  # before any reactor is started
         err = capsys.readouterr().err
         assert ("--speed" in err) if args[0] == "--speed" else ("cannot start" in err)

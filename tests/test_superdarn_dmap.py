@@ -36,10 +36,19 @@ def beam(n: int, xcf: bool, seed: int = 1, nrang: int = 110) -> dict:
     rng = np.random.default_rng(seed)
     slist = np.sort(rng.choice(nrang, size=n, replace=False)).astype("<i2")
     return synth.fitacf_record(
-        stid=5, when=1.7e9 + seed * 3.0, bmnum=seed % 16, scan=1 if seed % 16 == 0 else 0,
-        slist=slist, v=rng.normal(0, 300, n), p_l=rng.uniform(0, 40, n),
-        w_l=rng.uniform(0, 300, n), gflg=rng.integers(0, 2, n), elv=rng.uniform(0, 45, n),
-        xcf=xcf, nrang=nrang, noise=float(rng.uniform(1, 30)),
+        stid=5,
+        when=1.7e9 + seed * 3.0,
+        bmnum=seed % 16,
+        scan=1 if seed % 16 == 0 else 0,
+        slist=slist,
+        v=rng.normal(0, 300, n),
+        p_l=rng.uniform(0, 40, n),
+        w_l=rng.uniform(0, 300, n),
+        gflg=rng.integers(0, 2, n),
+        elv=rng.uniform(0, 45, n),
+        xcf=xcf,
+        nrang=nrang,
+        noise=float(rng.uniform(1, 30)),
     )
 
 
@@ -47,12 +56,22 @@ def stream(count: int = 6, xcf: bool = True) -> bytes:
     return darn.write_fitacf([beam(n, xcf, seed=n) for n in range(0, count * 7, 7)])
 
 
-ALL_NUMERIC = [("i1", dmap.CHAR), ("<i2", dmap.SHORT), ("<i4", dmap.INT), ("<f4", dmap.FLOAT),
-               ("<f8", dmap.DOUBLE), ("<i8", dmap.LONG), ("u1", dmap.UCHAR), ("<u2", dmap.USHORT),
-               ("<u4", dmap.UINT), ("<u8", dmap.ULONG)]
+ALL_NUMERIC = [
+    ("i1", dmap.CHAR),
+    ("<i2", dmap.SHORT),
+    ("<i4", dmap.INT),
+    ("<f4", dmap.FLOAT),
+    ("<f8", dmap.DOUBLE),
+    ("<i8", dmap.LONG),
+    ("u1", dmap.UCHAR),
+    ("<u2", dmap.USHORT),
+    ("<u4", dmap.UINT),
+    ("<u8", dmap.ULONG),
+]
 
 
 # ------------------------------------------------------- agreement with darn-dmap
+
 
 @pytest.mark.parametrize("xcf", [True, False])
 @pytest.mark.parametrize("n", [0, 1, 2, 17, 50, 75, 109, 110])
@@ -93,9 +112,16 @@ def test_encoding_a_decoded_stream_reproduces_its_bytes():
 
 
 def test_every_type_code_both_ways():
-    scalars = {f"s{code}": np.dtype(dt).type(7 if dt[-2] != "f" else 1.5) for dt, code in ALL_NUMERIC}
-    scalars.update(big=np.int64(-(2**62)), ubig=np.uint64(2**64 - 1), neg=np.int8(-128),
-                   text="hello é", empty="")
+    scalars = {
+        f"s{code}": np.dtype(dt).type(7 if dt[-2] != "f" else 1.5) for dt, code in ALL_NUMERIC
+    }
+    scalars.update(
+        big=np.int64(-(2**62)),
+        ubig=np.uint64(2**64 - 1),
+        neg=np.int8(-128),
+        text="hello é",
+        empty="",
+    )
     arrays = {f"a{code}": np.arange(6).astype(dt) for dt, code in ALL_NUMERIC}
     arrays["two_d"] = np.arange(12, dtype="<f8").reshape(3, 4)
     arrays["three_d"] = np.arange(24, dtype="<i2").reshape(2, 3, 4)
@@ -153,6 +179,7 @@ def test_encoder_rejects_what_dmap_cannot_hold():
 
 
 # ------------------------------------------------------------- corruption
+
 
 def test_errors_carry_the_offset_of_the_corruption():
     data = stream(3)
@@ -228,8 +255,11 @@ def test_any_truncation_is_a_dmap_error(cut):
 
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(flips=st.lists(st.tuples(st.integers(0, len(SAMPLE) - 1), st.integers(0, 7)),
-                      min_size=1, max_size=4))
+@given(
+    flips=st.lists(
+        st.tuples(st.integers(0, len(SAMPLE) - 1), st.integers(0, 7)), min_size=1, max_size=4
+    )
+)
 def test_bit_flips_raise_only_dmap_error_and_agree_with_darn_when_accepted(flips):
     bad = bytearray(SAMPLE)
     for at, bit in flips:
@@ -247,7 +277,7 @@ def test_bit_flips_raise_only_dmap_error_and_agree_with_darn_when_accepted(flips
 
 
 def _poke(data: bytes, at: int, value: int) -> bytes:
-    return data[:at] + struct.pack("<i", value) + data[at + 4:]
+    return data[:at] + struct.pack("<i", value) + data[at + 4 :]
 
 
 def _int_fields(data: bytes) -> list[int]:
@@ -272,9 +302,13 @@ INT_FIELDS = _int_fields(SAMPLE)
 
 
 @settings(max_examples=300, deadline=None)
-@given(at=st.sampled_from(INT_FIELDS),
-       value=st.one_of(st.integers(-(2**31), 2**31 - 1), st.sampled_from(
-           [2**31 - 1, 2**30, 2**24, -1, -(2**31), 0, 65536, 1 << 20])))
+@given(
+    at=st.sampled_from(INT_FIELDS),
+    value=st.one_of(
+        st.integers(-(2**31), 2**31 - 1),
+        st.sampled_from([2**31 - 1, 2**30, 2**24, -1, -(2**31), 0, 65536, 1 << 20]),
+    ),
+)
 def test_absurd_counts_and_lengths_fail_cleanly_with_bounded_memory(at, value):
     bad = _poke(SAMPLE, at, value)
     tracemalloc.start()
@@ -301,14 +335,19 @@ def test_random_bodies_behind_a_valid_header(body, nscal, narr):
 
 
 @settings(max_examples=300, deadline=None)
-@given(flips=st.lists(st.tuples(st.integers(16, SAMPLE_FIRST - 1), st.integers(0, 255)),
-                      min_size=1, max_size=3))
+@given(
+    flips=st.lists(
+        st.tuples(st.integers(16, SAMPLE_FIRST - 1), st.integers(0, 255)), min_size=1, max_size=3
+    )
+)
 def test_compiled_layout_equals_generic_decoder(flips):
     """The fast path either declines or returns exactly what the careful path does."""
     first = SAMPLE[:SAMPLE_FIRST]
     _, signature = dmap._decode_generic(first, 16, len(first), *struct.unpack_from("<ii", first, 8))
     layout = dmap._Layout(signature)
-    assert layout.decode(first, 16, len(first)) is not None  # its array plan: the check the flips face
+    assert (
+        layout.decode(first, 16, len(first)) is not None
+    )  # its array plan: the check the flips face
     bad = bytearray(first)
     for at, value in flips:
         bad[at] = value
@@ -324,15 +363,21 @@ def test_compiled_layout_equals_generic_decoder(flips):
 
 
 def _arrays_record(extents: list[int]) -> bytes:
-    body = b"".join(b"a%d\0\x03" % i + struct.pack("<ii", 1, n) + struct.pack(f"<{n}i", *range(100 * i, 100 * i + n))
-                    for i, n in enumerate(extents))
+    body = b"".join(
+        b"a%d\0\x03" % i
+        + struct.pack("<ii", 1, n)
+        + struct.pack(f"<{n}i", *range(100 * i, 100 * i + n))
+        for i, n in enumerate(extents)
+    )
     return struct.pack("<iiii", dmap.RECORD_CODE, 16 + len(body), 0, len(extents)) + body
 
 
 def test_fast_path_records_are_read_only_mappings_equal_to_the_generic_decode():
     data = stream(3)
-    generic = [dmap._decode_generic(data[a:], 16, size, *struct.unpack_from("<ii", data, a + 8))[0]
-               for a, size in _offsets(data)]
+    generic = [
+        dmap._decode_generic(data[a:], 16, size, *struct.unpack_from("<ii", data, a + 8))[0]
+        for a, size in _offsets(data)
+    ]
     for again in (False, True):  # the second time every record takes a known layout and array plan
         for got, want in zip(dmap.decode_records(data, lazy=True), generic, strict=True):
             assert isinstance(got, dmap.Record) or not again

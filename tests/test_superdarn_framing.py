@@ -27,7 +27,7 @@ def test_frames_split_at_every_byte_boundary():
     payloads = [payload(i, 10 * i) for i in range(1, 6)]
     data = b"".join(frame(p) for p in payloads)
     assert feed_all(FrameDecoder(), [data]) == payloads
-    assert feed_all(FrameDecoder(), [data[i:i + 1] for i in range(len(data))]) == payloads
+    assert feed_all(FrameDecoder(), [data[i : i + 1] for i in range(len(data))]) == payloads
     for cut in range(len(data)):
         assert feed_all(FrameDecoder(), [data[:cut], data[cut:]]) == payloads
 
@@ -44,8 +44,11 @@ def test_resynchronises_after_garbage_and_dropped_bytes():
     # The server dropped the oldest bytes: the stream starts mid-frame.
     data = frames[0][13:] + frames[1] + b"\x00garbage\x49\x08" + frames[2] + frames[3]
     decoder = FrameDecoder()
-    assert feed_all(decoder, [data[i:i + 7] for i in range(0, len(data), 7)]) == [
-        payload(1, 30), payload(2, 30), payload(3, 30)]
+    assert feed_all(decoder, [data[i : i + 7] for i in range(0, len(data), 7)]) == [
+        payload(1, 30),
+        payload(2, 30),
+        payload(3, 30),
+    ]
     assert decoder.resyncs == 2 and decoder.skipped == len(frames[0]) - 13 + 10
 
 
@@ -59,7 +62,7 @@ def test_oversize_frames_are_drained_not_desynchronising():
     decoder = FrameDecoder(max_payload=100)
     big = frame(DMAP_CODE + bytes(5000))
     data = frame(payload(1)) + big + frame(payload(2)) + big + frame(payload(3))
-    chunks = [data[i:i + 333] for i in range(0, len(data), 333)]
+    chunks = [data[i : i + 333] for i in range(0, len(data), 333)]
     assert feed_all(decoder, chunks) == [payload(1), payload(2), payload(3)]
     assert decoder.oversize == 2 and decoder.resyncs == 0
     assert decoder.buffered == 0
@@ -105,15 +108,14 @@ def test_any_chunking_gives_the_same_payloads(sizes, cuts):
     chunks, pos, i = [], 0, 0
     while pos < len(data):
         step = cuts[i % len(cuts)]
-        chunks.append(data[pos:pos + step])
+        chunks.append(data[pos : pos + step])
         pos += step
         i += 1
     assert feed_all(FrameDecoder(), chunks) == payloads
 
 
 @settings(max_examples=200, deadline=None)
-@given(garbage=st.lists(st.binary(max_size=60), min_size=4, max_size=4),
-       chunk=st.integers(1, 64))
+@given(garbage=st.lists(st.binary(max_size=60), min_size=4, max_size=4), chunk=st.integers(1, 64))
 def test_garbage_between_frames_never_loses_a_following_frame(garbage, chunk):
     payloads = [DMAP_CODE + bytes([i]) * 25 for i in range(3)]
     # Garbage never holds the magic here (that case is covered above).
@@ -121,7 +123,7 @@ def test_garbage_between_frames_never_loses_a_following_frame(garbage, chunk):
     data = garbage[0] + frame(payloads[0]) + garbage[1] + frame(payloads[1]) + garbage[2]
     data += frame(payloads[2]) + garbage[3]
     decoder = FrameDecoder(payload_prefix=DMAP_CODE)
-    out = feed_all(decoder, [data[i:i + chunk] for i in range(0, len(data), chunk)])
+    out = feed_all(decoder, [data[i : i + chunk] for i in range(0, len(data), chunk)])
     assert out == payloads
 
 
@@ -130,6 +132,6 @@ def test_garbage_between_frames_never_loses_a_following_frame(garbage, chunk):
 def test_random_bytes_never_raise_and_stay_bounded(data, chunk):
     decoder = FrameDecoder(max_payload=512)
     for i in range(0, len(data), chunk):
-        for p in decoder.feed(data[i:i + chunk]):
+        for p in decoder.feed(data[i : i + chunk]):
             assert 0 < len(p) <= 512
         assert decoder.buffered <= 512 + 8 + chunk

@@ -27,7 +27,9 @@ class Node(DataNode):
         self.published: list[tuple[str, dict]] = []
         self.fake = Clock()
         self.fake.advance(now)
-        super().__init__("sdunit", config.mesh(environ={}), clock=self.fake.seconds, reactor=self.fake)
+        super().__init__(
+            "sdunit", config.mesh(environ={}), clock=self.fake.seconds, reactor=self.fake
+        )
 
     def publish(self, suffix, payload, retain=True):
         self.published.append((suffix, payload))
@@ -70,7 +72,12 @@ def test_beams_and_scans_published_and_stored_per_radar():
         part = [r for r in recs[a:b] if r["scan"] in (0, 1)]
         total = sum(len(r.get("slist", [])) for r in part)
         ground = sum(int(np.sum(r["gflg"])) for r in part if "slist" in r)
-        assert (scan["beams"], scan["total"], scan["ground"], scan["complete"]) == (len(part), total, ground, True)
+        assert (scan["beams"], scan["total"], scan["ground"], scan["complete"]) == (
+            len(part),
+            total,
+            ground,
+            True,
+        )
         assert scan["mean_ionospheric"] == (total - ground) / len(part)
     t, cols = node.query("sas.scan", ["sas.scan.total", "sas.scan.complete", "sas.scan.duration"])
     assert t.tolist() == [s["time"] for s in scans]
@@ -78,7 +85,11 @@ def test_beams_and_scans_published_and_stored_per_radar():
     assert cols["sas.scan.complete"].tolist() == [1.0] * len(scans)
     assert cols["sas.scan.duration"].tolist() == [s["end"] - s["time"] for s in scans]
     source = node.sources["sas"]
-    assert (source["beams"], source["scans"], source["last_sample"]) == (len(recs), len(scans), beams[-1]["time"])
+    assert (source["beams"], source["scans"], source["last_sample"]) == (
+        len(recs),
+        len(scans),
+        beams[-1]["time"],
+    )
     assert node.counters["records"] == len(recs) and node.counters["bad_records"] == 0
 
 
@@ -88,7 +99,10 @@ def test_each_node_gets_its_own_fields_and_keys_with_channels():
     RadarPipeline(b, run_in_thread=now_thread).add_radar("inv")
     assert a.fields["sas.a.noise"]["timeline"] == "sas.a.beam"
     assert a.fields["sas.a.scan.total"]["timeline"] == "sas.a.scan"
-    assert a.fields["sas.a.tfreq"]["units"] == "kHz" and "Saskatoon" in a.fields["sas.a.noise"]["description"]
+    assert (
+        a.fields["sas.a.tfreq"]["units"] == "kHz"
+        and "Saskatoon" in a.fields["sas.a.noise"]["description"]
+    )
     assert "inv.noise" in b.fields and "inv.noise" not in a.fields
     with pytest.raises(ValueError):
         RadarPipeline(a).add_radar("SAS; drop")
@@ -152,7 +166,9 @@ def test_echo_counts_written_in_batches_kept_through_failures_and_purged_on_sche
         d.addCallback(lambda _: fn(*args))
         return d
 
-    pipe = RadarPipeline(node, store, purge_interval=3600.0, maintain_every=60.0, run_in_thread=in_thread)
+    pipe = RadarPipeline(
+        node, store, purge_interval=3600.0, maintain_every=60.0, run_in_thread=in_thread
+    )
     recs = records(5, 60, sounding_every=0)
     for r in recs[:34]:  # two scans complete: the first goes alone, the second waits for it
         pipe.ingest("sas", r)
@@ -169,14 +185,40 @@ def test_echo_counts_written_in_batches_kept_through_failures_and_purged_on_sche
     done = pipe.drain()
     assert done.called
     # Rows older than the retention go on the first run and on every later one.
-    store.add_scans([{"stid": 5, "channel": 0, "time": node.clock() - 3 * DAY, "end": node.clock() - 3 * DAY,
-                      "code": "sas", "beams": 1, "total": 1, "ionospheric": 1, "ground": 0}])
+    store.add_scans(
+        [
+            {
+                "stid": 5,
+                "channel": 0,
+                "time": node.clock() - 3 * DAY,
+                "end": node.clock() - 3 * DAY,
+                "code": "sas",
+                "beams": 1,
+                "total": 1,
+                "ionospheric": 1,
+                "ground": 0,
+            }
+        ]
+    )
     pipe.start()
     pending.pop(0).callback(None)  # purge
     assert store.count() == 0 and node.counters["echo_rows_purged"] == 3  # T0 scans are 10 days old
     pending.pop(0).callback(None)  # radars known from the echo database
-    store.add_scans([{"stid": 64, "channel": 0, "time": node.clock() - 3 * DAY, "end": node.clock(),
-                      "code": "inv", "beams": 1, "total": 0, "ionospheric": 0, "ground": 0}])
+    store.add_scans(
+        [
+            {
+                "stid": 64,
+                "channel": 0,
+                "time": node.clock() - 3 * DAY,
+                "end": node.clock(),
+                "code": "inv",
+                "beams": 1,
+                "total": 0,
+                "ionospheric": 0,
+                "ground": 0,
+            }
+        ]
+    )
     node.fake.advance(60)  # maintenance, not yet a purge
     assert len(pending) == 1
     pending.pop(0).callback(None)
@@ -200,7 +242,9 @@ def test_get_echoes_checks_its_arguments(tmp_path):
     assert defer.ensureDeferred(pipe.get_echoes(T0 - 60, T0 + 3600, "pgr")).result == []
     caught = []
     for bad in [("x", 0, None), (0, -10, None), (-10, 0, "sas'; --"), (-10, 0, 5)]:
-        defer.ensureDeferred(pipe.get_echoes(*bad)).addErrback(lambda f: caught.append(f.trap(InvalidArgument)))
+        defer.ensureDeferred(pipe.get_echoes(*bad)).addErrback(
+            lambda f: caught.append(f.trap(InvalidArgument))
+        )
     assert caught == [InvalidArgument] * 4
     store.close()
 
@@ -211,8 +255,11 @@ def test_skip_history_keeps_rows_out_of_the_store_only():
     node = Node()
     recs = records(5, 40, sounding_every=0)
     held = radar_time(recs[3])  # as if the store had this beam already
-    pipe = RadarPipeline(node, run_in_thread=now_thread,
-                         skip_history=lambda tl, t, ch: tl == "sas.beam" and (t, ch) == (held, 0))
+    pipe = RadarPipeline(
+        node,
+        run_in_thread=now_thread,
+        skip_history=lambda tl, t, ch: tl == "sas.beam" and (t, ch) == (held, 0),
+    )
     for r in recs:
         pipe.ingest("sas", r, live=False)
     t, _ = node.query("sas.beam", ["sas.noise"])

@@ -22,8 +22,11 @@ def decoded(record: dict) -> dict:
 
 
 def test_radar_time_from_record_fields():
-    rec = decoded(synth.fitacf_record(stid=5, when=T0 + 12.25, bmnum=3, scan=0, slist=[], v=[],
-                                      p_l=[], w_l=[], gflg=[]))
+    rec = decoded(
+        synth.fitacf_record(
+            stid=5, when=T0 + 12.25, bmnum=3, scan=0, slist=[], v=[], p_l=[], w_l=[], gflg=[]
+        )
+    )
     assert radar_time(rec) == T0 + 12.25
     assert radar_time({**rec, "time.us": -12345}) == T0 + 12  # wrapped int16: ignored
     with pytest.raises(ProductError):
@@ -35,11 +38,27 @@ def test_radar_time_from_record_fields():
 
 
 def test_beam_product_echo_arrays_indexed_by_slist():
-    rec = decoded(synth.fitacf_record(
-        stid=5, when=T0, bmnum=7, scan=1, channel=2, tfreq=11200, nrang=75, frang=180, rsep=45,
-        noise=4.5, slist=np.array([3, 10, 11]), v=np.array([-120.5, 0.0, np.nan]),
-        p_l=np.array([10, 20, 30]), w_l=np.array([50, 60, 70]), gflg=np.array([0, 1, 1]),
-        elv=np.array([20, 25, 30]), xcf=True))
+    rec = decoded(
+        synth.fitacf_record(
+            stid=5,
+            when=T0,
+            bmnum=7,
+            scan=1,
+            channel=2,
+            tfreq=11200,
+            nrang=75,
+            frang=180,
+            rsep=45,
+            noise=4.5,
+            slist=np.array([3, 10, 11]),
+            v=np.array([-120.5, 0.0, np.nan]),
+            p_l=np.array([10, 20, 30]),
+            w_l=np.array([50, 60, 70]),
+            gflg=np.array([0, 1, 1]),
+            elv=np.array([20, 25, 30]),
+            xcf=True,
+        )
+    )
     p = beam_product(rec, "sas", radar("sas").as_dict())
     assert p["time"] == T0 and p["stid"] == 5 and p["code"] == "sas" and p["name"] == "Saskatoon"
     assert (p["beam"], p["channel"], p["scan"], p["cp"], p["tfreq"]) == (7, 2, 1, 151, 11200)
@@ -54,8 +73,11 @@ def test_beam_product_echo_arrays_indexed_by_slist():
 
 
 def test_zero_echo_beam_is_a_product_with_empty_arrays():
-    rec = decoded(synth.fitacf_record(stid=64, when=T0, bmnum=0, scan=0, slist=[], v=[], p_l=[],
-                                      w_l=[], gflg=[], xcf=True))
+    rec = decoded(
+        synth.fitacf_record(
+            stid=64, when=T0, bmnum=0, scan=0, slist=[], v=[], p_l=[], w_l=[], gflg=[], xcf=True
+        )
+    )
     assert "slist" not in rec
     p = beam_product(rec, "inv")
     assert p["slist"] == [] and p["v"] == [] and p["gflg"] == [] and p["elv"] == []
@@ -63,21 +85,39 @@ def test_zero_echo_beam_is_a_product_with_empty_arrays():
 
 
 def test_elevation_only_when_present():
-    rec = decoded(synth.fitacf_record(stid=5, when=T0, bmnum=0, scan=0, slist=[4], v=[1.0],
-                                      p_l=[2.0], w_l=[3.0], gflg=[0], xcf=False))
+    rec = decoded(
+        synth.fitacf_record(
+            stid=5,
+            when=T0,
+            bmnum=0,
+            scan=0,
+            slist=[4],
+            v=[1.0],
+            p_l=[2.0],
+            w_l=[3.0],
+            gflg=[0],
+            xcf=False,
+        )
+    )
     assert "elv" not in beam_product(rec)
 
 
-@pytest.mark.parametrize("change", [
-    {"slist": np.array([80], "<i2")},  # gate beyond nrang
-    {"slist": np.array([-1], "<i2")},
-    {"v": np.zeros(2, "<f4")},  # length differs from slist
-    {"stid": "five"},
-    {"nrang": -3},
-])
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"slist": np.array([80], "<i2")},  # gate beyond nrang
+        {"slist": np.array([-1], "<i2")},
+        {"v": np.zeros(2, "<f4")},  # length differs from slist
+        {"stid": "five"},
+        {"nrang": -3},
+    ],
+)
 def test_inconsistent_records_are_refused(change):
-    rec = decoded(synth.fitacf_record(stid=5, when=T0, bmnum=0, scan=0, slist=[4], v=[1.0],
-                                      p_l=[2.0], w_l=[3.0], gflg=[0]))
+    rec = decoded(
+        synth.fitacf_record(
+            stid=5, when=T0, bmnum=0, scan=0, slist=[4], v=[1.0], p_l=[2.0], w_l=[3.0], gflg=[0]
+        )
+    )
     with pytest.raises(ProductError):
         beam_product({**rec, **change})
     rec.pop("gflg")
@@ -99,7 +139,9 @@ def test_scans_end_at_the_next_start_and_count_zero_echo_beams():
     assert {b["scan"] for b in flagged} == {products.SOUNDING, products.CAMPING}
     zero_echo_beams = 0
     for scan in scans:
-        members = [b for b in beams if b["scan"] in (0, 1) and scan["time"] <= b["time"] <= scan["end"]]
+        members = [
+            b for b in beams if b["scan"] in (0, 1) and scan["time"] <= b["time"] <= scan["end"]
+        ]
         assert scan["beams"] == 16 == len(members)
         assert scan["beam_numbers"] == list(range(16))
         assert scan["total"] == sum(b["echoes_total"] for b in members)
@@ -120,7 +162,11 @@ def test_minus_one_starts_a_scan_and_channels_are_separate():
     scans = [s for pair in zip(a, b, strict=True) for beam in pair for s in acc.add(beam)]
     # 40 beams per channel: two complete scans each, 8 beams of a third open.
     assert sorted((s["channel"], s["beams"], s["scan_flag"]) for s in scans) == [
-        (1, 16, -1), (1, 16, -1), (2, 16, 1), (2, 16, 1)]
+        (1, 16, -1),
+        (1, 16, -1),
+        (2, 16, 1),
+        (2, 16, 1),
+    ]
     rest = acc.flush()
     assert sorted(s["channel"] for s in rest) == [1, 2] and all(s["beams"] == 8 for s in rest)
     assert acc.open_keys() == []
@@ -138,8 +184,17 @@ def test_beams_before_the_first_scan_start_are_ignored():
 
 def test_a_radar_that_never_flags_a_start_cannot_grow_memory():
     acc = ScanAccumulator(max_beams=10)
-    beam = {"scan": 1, "stid": 1, "channel": 0, "beam": 0, "time": T0, "echoes_total": 1,
-            "echoes_ground": 0, "echoes_ionospheric": 1, "noise": 1.0}
+    beam = {
+        "scan": 1,
+        "stid": 1,
+        "channel": 0,
+        "beam": 0,
+        "time": T0,
+        "echoes_total": 1,
+        "echoes_ground": 0,
+        "echoes_ionospheric": 1,
+        "noise": 1.0,
+    }
     acc.add(beam)
     for i in range(100):
         acc.add({**beam, "scan": 0, "time": T0 + i})

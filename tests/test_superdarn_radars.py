@@ -18,7 +18,11 @@ def test_table_is_consistent():
         assert r.name and r.code.isalpha() and len(r.code) == 3
     sas = radars.radar("sas")
     assert (sas.stid, sas.name, sas.operator, sas.hemisphere) == (
-        5, "Saskatoon", "University of Saskatchewan", "north")
+        5,
+        "Saskatoon",
+        "University of Saskatchewan",
+        "north",
+    )
     assert radars.radar_by_stid(64).code == "inv"
     assert radars.radar_by_stid(209).code == "ade" and radars.radar("ade").beams == 22
     assert radars.radar("hal").hemisphere == "south"
@@ -27,37 +31,49 @@ def test_table_is_consistent():
 
 
 def test_config_shapes():
-    by_code = parse_radar_config({
-        "sas": {"host": "sas.example.org", "port": 1401},
-        "pgr": "10.0.0.7:1402",
-        "cly": {"host": "cly.example.org", "port": "1024", "channel": "a"},
-    })
+    by_code = parse_radar_config(
+        {
+            "sas": {"host": "sas.example.org", "port": 1401},
+            "pgr": "10.0.0.7:1402",
+            "cly": {"host": "cly.example.org", "port": "1024", "channel": "a"},
+        }
+    )
     assert [(e.key, e.host, e.port) for e in by_code] == [
-        ("sas", "sas.example.org", 1401), ("pgr", "10.0.0.7", 1402), ("cly.a", "cly.example.org", 1024)]
+        ("sas", "sas.example.org", 1401),
+        ("pgr", "10.0.0.7", 1402),
+        ("cly.a", "cly.example.org", 1024),
+    ]
     assert by_code[0].radar.stid == 5
-    listed = parse_radar_config({"radars": [
-        {"code": "rkn", "host": "h", "port": 1401, "channel": 1},
-        {"code": "rkn", "host": "h", "port": 1402, "channel": 2},
-    ]})
+    listed = parse_radar_config(
+        {
+            "radars": [
+                {"code": "rkn", "host": "h", "port": 1401, "channel": 1},
+                {"code": "rkn", "host": "h", "port": 1402, "channel": 2},
+            ]
+        }
+    )
     assert [e.key for e in listed] == ["rkn.1", "rkn.2"]
     assert parse_radar_config([{"code": "xyz", "host": "h", "port": 9}])[0].radar is None
 
 
-@pytest.mark.parametrize("bad", [
-    {"sas": {"host": "h", "port": 0}},
-    {"sas": {"host": "h", "port": 70000}},
-    {"sas": {"host": "h", "port": True}},
-    {"sas": {"host": "", "port": 1401}},
-    {"sas": {"host": "a b", "port": 1401}},
-    {"SAS!": {"host": "h", "port": 1401}},
-    {"sas": {"host": "h", "port": 1401, "chanel": "a"}},
-    {"sas": {"host": "h", "port": 1401, "channel": "A B"}},
-    {"sas": "no-port"},
-    {"sas": 1401},
-    [{"code": "sas", "host": "h", "port": 1}, {"code": "sas", "host": "h", "port": 2}],
-    [{"host": "h", "port": 1}],
-    "sas",
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"sas": {"host": "h", "port": 0}},
+        {"sas": {"host": "h", "port": 70000}},
+        {"sas": {"host": "h", "port": True}},
+        {"sas": {"host": "", "port": 1401}},
+        {"sas": {"host": "a b", "port": 1401}},
+        {"SAS!": {"host": "h", "port": 1401}},
+        {"sas": {"host": "h", "port": 1401, "chanel": "a"}},
+        {"sas": {"host": "h", "port": 1401, "channel": "A B"}},
+        {"sas": "no-port"},
+        {"sas": 1401},
+        [{"code": "sas", "host": "h", "port": 1}, {"code": "sas", "host": "h", "port": 2}],
+        [{"host": "h", "port": 1}],
+        "sas",
+    ],
+)
 def test_config_errors_are_clear(bad):
     with pytest.raises(RadarConfigError):
         parse_radar_config(bad)

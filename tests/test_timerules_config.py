@@ -36,9 +36,13 @@ def test_min_stride_must_be_positive(bad):
 def test_settings_file_then_environment_with_types(tmp_path):
     path = tmp_path / "mesh.toml"
     path.write_text('realm = "site"\nmax_age = 3600\n[weather]\ndir = "/data"\ndays = 2\n')
-    mesh = config.mesh(str(path), environ={"OBSMESH_MAX_SAMPLES": "1_000", "OBSMESH_REALM": "other"})
+    mesh = config.mesh(
+        str(path), environ={"OBSMESH_MAX_SAMPLES": "1_000", "OBSMESH_REALM": "other"}
+    )
     assert mesh["realm"] == "other" and mesh["max_age"] == 3600.0 and mesh["max_samples"] == 1000
-    weather = config.settings({"dir": "", "days": 7}, "weather", str(path), environ={"OBSMESH_WEATHER_DAYS": "3"})
+    weather = config.settings(
+        {"dir": "", "days": 7}, "weather", str(path), environ={"OBSMESH_WEATHER_DAYS": "3"}
+    )
     assert weather == {"dir": "/data", "days": 3}
 
 

@@ -16,14 +16,17 @@ from tests.harness import connect, spawn, stop_process, wait_until
 
 def test_rows_parse_with_iso_and_unix_times_and_bad_rows_reported():
     cols = files.parse_header("time,temperature,pressure,extra\n")
-    rows = files.parse_rows(cols, [
-        "1700000000,1.5,1000,7",
-        "2023-11-14T22:13:21Z,2.5,,8",
-        "1700000002,x,1000,9",
-        "1700000003,1,2",
-        "",
-        "1700000004,3.5,1001,10",
-    ])
+    rows = files.parse_rows(
+        cols,
+        [
+            "1700000000,1.5,1000,7",
+            "2023-11-14T22:13:21Z,2.5,,8",
+            "1700000002,x,1000,9",
+            "1700000003,1,2",
+            "",
+            "1700000004,3.5,1001,10",
+        ],
+    )
     assert rows.t == [1700000000.0, 1700000001.0, 1700000004.0]
     assert rows.values["temperature"] == [1.5, 2.5, 3.5]
     assert math.isnan(rows.values["pressure"][1])
@@ -57,24 +60,40 @@ async def test_weather_node_serves_history_and_follows_today_live(router, tmp_pa
     data = tmp_path / "wx"
     args = argparse.Namespace(dir=str(data), days=1.0, step=10.0, seed=1, once=True)
     simulator.main(args)
-    proc = spawn(["node", "weather", "--name", "wx", "--dir", str(data)], router.env(), tmp_path / "wx.log")
+    proc = spawn(
+        ["node", "weather", "--name", "wx", "--dir", str(data)], router.env(), tmp_path / "wx.log"
+    )
     s = await connect(router.backend_url)
     try:
         await wait_until(lambda: _listed(s, "wx"), 30, "the weather node")
-        r = await s.call("obsmesh.consumer.wx.get_data", ["temperature"], -86400 - 60, 0, min_stride=600)
+        r = await s.call(
+            "obsmesh.consumer.wx.get_data", ["temperature"], -86400 - 60, 0, min_stride=600
+        )
         assert 140 <= len(r["data"]["temperature"]) <= 146
         live = []
         await s.subscribe(live.append, "obsmesh.consumer.wx.live")
         now = time.time()
-        path = data / files.file_name(__import__("datetime").datetime.fromtimestamp(now, __import__("datetime").UTC).date())
+        path = data / files.file_name(
+            __import__("datetime").datetime.fromtimestamp(now, __import__("datetime").UTC).date()
+        )
         with open(path, "a") as f:
             f.write(f"{now:.3f},12.25,1001.5,80,3,90\n")
             f.write(f"{now + 1:.3f},12.5,")  # half a row: not taken until complete
-        await wait_until(lambda: any(12.25 in e["data"]["temperature"] for e in live), 10, "the appended row live")
+        await wait_until(
+            lambda: any(12.25 in e["data"]["temperature"] for e in live),
+            10,
+            "the appended row live",
+        )
         with open(path, "a") as f:
             f.write("1001.25,81,3,91\nnot,a,row\n")
-        await wait_until(lambda: any(12.5 in e["data"]["temperature"] for e in live), 10, "the completed row live")
-        r = await s.call("obsmesh.consumer.wx.get_data", ["temperature", "pressure"], now - 0.5, now + 2)
+        await wait_until(
+            lambda: any(12.5 in e["data"]["temperature"] for e in live),
+            10,
+            "the completed row live",
+        )
+        r = await s.call(
+            "obsmesh.consumer.wx.get_data", ["temperature", "pressure"], now - 0.5, now + 2
+        )
         assert r["data"] == {"temperature": [12.25, 12.5], "pressure": [1001.5, 1001.25]}
         await wait_until(lambda: _bad_rows(s), 10, "the bad row counted")
     finally:

@@ -36,15 +36,36 @@ def page(browser):
 
 def probe(router, name, tmp_path, base, dt=0.05, history=6000):
     """tests/probe_process.py: sample k at base + k dt with x = k, live from now on."""
-    return _popen([PYTHON, "tests/probe_process.py", name, "--base", str(base), "--dt", str(dt),
-                   "--history", str(history), "--live"], router.env(), tmp_path / f"{name}.log")
+    return _popen(
+        [
+            PYTHON,
+            "tests/probe_process.py",
+            name,
+            "--base",
+            str(base),
+            "--dt",
+            str(dt),
+            "--history",
+            str(history),
+            "--live",
+        ],
+        router.env(),
+        tmp_path / f"{name}.log",
+    )
 
 
 def _popen(cmd, env, log):
     import subprocess
 
-    return subprocess.Popen(cmd, env=env, cwd=str(REPO), stdout=open(log, "ab"),  # noqa: SIM115
-                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+    return subprocess.Popen(
+        cmd,
+        env=env,
+        cwd=str(REPO),
+        stdout=open(log, "ab"),  # noqa: SIM115
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    )
 
 
 def wait(page, expression, arg=None):
@@ -87,7 +108,10 @@ def test_plot_loads_history_then_appends_live_points(router, page, tmp_path):
     try:
         page.goto(f"{router.http_url}#/node/webplot?fields=x&range=900")
         wait(page, "window.obsmesh.nodes.includes('webplot')")
-        wait(page, "window.obsmesh.plots['webplot/x'] && window.obsmesh.plots['webplot/x'].loads >= 1")
+        wait(
+            page,
+            "window.obsmesh.plots['webplot/x'] && window.obsmesh.plots['webplot/x'].loads >= 1",
+        )
         wait(page, "window.obsmesh.plots['webplot/x'].livePoints >= 40")
         stats = page.evaluate("window.obsmesh.plots['webplot/x']")
         assert stats["historyPoints"] > 250  # 300 s of history in bins of 1 s
@@ -102,22 +126,32 @@ def test_plot_loads_history_then_appends_live_points(router, page, tmp_path):
 
         # the fields table filters by name or description
         page.fill(".filter", "a number")
-        assert page.locator("#fields tbody tr").evaluate_all("rows => rows.map(r => r.dataset.field)") == ["x"]
+        assert page.locator("#fields tbody tr").evaluate_all(
+            "rows => rows.map(r => r.dataset.field)"
+        ) == ["x"]
         page.fill(".filter", "")
         assert page.locator("#fields tbody tr").count() == 4
 
         # the fields table offers y; plotting it loads its history and follows it live
         page.locator("#fields tr[data-field='y'] button").click()
-        wait(page, "window.obsmesh.plots['webplot/y'] && window.obsmesh.plots['webplot/y'].livePoints >= 20")
+        wait(
+            page,
+            "window.obsmesh.plots['webplot/y'] && window.obsmesh.plots['webplot/y'].livePoints >= 20",
+        )
         assert page.evaluate("window.obsmesh.plots['webplot/y'].historyPoints") > 250
 
         # time range: 5 min reloads with finer bins and holds only that span
         loads = page.evaluate("window.obsmesh.plots['webplot/x'].loads")
         page.locator("button[data-range='300']").click()
-        wait(page, f"window.obsmesh.tail('webplot/x').stride === 0.2 && window.obsmesh.plots['webplot/x'].loads > {loads}")
+        wait(
+            page,
+            f"window.obsmesh.tail('webplot/x').stride === 0.2 && window.obsmesh.plots['webplot/x'].loads > {loads}",
+        )
         drawn = page.evaluate("window.obsmesh.plots['webplot/x'].draws")
         wait(page, f"window.obsmesh.plots['webplot/x'].draws > {drawn}")
-        span = page.evaluate("(() => { const t = window.obsmesh.tail('webplot/x', 1e6); return t.t[t.t.length-1] - t.first; })()")
+        span = page.evaluate(
+            "(() => { const t = window.obsmesh.tail('webplot/x', 1e6); return t.t[t.t.length-1] - t.first; })()"
+        )
         assert 250 < span <= 302
         assert "range=300" in page.evaluate("location.hash")
 
@@ -140,18 +174,31 @@ def test_page_recovers_after_the_router_restarts(own_router, page, tmp_path):
     proc = probe(own_router, "webrestart", tmp_path, time.time() - 60, history=1000)
     try:
         page.goto(f"{own_router.http_url}#/node/webrestart?fields=x")
-        wait(page, "window.obsmesh.plots['webrestart/x'] && window.obsmesh.plots['webrestart/x'].livePoints >= 20")
+        wait(
+            page,
+            "window.obsmesh.plots['webrestart/x'] && window.obsmesh.plots['webrestart/x'].livePoints >= 20",
+        )
         own_router.stop()
-        wait(page, "window.obsmesh.connection.state === 'reconnecting' && window.obsmesh.connection.closes === 1")
+        wait(
+            page,
+            "window.obsmesh.connection.state === 'reconnecting' && window.obsmesh.connection.closes === 1",
+        )
         assert page.locator("#connection").get_attribute("data-state") == "reconnecting"
         screenshot(page, "reconnecting")
         before = page.evaluate("window.obsmesh.plots['webrestart/x'].livePoints")
         loads = page.evaluate("window.obsmesh.plots['webrestart/x'].loads")
         own_router.start()
-        wait(page, "window.obsmesh.connection.state === 'connected' && window.obsmesh.connection.opens === 2")
+        wait(
+            page,
+            "window.obsmesh.connection.state === 'connected' && window.obsmesh.connection.opens === 2",
+        )
         wait(page, "window.obsmesh.nodes.includes('webrestart')")  # the node re-announced itself
-        wait(page, f"window.obsmesh.plots['webrestart/x'].loads > {loads}")  # history reloaded: no gap
-        wait(page, f"window.obsmesh.plots['webrestart/x'].livePoints >= {before + 20}")  # live again
+        wait(
+            page, f"window.obsmesh.plots['webrestart/x'].loads > {loads}"
+        )  # history reloaded: no gap
+        wait(
+            page, f"window.obsmesh.plots['webrestart/x'].livePoints >= {before + 20}"
+        )  # live again
         tail = page.evaluate("window.obsmesh.tail('webrestart/x', 1e6)")
         gaps = [b - a for a, b in zip(tail["t"], tail["t"][1:], strict=False)]
         assert max(gaps) < 3  # the outage is filled from history (bins of 1 s)
@@ -166,12 +213,22 @@ def test_radar_co2_and_dataflow_views_light_up_with_their_nodes(router, page, tm
     page.goto(f"{router.http_url}#/radars")
     wait(page, "window.obsmesh.connection.state === 'connected'")
     for view in ("radars", "co2", "dataflow"):  # no such node yet: dimmed, empty
-        assert "lit" not in (page.locator(f".nav-link[data-view='{view}']").get_attribute("class") or "")
+        assert "lit" not in (
+            page.locator(f".nav-link[data-view='{view}']").get_attribute("class") or ""
+        )
     assert page.locator("#view .empty").count() == 1
 
     feeds = [
-        spawn_feed(["radar", "websd", "--codes", "sas,pgr,kod", "--stale", "kod"], router.env(), tmp_path / "sd.log"),
-        spawn_feed(["co2", "webco2", "--units", "u1,u2,u3", "--silent", "u9"], router.env(), tmp_path / "co2.log"),
+        spawn_feed(
+            ["radar", "websd", "--codes", "sas,pgr,kod", "--stale", "kod"],
+            router.env(),
+            tmp_path / "sd.log",
+        ),
+        spawn_feed(
+            ["co2", "webco2", "--units", "u1,u2,u3", "--silent", "u9"],
+            router.env(),
+            tmp_path / "co2.log",
+        ),
         spawn_feed(["dataflow", "webdf", "--radars", "sas,pgr"], router.env(), tmp_path / "df.log"),
     ]
     try:
@@ -190,10 +247,15 @@ def test_radar_co2_and_dataflow_views_light_up_with_their_nodes(router, page, tm
         screenshot(page, "radars")
 
         page.locator(".nav-link[data-view='co2']").click()
-        wait(page, "(window.obsmesh.co2['webco2'] || {}).units === 4 && window.obsmesh.co2['webco2'].liveRows > 0")
+        wait(
+            page,
+            "(window.obsmesh.co2['webco2'] || {}).units === 4 && window.obsmesh.co2['webco2'].liveRows > 0",
+        )
         co2 = {r["id"]: r for r in page.evaluate("window.obsmesh.co2['webco2'].rows")}
         assert [u for u, r in co2.items() if r["silent"]] == ["u9"]
-        assert co2["u9"]["co2"] == 399.0 and co2["u9"]["rssi"] == -101.0  # its last reading, from history
+        assert (
+            co2["u9"]["co2"] == 399.0 and co2["u9"]["rssi"] == -101.0
+        )  # its last reading, from history
         assert 413 < co2["u1"]["co2"] < 417 and co2["u2"]["rssi"] == -78.0
         assert page.locator("tr.silent[data-unit='u9']").count() == 1
         screenshot(page, "co2")
@@ -222,17 +284,27 @@ def test_radar_co2_and_dataflow_views_light_up_with_their_nodes(router, page, tm
 
 
 def test_malformed_payloads_are_ignored_without_errors(router, page, tmp_path):
-    feed = spawn_feed(["radar", "webjunk", "--codes", "sas", "--garbage"], router.env(), tmp_path / "junk.log")
+    feed = spawn_feed(
+        ["radar", "webjunk", "--codes", "sas", "--garbage"], router.env(), tmp_path / "junk.log"
+    )
     try:
         page.goto(f"{router.http_url}#/radars")
         wait(page, "(window.obsmesh.radar['webjunk/sas'] || {}).rejected >= 8")
         wait(page, "window.obsmesh.radar['webjunk/sas'].fanBeams >= 8")
         assert set(page.evaluate("Object.keys(window.obsmesh.radar)")) >= {"webjunk/sas"}
-        assert not any(k.startswith("webjunk/x") for k in page.evaluate("Object.keys(window.obsmesh.radar)"))
-        page.goto(f"{router.http_url}#/node/webjunk?fields=sas.total&range=3600")  # junk on .live too
+        assert not any(
+            k.startswith("webjunk/x") for k in page.evaluate("Object.keys(window.obsmesh.radar)")
+        )
+        page.goto(
+            f"{router.http_url}#/node/webjunk?fields=sas.total&range=3600"
+        )  # junk on .live too
         wait(page, "(window.obsmesh.plots['webjunk/sas.total'] || {}).loads >= 1")
-        assert page.evaluate("window.obsmesh.plots['webjunk/sas.total'].historyPoints") >= 59  # an hour, one a minute
-        wait(page, "window.obsmesh.plots['webjunk/sas.total'].taken >= 1")  # and the good live scans
+        assert (
+            page.evaluate("window.obsmesh.plots['webjunk/sas.total'].historyPoints") >= 59
+        )  # an hour, one a minute
+        wait(
+            page, "window.obsmesh.plots['webjunk/sas.total'].taken >= 1"
+        )  # and the good live scans
         assert page.evaluate("window.obsmesh.errors") == []
     finally:
         stop_process(feed)

@@ -45,15 +45,23 @@ SCREENSHOTS = REPO / "test-artifacts" / "screenshots"
 CHROMIUM = "/usr/bin/chromium"
 # Debian's Chromium, headless, with nothing that reaches out to the network.
 CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
 ]
 
 
 def chromium_path() -> str:
     path = CHROMIUM if os.path.exists(CHROMIUM) else shutil.which("chromium")
     if path is None:
-        raise RuntimeError("Debian's chromium is not installed (make test installs it: apt-get install chromium)")
+        raise RuntimeError(
+            "Debian's chromium is not installed (make test installs it: apt-get install chromium)"
+        )
     return path
 
 
@@ -64,10 +72,15 @@ def launch(playwright):
 
 def web_ready() -> None:
     """The dashboard's npm packages must be installed (make setup runs npm ci)."""
-    missing = [p for p in ("autobahn-browser/autobahn.min.js", "uplot/dist/uPlot.esm.js")
-               if not (REPO / "consumers" / "web" / "node_modules" / p).exists()]
+    missing = [
+        p
+        for p in ("autobahn-browser/autobahn.min.js", "uplot/dist/uPlot.esm.js")
+        if not (REPO / "consumers" / "web" / "node_modules" / p).exists()
+    ]
     if missing:
-        raise RuntimeError(f"consumers/web/node_modules lacks {missing}: run `make setup` (npm ci in consumers/web)")
+        raise RuntimeError(
+            f"consumers/web/node_modules lacks {missing}: run `make setup` (npm ci in consumers/web)"
+        )
 
 
 class Console:
@@ -83,16 +96,23 @@ class Console:
         page.on("pageerror", lambda e: self.messages.append(("pageerror", str(e))))
 
     def errors(self, allow_network: bool = False) -> list[tuple[str, str]]:
-        return [(kind, text) for kind, text in self.messages
-                if kind in ("error", "pageerror") and not (allow_network and self.NETWORK.match(text))]
+        return [
+            (kind, text)
+            for kind, text in self.messages
+            if kind in ("error", "pageerror") and not (allow_network and self.NETWORK.match(text))
+        ]
 
 
 def spawn_feed(args: list[str], env: dict, log: pathlib.Path) -> subprocess.Popen:
     """A feed node as its own process (`tests/test_web_support.py KIND NAME ...`)."""
     return subprocess.Popen(
         [sys.executable, str(REPO / "tests" / "test_web_support.py"), *args],
-        env=env, cwd=str(REPO), stdout=open(log, "ab"), stderr=subprocess.STDOUT,  # noqa: SIM115
-        stdin=subprocess.DEVNULL, start_new_session=True,
+        env=env,
+        cwd=str(REPO),
+        stdout=open(log, "ab"),
+        stderr=subprocess.STDOUT,  # noqa: SIM115
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
     )
 
 
@@ -109,14 +129,23 @@ class RadarFeed(DataNode):
     kind = "superdarn"
     description = "radar feed (test): beams and scans as the superdarn node publishes them"
 
-    def __init__(self, name: str, settings: dict, codes: list[str], stale: list[str], integration: float,
-                 garbage: bool = False) -> None:
+    def __init__(
+        self,
+        name: str,
+        settings: dict,
+        codes: list[str],
+        stale: list[str],
+        integration: float,
+        garbage: bool = False,
+    ) -> None:
         self.garbage = garbage
         self.codes = codes
         self.stale = set(stale)
         self.integration = integration
-        self.synths = {c: RadarSynth(radar_info(c).stid if radar_info(c) else 100 + i, seed=i, beams=BEAMS)
-                       for i, c in enumerate(codes)}
+        self.synths = {
+            c: RadarSynth(radar_info(c).stid if radar_info(c) else 100 + i, seed=i, beams=BEAMS)
+            for i, c in enumerate(codes)
+        }
         self.scans = products.ScanAccumulator()
         self.beam_no = 0
         self.sent: dict[str, int] = {c: 0 for c in codes}
@@ -146,8 +175,11 @@ class RadarFeed(DataNode):
             self.sent[code] += 1
             for scan in done:
                 self.publish(f"radar.{code}.scan", scan)
-                self.append(f"{code}.scan", [scan["time"]], {f"{code}.{k}": [float(scan[k])]
-                                                              for k in ("total", "ionospheric", "ground")})
+                self.append(
+                    f"{code}.scan",
+                    [scan["time"]],
+                    {f"{code}.{k}": [float(scan[k])] for k in ("total", "ionospheric", "ground")},
+                )
             if self.garbage:
                 self.publish_garbage(code, beam)
             if code in self.stale and self.sent[code] >= BEAMS + 1:
@@ -159,16 +191,32 @@ class RadarFeed(DataNode):
         """Payloads a broken or hostile publisher could send, beside the good ones."""
         n = self.beam_no
         junk = [
-            "not a beam", None, [1, 2, 3], {"beam": -1}, {**beam, "beam": 10**9},
-            {**beam, "slist": [beam["nrang"] + 5], "v": [1.0]}, {**beam, "v": beam["v"][:-1] + ["x", "y"]},
-            {**beam, "nrang": 10**9}, {**beam, "time": "yesterday"},
+            "not a beam",
+            None,
+            [1, 2, 3],
+            {"beam": -1},
+            {**beam, "beam": 10**9},
+            {**beam, "slist": [beam["nrang"] + 5], "v": [1.0]},
+            {**beam, "v": beam["v"][:-1] + ["x", "y"]},
+            {**beam, "nrang": 10**9},
+            {**beam, "time": "yesterday"},
         ]
         self.publish(f"radar.{code}.beam", junk[n % len(junk)])
-        self.publish(f"radar.{code}.scan", [{"time": None}, {"total": -5, "time": 1.0}, "scan", 7][n % 4])
+        self.publish(
+            f"radar.{code}.scan", [{"time": None}, {"total": -5, "time": 1.0}, "scan", 7][n % 4]
+        )
         # not retained: a retained event would make the router hold the topic, and the
         # base would then never hear (wamp.subscription.on_create) that the page subscribed
-        self.publish("live", [{"timeline": "x", "t": "soon", "data": []}, {"data": {"sas.total": [1]}},
-                              {"timeline": 3, "t": [1, 2], "data": {"x": "abc"}}, "live"][n % 4], retain=False)
+        self.publish(
+            "live",
+            [
+                {"timeline": "x", "t": "soon", "data": []},
+                {"data": {"sas.total": [1]}},
+                {"timeline": 3, "t": [1, 2], "data": {"x": "abc"}},
+                "live",
+            ][n % 4],
+            retain=False,
+        )
         self.publish("radar.x.y.beam", beam)  # a topic no radar code can have
 
     async def start(self) -> None:
@@ -178,8 +226,16 @@ class RadarFeed(DataNode):
             t = now - 3600 + np.arange(60) * 60.0
             total = 400 + 120 * np.sin(t / 900)
             ground = 0.3 * total
-            self.append(f"{code}.scan", t, {f"{code}.total": total, f"{code}.ground": ground,
-                                             f"{code}.ionospheric": total - ground}, live=False)
+            self.append(
+                f"{code}.scan",
+                t,
+                {
+                    f"{code}.total": total,
+                    f"{code}.ground": ground,
+                    f"{code}.ionospheric": total - ground,
+                },
+                live=False,
+            )
         self.ticker.start(self.integration, now=False)
 
     async def stop(self) -> None:
@@ -193,7 +249,9 @@ class Co2Feed(DataNode):
     kind = "co2"
     description = "CO2 feed (test): units as the co2 node serves them"
 
-    def __init__(self, name: str, settings: dict, units: list[str], silent: list[str], interval: float) -> None:
+    def __init__(
+        self, name: str, settings: dict, units: list[str], silent: list[str], interval: float
+    ) -> None:
         self.units = units
         self.silent = silent
         self.interval = interval
@@ -214,16 +272,34 @@ class Co2Feed(DataNode):
             co2 = 415.0 + 10 * i + math.sin(self.k / 5)
             self.append(u, [now], {f"{u}.co2_mean": [co2], f"{u}.temperature": [-5.0 + i]})
             self.append(f"{u}.ping", [now], {f"{u}.rssi_dbm": [-70.0 - 8 * i]})
-            self.source(u, connected=True, stale=False, last_heard=now, last_ping=now,
-                        rssi_dbm=-70.0 - 8 * i, site_code=f"site{i}", nickname=f"unit {i}", last_sample=now)
+            self.source(
+                u,
+                connected=True,
+                stale=False,
+                last_heard=now,
+                last_ping=now,
+                rssi_dbm=-70.0 - 8 * i,
+                site_code=f"site{i}",
+                nickname=f"unit {i}",
+                last_sample=now,
+            )
 
     async def start(self) -> None:
         now = time.time()
         self.source("endpoint", connected=True, url="http://127.0.0.1:0/")
         for u in self.silent:
-            self.append(u, [now - 7200], {f"{u}.co2_mean": [399.0], f"{u}.temperature": [1.0]}, live=False)
+            self.append(
+                u, [now - 7200], {f"{u}.co2_mean": [399.0], f"{u}.temperature": [1.0]}, live=False
+            )
             self.append(f"{u}.ping", [now - 3600], {f"{u}.rssi_dbm": [-101.0]}, live=False)
-            self.source(u, connected=True, stale=False, last_heard=now - 3600, last_ping=now - 3600, rssi_dbm=-101.0)
+            self.source(
+                u,
+                connected=True,
+                stale=False,
+                last_heard=now - 3600,
+                last_ping=now - 3600,
+                rssi_dbm=-101.0,
+            )
             self.source(u, connected=False, stale=True, error="silent for 3600 s (limit 900 s)")
         self.ticker.start(self.interval, now=True)
 
@@ -239,11 +315,24 @@ def stage_products(radar: str, stage: str, now: float, i: int) -> StageProducts:
     failed = 2 if (i % 3 == 1 and radar.endswith("r")) else 0
     start = now - 600 - 97 * i if not stale else now - 4 * 3600
     return StageProducts(
-        radar=radar, stage=stage, now=now, runs=12, last_start=start, last_end=start + 42.0,
-        last_state="finished", last_files_ok=8, last_files_failed=failed, last_duration=42.0,
-        last_files_old=0, since_last_run=now - start, files_ok=96, files_failed=failed,
-        success_rate=96 / (96 + failed), run_success_rate=1.0 if not failed else 11 / 12,
-        stale=stale, overdue=max(0.0, now - start - 9000) if stale else 0.0,
+        radar=radar,
+        stage=stage,
+        now=now,
+        runs=12,
+        last_start=start,
+        last_end=start + 42.0,
+        last_state="finished",
+        last_files_ok=8,
+        last_files_failed=failed,
+        last_duration=42.0,
+        last_files_old=0,
+        since_last_run=now - start,
+        files_ok=96,
+        files_failed=failed,
+        success_rate=96 / (96 + failed),
+        run_success_rate=1.0 if not failed else 11 / 12,
+        stale=stale,
+        overdue=max(0.0, now - start - 9000) if stale else 0.0,
     )
 
 
@@ -269,25 +358,51 @@ class DataflowFeed(DataNode):
 
     def stage_products(self) -> list[dict]:
         now = time.time()
-        return [stage_products(r, s, now, i).as_dict() for r in self.radars for i, s in enumerate(STAGES)]
+        return [
+            stage_products(r, s, now, i).as_dict()
+            for r in self.radars
+            for i, s in enumerate(STAGES)
+        ]
 
     def tick(self) -> None:
         now = time.time()
         r, s = self.radars[0], STAGES[0]
-        self.append(f"{r}.{s}", [now], {f"{r}.{s}.files_ok": [8.0], f"{r}.{s}.files_failed": [0.0],
-                                        f"{r}.{s}.duration": [30.0], f"{r}.{s}.state": ["finished"]})
-        self.source(f"{r}.{s}", stale=False, radar=r, stage=s, last_run=now - 30, last_state="finished",
-                    last_files_failed=0, last_sample=now)
+        self.append(
+            f"{r}.{s}",
+            [now],
+            {
+                f"{r}.{s}.files_ok": [8.0],
+                f"{r}.{s}.files_failed": [0.0],
+                f"{r}.{s}.duration": [30.0],
+                f"{r}.{s}.state": ["finished"],
+            },
+        )
+        self.source(
+            f"{r}.{s}",
+            stale=False,
+            radar=r,
+            stage=s,
+            last_run=now - 30,
+            last_state="finished",
+            last_files_failed=0,
+            last_sample=now,
+        )
 
     async def start(self) -> None:
         now = time.time()
         for p in (stage_products(r, s, now, i) for r in self.radars for i, s in enumerate(STAGES)):
             self.source(f"{p.radar}.{p.stage}", stale=False, radar=p.radar, stage=p.stage)
             if p.stale:
-                self.source(f"{p.radar}.{p.stage}", stale=True, error=f"no {p.stage} run for {p.radar}")
+                self.source(
+                    f"{p.radar}.{p.stage}", stale=True, error=f"no {p.stage} run for {p.radar}"
+                )
             if p.last_files_failed:
-                self.event(p.last_end, f"{p.radar} {p.stage}: {p.last_files_failed} file(s) failed",
-                           "Transfer failed: /data/x.rawacf.h5", ["dataflow", p.radar, p.stage, "failure"])
+                self.event(
+                    p.last_end,
+                    f"{p.radar} {p.stage}: {p.last_files_failed} file(s) failed",
+                    "Transfer failed: /data/x.rawacf.h5",
+                    ["dataflow", p.radar, p.stage, "failure"],
+                )
         self.ticker.start(2.0, now=True)
 
     async def stop(self) -> None:
@@ -321,8 +436,12 @@ class PlotFeed(DataNode):
             return
         k = np.arange(self.next_k, due)
         t = k / self.rate
-        self.append("tl", t, {f"f{i:02d}": np.sin(t / (3 + i)) + 0.1 * np.sin(37 * t) for i in range(self.n_fields)},
-                    live=self.ticker.running)
+        self.append(
+            "tl",
+            t,
+            {f"f{i:02d}": np.sin(t / (3 + i)) + 0.1 * np.sin(37 * t) for i in range(self.n_fields)},
+            live=self.ticker.running,
+        )
         self.next_k = due
 
     async def start(self) -> None:
@@ -355,7 +474,9 @@ def main() -> None:
     a = p.parse_args()
     settings = config.mesh()
     if a.kind == "radar":
-        node = RadarFeed(a.name, settings, _names(a.codes), _names(a.stale), a.integration, a.garbage)
+        node = RadarFeed(
+            a.name, settings, _names(a.codes), _names(a.stale), a.integration, a.garbage
+        )
     elif a.kind == "co2":
         node = Co2Feed(a.name, settings, _names(a.units), _names(a.silent), a.interval)
     elif a.kind == "dataflow":
@@ -367,6 +488,7 @@ def main() -> None:
 
 # -- checks of the feeds themselves ---------------------------------------------
 
+
 def _settings() -> dict:
     return config.mesh(environ={})
 
@@ -377,10 +499,17 @@ def test_radar_feed_beams_and_scans_are_the_radar_nodes_products():
     scans = []
     for i in range(2 * BEAMS + 1):
         beam, done = feed.beam("sas", i % BEAMS, now + i)
-        assert beam["code"] == "sas" and beam["beam"] == i % BEAMS and len(beam["v"]) == len(beam["slist"])
+        assert (
+            beam["code"] == "sas"
+            and beam["beam"] == i % BEAMS
+            and len(beam["v"]) == len(beam["slist"])
+        )
         scans += done
     assert len(scans) == 2
-    assert scans[0]["beams"] == BEAMS and scans[0]["total"] == scans[0]["ionospheric"] + scans[0]["ground"]
+    assert (
+        scans[0]["beams"] == BEAMS
+        and scans[0]["total"] == scans[0]["ionospheric"] + scans[0]["ground"]
+    )
 
 
 def test_dataflow_feed_products_have_the_stage_products_keys():

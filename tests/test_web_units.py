@@ -16,14 +16,46 @@ from tests.test_web_support import launch, web_ready
 FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
 
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.floats(allow_nan=False, allow_infinity=False)
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**53), 2**53)
+    | st.floats(allow_nan=False, allow_infinity=False)
     | st.text(max_size=12),
-    lambda inner: st.lists(inner, max_size=6) | st.dictionaries(st.text(max_size=8), inner, max_size=6),
+    lambda inner: (
+        st.lists(inner, max_size=6) | st.dictionaries(st.text(max_size=8), inner, max_size=6)
+    ),
     max_leaves=25,
 )
-BEAM_KEYS = ["time", "beam", "nrang", "frang", "rsep", "channel", "scan", "tfreq", "noise", "slist", "v", "gflg",
-             "name", "total", "ionospheric", "ground", "radar", "stage", "last_start", "stale", "t", "data",
-             "timeline", "sources", "connected", "last_ping", "rssi_dbm", "co2"]
+BEAM_KEYS = [
+    "time",
+    "beam",
+    "nrang",
+    "frang",
+    "rsep",
+    "channel",
+    "scan",
+    "tfreq",
+    "noise",
+    "slist",
+    "v",
+    "gflg",
+    "name",
+    "total",
+    "ionospheric",
+    "ground",
+    "radar",
+    "stage",
+    "last_start",
+    "stale",
+    "t",
+    "data",
+    "timeline",
+    "sources",
+    "connected",
+    "last_ping",
+    "rssi_dbm",
+    "co2",
+]
 shaped = st.dictionaries(st.sampled_from(BEAM_KEYS), json_values, max_size=12)
 payloads = st.lists(json_values | shaped, min_size=1, max_size=8)
 
@@ -65,7 +97,9 @@ def binned(t, v, stride):
 
 
 samples = st.lists(
-    st.tuples(st.floats(0.001, 5.0), st.one_of(st.none(), st.floats(-1e6, 1e6))), min_size=1, max_size=120
+    st.tuples(st.floats(0.001, 5.0), st.one_of(st.none(), st.floats(-1e6, 1e6))),
+    min_size=1,
+    max_size=120,
 )
 
 
@@ -78,27 +112,38 @@ def test_live_binning_matches_the_servers_mean_bins(page, rows, stride, chunk):
         now += gap
         t.append(now)
         v.append(value)
-    got = run(page, "series.js", """
+    got = run(
+        page,
+        "series.js",
+        """
         const s = new m.Series(arg.stride);
         for (let i = 0; i < arg.t.length; i += arg.chunk) s.append(arg.t.slice(i, i + arg.chunk), arg.v.slice(i, i + arg.chunk));
         s.append(arg.t, arg.v);  // the same samples again (a retained batch): dropped
         return [s.t, s.v];
-    """, {"t": t, "v": v, "stride": stride, "chunk": chunk})
+    """,
+        {"t": t, "v": v, "stride": stride, "chunk": chunk},
+    )
     want = (t, v) if stride is None else binned(t, v, stride)
     assert got[0] == pytest.approx(want[0], rel=0, abs=1e-6)
     assert [x is None for x in got[1]] == [x is None for x in want[1]]
-    assert [x for x in got[1] if x is not None] == pytest.approx([x for x in want[1] if x is not None], rel=1e-9)
+    assert [x for x in got[1] if x is not None] == pytest.approx(
+        [x for x in want[1] if x is not None], rel=1e-9
+    )
 
 
 def test_history_then_live_continues_the_last_bin_and_trim_keeps_the_range(page):
-    got = run(page, "series.js", """
+    got = run(
+        page,
+        "series.js",
+        """
         const s = new m.Series(10);
         s.setHistory([100, 105, 115, 112, "x"], [1, 3, 5, 9, 9]);  // not increasing or not a time: dropped
         const kept = s.length;
         s.append([117, 119, 121], [7, null, 11]);  // 117, 119 join the bin of 115; 121 opens a new one
         s.trim(110);
         return {kept, t: s.t.slice(s.head), v: s.v.slice(s.head), stride: m.niceStride(900), s300: m.niceStride(300)};
-    """)
+    """,
+    )
     assert got["kept"] == 3
     assert got["t"] == pytest.approx([(115 + 117 + 119) / 3, 121])
     assert got["v"] == pytest.approx([6, 11])  # mean of 5 and 7; the null is no value
@@ -106,14 +151,23 @@ def test_history_then_live_continues_the_last_bin_and_trim_keeps_the_range(page)
 
 
 @FUZZ
-@given(st.dictionaries(st.sampled_from(["realm", "prefix", "ws", "x"]), st.text(max_size=40), max_size=4))
+@given(
+    st.dictionaries(
+        st.sampled_from(["realm", "prefix", "ws", "x"]), st.text(max_size=40), max_size=4
+    )
+)
 def test_a_crafted_link_never_points_the_page_elsewhere(page, query):
-    got = run(page, "config.js", """
+    got = run(
+        page,
+        "config.js",
+        """
         const q = new URLSearchParams(arg).toString();
         return m.meshConfig({search: "?" + q, protocol: "http:", host: "127.0.0.1:8080"});
-    """, query)
+    """,
+        query,
+    )
     assert got["url"].startswith("ws://127.0.0.1:8080/")
-    assert "//" not in got["url"][len("ws://"):]
+    assert "//" not in got["url"][len("ws://") :]
     for key in ("realm", "prefix"):
         assert got[key] == query.get(key, "obsmesh") or got[key] == "obsmesh"
         assert all(c.isalnum() or c in "._" for c in got[key])
@@ -122,7 +176,10 @@ def test_a_crafted_link_never_points_the_page_elsewhere(page, query):
 @FUZZ
 @given(payloads)
 def test_hostile_payloads_never_throw_and_never_break_invariants(page, items):
-    got = run(page, "radar-model.js", """
+    got = run(
+        page,
+        "radar-model.js",
+        """
         const co2 = await import('/app/co2-model.js');
         const df = await import('/app/dataflow-model.js');
         const dir = await import('/app/directory.js');
@@ -150,12 +207,17 @@ def test_hostile_payloads_never_throw_and_never_break_invariants(page, items):
         r.state(2000); r.summary(2000); r.grid(); u.rows(2000); b.radars(); b.stages();
         for (const c of b.cells.values()) b.look(c);
         return {scans: r.scans.map(s => s.time), rows: u.rows(2000).length};
-    """, items)
+    """,
+        items,
+    )
     assert got["scans"] == sorted(got["scans"])
 
 
 def test_topic_names_and_colours(page):
-    got = run(page, "radar-model.js", """
+    got = run(
+        page,
+        "radar-model.js",
+        """
         return {
             ok: m.radarTopic("p.consumer.n.radar.sas.beam", "p.consumer.n.radar."),
             deep: m.radarTopic("p.consumer.n.radar.x.y.beam", "p.consumer.n.radar."),
@@ -163,15 +225,23 @@ def test_topic_names_and_colours(page):
             toward: m.velocityColor(-5000), away: m.velocityColor(5000), none: m.velocityColor(null),
             fields: m.echoFields({"sas.total": {}, "sas.ground": {}, "pgr.total": {}, "sas.noise": {}}, "sas"),
         };
-    """)
+    """,
+    )
     assert got["ok"] == {"code": "sas", "what": "beam"}
     assert got["deep"] is None and got["other"] is None
-    assert got["toward"] == "rgb(29,78,216)" and got["away"] == "rgb(185,28,28)" and got["none"] == "#cbd5e1"
+    assert (
+        got["toward"] == "rgb(29,78,216)"
+        and got["away"] == "rgb(185,28,28)"
+        and got["none"] == "#cbd5e1"
+    )
     assert got["fields"] == {"total": "sas.total", "ground": "sas.ground"}
 
 
 def test_co2_silence_and_dataflow_cells(page):
-    got = run(page, "co2-model.js", """
+    got = run(
+        page,
+        "co2-model.js",
+        """
         const df = await import('/app/dataflow-model.js');
         const u = new m.Co2Units();
         u.fromStatus({sources: {endpoint: {connected: true}, a: {connected: true, last_heard: 1000},
@@ -186,9 +256,18 @@ def test_co2_silence_and_dataflow_cells(page):
         b.fromColumns("pgr.rsync_to_nas", [50], {"pgr.rsync_to_nas.state": ["died"], "pgr.rsync_to_nas.duration": [5]});
         return {rows: u.rows(1010).map(r => [r.id, r.silent, r.co2, r.temperature, r.rssi, r.bars]),
                 looks: [...b.cells.values()].map(c => [c.radar, c.stage, b.look(c)]), stages: b.stages()};
-    """)
-    assert got["rows"] == [["a", False, 410, -3, -80, 3], ["b", True, None, None, None, 0],
-                           ["c", True, None, None, None, 0], ["d", True, None, None, None, 0]]
-    assert got["looks"] == [["sas", "rsync_to_nas", "ok"], ["sas", "convert_on_campus", "failed"],
-                            ["sas", "archive_iq_plots", "stale"], ["pgr", "rsync_to_nas", "failed"]]
+    """,
+    )
+    assert got["rows"] == [
+        ["a", False, 410, -3, -80, 3],
+        ["b", True, None, None, None, 0],
+        ["c", True, None, None, None, 0],
+        ["d", True, None, None, None, 0],
+    ]
+    assert got["looks"] == [
+        ["sas", "rsync_to_nas", "ok"],
+        ["sas", "convert_on_campus", "failed"],
+        ["sas", "archive_iq_plots", "stale"],
+        ["pgr", "rsync_to_nas", "failed"],
+    ]
     assert got["stages"] == ["rsync_to_nas", "convert_on_campus", "archive_iq_plots"]

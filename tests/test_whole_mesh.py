@@ -33,13 +33,24 @@ def crossbar_of(launcher_pid: int) -> int:
 @pytest.fixture
 def mesh_up(tmp_path):
     public, backend, grafana = free_port(), free_port(), free_port()
-    env = dict(os.environ, OBSMESH_STATE_DIR=str(tmp_path / "state"),
-               OBSMESH_PUBLIC_URL=f"ws://127.0.0.1:{public}/ws", OBSMESH_ROUTER_URL=f"rs://127.0.0.1:{backend}",
-               OBSMESH_CO2_PORT=str(free_port()), OBSMESH_GRAFANA_PORT=str(grafana),
-               OBSMESH_DAS2_PORT=str(free_port()))
+    env = dict(
+        os.environ,
+        OBSMESH_STATE_DIR=str(tmp_path / "state"),
+        OBSMESH_PUBLIC_URL=f"ws://127.0.0.1:{public}/ws",
+        OBSMESH_ROUTER_URL=f"rs://127.0.0.1:{backend}",
+        OBSMESH_CO2_PORT=str(free_port()),
+        OBSMESH_GRAFANA_PORT=str(grafana),
+        OBSMESH_DAS2_PORT=str(free_port()),
+    )
     log = open(tmp_path / "up.log", "wb")  # noqa: SIM115
-    proc = subprocess.Popen([sys.executable, "-m", "obsmesh", "up"], cwd=REPO, env=env, stdout=log,
-                            stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "obsmesh", "up"],
+        cwd=REPO,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     try:
         wait_for(lambda: port_open(backend) or proc.poll() is not None, 120, "the router")
         assert proc.poll() is None, (tmp_path / "up.log").read_text()[-3000:]
@@ -64,7 +75,9 @@ def listed(mesh: Mesh) -> set[str]:
 def test_whole_mesh_survives_the_router_being_killed(mesh_up):
     proc, env, grafana, log = mesh_up
     with Mesh(env["OBSMESH_ROUTER_URL"], timeout=20) as mesh:
-        wait_for(lambda: EXPECTED <= listed(mesh), 120, f"every node kind ({EXPECTED})", interval=0.5)
+        wait_for(
+            lambda: EXPECTED <= listed(mesh), 120, f"every node kind ({EXPECTED})", interval=0.5
+        )
         stream = mesh.stream("weather", "temperature", backfill=True)
         wait_for(lambda: _first_batch(stream), 30, "live weather rows")
         before = mesh.get("weather", "temperature", -3600, -5)
@@ -72,12 +85,22 @@ def test_whole_mesh_survives_the_router_being_killed(mesh_up):
 
         os.killpg(crossbar_of(proc.pid), signal.SIGKILL)
         killed = time.monotonic()
-        wait_for(lambda: EXPECTED <= listed(mesh), 60, "every node back after the router restart", interval=0.5)
+        wait_for(
+            lambda: EXPECTED <= listed(mesh),
+            60,
+            "every node back after the router restart",
+            interval=0.5,
+        )
         back = time.monotonic() - killed
         assert len([n for n in mesh.nodes() if n["name"] == "weather"]) == 1
 
         # History stored before the crash is intact.
-        after = mesh.get("weather", "temperature", before.time("temperature")[0], before.time("temperature")[-1] + 1e-6)
+        after = mesh.get(
+            "weather",
+            "temperature",
+            before.time("temperature")[0],
+            before.time("temperature")[-1] + 1e-6,
+        )
         assert np.array_equal(after["temperature"], before["temperature"])
         # The live consumer is told of the gap, then data flows again.
         items = [stream.get(timeout=60) for _ in range(3)]
@@ -89,9 +112,19 @@ def test_whole_mesh_survives_the_router_being_killed(mesh_up):
         assert not isinstance(nxt, Gap)
         stream.close()
     # The Grafana bridge found the router again on its own.
-    body = json.dumps({"range": {"from": "2000-01-01T00:00:00Z", "to": "2100-01-01T00:00:00Z"},
-                       "maxDataPoints": 100, "targets": [{"target": "weather::temperature"}]}).encode()
-    wait_for(lambda: _grafana_answers(grafana, body), 60, "the Grafana bridge to answer again", interval=0.5)
+    body = json.dumps(
+        {
+            "range": {"from": "2000-01-01T00:00:00Z", "to": "2100-01-01T00:00:00Z"},
+            "maxDataPoints": 100,
+            "targets": [{"target": "weather::temperature"}],
+        }
+    ).encode()
+    wait_for(
+        lambda: _grafana_answers(grafana, body),
+        60,
+        "the Grafana bridge to answer again",
+        interval=0.5,
+    )
     assert back < 60
     os.killpg(proc.pid, signal.SIGINT)
     assert proc.wait(60) == 0
@@ -107,8 +140,11 @@ def _first_batch(stream) -> bool:
 
 def _grafana_answers(port: int, body: bytes) -> bool:
     try:
-        req = urllib.request.Request(f"http://127.0.0.1:{port}/query", data=body,
-                                     headers={"Content-Type": "application/json"})
+        req = urllib.request.Request(
+            f"http://127.0.0.1:{port}/query",
+            data=body,
+            headers={"Content-Type": "application/json"},
+        )
         with urllib.request.urlopen(req, timeout=5) as r:
             series = json.loads(r.read())
         return bool(series and series[0]["datapoints"])

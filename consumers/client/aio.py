@@ -92,7 +92,9 @@ class AsyncMesh:
         node = check.node_name(node)
         names = check.field_names(fields)
         t0, t1 = check.interval(start, end)
-        result = await self._run(self._core.get, node, names, t0, t1, check.stride(min_stride), check.reduction(reduce))
+        result = await self._run(
+            self._core.get, node, names, t0, t1, check.stride(min_stride), check.reduction(reduce)
+        )
         return result.frame() if as_frame else result
 
     async def stream(
@@ -112,7 +114,9 @@ class AsyncMesh:
         if since_t is not None and since_t <= 0:
             since_t = time.time() + since_t
         inbox = Inbox(maxsize)
-        core = StreamCore(self._core, node, names, inbox, backfill=backfill, since=since_t, latest=latest)
+        core = StreamCore(
+            self._core, node, names, inbox, backfill=backfill, since=since_t, latest=latest
+        )
         try:
             await self._run(core.open)
         except BaseException:
@@ -123,7 +127,11 @@ class AsyncMesh:
         return s
 
     async def subscribe(
-        self, node: str, callback: Callable[[Batch | Gap], Any], fields: Any = None, **stream_options: Any
+        self,
+        node: str,
+        callback: Callable[[Batch | Gap], Any],
+        fields: Any = None,
+        **stream_options: Any,
     ) -> AsyncSubscription:
         """`callback(item)` (a function or a coroutine function) for every item,
         run in this event loop by a task."""

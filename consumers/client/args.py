@@ -31,7 +31,9 @@ def field_names(fields: object, allow_none: bool = True) -> list[str] | None:
         raise InvalidArgument("give at least one field name")
     names = [fields] if isinstance(fields, str) else fields
     if not isinstance(names, Sequence) or isinstance(names, bytes | bytearray):
-        raise InvalidArgument(f"fields must be a field name or a list of names, got {type(fields).__name__}")
+        raise InvalidArgument(
+            f"fields must be a field name or a list of names, got {type(fields).__name__}"
+        )
     names = list(names)
     if not names:
         raise InvalidArgument("the list of fields is empty")
@@ -58,7 +60,9 @@ def reduction(reduce: Any) -> str | None:
     if reduce is None:
         return None
     if reduce not in REDUCE:
-        raise InvalidArgument(f"reduce must be one of {', '.join(REDUCE)} (or None), got {reduce!r}")
+        raise InvalidArgument(
+            f"reduce must be one of {', '.join(REDUCE)} (or None), got {reduce!r}"
+        )
     return str(reduce)
 
 

@@ -30,14 +30,23 @@ from consumers.client.result import Result
 
 
 def _connection_options(parser: argparse.ArgumentParser) -> None:
-    g = parser.add_argument_group("connection (defaults: OBSMESH_* variables, then the config file)")
+    g = parser.add_argument_group(
+        "connection (defaults: OBSMESH_* variables, then the config file)"
+    )
     g.add_argument("--url", help="router URL: rs://host:8081 (rawsocket) or ws://host:8080/ws")
     g.add_argument("--realm", help="WAMP realm")
     g.add_argument("--prefix", help="URI prefix")
-    g.add_argument("--authid", help="WAMP-CRA principal on the backend (default $OBSMESH_AUTHID or client); "
-                                    "the secret comes from OBSMESH_SECRET, OBSMESH_SECRET_FILE or OBSMESH_SECRETS_FILE")
-    g.add_argument("--serializer", choices=("msgpack", "json"), default="msgpack", help="default msgpack")
-    g.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the router and answers")
+    g.add_argument(
+        "--authid",
+        help="WAMP-CRA principal on the backend (default $OBSMESH_AUTHID or client); "
+        "the secret comes from OBSMESH_SECRET, OBSMESH_SECRET_FILE or OBSMESH_SECRETS_FILE",
+    )
+    g.add_argument(
+        "--serializer", choices=("msgpack", "json"), default="msgpack", help="default msgpack"
+    )
+    g.add_argument(
+        "--timeout", type=float, default=30.0, help="seconds to wait for the router and answers"
+    )
 
 
 def _mesh(args: argparse.Namespace):
@@ -67,7 +76,11 @@ def _open_output(path: str | None) -> IO[str]:
 
 def _time_text(t: float, style: str) -> str:
     if style == "iso":
-        return _dt.datetime.fromtimestamp(t, _dt.UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+        return (
+            _dt.datetime.fromtimestamp(t, _dt.UTC)
+            .isoformat(timespec="microseconds")
+            .replace("+00:00", "Z")
+        )
     return repr(float(t))
 
 
@@ -104,7 +117,10 @@ def run_nodes(args: argparse.Namespace) -> int:
         json.dump(nodes, sys.stdout, indent=2, default=str)
         print()
         return 0
-    rows = [(str(n.get("name", "")), str(n.get("kind", "")), str(n.get("description", ""))) for n in nodes]
+    rows = [
+        (str(n.get("name", "")), str(n.get("kind", "")), str(n.get("description", "")))
+        for n in nodes
+    ]
     _table(("NAME", "KIND", "DESCRIPTION"), sorted(rows))
     return 0
 
@@ -119,9 +135,13 @@ def _table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
 
 
 def configure_fields(parser: argparse.ArgumentParser) -> None:
-    parser.description = "List a node's fields, with each timeline's mean sample interval in [start, end)."
+    parser.description = (
+        "List a node's fields, with each timeline's mean sample interval in [start, end)."
+    )
     parser.add_argument("node")
-    parser.add_argument("--start", default="-1h", help="UNIX s, ISO time or duration ago like 1h (default 1h ago)")
+    parser.add_argument(
+        "--start", default="-1h", help="UNIX s, ISO time or duration ago like 1h (default 1h ago)"
+    )
     parser.add_argument("--end", default="now", help="default now")
     parser.add_argument("--json", action="store_true", help="print JSON ([fields, timelines])")
     _connection_options(parser)
@@ -141,10 +161,16 @@ def run_fields(args: argparse.Namespace) -> int:
     for name, info in sorted(fields.items()):
         tl = info.get("timeline", "")
         interval = (fields.timelines.get(tl) or {}).get("interval")
-        rows.append((
-            name, str(tl), str(info.get("type", "")), str(info.get("units", "")),
-            "" if interval is None else f"{interval:g} s", str(info.get("description", "")),
-        ))
+        rows.append(
+            (
+                name,
+                str(tl),
+                str(info.get("type", "")),
+                str(info.get("units", "")),
+                "" if interval is None else f"{interval:g} s",
+                str(info.get("description", "")),
+            )
+        )
     _table(("FIELD", "TIMELINE", "TYPE", "UNITS", "INTERVAL", "DESCRIPTION"), rows)
     return 0
 
@@ -155,17 +181,34 @@ def run_fields(args: argparse.Namespace) -> int:
 def configure_get(parser: argparse.ArgumentParser) -> None:
     parser.description = "Write a node's history as CSV or JSON."
     parser.add_argument("node")
-    parser.add_argument("fields", nargs="*", help="field names (default: all with data in the interval)")
-    parser.add_argument("--start", "--since", dest="start", default="-1h",
-                        help="UNIX s, ISO time or duration ago like 1h (default 1h ago)")
+    parser.add_argument(
+        "fields", nargs="*", help="field names (default: all with data in the interval)"
+    )
+    parser.add_argument(
+        "--start",
+        "--since",
+        dest="start",
+        default="-1h",
+        help="UNIX s, ISO time or duration ago like 1h (default 1h ago)",
+    )
     parser.add_argument("--end", default="now", help="default now")
     parser.add_argument("--stride", help="min_stride: bin width, seconds or duration like 1m")
-    parser.add_argument("--reduce", choices=("mean", "minmax"), help="how to bin with --stride (default mean)")
-    parser.add_argument("--format", choices=("csv", "json"), help="default: from --output's suffix, else csv")
-    parser.add_argument("--time", choices=("unix", "iso"), default="unix", help="time column: UNIX s or ISO 8601")
+    parser.add_argument(
+        "--reduce", choices=("mean", "minmax"), help="how to bin with --stride (default mean)"
+    )
+    parser.add_argument(
+        "--format", choices=("csv", "json"), help="default: from --output's suffix, else csv"
+    )
+    parser.add_argument(
+        "--time", choices=("unix", "iso"), default="unix", help="time column: UNIX s or ISO 8601"
+    )
     parser.add_argument("-o", "--output", help="file to write (default stdout)")
-    parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
-                        help="progress bar on stderr (default: when stderr is a terminal)")
+    parser.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="progress bar on stderr (default: when stderr is a terminal)",
+    )
     _connection_options(parser)
 
 
@@ -175,8 +218,13 @@ def run_get(args: argparse.Namespace) -> int:
     try:
         with _mesh(args) as mesh:
             result = mesh.get(
-                args.node, args.fields or None, args.start, args.end,
-                min_stride=args.stride, reduce=args.reduce, progress=progress,
+                args.node,
+                args.fields or None,
+                args.start,
+                args.end,
+                min_stride=args.stride,
+                reduce=args.reduce,
+                progress=progress,
             )
     except (ClientError, ValueError) as exc:
         return _fail("get", exc)
@@ -249,14 +297,25 @@ def configure_tail(parser: argparse.ArgumentParser) -> None:
     parser.description = "Print a node's live samples as they arrive (Ctrl-C to stop)."
     parser.add_argument("node")
     parser.add_argument("fields", nargs="*", help="field names (default: all)")
-    parser.add_argument("--format", choices=("text", "csv", "json"), default="text",
-                        help="text (default), csv, or json (one object per line)")
-    parser.add_argument("--time", choices=("unix", "iso"), default="iso", help="time style (default iso)")
+    parser.add_argument(
+        "--format",
+        choices=("text", "csv", "json"),
+        default="text",
+        help="text (default), csv, or json (one object per line)",
+    )
+    parser.add_argument(
+        "--time", choices=("unix", "iso"), default="iso", help="time style (default iso)"
+    )
     parser.add_argument("--since", help="first print history from this time (e.g. 10m)")
-    parser.add_argument("--latest", action="store_true", help="start with the last batch the node published")
+    parser.add_argument(
+        "--latest", action="store_true", help="start with the last batch the node published"
+    )
     parser.add_argument("-n", "--count", type=int, help="stop after this many samples")
-    parser.add_argument("--no-backfill", action="store_true",
-                        help="after an interruption, do not fetch the missed samples from history")
+    parser.add_argument(
+        "--no-backfill",
+        action="store_true",
+        help="after an interruption, do not fetch the missed samples from history",
+    )
     _connection_options(parser)
 
 
@@ -271,10 +330,17 @@ def run_tail(args: argparse.Namespace) -> int:
                 # CSV needs its columns up front: every field the node has data for.
                 fields = fields or sorted(mesh.fields(args.node, 1.0, 0.0))
                 if not fields:
-                    raise InvalidArgument(f"node {args.node!r} has no data yet: name the fields to tail as CSV")
+                    raise InvalidArgument(
+                        f"node {args.node!r} has no data yet: name the fields to tail as CSV"
+                    )
                 print(",".join(["time", "timeline", *fields]), flush=True)
-            with mesh.stream(args.node, fields, since=args.since, latest=args.latest,
-                             backfill=not args.no_backfill) as stream:
+            with mesh.stream(
+                args.node,
+                fields,
+                since=args.since,
+                latest=args.latest,
+                backfill=not args.no_backfill,
+            ) as stream:
                 for item in stream:
                     if isinstance(item, Gap):
                         _print_gap(item, args)
@@ -296,14 +362,23 @@ def run_tail(args: argparse.Namespace) -> int:
     return 0
 
 
-def tail_lines(batch: Batch, fmt: str, time_style: str = "iso", fields: list[str] | None = None) -> Iterator[str]:
+def tail_lines(
+    batch: Batch, fmt: str, time_style: str = "iso", fields: list[str] | None = None
+) -> Iterator[str]:
     """One line per sample: text, CSV (columns `fields`) or a JSON object."""
     cols = {f: c.tolist() for f, c in batch.data.items()}
     names = fields if fields is not None else list(cols)
     for i, t in enumerate(batch.t.tolist()):
         if fmt == "json":
-            yield json.dumps({"time": t, "timeline": batch.timeline, "backfill": batch.backfill,
-                              "data": {f: _json_value(c[i]) for f, c in cols.items()}}, allow_nan=False)
+            yield json.dumps(
+                {
+                    "time": t,
+                    "timeline": batch.timeline,
+                    "backfill": batch.backfill,
+                    "data": {f: _json_value(c[i]) for f, c in cols.items()},
+                },
+                allow_nan=False,
+            )
         elif fmt == "csv":
             cells = [_csv_text(cols[f][i]) if f in cols else "" for f in names]
             yield ",".join([_time_text(t, time_style), batch.timeline, *cells])
@@ -324,13 +399,28 @@ def _text(v: Any) -> str:
 
 
 def _print_gap(gap: Gap, args: argparse.Namespace) -> None:
-    what = "missed samples follow from history" if gap.backfilled else "samples in it may be missing"
-    message = (f"gap of {gap.duration:.1f} s ({gap.reason}): {what}"
-               f"{'; ' + gap.error if gap.error else ''}")
+    what = (
+        "missed samples follow from history" if gap.backfilled else "samples in it may be missing"
+    )
+    message = (
+        f"gap of {gap.duration:.1f} s ({gap.reason}): {what}{'; ' + gap.error if gap.error else ''}"
+    )
     if args.format == "json":
-        print(json.dumps({"gap": {"start": gap.start, "end": gap.end, "reason": gap.reason,
-                                  "backfilled": gap.backfilled, "recovered": gap.recovered,
-                                  "error": gap.error}}), flush=True)
+        print(
+            json.dumps(
+                {
+                    "gap": {
+                        "start": gap.start,
+                        "end": gap.end,
+                        "reason": gap.reason,
+                        "backfilled": gap.backfilled,
+                        "recovered": gap.recovered,
+                        "error": gap.error,
+                    }
+                }
+            ),
+            flush=True,
+        )
     else:
         print(f"# {message}", file=sys.stderr, flush=True)
 

@@ -60,7 +60,9 @@ class _Session(ApplicationSession):
     def onChallenge(self, challenge: Any) -> str:
         creds = self.owner.credentials
         if creds is None or challenge.method != "wampcra":
-            raise ApplicationError("wamp.error.no_auth_method", f"cannot answer a {challenge.method} challenge")
+            raise ApplicationError(
+                "wamp.error.no_auth_method", f"cannot answer a {challenge.method} challenge"
+            )
         key = creds.secret.encode("utf-8")
         extra = challenge.extra or {}
         if "salt" in extra:
@@ -87,8 +89,14 @@ class Credentials:
 
 # Reasons the router gives for refusing a session: waiting will not help, so
 # callers hear of it at once (the connection still retries in the background).
-REFUSALS = ("wamp.error.not_authorized", "wamp.error.no_auth_method", "wamp.error.authentication_failed",
-            "wamp.error.no_such_realm", "wamp.error.no_such_role", "wamp.error.authorization_failed")
+REFUSALS = (
+    "wamp.error.not_authorized",
+    "wamp.error.no_auth_method",
+    "wamp.error.authentication_failed",
+    "wamp.error.no_such_realm",
+    "wamp.error.no_such_role",
+    "wamp.error.authorization_failed",
+)
 
 
 class Connection:
@@ -186,7 +194,9 @@ class Connection:
         reason = getattr(details, "reason", "")
         if reason and reason not in ("wamp.close.normal", "wamp.close.goodbye_and_out"):
             message = getattr(details, "message", "") or ""
-            self.last_error = f"router closed the session: {reason}{' (' + message + ')' if message else ''}"
+            self.last_error = (
+                f"router closed the session: {reason}{' (' + message + ')' if message else ''}"
+            )
             if reason in REFUSALS and self.session is not session:
                 who = f" as {self.credentials.authid!r}" if self.credentials else " anonymously"
                 refusal = MeshUnavailable(
@@ -295,7 +305,11 @@ class Connection:
             if on_progress is not None:
 
                 def progress(
-                    chunk: Any, *_a: Any, _cb: Callable = on_progress, _w: _Watchdog = watchdog, **_kw: Any
+                    chunk: Any,
+                    *_a: Any,
+                    _cb: Callable = on_progress,
+                    _w: _Watchdog = watchdog,
+                    **_kw: Any,
                 ) -> None:
                     _w.reset()
                     _cb(chunk)
@@ -313,7 +327,9 @@ class Connection:
                 if not is_connection_loss(exc) or self.closed:
                     raise
                 if self.reactor.seconds() >= deadline:
-                    raise MeshUnavailable(f"{uri}: connection to {self.url} lost during the call") from None
+                    raise MeshUnavailable(
+                        f"{uri}: connection to {self.url} lost during the call"
+                    ) from None
                 if on_retry is not None:
                     on_retry()
             finally:

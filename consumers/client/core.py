@@ -45,13 +45,17 @@ class Fields(dict):
 
 
 class Core:
-    def __init__(self, rt: ReactorThread, conf: ClientSettings, serializer: str, timeout: float) -> None:
+    def __init__(
+        self, rt: ReactorThread, conf: ClientSettings, serializer: str, timeout: float
+    ) -> None:
         self.rt = rt
         self.reactor = rt.reactor
         self.uris = Uris(conf.prefix)
         self.prefix = conf.prefix
         self.timeout = timeout
-        self.conn = Connection(rt.reactor, conf.url, conf.realm, serializer, conf.credentials, conf.tls_ca)
+        self.conn = Connection(
+            rt.reactor, conf.url, conf.realm, serializer, conf.credentials, conf.tls_ca
+        )
 
     async def call(self, uri: str, *args: Any, node: str | None = None, **kwargs: Any) -> Any:
         try:
@@ -61,7 +65,11 @@ class Core:
                 raise Closed("the client was closed during the call") from None
             if exc.error == "wamp.error.no_such_procedure" and node is not None:
                 raise await self._missing(node) from None
-            if exc.error in ("wamp.error.invalid_argument", "wamp.error.runtime_error", "wamp.error.canceled"):
+            if exc.error in (
+                "wamp.error.invalid_argument",
+                "wamp.error.runtime_error",
+                "wamp.error.canceled",
+            ):
                 message = exc.args[0] if exc.args else exc.error
                 raise NodeUnavailable(f"node {node!r}: {message}") from None
             raise from_wamp(exc.error, list(exc.args), self.prefix, node) from None
@@ -151,15 +159,23 @@ class Core:
                 assembler.reset()
 
             final = await self.call(
-                self.uris.get_data(node), fields, cuts[i], cuts[i + 1], node=node,
-                on_progress=chunk, on_retry=restart, **kwargs,
+                self.uris.get_data(node),
+                fields,
+                cuts[i],
+                cuts[i + 1],
+                node=node,
+                on_progress=chunk,
+                on_retry=restart,
+                **kwargs,
             )
             chunk(final)
 
         await _run_all(fetch, len(pieces), IN_FLIGHT)
         whole = Assembler(node, fields)
         whole.chunks = [c for a in pieces for c in a.chunks]
-        field_map = {f: info.get("timeline") for f, info in listing.items() if isinstance(info, dict)}
+        field_map = {
+            f: info.get("timeline") for f, info in listing.items() if isinstance(info, dict)
+        }
         return whole.result(field_map)
 
 
@@ -228,7 +244,12 @@ async def _run_all(fetch: Callable[[int], Any], n: int, width: int) -> None:
 
 
 def _estimate(
-    listing: Fields, fields: list[str], start: float, end: float, stride: float | None, reduce: str | None
+    listing: Fields,
+    fields: list[str],
+    start: float,
+    end: float,
+    stride: float | None,
+    reduce: str | None,
 ) -> tuple[int, int]:
     """(rows, values) a query will bring, from get_fields: a timeline's sample
     count when the node gives one, else the requested span over its mean

@@ -210,7 +210,9 @@ class StreamCore:
         self.gaps = 0
         self.bad_events = 0
         self._session: Any = None
-        self._floor: float | None = None  # times before this are not the stream's (unseen timelines)
+        self._floor: float | None = (
+            None  # times before this are not the stream's (unseen timelines)
+        )
 
     # -- opening and closing ----------------------------------------------
     async def open(self) -> None:
@@ -266,7 +268,9 @@ class StreamCore:
 
     def _subscribe_failed(self, failure: Any) -> None:
         # The session went away while subscribing: the next join retries.
-        self.log.info("resubscribing to {node} failed: {err}", node=self.node, err=failure.getErrorMessage())
+        self.log.info(
+            "resubscribing to {node} failed: {err}", node=self.node, err=failure.getErrorMessage()
+        )
 
     def _resume_if_possible(self) -> None:
         if self.pending is not None and not self.recovering and not self.pending.overflow:
@@ -337,7 +341,9 @@ class StreamCore:
             batch = self._batch(payload)
         except ProtocolError as exc:
             self.bad_events += 1
-            self.log.warn("ignored a malformed live event from {node}: {exc}", node=self.node, exc=exc)
+            self.log.warn(
+                "ignored a malformed live event from {node}: {exc}", node=self.node, exc=exc
+            )
             return
         if batch is None:
             return
@@ -347,7 +353,9 @@ class StreamCore:
         if self.inbox.offer(batch):
             self.last[batch.timeline] = float(batch.t[-1])
         else:
-            self._interrupted("the reader fell behind (inbox full)", wall=time.time(), overflow=True)
+            self._interrupted(
+                "the reader fell behind (inbox full)", wall=time.time(), overflow=True
+            )
 
     # -- recovery ---------------------------------------------------------------
     def _recover(self) -> None:
@@ -430,7 +438,13 @@ def _after(batch: Batch, last: float | None, floor: float | None = None) -> Batc
         return batch if len(batch) else None
     if not keep.any():
         return None
-    return Batch(batch.node, batch.timeline, batch.t[keep], {f: c[keep] for f, c in batch.data.items()}, batch.backfill)
+    return Batch(
+        batch.node,
+        batch.timeline,
+        batch.t[keep],
+        {f: c[keep] for f, c in batch.data.items()},
+        batch.backfill,
+    )
 
 
 def _node_missing(exc: BaseException) -> bool:

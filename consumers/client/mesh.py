@@ -152,7 +152,9 @@ class Mesh:
         from consumers.client.progress import Bar
 
         events: queue.SimpleQueue = queue.SimpleQueue()
-        call = self._submit(self._core.get, node, names, t0, t1, stride, how, lambda k, n: events.put((k, n)))
+        call = self._submit(
+            self._core.get, node, names, t0, t1, stride, how, lambda k, n: events.put((k, n))
+        )
         bar = Bar(f"{node}")
         ok = False
         try:
@@ -201,7 +203,9 @@ class Mesh:
 
             since_t = _time.time() + since_t
         inbox = Inbox(maxsize)
-        core = StreamCore(self._core, node, names, inbox, backfill=backfill, since=since_t, latest=latest)
+        core = StreamCore(
+            self._core, node, names, inbox, backfill=backfill, since=since_t, latest=latest
+        )
         try:
             self._run(core.open)
         except BaseException:
@@ -306,7 +310,9 @@ class Subscription:
         self.stream = stream
         self.callback = callback
         self.errors = 0
-        self.thread = threading.Thread(target=self._pump, name=f"obsmesh-subscribe-{stream.node}", daemon=True)
+        self.thread = threading.Thread(
+            target=self._pump, name=f"obsmesh-subscribe-{stream.node}", daemon=True
+        )
         self.thread.start()
 
     def _pump(self) -> None:

@@ -71,7 +71,9 @@ class Result(Mapping[str, np.ndarray]):
         try:
             return self._where[name].data[name]
         except KeyError:
-            raise KeyError(f"{name!r} is not in this result (fields: {', '.join(self._where)})") from None
+            raise KeyError(
+                f"{name!r} is not in this result (fields: {', '.join(self._where)})"
+            ) from None
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._where)
@@ -105,7 +107,9 @@ class Result(Mapping[str, np.ndarray]):
         return pd.concat(frames, axis=0).sort_index(kind="stable")
 
     def __repr__(self) -> str:
-        parts = ", ".join(f"{tl.name}: {len(tl)} x {list(tl.data)}" for tl in self.timelines.values())
+        parts = ", ".join(
+            f"{tl.name}: {len(tl)} x {list(tl.data)}" for tl in self.timelines.values()
+        )
         return f"<Result {self.node} {{{parts}}}>"
 
 
@@ -138,8 +142,10 @@ class Assembler:
 
     def add(self, reply: Any) -> int:
         """Decode one reply or chunk; returns the rows it brought."""
-        if not isinstance(reply, dict) or not isinstance(reply.get("data"), dict) or not isinstance(
-            reply.get("timeline"), dict
+        if (
+            not isinstance(reply, dict)
+            or not isinstance(reply.get("data"), dict)
+            or not isinstance(reply.get("timeline"), dict)
         ):
             raise ProtocolError(f"node {self.node!r} sent a reply without 'data' and 'timeline'")
         timelines: dict[str, tuple[np.ndarray, float | None]] = {}
@@ -148,9 +154,14 @@ class Assembler:
                 raise ProtocolError(f"node {self.node!r}: timeline {name!r} has no 't'")
             t = decode_column(entry["t"], f"timeline {name!r}")
             if t.dtype.kind not in "fiu":
-                raise ProtocolError(f"node {self.node!r}: times of timeline {name!r} are not numbers")
+                raise ProtocolError(
+                    f"node {self.node!r}: times of timeline {name!r} are not numbers"
+                )
             fin = entry.get("finalized_until")
-            timelines[str(name)] = (t.astype(np.float64, copy=False), float(fin) if _is_number(fin) else None)
+            timelines[str(name)] = (
+                t.astype(np.float64, copy=False),
+                float(fin) if _is_number(fin) else None,
+            )
         data = {str(f): decode_column(v, f"field {f!r}") for f, v in reply["data"].items()}
         chunk = _Chunk(timelines, data)
         self._attribute(chunk, None, strict=False)
@@ -162,10 +173,13 @@ class Assembler:
     def needs_field_map(self) -> bool:
         """True when some column's timeline cannot be told from lengths alone."""
         return any(
-            len(c.timelines) > 1 and self._attribute(c, None, strict=False) is None for c in self.chunks
+            len(c.timelines) > 1 and self._attribute(c, None, strict=False) is None
+            for c in self.chunks
         )
 
-    def _attribute(self, chunk: _Chunk, field_map: Mapping[str, str] | None, strict: bool) -> dict[str, str] | None:
+    def _attribute(
+        self, chunk: _Chunk, field_map: Mapping[str, str] | None, strict: bool
+    ) -> dict[str, str] | None:
         """field -> timeline for one chunk; None when ambiguous and not strict."""
         out: dict[str, str] = {}
         sizes = {tl: t.size for tl, (t, _) in chunk.timelines.items()}
@@ -205,7 +219,9 @@ class Assembler:
                 if f in columns[tl]:
                     data[f] = _join(columns[tl][f])
                     if data[f].size != t.size:
-                        raise ProtocolError(f"node {self.node!r}: field {f!r} and its times differ in length")
+                        raise ProtocolError(
+                            f"node {self.node!r}: field {f!r} and its times differ in length"
+                        )
             timelines[tl] = Timeline(tl, t, data, finalized.get(tl))
         return Result(self.node, timelines)
 

@@ -53,5 +53,10 @@ def resolve(
             raise InvalidArgument(f"credentials for {who!r}: {exc}") from None
         secret = found["wampcra"]["secret"] if found else None
     creds = Credentials(who, secret) if secret else None
-    return ClientSettings(url or s["router_url"], realm or s["realm"], prefix or s["prefix"], creds,
-                          s.get("tls_ca") or None)
+    return ClientSettings(
+        url or s["router_url"],
+        realm or s["realm"],
+        prefix or s["prefix"],
+        creds,
+        s.get("tls_ca") or None,
+    )

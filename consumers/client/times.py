@@ -37,7 +37,9 @@ _MAX_SECONDS = 1e12  # beyond year 33000: surely a mistake (milliseconds or nano
 def parse_duration(text: str, name: str = "duration") -> float:
     """`"1h30m"` → 5400.0; a positive number of seconds, or InvalidArgument."""
     if not isinstance(text, str):
-        raise InvalidArgument(f"{name} must be a string like '1h' or '30s', got {type(text).__name__}")
+        raise InvalidArgument(
+            f"{name} must be a string like '1h' or '30s', got {type(text).__name__}"
+        )
     s = text.strip().replace(" ", "")
     if not s:
         raise InvalidArgument(f"{name} is empty")
@@ -87,7 +89,9 @@ def _checked_number(x: float, name: str, original: object) -> float:
     if not math.isfinite(x):
         raise InvalidArgument(f"{name} must be finite, got {original!r}")
     if abs(x) > _MAX_SECONDS:
-        raise InvalidArgument(f"{name} {original!r} is out of range for UNIX seconds (milliseconds?)")
+        raise InvalidArgument(
+            f"{name} {original!r} is out of range for UNIX seconds (milliseconds?)"
+        )
     return x
 
 
@@ -97,7 +101,9 @@ def _from_datetime(value: _dt.datetime, name: str) -> float:
     try:
         seconds = value.timestamp()
     except (OverflowError, OSError, ValueError) as exc:
-        raise InvalidArgument(f"{name} {value!r} cannot be converted to UNIX seconds: {exc}") from None
+        raise InvalidArgument(
+            f"{name} {value!r} cannot be converted to UNIX seconds: {exc}"
+        ) from None
     if seconds <= 0:
         raise InvalidArgument(f"{name} {value.isoformat()} is not after 1970-01-01")
     return seconds
@@ -175,7 +181,9 @@ def parse_stride(value: object) -> float | None:
     elif isinstance(value, int | float) and not isinstance(value, bool):
         seconds = float(value)
     else:
-        raise InvalidArgument(f"min_stride must be seconds or a duration like '1m', got {type(value).__name__}")
+        raise InvalidArgument(
+            f"min_stride must be seconds or a duration like '1m', got {type(value).__name__}"
+        )
     if not math.isfinite(seconds) or seconds <= 0:
         raise InvalidArgument(f"min_stride must be a positive number of seconds, got {value!r}")
     return seconds

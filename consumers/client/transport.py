@@ -49,9 +49,15 @@ def parse_url(url: str) -> Address:
     if parsed.scheme in ("rs", "rss", "tcp"):
         kind, secure, default_port = "rawsocket", parsed.scheme == "rss", 8081
     elif parsed.scheme in ("ws", "wss"):
-        kind, secure, default_port = "websocket", parsed.scheme == "wss", 443 if parsed.scheme == "wss" else 80
+        kind, secure, default_port = (
+            "websocket",
+            parsed.scheme == "wss",
+            443 if parsed.scheme == "wss" else 80,
+        )
     else:
-        raise InvalidArgument(f"router URL must start with rs://, tcp://, ws:// or wss://, got {url!r}")
+        raise InvalidArgument(
+            f"router URL must start with rs://, tcp://, ws:// or wss://, got {url!r}"
+        )
     if not host:
         raise InvalidArgument(f"router URL {url!r} has no host")
     return Address(kind, host, port or default_port, secure, url)
@@ -61,7 +67,9 @@ class FastRawSocketClientProtocol(WampRawSocketClientProtocol):
     """Rawsocket client with linear-time framing of large messages."""
 
     def connectionMade(self) -> None:
-        send_at_once(self.transport)  # calls are latency-bound: Nagle must not hold one for a delayed ACK
+        send_at_once(
+            self.transport
+        )  # calls are latency-bound: Nagle must not hold one for a delayed ACK
         super().connectionMade()
         self._parts: list[bytes] = []
         self._have = 0
@@ -124,13 +132,17 @@ def _rebind_timer(factory: Any, reactor: Any) -> None:
 
 def make_factory(address: Address, serializer: str, session_factory: Any, reactor: Any) -> Any:
     if serializer not in SERIALIZERS:
-        raise InvalidArgument(f"serializer must be one of {sorted(SERIALIZERS)}, got {serializer!r}")
+        raise InvalidArgument(
+            f"serializer must be one of {sorted(SERIALIZERS)}, got {serializer!r}"
+        )
     ser = SERIALIZERS[serializer]()
     if address.kind == "rawsocket":
         factory = _FastRawSocketClientFactory(session_factory, serializer=ser)
         factory.setProtocolOptions(maxMessagePayloadSize=MAX_MESSAGE)
         return factory
-    factory = WampWebSocketClientFactory(session_factory, url=address.url, serializers=[ser], reactor=reactor)
+    factory = WampWebSocketClientFactory(
+        session_factory, url=address.url, serializers=[ser], reactor=reactor
+    )
     _rebind_timer(factory, reactor)
     factory.setProtocolOptions(
         maxFramePayloadSize=0,

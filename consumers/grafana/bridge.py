@@ -86,7 +86,11 @@ class Bridge:
         await session.subscribe(self._on_hub_online, u.hub_online)
         self.session = session
         self._inflight.clear()
-        self.log.info("grafana bridge joined {realm} (session {sid})", realm=details.realm, sid=details.session)
+        self.log.info(
+            "grafana bridge joined {realm} (session {sid})",
+            realm=details.realm,
+            sid=details.session,
+        )
         await self._reload()
 
     def _on_leave(self, session, details) -> None:
@@ -94,7 +98,9 @@ class Bridge:
             self.session = None
             self._inflight.clear()
         self.last_leave = str(getattr(details, "reason", "") or "")
-        self.log.info("grafana bridge left the router ({reason})", reason=getattr(details, "reason", details))
+        self.log.info(
+            "grafana bridge left the router ({reason})", reason=getattr(details, "reason", details)
+        )
 
     @property
     def connected(self) -> bool:
@@ -113,15 +119,20 @@ class Bridge:
         except Exception as exc:  # the hub is not up yet: its hub.online will bring us back
             self.log.info("directory not available yet: {exc}", exc=exc)
             return
-        await defer.DeferredList([defer.ensureDeferred(self.refresh_fields(n)) for n in list(self.catalog.nodes)],
-                                 consumeErrors=True)
+        await defer.DeferredList(
+            [defer.ensureDeferred(self.refresh_fields(n)) for n in list(self.catalog.nodes)],
+            consumeErrors=True,
+        )
 
     def _on_hub_online(self, *args, **kwargs) -> None:
         """A (re)started hub: the nodes re-announce themselves (added events follow); the
         listing is read again a little later to drop nodes that died while it was away."""
+
         def reload():
             if self.session is not None:
-                defer.ensureDeferred(self._reload()).addErrback(lambda f: self.log.failure("reload", failure=f))
+                defer.ensureDeferred(self._reload()).addErrback(
+                    lambda f: self.log.failure("reload", failure=f)
+                )
 
         self.reactor.callLater(HUB_SETTLE, reload)
 
@@ -129,7 +140,9 @@ class Bridge:
         name = self.catalog.added(announcement)
         if name is not None:
             d = defer.ensureDeferred(self.refresh_fields(name))
-            d.addErrback(lambda f: self.log.info("fields of {n}: {e}", n=name, e=f.getErrorMessage()))
+            d.addErrback(
+                lambda f: self.log.info("fields of {n}: {e}", n=name, e=f.getErrorMessage())
+            )
 
     def _on_subtracted(self, announcement=None, *args, **kwargs) -> None:
         self.catalog.subtracted(announcement)
@@ -151,7 +164,9 @@ class Bridge:
             slot["next"].append(mine)
         return mine
 
-    def _run_shared(self, key: str, slot: dict, waiters: list[defer.Deferred], make: Callable[[], Any]) -> None:
+    def _run_shared(
+        self, key: str, slot: dict, waiters: list[defer.Deferred], make: Callable[[], Any]
+    ) -> None:
         def done(result):
             follow_up, slot["next"] = slot["next"], None
             if follow_up:
@@ -201,7 +216,11 @@ class Bridge:
                 self.log.info("directory refresh failed: {exc}", exc=exc)
             stale |= {n for n in res.unknown_nodes if n in self.catalog.nodes}
         await defer.DeferredList(
-            [defer.ensureDeferred(self.refresh_fields(n)) for n in sorted(stale) if n in self.catalog.nodes],
+            [
+                defer.ensureDeferred(self.refresh_fields(n))
+                for n in sorted(stale)
+                if n in self.catalog.nodes
+            ],
             consumeErrors=True,
         )
         return self.catalog.resolve(targets, filters).series
@@ -231,7 +250,10 @@ class Bridge:
         keys = list(groups)
         events_asked = defer.ensureDeferred(self._events_for_targets(q))  # alongside the data
         answers = await defer.DeferredList(
-            [defer.ensureDeferred(self._fetch(node, reduce, groups[(node, reduce)], q)) for node, reduce in keys],
+            [
+                defer.ensureDeferred(self._fetch(node, reduce, groups[(node, reduce)], q))
+                for node, reduce in keys
+            ],
             consumeErrors=True,
         )
         results: dict[tuple[str, str], dict] = {}
@@ -247,10 +269,17 @@ class Bridge:
                 col = results[(s.node, target.reduce)].get(s.field)
                 kind = s.meta["type"]
                 if target.table:
-                    out.append(frames.table(s.name, *col, kind, target.ref_id) if col
-                               else frames.empty_table(s.name, kind, target.ref_id))
+                    out.append(
+                        frames.table(s.name, *col, kind, target.ref_id)
+                        if col
+                        else frames.empty_table(s.name, kind, target.ref_id)
+                    )
                 elif col:
-                    out.append(frames.timeseries(s.name, *col, kind, target.ref_id, s.meta.get("units", "")))
+                    out.append(
+                        frames.timeseries(
+                            s.name, *col, kind, target.ref_id, s.meta.get("units", "")
+                        )
+                    )
                 else:
                     out.append(frames.empty_series(s.name, target.ref_id))
                 self.stats["series"] += 1
@@ -261,8 +290,10 @@ class Bridge:
     def _unresolved(self, target: protocol.Target, events: dict[str, list]) -> list[dict[str, Any]]:
         """A target with no series: event tables, or one empty series so the panel shows why."""
         if any(f == protocol.EVENTS for _, f in target.pairs):
-            rows = sorted((e for n, f in target.pairs if f == protocol.EVENTS for e in events.get(n, [])),
-                          key=lambda e: e["time"])
+            rows = sorted(
+                (e for n, f in target.pairs if f == protocol.EVENTS for e in events.get(n, [])),
+                key=lambda e: e["time"],
+            )
             return [frames.events_table(target.text, rows, target.ref_id)]
         if target.table:
             return [frames.empty_table(target.text, "number", target.ref_id)]
@@ -285,30 +316,54 @@ class Bridge:
         wanted = [(f, tl) for f, tl in wanted if entry is not None and f in entry.fields]
         return await self._columns(node, wanted, start, q.end, stride, reduce) if wanted else {}
 
-    async def _columns(self, node: str, wanted: list[tuple[str, str]], start: float, end: float,
-                       stride: float, reduce: str) -> dict:
+    async def _columns(
+        self,
+        node: str,
+        wanted: list[tuple[str, str]],
+        start: float,
+        end: float,
+        stride: float,
+        reduce: str,
+    ) -> dict:
         """Asked with progressive results, so that many fields at a high maxDataPoints come
         in chunks under the node's point budget instead of failing; the chunks are joined."""
         chunks: list[Any] = []
         entry = self.catalog.nodes.get(node)
-        options = CallOptions(on_progress=lambda reply, *a, **kw: chunks.append(reply)) if (
-            entry is None or entry.obsmesh) else None
-        chunks.append(await self._get_data(node, [f for f, _ in wanted], start, end, stride, reduce, options))
+        options = (
+            CallOptions(on_progress=lambda reply, *a, **kw: chunks.append(reply))
+            if (entry is None or entry.obsmesh)
+            else None
+        )
+        chunks.append(
+            await self._get_data(node, [f for f, _ in wanted], start, end, stride, reduce, options)
+        )
         if len(chunks) == 1:
             return replies.columns(chunks[0], wanted)
         return replies.joined([replies.columns(c, wanted) for c in chunks])
 
-    async def _get_data(self, node: str, fields: list[str], start: float, end: float,
-                        stride: float | None, reduce: str = "mean", options: CallOptions | None = None,
-                        timeout: float | None = None) -> Any:
+    async def _get_data(
+        self,
+        node: str,
+        fields: list[str],
+        start: float,
+        end: float,
+        stride: float | None,
+        reduce: str = "mean",
+        options: CallOptions | None = None,
+        timeout: float | None = None,
+    ) -> Any:
         entry = self.catalog.nodes.get(node)
         if entry is not None and not entry.obsmesh:
             # sisock's nodes know neither reduce= nor encoding=: plain lists, mean bins.
-            return await self._call(self.uris.get_data(node), fields, start, end, stride, timeout=timeout)
+            return await self._call(
+                self.uris.get_data(node), fields, start, end, stride, timeout=timeout
+            )
         kwargs: dict[str, Any] = {"min_stride": stride, "reduce": reduce, "encoding": "array"}
         if options is not None:
             kwargs["options"] = options
-        return await self._call(self.uris.get_data(node), fields, start, end, timeout=timeout, **kwargs)
+        return await self._call(
+            self.uris.get_data(node), fields, start, end, timeout=timeout, **kwargs
+        )
 
     # -- annotations ---------------------------------------------------------
     async def events(self, nodes: Iterable[str], start: float, end: float) -> dict[str, list[dict]]:
@@ -367,20 +422,37 @@ class Bridge:
             raise RequestError(f"node {node!r} has no field {', '.join(map(repr, missing))}", 404)
         return {f: dict(known[f]) for f in fields}
 
-    async def export(self, node: str, fields: list[str], start: float, end: float, stride: float | None,
-                     reduce: str, on_chunk: Callable[..., None]) -> Any:
+    async def export(
+        self,
+        node: str,
+        fields: list[str],
+        start: float,
+        end: float,
+        stride: float | None,
+        reduce: str,
+        on_chunk: Callable[..., None],
+    ) -> Any:
         """A node's data as progressive chunks (so no reply nears the message size): every chunk
         but the last goes to `on_chunk`, the last is returned."""
         entry = self.catalog.nodes.get(node)
         options = CallOptions(on_progress=on_chunk) if entry is None or entry.obsmesh else None
         try:
-            return await self._get_data(node, fields, start, end, stride, reduce, options,
-                                        timeout=EXPORT_TIMEOUT_FACTOR * self.timeout)
+            return await self._get_data(
+                node,
+                fields,
+                start,
+                end,
+                stride,
+                reduce,
+                options,
+                timeout=EXPORT_TIMEOUT_FACTOR * self.timeout,
+            )
         except ApplicationError as exc:
             message = exc.args[0] if exc.args and isinstance(exc.args[0], str) else exc.error
             if exc.error.startswith(self.uris.prefix + ".error."):
                 raise RequestError(f"{node}: {message}") from None
             raise RequestError(f"{node} is unavailable: {message}", 503) from None
         except defer.TimeoutError:
-            raise RequestError(f"{node} did not answer within {EXPORT_TIMEOUT_FACTOR * self.timeout:g} s",
-                               503) from None
+            raise RequestError(
+                f"{node} did not answer within {EXPORT_TIMEOUT_FACTOR * self.timeout:g} s", 503
+            ) from None

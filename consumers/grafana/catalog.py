@@ -26,8 +26,12 @@ class NodeEntry:
     name: str
     description: str = ""
     info: dict[str, Any] = field(default_factory=dict)
-    fields: dict[str, dict[str, Any]] = field(default_factory=dict)  # field -> {timeline, type, units, description}
-    timelines: dict[str, dict[str, Any]] = field(default_factory=dict)  # timeline -> {interval, field}
+    fields: dict[str, dict[str, Any]] = field(
+        default_factory=dict
+    )  # field -> {timeline, type, units, description}
+    timelines: dict[str, dict[str, Any]] = field(
+        default_factory=dict
+    )  # timeline -> {interval, field}
     loaded_at: float | None = None  # when `fields` last came from the node
 
     @property
@@ -68,7 +72,9 @@ class Catalog:
     # -- feeding -----------------------------------------------------------
     def set_directory(self, listing: Any) -> None:
         """The hub's full listing; nodes no longer listed are dropped, fields of kept ones kept."""
-        entries = [e for e in (_entry(x) for x in (listing if isinstance(listing, list) else [])) if e]
+        entries = [
+            e for e in (_entry(x) for x in (listing if isinstance(listing, list) else [])) if e
+        ]
         names = {e.name for e in entries}
         for gone in set(self.nodes) - names:
             del self.nodes[gone]
@@ -158,7 +164,11 @@ class Catalog:
         return None
 
     def all_series(self) -> list[Series]:
-        return [Series(n, f, e.fields[f]) for n, e in sorted(self.nodes.items()) for f in sorted(e.fields)]
+        return [
+            Series(n, f, e.fields[f])
+            for n, e in sorted(self.nodes.items())
+            for f in sorted(e.fields)
+        ]
 
     def tag_values(self, key: str) -> list[str]:
         values = {self.tag(s, key) for s in self.all_series()}
@@ -185,7 +195,11 @@ def parse_fields(answer: Any) -> tuple[dict[str, dict], dict[str, dict]] | None:
     if not isinstance(answer, list | tuple) or len(answer) != 2:
         return None
     raw_fields, raw_timelines = answer
-    if not isinstance(raw_fields, dict) or not isinstance(raw_timelines, dict) or len(raw_fields) > MAX_FIELDS:
+    if (
+        not isinstance(raw_fields, dict)
+        or not isinstance(raw_timelines, dict)
+        or len(raw_fields) > MAX_FIELDS
+    ):
         return None
     fields: dict[str, dict] = {}
     for name, meta in raw_fields.items():
@@ -199,7 +213,9 @@ def parse_fields(answer: Any) -> tuple[dict[str, dict], dict[str, dict]] | None:
             "timeline": timeline,
             "type": kind if kind in FIELD_TYPES else "number",
             "units": meta.get("units") if isinstance(meta.get("units"), str) else "",
-            "description": meta.get("description") if isinstance(meta.get("description"), str) else "",
+            "description": meta.get("description")
+            if isinstance(meta.get("description"), str)
+            else "",
         }
     timelines: dict[str, dict] = {}
     for name, meta in raw_timelines.items():
@@ -209,5 +225,7 @@ def parse_fields(answer: Any) -> tuple[dict[str, dict], dict[str, dict]] | None:
         ok = isinstance(interval, int | float) and not isinstance(interval, bool)
         timelines[name] = {"interval": float(interval) if ok else None, "field": []}
     for name, meta in sorted(fields.items()):  # also a timeline the node forgot to list
-        timelines.setdefault(meta["timeline"], {"interval": None, "field": []})["field"].append(name)
+        timelines.setdefault(meta["timeline"], {"interval": None, "field": []})["field"].append(
+            name
+        )
     return fields, timelines

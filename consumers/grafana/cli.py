@@ -32,9 +32,15 @@ DEFAULTS: dict[str, Any] = {
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", help=f"interface to listen on (default {DEFAULTS['host']})")
     parser.add_argument("--port", type=int, help=f"HTTP port (default {DEFAULTS['port']})")
-    parser.add_argument("--router-url", help="the router's backend rawsocket (default from the mesh settings)")
-    parser.add_argument("--cors-origin", action="append", dest="cors_origins",
-                        help="an origin allowed to call from a browser (repeatable; * for any)")
+    parser.add_argument(
+        "--router-url", help="the router's backend rawsocket (default from the mesh settings)"
+    )
+    parser.add_argument(
+        "--cors-origin",
+        action="append",
+        dest="cors_origins",
+        help="an origin allowed to call from a browser (repeatable; * for any)",
+    )
 
 
 def load(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -80,8 +86,12 @@ def main(args: argparse.Namespace) -> int:
         print(f"obsmesh grafana: {exc}", file=sys.stderr)
         return 1
     where = port.getHost()
-    Logger().info("grafana bridge on http://{host}:{port}/ for router {router}",
-                  host=where.host, port=where.port, router=mesh["router_url"])
+    Logger().info(
+        "grafana bridge on http://{host}:{port}/ for router {router}",
+        host=where.host,
+        port=where.port,
+        router=mesh["router_url"],
+    )
     reactor.addSystemEventTrigger("before", "shutdown", lambda: defer.ensureDeferred(bridge.stop()))
     reactor.run()
     return 0

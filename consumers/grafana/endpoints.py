@@ -32,15 +32,36 @@ REDUCE_OPTIONS = [
     {"label": "mean of each bin", "value": "mean"},
     {"label": "min and max of each bin (spikes survive)", "value": "minmax"},
 ]
-FORMAT_OPTIONS = [{"label": "time series", "value": "timeseries"}, {"label": "table", "value": "table"}]
+FORMAT_OPTIONS = [
+    {"label": "time series", "value": "timeseries"},
+    {"label": "table", "value": "table"},
+]
 PAYLOADS = [
-    {"label": "Reduction", "name": "reduce", "type": "select", "width": 30, "placeholder": "mean",
-     "options": REDUCE_OPTIONS},
+    {
+        "label": "Reduction",
+        "name": "reduce",
+        "type": "select",
+        "width": 30,
+        "placeholder": "mean",
+        "options": REDUCE_OPTIONS,
+    },
     # No options here: Grafana asks /metric-payload-options for the node's timelines.
-    {"label": "Timeline", "name": "timeline", "type": "select", "width": 30, "reloadMetric": True,
-     "placeholder": "every timeline"},
-    {"label": "Format", "name": "format", "type": "select", "width": 20, "placeholder": "time series",
-     "options": FORMAT_OPTIONS},
+    {
+        "label": "Timeline",
+        "name": "timeline",
+        "type": "select",
+        "width": 30,
+        "reloadMetric": True,
+        "placeholder": "every timeline",
+    },
+    {
+        "label": "Format",
+        "name": "format",
+        "type": "select",
+        "width": 20,
+        "placeholder": "time series",
+        "options": FORMAT_OPTIONS,
+    },
 ]
 
 
@@ -49,7 +70,9 @@ async def fresh(bridge: Bridge) -> None:
     opened rarely; a field declared a moment ago must be offered)."""
     nodes = list(bridge.catalog.nodes)
     # Concurrently; a node that does not answer keeps its last known fields.
-    await defer.DeferredList([defer.ensureDeferred(bridge.refresh_fields(n)) for n in nodes], consumeErrors=True)
+    await defer.DeferredList(
+        [defer.ensureDeferred(bridge.refresh_fields(n)) for n in nodes], consumeErrors=True
+    )
 
 
 def _connected(bridge: Bridge) -> None:
@@ -79,7 +102,11 @@ def target_names(bridge: Bridge, timeline: str | None = None) -> list[tuple[str,
 # -- the current JSON datasource -------------------------------------------------
 async def root(bridge: Bridge, body: Any) -> dict[str, Any]:
     _connected(bridge)
-    return {"status": "ok", "service": "obsmesh grafana bridge", "nodes": sorted(bridge.catalog.nodes)}
+    return {
+        "status": "ok",
+        "service": "obsmesh grafana bridge",
+        "nodes": sorted(bridge.catalog.nodes),
+    }
 
 
 async def metrics(bridge: Bridge, body: Any) -> list[dict[str, Any]]:
@@ -89,8 +116,10 @@ async def metrics(bridge: Bridge, body: Any) -> list[dict[str, Any]]:
     timeline = protocol.text(payload.get("timeline"), "payload.timeline") or None
     protocol.text(body.get("metric"), "metric")
     await fresh(bridge)
-    return [{"label": label, "value": value, "payloads": PAYLOADS}
-            for value, label in target_names(bridge, timeline)]
+    return [
+        {"label": label, "value": value, "payloads": PAYLOADS}
+        for value, label in target_names(bridge, timeline)
+    ]
 
 
 async def metric_payload_options(bridge: Bridge, body: Any) -> list[dict[str, str]]:
@@ -127,7 +156,14 @@ def _listing(bridge: Bridge, text: str) -> list[tuple[str, str]]:
         if what == "timelines":
             names = sorted({tl for n in nodes for tl in bridge.catalog.timelines(n)})
         else:
-            names = sorted({f for n in nodes if n in bridge.catalog.nodes for f in bridge.catalog.nodes[n].fields})
+            names = sorted(
+                {
+                    f
+                    for n in nodes
+                    if n in bridge.catalog.nodes
+                    for f in bridge.catalog.nodes[n].fields
+                }
+            )
         return [(x, x) for x in names]
     needle = text.strip()
     return [(value, value) for value, _ in target_names(bridge) if needle in value]

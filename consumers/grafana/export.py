@@ -100,8 +100,10 @@ def _strings(values: np.ndarray, kind: str) -> list[str]:
         return out.tolist()
     if kind == "bool":
         return ["" if v is None else ("true" if v else "false") for v in values.tolist()]
-    return ["" if v is None or (isinstance(v, float) and not math.isfinite(v)) else str(v)
-            for v in values.tolist()]
+    return [
+        "" if v is None or (isinstance(v, float) and not math.isfinite(v)) else str(v)
+        for v in values.tolist()
+    ]
 
 
 class CsvExport:
@@ -156,7 +158,9 @@ class JsonExport:
                 t = next(iter(cols.values()))[0]
                 times[tl].append(t)
                 for f in fs:
-                    data[f].append(cols[f][1] if f in cols else np.full(t.shape[0], None, dtype=object))
+                    data[f].append(
+                        cols[f][1] if f in cols else np.full(t.shape[0], None, dtype=object)
+                    )
         doc = {
             "node": r.node,
             "start": r.start,

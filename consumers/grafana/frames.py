@@ -47,7 +47,12 @@ def _object_pairs(first: list, second: list) -> list[list]:
 
 
 def timeseries(
-    name: str, t: np.ndarray, values: np.ndarray, kind: str = "number", ref_id: str | None = None, unit: str = ""
+    name: str,
+    t: np.ndarray,
+    values: np.ndarray,
+    kind: str = "number",
+    ref_id: str | None = None,
+    unit: str = "",
 ) -> dict[str, Any]:  # datapoints: a (n, 2) float array, or a list for strings
     """`{"target", "datapoints": [[value, unix_ms], ...]}`; strings stay strings."""
     ms = t.astype(np.float64, copy=False) * 1000.0
@@ -74,8 +79,9 @@ def _column_type(kind: str) -> str:
     return {"string": "string", "bool": "boolean"}.get(kind, "number")
 
 
-def table(name: str, t: np.ndarray, values: np.ndarray, kind: str = "number",
-          ref_id: str | None = None) -> dict[str, Any]:
+def table(
+    name: str, t: np.ndarray, values: np.ndarray, kind: str = "number", ref_id: str | None = None
+) -> dict[str, Any]:
     """`{"type": "table", "columns": [Time, <name>], "rows": [[unix_ms, value], ...]}`."""
     ms = t.astype(np.float64, copy=False) * 1000.0
     if kind == "number":
@@ -97,7 +103,9 @@ def empty_table(name: str, kind: str = "number", ref_id: str | None = None) -> d
 
 
 # -- annotations ---------------------------------------------------------------
-def events_table(name: str, events: Sequence[dict[str, Any]], ref_id: str | None = None) -> dict[str, Any]:
+def events_table(
+    name: str, events: Sequence[dict[str, Any]], ref_id: str | None = None
+) -> dict[str, Any]:
     """Annotation events for the current plugin: a table Grafana maps to annotations
     (time, title, text, tags as a comma-separated string)."""
     rows = [[e["time"] * 1000.0, e["title"], e["text"], ",".join(e["tags"])] for e in events]
@@ -116,11 +124,18 @@ def events_table(name: str, events: Sequence[dict[str, Any]], ref_id: str | None
     return out
 
 
-def legacy_annotations(annotation: dict[str, Any], events: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+def legacy_annotations(
+    annotation: dict[str, Any], events: Sequence[dict[str, Any]]
+) -> list[dict[str, Any]]:
     """Annotation events for the SimpleJSON plugin's `/annotations`."""
     return [
-        {"annotation": annotation, "time": e["time"] * 1000.0, "title": e["title"], "text": e["text"],
-         "tags": list(e["tags"])}
+        {
+            "annotation": annotation,
+            "time": e["time"] * 1000.0,
+            "title": e["title"],
+            "text": e["text"],
+            "tags": list(e["tags"]),
+        }
         for e in events
     ]
 

@@ -83,18 +83,24 @@ class BridgeResource(Resource):
                 try:
                     document = OPENAPI.read_bytes()
                 except OSError:
-                    raise RequestError("the OpenAPI document is not installed with this bridge", 404) from None
+                    raise RequestError(
+                        "the OpenAPI document is not installed with this bridge", 404
+                    ) from None
                 request.setHeader(b"content-type", b"application/yaml")
                 self._write(request, gone, 200, document)
                 return
             body = self._body(request)
-            value = await handler(self.bridge, protocol.parse_json(body) if request.method == b"POST" else {})
+            value = await handler(
+                self.bridge, protocol.parse_json(body) if request.method == b"POST" else {}
+            )
             self._send(request, gone, 200, value)
         except RequestError as exc:
             self._send(request, gone, exc.status, {"error": exc.message})
         except Exception:
             self.failures += 1
-            self.log.failure("request {method} {path} failed", method=request.method, path=request.path)
+            self.log.failure(
+                "request {method} {path} failed", method=request.method, path=request.path
+            )
             self._send(request, gone, 500, {"error": "internal error in the bridge (logged)"})
 
     # -- plumbing ---------------------------------------------------------------
@@ -188,7 +194,9 @@ class BridgeResource(Resource):
             started.append(True)
             kind = b"text/csv; charset=utf-8" if req.format == "csv" else JSON_TYPE
             request.setHeader(b"content-type", kind)
-            request.setHeader(b"content-disposition", f'attachment; filename="{req.filename()}"'.encode())
+            request.setHeader(
+                b"content-disposition", f'attachment; filename="{req.filename()}"'.encode()
+            )
             request.setHeader(b"cache-control", b"no-store")
             if req.format == "csv":
                 request.write(writer.header())
@@ -199,12 +207,16 @@ class BridgeResource(Resource):
                 request.write(data)
 
         if req.format == "csv":
-            writer = export.CsvExport(req.fields, {f: m["type"] for f, m in metas.items()}, timelines[0])
+            writer = export.CsvExport(
+                req.fields, {f: m["type"] for f, m in metas.items()}, timelines[0]
+            )
 
             def on_chunk(reply, *args, **kwargs) -> None:
                 nonlocal pending
                 # Formatting is CPU work: a thread does it, in order, off the reactor.
-                pending = pending.addCallback(lambda _: threads.deferToThread(writer.rows, reply)).addCallback(write)
+                pending = pending.addCallback(
+                    lambda _: threads.deferToThread(writer.rows, reply)
+                ).addCallback(write)
         else:
             doc = export.JsonExport(req, metas)
 
@@ -212,11 +224,14 @@ class BridgeResource(Resource):
                 doc.add(reply)
 
         try:
-            final = await self.bridge.export(req.node, list(req.fields), req.start, req.end, req.min_stride,
-                                             req.reduce, on_chunk)
+            final = await self.bridge.export(
+                req.node, list(req.fields), req.start, req.end, req.min_stride, req.reduce, on_chunk
+            )
             on_chunk(final)
             if req.format == "json":
-                pending = pending.addCallback(lambda _: threads.deferToThread(doc.finish)).addCallback(write)
+                pending = pending.addCallback(
+                    lambda _: threads.deferToThread(doc.finish)
+                ).addCallback(write)
             await pending
         except replies.BadReply as exc:
             if not started:
@@ -226,7 +241,9 @@ class BridgeResource(Resource):
         except RequestError:
             if not started:
                 raise
-            self._abort(request, gone)  # headers went out: a cut transfer tells the client it failed
+            self._abort(
+                request, gone
+            )  # headers went out: a cut transfer tells the client it failed
             return
         except Exception:
             if not started:

@@ -62,8 +62,13 @@ def as_body(value: Any) -> dict[str, Any]:
 
 
 def _kind(value: Any) -> str:
-    return {dict: "an object", list: "an array", str: "a string", bool: "a boolean",
-            type(None): "null"}.get(type(value), "a number")
+    return {
+        dict: "an object",
+        list: "an array",
+        str: "a string",
+        bool: "a boolean",
+        type(None): "null",
+    }.get(type(value), "a number")
 
 
 def text(value: Any, what: str, default: str | None = None, allow_empty: bool = True) -> str | None:
@@ -239,8 +244,14 @@ def parse_target(raw: Any, index: int) -> Target | None:
     ref_id = text(raw.get("refId"), f"{where}.refId")
     if hide or not name:
         return None
-    return Target(text=name, ref_id=ref_id, pairs=split_target(name), reduce=reduce, timeline=timeline,
-                  table=kind == "table")
+    return Target(
+        text=name,
+        ref_id=ref_id,
+        pairs=split_target(name),
+        reduce=reduce,
+        timeline=timeline,
+        table=kind == "table",
+    )
 
 
 def parse_filters(body: dict[str, Any]) -> tuple[Filter, ...]:
@@ -257,12 +268,16 @@ def parse_filters(body: dict[str, Any]) -> tuple[Filter, ...]:
         key = text(f.get("key"), f"adhocFilters[{i}].key", allow_empty=False)
         op = text(f.get("operator"), f"adhocFilters[{i}].operator", "=")
         value = f.get("value")
-        value = str(value) if isinstance(value, int | float) and not isinstance(value, bool) else value
+        value = (
+            str(value) if isinstance(value, int | float) and not isinstance(value, bool) else value
+        )
         value = text(value, f"adhocFilters[{i}].value", "")
         if key is None:
             raise RequestError(f"adhocFilters[{i}].key is required")
         if op not in FILTER_OPERATORS:
-            raise RequestError(f"adhocFilters[{i}].operator must be one of {list(FILTER_OPERATORS)}, got {op!r}")
+            raise RequestError(
+                f"adhocFilters[{i}].operator must be one of {list(FILTER_OPERATORS)}, got {op!r}"
+            )
         out.append(Filter(key, op, value))
     return tuple(out)
 
@@ -288,11 +303,15 @@ def parse_query(body: Any, max_points_cap: int) -> Query:
         raise RequestError(f"targets must be an array, got {_kind(raw_targets)}")
     if len(raw_targets) > MAX_TARGETS:
         raise RequestError(f"at most {MAX_TARGETS} targets per request")
-    targets = tuple(t for i, raw in enumerate(raw_targets) if (t := parse_target(raw, i)) is not None)
+    targets = tuple(
+        t for i, raw in enumerate(raw_targets) if (t := parse_target(raw, i)) is not None
+    )
     return Query(start, end, max_points, interval, targets, parse_filters(body))
 
 
-def min_stride(start: float, end: float, max_points: int, reduce: str, interval: float = 0.0) -> float:
+def min_stride(
+    start: float, end: float, max_points: int, reduce: str, interval: float = 0.0
+) -> float:
     """The bin width (seconds) that keeps a series within `max_points` points.
 
     Bins are aligned to multiples of the stride, so B bins can touch a span of
@@ -332,4 +351,6 @@ def parse_timestamp_arg(value: str, what: str) -> float:
     try:
         return iso_seconds(value)
     except (ValueError, OverflowError):
-        raise RequestError(f"{what} must be UNIX seconds or an ISO 8601 time, got {value!r}") from None
+        raise RequestError(
+            f"{what} must be UNIX seconds or an ISO 8601 time, got {value!r}"
+        ) from None

@@ -21,7 +21,9 @@ class BadReply(ValueError):
     pass
 
 
-def columns(reply: Any, wanted: Iterable[tuple[str, str]]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+def columns(
+    reply: Any, wanted: Iterable[tuple[str, str]]
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """`{field: (t, values)}` for each wanted `(field, timeline)` the reply carries consistently."""
     if not isinstance(reply, dict):
         raise BadReply(f"get_data answered {type(reply).__name__}, not an object")
@@ -59,7 +61,9 @@ def _times(entry: Any) -> np.ndarray | None:
     return t.astype(np.float64, copy=False)
 
 
-def joined(parts: list[dict[str, tuple[np.ndarray, np.ndarray]]]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+def joined(
+    parts: list[dict[str, tuple[np.ndarray, np.ndarray]]],
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Progressive chunks of one answer, in order, back into one column per field."""
     out: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for name in dict.fromkeys(f for part in parts for f in part):

@@ -46,14 +46,22 @@ DEFAULT_MAX_RECORDS = 64
 # Topics of a Borealis site whose payloads are pickles (kept as their kind only).
 PICKLED_TOPICS = frozenset({"rawacf", "bfiq", "antennas_iq", "rawrf", "txdata"})
 _SITE = re.compile(rb"^[A-Za-z][A-Za-z0-9]{1,7}$")
-_NOT_SITES = frozenset({b"fitacf", *(t.encode() for t in PICKLED_TOPICS)})  # topics shaped like codes
+_NOT_SITES = frozenset(
+    {b"fitacf", *(t.encode() for t in PICKLED_TOPICS)}
+)  # topics shaped like codes
 _FITACF_TOPIC = re.compile(rb"^fitacf(?:/([0-9]{1,6}))?$")
 _TOPIC_KIND = re.compile(rb"^([a-z][a-z0-9_]{0,31})(?:/|$)")
 
 _DTYPES = {
-    dmap.CHAR: np.dtype("<i1"), dmap.SHORT: np.dtype("<i2"), dmap.INT: np.dtype("<i4"),
-    dmap.LONG: np.dtype("<i8"), dmap.UCHAR: np.dtype("<u1"), dmap.USHORT: np.dtype("<u2"),
-    dmap.UINT: np.dtype("<u4"), dmap.ULONG: np.dtype("<u8"), dmap.FLOAT: np.dtype("<f4"),
+    dmap.CHAR: np.dtype("<i1"),
+    dmap.SHORT: np.dtype("<i2"),
+    dmap.INT: np.dtype("<i4"),
+    dmap.LONG: np.dtype("<i8"),
+    dmap.UCHAR: np.dtype("<u1"),
+    dmap.USHORT: np.dtype("<u2"),
+    dmap.UINT: np.dtype("<u4"),
+    dmap.ULONG: np.dtype("<u8"),
+    dmap.FLOAT: np.dtype("<f4"),
     dmap.DOUBLE: np.dtype("<f8"),
 }
 MAX_JSON_NDIM = 4
@@ -63,7 +71,9 @@ class EnvelopeError(ValueError):
     """A message that cannot be used. `envelope` is the shape it had (or None),
     `reason` a short machine-readable cause (counted in get_status)."""
 
-    def __init__(self, message: str, envelope: str | None, reason: str, site: str | None = None) -> None:
+    def __init__(
+        self, message: str, envelope: str | None, reason: str, site: str | None = None
+    ) -> None:
         super().__init__(message)
         self.envelope = envelope
         self.reason = reason
@@ -77,7 +87,9 @@ class UnknownEnvelope(EnvelopeError):
         super().__init__(message, None, "unknown")
 
 
-@dataclass(slots=True)  # not frozen: a frozen dataclass pays for every field at each of 20,000 messages/s
+@dataclass(
+    slots=True
+)  # not frozen: a frozen dataclass pays for every field at each of 20,000 messages/s
 class Decoded:
     """Records from one message. `site` is the code the envelope names (the
     aggregator's first frame); None when the envelope does not say (Borealis
@@ -98,8 +110,12 @@ class Ignored:
 
 # ---------------------------------------------------------------- classify
 
-def decode_message(frames: Sequence[bytes], max_bytes: int = DEFAULT_MAX_BYTES,
-                   max_records: int = DEFAULT_MAX_RECORDS) -> Decoded | Ignored:
+
+def decode_message(
+    frames: Sequence[bytes],
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    max_records: int = DEFAULT_MAX_RECORDS,
+) -> Decoded | Ignored:
     """Decode one ZeroMQ message (its frames; three or more frames is never a
     valid shape, so callers may stop keeping frames after the third)."""
     n = len(frames)
@@ -117,9 +133,15 @@ def decode_message(frames: Sequence[bytes], max_bytes: int = DEFAULT_MAX_BYTES,
         if fit is not None:
             data = bunzip(body, max_bytes, BOREALIS)
             slice_id = int(fit.group(1)) if fit.group(1) is not None else None
-            return Decoded(BOREALIS, None, _dmap_records(data, max_records, BOREALIS, None), slice_id)
+            return Decoded(
+                BOREALIS, None, _dmap_records(data, max_records, BOREALIS, None), slice_id
+            )
         kind = _TOPIC_KIND.match(head)
-        if kind is not None and kind.group(1) != b"fitacf" and (b"/" in head or kind.group(1).decode() in PICKLED_TOPICS):
+        if (
+            kind is not None
+            and kind.group(1) != b"fitacf"
+            and (b"/" in head or kind.group(1).decode() in PICKLED_TOPICS)
+        ):
             topic = kind.group(1).decode()
             return Ignored(topic if topic in PICKLED_TOPICS else "other")
     raise UnknownEnvelope(f"a 2-frame message whose first frame is {_show(head)}")
@@ -140,7 +162,10 @@ def _legacy_json(frame: bytes, max_bytes: int) -> Decoded:
 
 # ---------------------------------------------------------------- decompress
 
-def inflate(data: bytes, max_bytes: int, envelope: str | None = None, site: str | None = None) -> bytes:
+
+def inflate(
+    data: bytes, max_bytes: int, envelope: str | None = None, site: str | None = None
+) -> bytes:
     """zlib-decompress `data`, refusing more than `max_bytes` of output, a
     truncated stream and bytes after its end. The output limit is given to
     the decompressor itself, which grows its buffer as it goes: a bomb costs
@@ -151,15 +176,21 @@ def inflate(data: bytes, max_bytes: int, envelope: str | None = None, site: str 
     except (zlib.error, zlib_ng.error) as exc:
         raise EnvelopeError(f"bad zlib data: {exc}", envelope, "decompress", site) from None
     if len(out) > max_bytes:
-        raise EnvelopeError(f"zlib data inflates past {max_bytes} bytes", envelope, "too_large", site)
+        raise EnvelopeError(
+            f"zlib data inflates past {max_bytes} bytes", envelope, "too_large", site
+        )
     if not d.eof:
         raise EnvelopeError("truncated zlib data", envelope, "decompress", site)
     if d.unused_data:
-        raise EnvelopeError(f"{len(d.unused_data)} bytes after the zlib data", envelope, "decompress", site)
+        raise EnvelopeError(
+            f"{len(d.unused_data)} bytes after the zlib data", envelope, "decompress", site
+        )
     return out
 
 
-def bunzip(data: bytes, max_bytes: int, envelope: str | None = None, site: str | None = None) -> bytes:
+def bunzip(
+    data: bytes, max_bytes: int, envelope: str | None = None, site: str | None = None
+) -> bytes:
     """bz2-decompress `data` (one stream), with the same limits as `inflate`."""
     d = bz2.BZ2Decompressor()
     parts: list[bytes] = []
@@ -172,17 +203,23 @@ def bunzip(data: bytes, max_bytes: int, envelope: str | None = None, site: str |
             parts.append(chunk)
             total += len(chunk)
             if total > max_bytes:
-                raise EnvelopeError(f"bz2 data inflates past {max_bytes} bytes", envelope, "too_large", site)
+                raise EnvelopeError(
+                    f"bz2 data inflates past {max_bytes} bytes", envelope, "too_large", site
+                )
             if not d.eof and d.needs_input:
                 raise EnvelopeError("truncated bz2 data", envelope, "decompress", site)
     except OSError as exc:  # how bz2 reports corrupt data
         raise EnvelopeError(f"bad bz2 data: {exc}", envelope, "decompress", site) from None
     if d.unused_data:
-        raise EnvelopeError(f"{len(d.unused_data)} bytes after the bz2 data", envelope, "decompress", site)
+        raise EnvelopeError(
+            f"{len(d.unused_data)} bytes after the bz2 data", envelope, "decompress", site
+        )
     return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
-def _dmap_records(data: bytes, max_records: int, envelope: str, site: str | None) -> list[dict[str, Any]]:
+def _dmap_records(
+    data: bytes, max_records: int, envelope: str, site: str | None
+) -> list[dict[str, Any]]:
     if not data:
         raise EnvelopeError("no DMAP record in the message", envelope, "dmap", site)
     records: list[dict[str, Any]] = []
@@ -190,7 +227,9 @@ def _dmap_records(data: bytes, max_records: int, envelope: str, site: str | None
     try:
         while offset < end:
             if len(records) == max_records:
-                raise EnvelopeError(f"more than {max_records} records in one message", envelope, "dmap", site)
+                raise EnvelopeError(
+                    f"more than {max_records} records in one message", envelope, "dmap", site
+                )
             record, offset = dmap.decode_at(data, offset, lazy=True)
             records.append(record)
     except dmap.DmapError as exc:
@@ -199,6 +238,7 @@ def _dmap_records(data: bytes, max_records: int, envelope: str, site: str | None
 
 
 # ---------------------------------------------------------------- legacy JSON
+
 
 def record_from_json(text: bytes) -> dict[str, Any]:
     """A FITACF record from the JSON older Borealis releases sent (numpy arrays

@@ -63,11 +63,22 @@ class ZmqFeed:
 
     log = Logger()
 
-    def __init__(self, name: str, endpoint: str, on_message: Callable[[ZmqFeed, list[bytes]], None],
-                 on_state: Callable[[ZmqFeed], None] | None = None, *, reactor: Any,
-                 context: zmq.Context, silence: float = 10.0, max_frame: int = 1 << 20,
-                 rcvhwm: int = 1000, batch_messages: int = DEFAULT_BATCH_MESSAGES,
-                 batch_seconds: float = DEFAULT_BATCH_SECONDS, code: str | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        endpoint: str,
+        on_message: Callable[[ZmqFeed, list[bytes]], None],
+        on_state: Callable[[ZmqFeed], None] | None = None,
+        *,
+        reactor: Any,
+        context: zmq.Context,
+        silence: float = 10.0,
+        max_frame: int = 1 << 20,
+        rcvhwm: int = 1000,
+        batch_messages: int = DEFAULT_BATCH_MESSAGES,
+        batch_seconds: float = DEFAULT_BATCH_SECONDS,
+        code: str | None = None,
+    ) -> None:
         if not silence > 0:
             raise ValueError("silence must be a positive number of seconds")
         if batch_messages < 1 or not batch_seconds > 0:
@@ -186,7 +197,9 @@ class ZmqFeed:
         # The reactor calls this if the FD breaks (never for a ZeroMQ signaller
         # in practice); a fresh socket is the remedy.
         if self.socket is not None:
-            self.log.warn("{name}: socket lost ({reason}); re-creating", name=self.name, reason=reason)
+            self.log.warn(
+                "{name}: socket lost ({reason}); re-creating", name=self.name, reason=reason
+            )
             self.socket.close(0)
             self.socket = None
             self.reactor.callLater(0, self._open_after_silence)
@@ -258,9 +271,17 @@ class ZmqFeed:
         return ordered[int(0.99 * (len(ordered) - 1))]
 
     def status(self) -> dict[str, Any]:
-        return {"endpoint": self.endpoint, "code": self.code, "state": self.state,
-                "messages": self.messages, "batches": self.batches, "recreated": self.recreated,
-                "last_message": self.last_message, "silence": self.silence,
-                "longest_batch": self.longest_batch, "batch_p99": self.batch_p99(),
-                "batch_cpu_p99": self.batch_p99(cpu=True),
-                "last_error": self.last_error}
+        return {
+            "endpoint": self.endpoint,
+            "code": self.code,
+            "state": self.state,
+            "messages": self.messages,
+            "batches": self.batches,
+            "recreated": self.recreated,
+            "last_message": self.last_message,
+            "silence": self.silence,
+            "longest_batch": self.longest_batch,
+            "batch_p99": self.batch_p99(),
+            "batch_cpu_p99": self.batch_p99(cpu=True),
+            "last_error": self.last_error,
+        }

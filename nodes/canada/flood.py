@@ -27,8 +27,15 @@ from dataclasses import dataclass
 from nodes.superdarn import dmap, synth
 
 _ZLIB_HEADER = b"\x78\x9c"
-_TIME_FIELDS = (("time.yr", "<h"), ("time.mo", "<h"), ("time.dy", "<h"), ("time.hr", "<h"),
-                ("time.mt", "<h"), ("time.sc", "<h"), ("time.us", "<i"))
+_TIME_FIELDS = (
+    ("time.yr", "<h"),
+    ("time.mo", "<h"),
+    ("time.dy", "<h"),
+    ("time.hr", "<h"),
+    ("time.mt", "<h"),
+    ("time.sc", "<h"),
+    ("time.us", "<i"),
+)
 
 
 @dataclass(frozen=True)
@@ -51,7 +58,7 @@ def _template(raw: bytes) -> _Template:
     offsets, pos = [], start
     for name, fmt in _TIME_FIELDS:
         tag = name.encode() + b"\x00"
-        if raw[pos:pos + len(tag)] != tag:
+        if raw[pos : pos + len(tag)] != tag:
             raise ValueError("time fields are not contiguous in this record layout")
         pos += len(tag) + 1  # name, type byte
         offsets.append(pos - start)
@@ -59,15 +66,23 @@ def _template(raw: bytes) -> _Template:
     before, times, after = raw[:start], raw[start:pos], raw[pos:]
     if len(times) > 0xFFFF:
         raise ValueError("time block too long for one stored block")
-    return _Template(_deflate(before, zlib.Z_FULL_FLUSH), _deflate(after, zlib.Z_FINISH),
-                     zlib.adler32(before), after, times, tuple(offsets))
+    return _Template(
+        _deflate(before, zlib.Z_FULL_FLUSH),
+        _deflate(after, zlib.Z_FINISH),
+        zlib.adler32(before),
+        after,
+        times,
+        tuple(offsets),
+    )
 
 
 class FloodSite:
     """Aggregator bodies (zlib DMAP) of one radar: one scan of `beams` beam
     templates in a loop, message n stamped `start + n * step` (radar time)."""
 
-    def __init__(self, stid: int, start: float, step: float = 0.001, beams: int = 16, seed: int = 0) -> None:
+    def __init__(
+        self, stid: int, start: float, step: float = 0.001, beams: int = 16, seed: int = 0
+    ) -> None:
         gen = synth.RadarSynth(stid, seed=seed, beams=beams, sounding_every=0)
         records = list(itertools.islice(gen.records(start - start % gen.scan_period), beams))
         self.templates = [_template(dmap.encode_record(r)) for r in records]

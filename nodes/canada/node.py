@@ -83,9 +83,15 @@ class SiteStats:
     envelopes: collections.Counter = field(default_factory=collections.Counter)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"messages": self.messages, "records": self.records, "decode_errors": self.decode_errors,
-                "last_message": self.last_message, "feed": self.feed, "receiving": self.connected,
-                "envelopes": dict(self.envelopes)}
+        return {
+            "messages": self.messages,
+            "records": self.records,
+            "decode_errors": self.decode_errors,
+            "last_message": self.last_message,
+            "feed": self.feed,
+            "receiving": self.connected,
+            "envelopes": dict(self.envelopes),
+        }
 
 
 def tcp_endpoint(addr: str, default_port: int | None = None) -> str:
@@ -93,7 +99,7 @@ def tcp_endpoint(addr: str, default_port: int | None = None) -> str:
     ValueError if it is not one."""
     text = addr.strip()
     if text.startswith("tcp://"):
-        text = text[len("tcp://"):]
+        text = text[len("tcp://") :]
     host, sep, port = text.rpartition(":")
     if not sep or "]" in port:  # no port (or only a bare IPv6 address)
         host, port = text, ""
@@ -118,7 +124,9 @@ def feed_specs(options: dict[str, Any]) -> list[FeedSpec]:
         code, sep, addr = str(entry).partition("=")
         code = code.strip().lower()
         if not sep or not KEY.match(code) or "." in code:
-            raise ValueError(f"borealis entry {entry!r}: write code=host[:port], e.g. sas=10.0.0.5:9696")
+            raise ValueError(
+                f"borealis entry {entry!r}: write code=host[:port], e.g. sas=10.0.0.5:9696"
+            )
         if code in seen:
             raise ValueError(f"borealis site {code!r} given twice")
         seen.add(code)
@@ -137,15 +145,30 @@ class CanadaNode(DataNode):
     kind = "canada"
     description = "Canadian SuperDARN radars over ZeroMQ: realtime beams, scans and echo counts"
 
-    def __init__(self, name: str, settings: dict[str, Any], options: dict[str, Any],
-                 specs: list[FeedSpec], *, echoes: EchoStore | None = None, **kw: Any) -> None:
+    def __init__(
+        self,
+        name: str,
+        settings: dict[str, Any],
+        options: dict[str, Any],
+        specs: list[FeedSpec],
+        *,
+        echoes: EchoStore | None = None,
+        **kw: Any,
+    ) -> None:
         self.options = options
         self.specs = list(specs)
         self.silence = _positive(options, "silence")
         stale_after = _positive(options, "stale_after")
         purge_interval = _positive(options, "purge_interval")
         self.batch_seconds = _positive(options, "batch_ms") / 1000.0
-        for key in ("max_sites", "max_frame", "max_decompressed", "max_records", "rcvhwm", "batch_messages"):
+        for key in (
+            "max_sites",
+            "max_frame",
+            "max_decompressed",
+            "max_records",
+            "rcvhwm",
+            "batch_messages",
+        ):
             if int(options[key]) < 1:
                 raise ValueError(f"{key} must be at least 1, got {options[key]!r}")
         self.max_bytes = int(options["max_decompressed"])
@@ -159,7 +182,9 @@ class CanadaNode(DataNode):
         self.echo_store = echoes
         # The feed has no per-radar connection, so the pipeline watches each
         # radar's silence itself (stale_after).
-        self.pipeline = RadarPipeline(self, echoes, purge_interval=purge_interval, stale_after=stale_after)
+        self.pipeline = RadarPipeline(
+            self, echoes, purge_interval=purge_interval, stale_after=stale_after
+        )
         self.pipeline.register_rpcs()
         self.sites: dict[str, SiteStats] = {}
         self.envelope_counts: collections.Counter[str] = collections.Counter()
@@ -174,8 +199,10 @@ class CanadaNode(DataNode):
         for code in sorted({s.code for s in self.specs if s.code} | self.allowed):
             self._site(code)
         if not self.specs:
-            self.log.warn("{name}: no ZeroMQ feed configured (addr, borealis); serving history only",
-                          name=name)
+            self.log.warn(
+                "{name}: no ZeroMQ feed configured (addr, borealis); serving history only",
+                name=name,
+            )
 
     def info(self) -> dict[str, Any]:
         return {"kind": self.kind, "feeds": {s.name: s.endpoint for s in self.specs}}
@@ -189,11 +216,20 @@ class CanadaNode(DataNode):
         # them flooding, one reactor turn still ends after about batch_ms.
         share = self.batch_seconds / max(1, len(self.specs))
         for spec in self.specs:
-            feed = ZmqFeed(spec.name, spec.endpoint, self._on_message, self._on_state,
-                           reactor=self.reactor, context=self.context, silence=self.silence,
-                           max_frame=int(self.options["max_frame"]), rcvhwm=int(self.options["rcvhwm"]),
-                           batch_messages=int(self.options["batch_messages"]),
-                           batch_seconds=share, code=spec.code)
+            feed = ZmqFeed(
+                spec.name,
+                spec.endpoint,
+                self._on_message,
+                self._on_state,
+                reactor=self.reactor,
+                context=self.context,
+                silence=self.silence,
+                max_frame=int(self.options["max_frame"]),
+                rcvhwm=int(self.options["rcvhwm"]),
+                batch_messages=int(self.options["batch_messages"]),
+                batch_seconds=share,
+                code=spec.code,
+            )
             self.feeds[spec.name] = feed
             feed.start()
 
@@ -228,8 +264,15 @@ class CanadaNode(DataNode):
         stats = self._site(code) if code is not None else None
         if stats is None:
             why = "no radar code" if code is None else f"radar {code!r} not accepted"
-            self._decode_error(feed, envelopes.EnvelopeError(
-                f"{why} (sites setting, max_sites, or an unknown station id)", msg.envelope, "site"), None)
+            self._decode_error(
+                feed,
+                envelopes.EnvelopeError(
+                    f"{why} (sites setting, max_sites, or an unknown station id)",
+                    msg.envelope,
+                    "site",
+                ),
+                None,
+            )
             return
         self.envelope_counts[msg.envelope] += 1
         stats.messages += 1
@@ -270,54 +313,92 @@ class CanadaNode(DataNode):
 
     def _on_state(self, feed: ZmqFeed) -> None:
         receiving = feed.state == RECEIVING
-        self.source(f"feed:{feed.name}", connected=receiving, state=feed.state, endpoint=feed.endpoint,
-                    recreated=feed.recreated, error=None if receiving else feed.last_error)
+        self.source(
+            f"feed:{feed.name}",
+            connected=receiving,
+            state=feed.state,
+            endpoint=feed.endpoint,
+            recreated=feed.recreated,
+            error=None if receiving else feed.last_error,
+        )
         if feed.state == SILENT:
             # Every radar last heard through this socket is gone with it: its
             # open scan is finished as incomplete (the pipeline does that).
             for code, stats in self.sites.items():
                 if stats.connected and stats.feed == feed.name:
                     stats.connected = False
-                    self.pipeline.radar_status(code, connected=False,
-                                               error=f"feed {feed.name} silent for {feed.silence:g} s")
+                    self.pipeline.radar_status(
+                        code,
+                        connected=False,
+                        error=f"feed {feed.name} silent for {feed.silence:g} s",
+                    )
 
     def get_status(self) -> dict:
         status = super().get_status()
         status["feeds"] = {name: feed.status() for name, feed in self.feeds.items()}
         status["sites"] = {code: s.as_dict() for code, s in self.sites.items()}
-        status["envelopes"] = {**{e: self.envelope_counts[e] for e in envelopes.ENVELOPES},
-                               "ignored": dict(self.ignored), "unknown": self.unknown,
-                               "last_unknown": self.last_unknown}
-        status["decode_errors"] = {"total": sum(self.errors_by_reason.values()),
-                                   "by_reason": dict(self.errors_by_reason),
-                                   "by_envelope": dict(self.errors_by_envelope),
-                                   "last": self.last_decode_error}
+        status["envelopes"] = {
+            **{e: self.envelope_counts[e] for e in envelopes.ENVELOPES},
+            "ignored": dict(self.ignored),
+            "unknown": self.unknown,
+            "last_unknown": self.last_unknown,
+        }
+        status["decode_errors"] = {
+            "total": sum(self.errors_by_reason.values()),
+            "by_reason": dict(self.errors_by_reason),
+            "by_envelope": dict(self.errors_by_envelope),
+            "last": self.last_decode_error,
+        }
         status["pipeline"] = self.pipeline.status()
         return status
 
 
 # ---------------------------------------------------------------- command line
 
+
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--addr", help="aggregated feed host:port, the old CANADA_ADDR (default: [canada] addr)")
-    parser.add_argument("--borealis", help="Borealis sites, comma-separated code=host[:port] (port 9696)")
-    parser.add_argument("--sites", help="accept only these radar codes, comma-separated (default: any)")
-    parser.add_argument("--silence", type=float, help="seconds before a silent socket is re-created (10)")
-    parser.add_argument("--stale-after", type=float, help="seconds of silence before a radar is stale (120)")
+    parser.add_argument(
+        "--addr", help="aggregated feed host:port, the old CANADA_ADDR (default: [canada] addr)"
+    )
+    parser.add_argument(
+        "--borealis", help="Borealis sites, comma-separated code=host[:port] (port 9696)"
+    )
+    parser.add_argument(
+        "--sites", help="accept only these radar codes, comma-separated (default: any)"
+    )
+    parser.add_argument(
+        "--silence", type=float, help="seconds before a silent socket is re-created (10)"
+    )
+    parser.add_argument(
+        "--stale-after", type=float, help="seconds of silence before a radar is stale (120)"
+    )
     parser.add_argument("--echo-db", help="SQLite file of per-scan echo counts")
-    parser.add_argument("--retention-days", type=float, help="days of echo counts kept (30; 0 = forever)")
+    parser.add_argument(
+        "--retention-days", type=float, help="days of echo counts kept (30; 0 = forever)"
+    )
 
 
 def options_from(args: argparse.Namespace) -> dict[str, Any]:
-    return config.settings(DEFAULTS, "canada", path=args.config, overrides={
-        "addr": getattr(args, "addr", None), "borealis": getattr(args, "borealis", None),
-        "sites": getattr(args, "sites", None), "silence": getattr(args, "silence", None),
-        "stale_after": getattr(args, "stale_after", None), "echo_db": getattr(args, "echo_db", None),
-        "retention_days": getattr(args, "retention_days", None)})
+    return config.settings(
+        DEFAULTS,
+        "canada",
+        path=args.config,
+        overrides={
+            "addr": getattr(args, "addr", None),
+            "borealis": getattr(args, "borealis", None),
+            "sites": getattr(args, "sites", None),
+            "silence": getattr(args, "silence", None),
+            "stale_after": getattr(args, "stale_after", None),
+            "echo_db": getattr(args, "echo_db", None),
+            "retention_days": getattr(args, "retention_days", None),
+        },
+    )
 
 
 def echo_db_path(options: dict[str, Any], settings: dict[str, Any], name: str) -> str:
-    path = options.get("echo_db") or os.path.join(settings["state_dir"], "canada", f"{name}-echoes.sqlite")
+    path = options.get("echo_db") or os.path.join(
+        settings["state_dir"], "canada", f"{name}-echoes.sqlite"
+    )
     return os.path.abspath(path)
 
 
@@ -328,7 +409,9 @@ def build(args: argparse.Namespace, settings: dict[str, Any]) -> CanadaNode:
     name = args.name or "canada"
     try:
         specs = feed_specs(options)
-        echoes = open_echo_store(echo_db_path(options, settings, name), float(options["retention_days"]))
+        echoes = open_echo_store(
+            echo_db_path(options, settings, name), float(options["retention_days"])
+        )
         return CanadaNode(name, settings, options, specs, echoes=echoes)
     except (ValueError, OSError, sqlite3.Error) as exc:
         raise config.ConfigError(f"canada node: {exc}") from None

@@ -59,7 +59,11 @@ def json_message(record: dict[str, Any]) -> list[bytes]:
 
 def rawacf_message(record: dict[str, Any], slice_id: int = 0) -> list[bytes]:
     """A stand-in for the pickled SliceData a Borealis site publishes under rawacf/N."""
-    blob = {"slice_id": slice_id, "station": record.get("stid"), "main_acfs": np.zeros((4, 75, 19), "c8")}
+    blob = {
+        "slice_id": slice_id,
+        "station": record.get("stid"),
+        "main_acfs": np.zeros((4, 75, 19), "c8"),
+    }
     return [f"rawacf/{slice_id}".encode(), pickle.dumps(blob)]
 
 
@@ -79,14 +83,20 @@ def site_schedules(codes: list[str], seed: int, start: float) -> dict[str, Itera
         info = radars.radar(code)
         if info is None:
             raise ValueError(f"unknown radar code {code!r}")
-        gen = synth.RadarSynth(info.stid, seed=seed + i, scan_sign=-1 if code == "pgr" else 1,
-                               boresight=info.boresight)
+        gen = synth.RadarSynth(
+            info.stid, seed=seed + i, scan_sign=-1 if code == "pgr" else 1, boresight=info.boresight
+        )
         out[code] = synth_schedule(gen, start)
     return out
 
 
-def run_feed(sockets: dict[str, zmq.Socket], envelope: str, seed: int = 0, speed: float = 1.0,
-             duration: float | None = None) -> int:
+def run_feed(
+    sockets: dict[str, zmq.Socket],
+    envelope: str,
+    seed: int = 0,
+    speed: float = 1.0,
+    duration: float | None = None,
+) -> int:
     """Send every site's records when due (all sites merged by time); returns
     how many records were sent. `sockets`: site code -> its PUB socket."""
     now = time.time()
@@ -125,16 +135,21 @@ def run_flood(sockets: dict[str, zmq.Socket], seconds: float, rate: float | None
     then costs little more than ZeroMQ's send, so a load generator sharing the
     machine with the node takes as little CPU from it as it can."""
     start = time.time() - 1800.0  # radar times well behind the clock, advancing 1 ms per message
-    sites = [(code.encode(), sockets[code], FloodSite(radars.radar(code).stid, start, seed=i))
-             for i, code in enumerate(sockets)]
+    sites = [
+        (code.encode(), sockets[code], FloodSite(radars.radar(code).stid, start, seed=i))
+        for i, code in enumerate(sockets)
+    ]
     if rate is not None:
         per_site = min(PREBUILT_PER_SITE, int(rate * seconds / len(sites)) + 1)
         bodies = [[site.next_body() for _ in range(per_site)] for _, _, site in sites]
+
         def next_bodies(n: int) -> list[bytes]:
             return [b[n % per_site] for b in bodies]
     else:
+
         def next_bodies(n: int) -> list[bytes]:
             return [site.next_body() for _, _, site in sites]
+
     sent = rounds = 0
     t0 = time.perf_counter()
     end = t0 + seconds
@@ -153,25 +168,45 @@ def run_flood(sockets: dict[str, zmq.Socket], seconds: float, rate: float | None
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--port", type=int, default=9696, help="PUB port (the first of them for borealis/json)")
+    parser.add_argument(
+        "--port", type=int, default=9696, help="PUB port (the first of them for borealis/json)"
+    )
     parser.add_argument("--host", default="127.0.0.1", help="interface to bind")
-    parser.add_argument("--sites", default=DEFAULT_SITES, help=f"radar codes (default {DEFAULT_SITES})")
-    parser.add_argument("--envelope", choices=envelopes.ENVELOPES, default=envelopes.AGGREGATOR,
-                        help="message shape (default aggregator)")
+    parser.add_argument(
+        "--sites", default=DEFAULT_SITES, help=f"radar codes (default {DEFAULT_SITES})"
+    )
+    parser.add_argument(
+        "--envelope",
+        choices=envelopes.ENVELOPES,
+        default=envelopes.AGGREGATOR,
+        help="message shape (default aggregator)",
+    )
     parser.add_argument("--speed", type=float, default=1.0, help="run N times faster")
     parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic echoes")
-    parser.add_argument("--flood", type=float, metavar="SECONDS",
-                        help="send aggregator messages as fast as possible for SECONDS, then print the count")
-    parser.add_argument("--rate", type=float, help="with --flood: at most this many messages per second")
-    parser.add_argument("--per-site", action="store_true",
-                        help="with --flood: one PUB socket per site (port, port+1, ...), as Borealis sites")
+    parser.add_argument(
+        "--flood",
+        type=float,
+        metavar="SECONDS",
+        help="send aggregator messages as fast as possible for SECONDS, then print the count",
+    )
+    parser.add_argument(
+        "--rate", type=float, help="with --flood: at most this many messages per second"
+    )
+    parser.add_argument(
+        "--per-site",
+        action="store_true",
+        help="with --flood: one PUB socket per site (port, port+1, ...), as Borealis sites",
+    )
 
 
 def main(args: argparse.Namespace) -> int:
     codes = [c.strip().lower() for c in args.sites.split(",") if c.strip()]
     unknown = [c for c in codes if radars.radar(c) is None]
     if not codes or unknown:
-        print(f"--sites: unknown radar code(s) {', '.join(unknown) or '(none given)'}", file=sys.stderr)
+        print(
+            f"--sites: unknown radar code(s) {', '.join(unknown) or '(none given)'}",
+            file=sys.stderr,
+        )
         return 2
     if not (args.speed > 0 and math.isfinite(args.speed)):
         print("--speed must be a positive number", file=sys.stderr)
@@ -184,15 +219,21 @@ def main(args: argparse.Namespace) -> int:
             sock = context.socket(zmq.PUB)
             sockets = dict.fromkeys(codes, sock)  # (closed in finally, even if bind fails)
             sock.bind(f"tcp://{args.host}:{args.port}")
-            print(f"canada aggregator simulator: {','.join(codes)} on tcp://{args.host}:{args.port}",
-                  file=sys.stderr, flush=True)
+            print(
+                f"canada aggregator simulator: {','.join(codes)} on tcp://{args.host}:{args.port}",
+                file=sys.stderr,
+                flush=True,
+            )
         else:
             for i, code in enumerate(codes):
                 sockets[code] = context.socket(zmq.PUB)
                 sockets[code].bind(f"tcp://{args.host}:{args.port + i}")
                 what = "aggregator flood" if args.flood is not None else args.envelope
-                print(f"site {code} ({what}) on tcp://{args.host}:{args.port + i}",
-                      file=sys.stderr, flush=True)
+                print(
+                    f"site {code} ({what}) on tcp://{args.host}:{args.port + i}",
+                    file=sys.stderr,
+                    flush=True,
+                )
         if args.flood is not None:
             sent = run_flood(sockets, args.flood, args.rate)
             print(json.dumps({"sent": sent, "seconds": args.flood}), flush=True)

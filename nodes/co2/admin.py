@@ -33,7 +33,10 @@ def revoke_unit(root: Path, unit_id: str, unit_pattern: str = DEFAULT_UNIT_PATTE
 
 
 def add_update(
-    root: Path, unit_id: str, source: Path, name: str,
+    root: Path,
+    unit_id: str,
+    source: Path,
+    name: str,
     unit_pattern: str = DEFAULT_UNIT_PATTERN,
 ) -> Path:
     """Place the firmware update tree `source` (with `flash/` and/or
@@ -63,15 +66,23 @@ def add_update(
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data-root", help="the co2 node's data root (default: [co2] data_root, "
-                                            "else <state_dir>/co2)")
+    parser.add_argument(
+        "--data-root",
+        help="the co2 node's data root (default: [co2] data_root, else <state_dir>/co2)",
+    )
     actions = parser.add_subparsers(dest="action", required=True)
-    p = actions.add_parser("add-unit", help="register a unit, or give it a new token; prints the token")
+    p = actions.add_parser(
+        "add-unit", help="register a unit, or give it a new token; prints the token"
+    )
     p.add_argument("unit_id")
-    p = actions.add_parser("revoke-unit", help="revoke a unit's token (also refused in compatibility mode)")
+    p = actions.add_parser(
+        "revoke-unit", help="revoke a unit's token (also refused in compatibility mode)"
+    )
     p.add_argument("unit_id")
-    p = actions.add_parser("add-update", help="offer a firmware update (a directory with flash/ and/or "
-                                              "conf-patch/) to a unit")
+    p = actions.add_parser(
+        "add-update",
+        help="offer a firmware update (a directory with flash/ and/or conf-patch/) to a unit",
+    )
     p.add_argument("unit_id")
     p.add_argument("dir", type=Path)
     p.add_argument("name", help="update name; the unit installs the newest by name")
@@ -88,12 +99,17 @@ def main(args: argparse.Namespace) -> int:
     try:
         if args.action == "add-unit":
             token = add_unit(root, args.unit_id, pattern)
-            print(f"unit {args.unit_id} registered in {root}; its token (shown once, put it in the "
-                  f"unit's configuration):", file=sys.stderr)
+            print(
+                f"unit {args.unit_id} registered in {root}; its token (shown once, put it in the "
+                f"unit's configuration):",
+                file=sys.stderr,
+            )
             print(token)
         elif args.action == "revoke-unit":
             if not revoke_unit(root, args.unit_id, pattern):
-                print(f"obsmesh co2: unit {args.unit_id} is not registered in {root}", file=sys.stderr)
+                print(
+                    f"obsmesh co2: unit {args.unit_id} is not registered in {root}", file=sys.stderr
+                )
                 return 1
             print(f"unit {args.unit_id} revoked", file=sys.stderr)
         else:

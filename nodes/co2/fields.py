@@ -32,8 +32,10 @@ READINGS = {
     **{f"co2_{i}": ("ppm", f"CO2 reading {i} of {N_CO2}") for i in range(1, N_CO2 + 1)},
     "co2_mean": ("ppm", f"mean of the valid CO2 readings of a row (of {N_CO2})"),
 }
-EXTRA = {f"extra_{i}": ("", f"raw sensor field {i} of {N_EXTRA} (newer firmware)")
-         for i in range(1, N_EXTRA + 1)}
+EXTRA = {
+    f"extra_{i}": ("", f"raw sensor field {i} of {N_EXTRA} (newer firmware)")
+    for i in range(1, N_EXTRA + 1)
+}
 PINGS = {
     "rssi_dbm": ("dBm", "modem signal strength at the last ping"),
     "rssi_raw": ("", "modem signal quality (AT+CSQ rssi, 99 = unknown)"),
@@ -81,7 +83,9 @@ def _nan(value: float | int | None) -> float:
     return math.nan if value is None else float(value)
 
 
-def readings_columns(unit_id: str, rows: Sequence[Reading]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+def readings_columns(
+    unit_id: str, rows: Sequence[Reading]
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """The time column and one column per field of `rows` (extra fields only
     when a row has them; NaN in the rows without)."""
     n = len(rows)
@@ -89,7 +93,9 @@ def readings_columns(unit_id: str, rows: Sequence[Reading]) -> tuple[np.ndarray,
     co2 = np.array([r.co2 for r in rows], dtype=np.float64).reshape(n, N_CO2)
     cols = {
         field(unit_id, "temperature"): np.fromiter((r.temperature for r in rows), np.float64, n),
-        field(unit_id, "flash_count"): np.fromiter((_nan(r.flash_count) for r in rows), np.float64, n),
+        field(unit_id, "flash_count"): np.fromiter(
+            (_nan(r.flash_count) for r in rows), np.float64, n
+        ),
         **{field(unit_id, f"co2_{i + 1}"): co2[:, i] for i in range(N_CO2)},
         field(unit_id, "co2_mean"): np.fromiter((r.co2_mean for r in rows), np.float64, n),
     }
@@ -103,5 +109,7 @@ def readings_columns(unit_id: str, rows: Sequence[Reading]) -> tuple[np.ndarray,
 def ping_columns(unit_id: str, pings: Sequence[Ping]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     n = len(pings)
     t = np.fromiter((p.t for p in pings), np.float64, n)
-    return t, {field(unit_id, k): np.fromiter((_nan(getattr(p, k)) for p in pings), np.float64, n)
-               for k in PINGS}
+    return t, {
+        field(unit_id, k): np.fromiter((_nan(getattr(p, k)) for p in pings), np.float64, n)
+        for k in PINGS
+    }

@@ -82,8 +82,9 @@ class ReadingsIngest:
             await self._resync(unit_id, names, start, size)
         self._flusher.start(self._flush_interval, now=False)
 
-    async def _history(self, history: OnRows, unit_id: str, names: tuple[str, ...],
-                       end: int) -> None:
+    async def _history(
+        self, history: OnRows, unit_id: str, names: tuple[str, ...], end: int
+    ) -> None:
         def parse() -> list[Reading]:
             return ReadingsParser(unit_id, 0).feed(self.storage.read(unit_id, names, 0, end)).rows
 
@@ -145,14 +146,23 @@ class ReadingsIngest:
         if batch.clock_errors:
             self.counters["rows_clock_error"] += len(batch.clock_errors)
             unit["clock_errors"] += len(batch.clock_errors)
-            log.warn("{unit} {path}: {n} rows dated 1970 (unit clock reset) skipped",
-                     unit=unit_id, path=key[1], n=len(batch.clock_errors))
+            log.warn(
+                "{unit} {path}: {n} rows dated 1970 (unit clock reset) skipped",
+                unit=unit_id,
+                path=key[1],
+                n=len(batch.clock_errors),
+            )
         for err in batch.errors:
             self.counters["rows_malformed"] += 1
             unit["malformed"] += 1
-            log.warn("{unit} {path} at byte {offset}: malformed row: {reason} [{preview}]",
-                     unit=unit_id, path=key[1], offset=err.offset, reason=err.reason,
-                     preview=err.preview)
+            log.warn(
+                "{unit} {path} at byte {offset}: malformed row: {reason} [{preview}]",
+                unit=unit_id,
+                path=key[1],
+                offset=err.offset,
+                reason=err.reason,
+                preview=err.preview,
+            )
         if batch.complete_until != self._progress.get(key):
             self._progress[key] = self._dirty[key] = batch.complete_until
         if not batch.rows:
@@ -178,4 +188,3 @@ class ReadingsIngest:
 
     def summary(self) -> dict[str, dict[str, object]]:
         return {u: {**s, "files": dict(s["files"])} for u, s in sorted(self._units.items())}
-

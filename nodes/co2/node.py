@@ -49,12 +49,16 @@ class Co2Node(DataNode):
     kind = "co2"
     description = "CO2 observation units: readings and alive pings uploaded over HTTP"
 
-    def __init__(self, name: str, settings: dict[str, Any], options: dict[str, Any], **kw: Any) -> None:
+    def __init__(
+        self, name: str, settings: dict[str, Any], options: dict[str, Any], **kw: Any
+    ) -> None:
         self.options = options
         self.root = Path(options["data_root"])
         self.silence = float(options["silence"])
         if not (self.silence > 0 and math.isfinite(self.silence)):
-            raise ValueError(f"silence must be a positive number of seconds, got {options['silence']!r}")
+            raise ValueError(
+                f"silence must be a positive number of seconds, got {options['silence']!r}"
+            )
         if not 0 <= int(options["port"]) <= 65535:
             raise ValueError(f"port must be within 0..65535, got {options['port']!r}")
         if int(options["max_body_bytes"]) < 1:
@@ -88,7 +92,12 @@ class Co2Node(DataNode):
         if F.field(unit_id, next(iter(names))) in self.fields:
             return
         for name, (units, description) in names.items():
-            self.declare(F.field(unit_id, name), timeline, units=units, description=f"{unit_id}: {description}")
+            self.declare(
+                F.field(unit_id, name),
+                timeline,
+                units=units,
+                description=f"{unit_id}: {description}",
+            )
 
     # -- what the endpoint hands over (reactor thread) ----------------------------
 
@@ -98,7 +107,12 @@ class Co2Node(DataNode):
         self._heard[unit_id] = now
         src = self.sources.get(unit_id)
         if src is None:
-            self.event(now, f"{unit_id}: first contact", "a unit this node had not seen", ["co2", "unit", unit_id])
+            self.event(
+                now,
+                f"{unit_id}: first contact",
+                "a unit this node had not seen",
+                ["co2", "unit", unit_id],
+            )
         if src is None or not src.get("connected") or src.get("stale"):
             self.source(unit_id, connected=True, stale=False, error=None, last_heard=now)
         else:
@@ -115,7 +129,9 @@ class Co2Node(DataNode):
         if any(r.extra for r in rows):
             self._declare(unit_id, F.readings_timeline(unit_id), F.EXTRA)
         timeline = F.readings_timeline(unit_id)
-        kept = self._keep(timeline, [r.t for r in rows], "rows" if live else "history_rows", unit_id, live)
+        kept = self._keep(
+            timeline, [r.t for r in rows], "rows" if live else "history_rows", unit_id, live
+        )
         if not kept:
             return
         rows = rows if len(kept) == len(rows) else [rows[i] for i in kept]
@@ -129,7 +145,9 @@ class Co2Node(DataNode):
     def _store_pings(self, unit_id: str, pings: list[Ping], live: bool) -> None:
         timeline = F.ping_timeline(unit_id)
         self._declare(unit_id, timeline, F.PINGS)
-        kept = self._keep(timeline, [p.t for p in pings], "pings" if live else "history_pings", unit_id, live)
+        kept = self._keep(
+            timeline, [p.t for p in pings], "pings" if live else "history_pings", unit_id, live
+        )
         if not kept:
             return
         pings = pings if len(kept) == len(pings) else [pings[i] for i in kept]
@@ -138,21 +156,34 @@ class Co2Node(DataNode):
         last = pings[-1]
         self.source(unit_id, last_ping=last.t, site_code=last.site_code, rssi_dbm=last.rssi_dbm)
 
-    def _keep(self, timeline: str, times: list[float], counter: str, unit_id: str, live: bool) -> list[int]:
+    def _keep(
+        self, timeline: str, times: list[float], counter: str, unit_id: str, live: bool
+    ) -> list[int]:
         """Indices of the samples to store; the rest counted (and logged when live)."""
-        kept = F.keep_forward(times, self._last.get(timeline, -math.inf), self.clock() + F.FUTURE_SLACK)
+        kept = F.keep_forward(
+            times, self._last.get(timeline, -math.inf), self.clock() + F.FUTURE_SLACK
+        )
         self._last[timeline] = kept.last
         if kept.index:
             self.count(counter, len(kept.index))
         if kept.not_after_last:
             self.count(f"{counter}_not_after_last", kept.not_after_last)
             if live:
-                self.log.info("{unit}: {n} samples of {tl} not after the last stored one, not stored again",
-                              unit=unit_id, n=kept.not_after_last, tl=timeline)
+                self.log.info(
+                    "{unit}: {n} samples of {tl} not after the last stored one, not stored again",
+                    unit=unit_id,
+                    n=kept.not_after_last,
+                    tl=timeline,
+                )
         if kept.in_future:
             self.count(f"{counter}_in_future", kept.in_future)
-            self.log.warn("{unit}: {n} samples of {tl} dated more than {slack:g} s ahead, not stored",
-                          unit=unit_id, n=kept.in_future, tl=timeline, slack=F.FUTURE_SLACK)
+            self.log.warn(
+                "{unit}: {n} samples of {tl} dated more than {slack:g} s ahead, not stored",
+                unit=unit_id,
+                n=kept.in_future,
+                tl=timeline,
+                slack=F.FUTURE_SLACK,
+            )
         return kept.index
 
     def _on_conflict(self, unit_id: str, path: str, offset: int, size: int) -> None:
@@ -163,7 +194,8 @@ class Co2Node(DataNode):
             return
         self._conflicts[key] = now
         self.event(
-            now, f"{unit_id}: upload conflict on {path}",
+            now,
+            f"{unit_id}: upload conflict on {path}",
             f"bytes sent at offset {offset} differ from the {size} bytes stored; the stored file is kept "
             f"as it is (more conflicts on this file are counted in co2.counters.push_conflict, "
             f"one event an hour)",
@@ -177,8 +209,12 @@ class Co2Node(DataNode):
         for unit_id, heard in self._heard.items():
             quiet = now - heard
             if quiet >= self.silence and not self.sources.get(unit_id, {}).get("stale"):
-                self.source(unit_id, connected=False, stale=True,
-                            error=f"silent for {quiet:.0f} s (limit {self.silence:g} s)")
+                self.source(
+                    unit_id,
+                    connected=False,
+                    stale=True,
+                    error=f"silent for {quiet:.0f} s (limit {self.silence:g} s)",
+                )
 
     def _track(self, unit_id: str, heard: float) -> None:
         """A unit expected to speak, from the data root (no event: not news)."""
@@ -209,11 +245,15 @@ class Co2Node(DataNode):
         await self._load_pings(since, now)
         if self.server.networks:
             status = self.server.status()["compat_mode"]
-            self.event(now, "CO2 endpoint in compatibility mode", status["warning"], ["co2", "compat_mode"])
+            self.event(
+                now, "CO2 endpoint in compatibility mode", status["warning"], ["co2", "compat_mode"]
+            )
         host, port = self.options["host"], int(self.options["port"])
         self.port = self.server.listen(port, host)
         bound = self.port.getHost().port
-        self.source("endpoint", connected=True, url=f"http://{host}:{bound}/", data_root=str(self.root))
+        self.source(
+            "endpoint", connected=True, url=f"http://{host}:{bound}/", data_root=str(self.root)
+        )
         self._watch.start(max(0.05, min(self.silence / 4, 10.0)), now=False)
 
     async def _seed_last(self, unit_id: str) -> None:
@@ -253,7 +293,9 @@ class Co2Node(DataNode):
         summary = self.server.ingest.summary() if self.server.ingest is not None else {}
         for unit_id, s in summary.items():  # this run's clock-error and malformed rows
             if unit_id in status["sources"]:
-                status["sources"][unit_id].update(clock_errors=s["clock_errors"], malformed_rows=s["malformed"])
+                status["sources"][unit_id].update(
+                    clock_errors=s["clock_errors"], malformed_rows=s["malformed"]
+                )
         co2["endpoint"] = self.sources.get("endpoint", {}).get("url")
         status["co2"] = co2
         if co2["compat_mode"]["enabled"]:
@@ -262,19 +304,36 @@ class Co2Node(DataNode):
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data-root", help="uploads, pings and unit tokens (default <state_dir>/co2)")
+    parser.add_argument(
+        "--data-root", help="uploads, pings and unit tokens (default <state_dir>/co2)"
+    )
     parser.add_argument("--port", type=int, help="HTTP port of the unit endpoint (default 8090)")
     parser.add_argument("--host", help="interface to listen on (default 127.0.0.1)")
-    parser.add_argument("--compat-network", action="append", metavar="CIDR",
-                        help="accept units that send no token from this network (compatibility mode; repeatable)")
-    parser.add_argument("--silence", type=float, help="seconds without a word before a unit is flagged (default 900)")
+    parser.add_argument(
+        "--compat-network",
+        action="append",
+        metavar="CIDR",
+        help="accept units that send no token from this network (compatibility mode; repeatable)",
+    )
+    parser.add_argument(
+        "--silence",
+        type=float,
+        help="seconds without a word before a unit is flagged (default 900)",
+    )
 
 
 def build(args: argparse.Namespace, settings: dict[str, Any]) -> Co2Node:
-    options = resolve(args.config, settings, overrides={
-        "data_root": args.data_root, "port": args.port, "host": args.host,
-        "compat_networks": args.compat_network, "silence": args.silence,
-    })
+    options = resolve(
+        args.config,
+        settings,
+        overrides={
+            "data_root": args.data_root,
+            "port": args.port,
+            "host": args.host,
+            "compat_networks": args.compat_network,
+            "silence": args.silence,
+        },
+    )
     try:
         return Co2Node(args.name or "co2", settings, options)
     except (ValueError, re.error, TokenFileError, OSError) as exc:

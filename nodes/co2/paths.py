@@ -65,9 +65,7 @@ def check_relative_path(
         if not is_plain_name(name):
             raise Rejected(400, "bad_path", f"not a plain file name: {name!r}")
     if allowed_top is not None and names[0] not in allowed_top:
-        raise Rejected(
-            403, "path_not_allowed", f"uploads go under {', '.join(allowed_top)} only"
-        )
+        raise Rejected(403, "path_not_allowed", f"uploads go under {', '.join(allowed_top)} only")
     return names
 
 

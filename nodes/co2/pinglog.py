@@ -44,15 +44,19 @@ class PingLog:
         self._dir.mkdir(parents=True, exist_ok=True)
         self._fd: int | None = None
         self._index = self._last_index()
-        self.db = sqlite3.connect(self.root / "co2.sqlite3", check_same_thread=False,
-                                  isolation_level=None)
+        self.db = sqlite3.connect(
+            self.root / "co2.sqlite3", check_same_thread=False, isolation_level=None
+        )
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=FULL")
         self.db.executescript(_SCHEMA)
 
     def _last_index(self) -> int:
-        indices = [int(p.stem.split("-")[1]) for p in self._dir.glob("pings-[0-9][0-9][0-9][0-9]*.tsv")
-                   if p.stem.split("-")[1].isdigit()]
+        indices = [
+            int(p.stem.split("-")[1])
+            for p in self._dir.glob("pings-[0-9][0-9][0-9][0-9]*.tsv")
+            if p.stem.split("-")[1].isdigit()
+        ]
         return max(indices, default=0)
 
     def _file_fd(self) -> int:
@@ -64,8 +68,9 @@ class PingLog:
             dir_fd = os.open(self._dir, DIR_FLAGS)
             try:
                 name = f"pings-{self._index:04d}.tsv"
-                self._fd = os.open(name, os.O_WRONLY | os.O_APPEND | os.O_CREAT | FILE_FLAGS,
-                                   0o644, dir_fd=dir_fd)
+                self._fd = os.open(
+                    name, os.O_WRONLY | os.O_APPEND | os.O_CREAT | FILE_FLAGS, 0o644, dir_fd=dir_fd
+                )
                 os.fsync(dir_fd)
             finally:
                 os.close(dir_fd)
@@ -82,33 +87,52 @@ class PingLog:
         self.db.execute(
             "INSERT INTO pings (t, unit_id, site_code, rssi_raw, rssi_dbm, ber_raw, peer)"
             " VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (ping.t, ping.unit_id, ping.site_code, ping.rssi_raw, ping.rssi_dbm, ping.ber_raw,
-             peer),
+            (
+                ping.t,
+                ping.unit_id,
+                ping.site_code,
+                ping.rssi_raw,
+                ping.rssi_dbm,
+                ping.ber_raw,
+                peer,
+            ),
         )
 
     def recent(self, limit: int) -> list[dict[str, object]]:
         rows = self.db.execute(
             "SELECT t, unit_id, site_code, rssi_raw, rssi_dbm, ber_raw FROM pings"
-            " ORDER BY id DESC LIMIT ?", (limit,)).fetchall()
+            " ORDER BY id DESC LIMIT ?",
+            (limit,),
+        ).fetchall()
         return [_ping_row(r) for r in rows]
 
     def summary(self) -> list[dict[str, object]]:
         rows = self.db.execute(
             "SELECT p.t, p.unit_id, p.site_code, p.rssi_raw, p.rssi_dbm, p.ber_raw, g.n, g.first"
             " FROM pings p JOIN (SELECT unit_id, MAX(id) AS id, COUNT(*) AS n, MIN(t) AS first"
-            " FROM pings GROUP BY unit_id) g ON p.id = g.id ORDER BY p.unit_id").fetchall()
+            " FROM pings GROUP BY unit_id) g ON p.id = g.id ORDER BY p.unit_id"
+        ).fetchall()
         out = []
         for r in rows:
             last = _ping_row(r[:6])
-            out.append({"unit_id": r[1], "pings": r[6], "first_seen": r[7],
-                        "last_seen": r[0], "last": last})
+            out.append(
+                {
+                    "unit_id": r[1],
+                    "pings": r[6],
+                    "first_seen": r[7],
+                    "last_seen": r[0],
+                    "last": last,
+                }
+            )
         return out
 
     def since(self, t0: float, limit: int) -> list[Ping]:
         """Pings received at or after `t0`, oldest first (the newest `limit`)."""
         rows = self.db.execute(
             "SELECT t, unit_id, site_code, rssi_raw, rssi_dbm, ber_raw FROM pings"
-            " WHERE t >= ? ORDER BY id DESC LIMIT ?", (t0, limit)).fetchall()
+            " WHERE t >= ? ORDER BY id DESC LIMIT ?",
+            (t0, limit),
+        ).fetchall()
         return [Ping(*r) for r in reversed(rows)]
 
     def progress(self) -> dict[tuple[str, str], int]:
@@ -120,7 +144,8 @@ class PingLog:
         self.db.executemany(
             "INSERT INTO readings_progress (unit_id, path, parsed_until) VALUES (?, ?, ?)"
             " ON CONFLICT (unit_id, path) DO UPDATE SET parsed_until = excluded.parsed_until",
-            [(u, p, n) for (u, p), n in entries.items()])
+            [(u, p, n) for (u, p), n in entries.items()],
+        )
         self.db.execute("COMMIT")
 
     def close(self) -> None:
@@ -133,7 +158,7 @@ class PingLog:
 def _pwrite_all_append(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
-        view = view[os.write(fd, view):]
+        view = view[os.write(fd, view) :]
 
 
 def _ping_row(r: tuple) -> dict[str, object]:

@@ -172,9 +172,7 @@ def parse_line(line: bytes, unit_id: str | None = None, offset: int = -1) -> Rea
 def _parse_checked(text: str, unit_id: str | None, offset: int) -> Reading:
     cols = text.split("\t")
     if len(cols) not in (BASE_COLUMNS, EXTENDED_COLUMNS):
-        raise ReadingError(
-            f"{len(cols)} columns, expected {BASE_COLUMNS} or {EXTENDED_COLUMNS}"
-        )
+        raise ReadingError(f"{len(cols)} columns, expected {BASE_COLUMNS} or {EXTENDED_COLUMNS}")
     if not all(c.isprintable() for c in cols):
         raise ReadingError("control characters in line")
     hw_id, nickname, date, time, temp, flashes = cols[:6]
@@ -247,8 +245,11 @@ class ReadingsParser:
             self._partial += rest
             if len(self._partial) > MAX_LINE:
                 batch.errors.append(
-                    LineError(self.complete_until, f"line longer than {MAX_LINE} bytes",
-                              _preview(bytes(self._partial)))
+                    LineError(
+                        self.complete_until,
+                        f"line longer than {MAX_LINE} bytes",
+                        _preview(bytes(self._partial)),
+                    )
                 )
                 self.complete_until += len(self._partial)
                 self._partial.clear()

@@ -158,15 +158,18 @@ class Co2Server:
 
     # -- life cycle ---------------------------------------------------------------
 
-    async def start(self, history: Callable[[str, list[Reading]], object] | None = None,
-                    history_since: float = -math.inf) -> None:
+    async def start(
+        self,
+        history: Callable[[str, list[Reading]], object] | None = None,
+        history_since: float = -math.inf,
+    ) -> None:
         """Open the database and deliver readings stored but not yet delivered
         (`history`: see `ReadingsIngest.start`)."""
         self.workers.start()
-        self.pings = await self.workers.in_db(
-            PingLog, self.root, self.config.ping_file_bytes)
-        self.ingest = ReadingsIngest(self.storage, self.pings, self.workers,
-                                     self.on_rows, self.counters)
+        self.pings = await self.workers.in_db(PingLog, self.root, self.config.ping_file_bytes)
+        self.ingest = ReadingsIngest(
+            self.storage, self.pings, self.workers, self.on_rows, self.counters
+        )
         await self.ingest.start(history, history_since)
         if self.networks:
             log.warn(COMPAT_WARNING, nets=", ".join(map(str, self.networks)))
@@ -176,8 +179,12 @@ class Co2Server:
 
     def listen(self, port: int, interface: str = "127.0.0.1") -> Any:
         self._port = self.reactor.listenTCP(port, self.site(), interface=interface)
-        log.info("CO2 unit endpoint on http://{host}:{port}/ data root {root}",
-                 host=interface, port=self._port.getHost().port, root=str(self.root))
+        log.info(
+            "CO2 unit endpoint on http://{host}:{port}/ data root {root}",
+            host=interface,
+            port=self._port.getHost().port,
+            root=str(self.root),
+        )
         return self._port
 
     async def stop(self) -> None:
@@ -197,8 +204,7 @@ class Co2Server:
 
     def status(self) -> dict[str, Any]:
         """Health for get_status: compatibility mode, counters, units."""
-        compat = {"enabled": bool(self.networks),
-                  "networks": [str(n) for n in self.networks]}
+        compat = {"enabled": bool(self.networks), "networks": [str(n) for n in self.networks]}
         if self.networks:
             compat["warning"] = COMPAT_WARNING.format(nets=", ".join(compat["networks"]))
         units = self.tokens.units()
@@ -221,16 +227,23 @@ class Co2Server:
         except Rejected as exc:
             self.counters[f"rejected_{exc.code}"] += 1
             emit = log.info if exc.status == 404 else log.warn  # a unit asking for updates: 404
-            emit("{status} {method} {path} from {peer}: {message}", status=exc.status,
-                 method=request.method.decode("ascii", "replace"),
-                 path=request.path[:200].decode("ascii", "replace"),
-                 peer=peer(request), message=exc.message)
+            emit(
+                "{status} {method} {path} from {peer}: {message}",
+                status=exc.status,
+                method=request.method.decode("ascii", "replace"),
+                path=request.path[:200].decode("ascii", "replace"),
+                peer=peer(request),
+                message=exc.message,
+            )
             status, ctype, body = _json_response(exc.status, exc.as_json())
         except Exception:
             self.counters["internal_errors"] += 1
-            log.failure("internal error on {path}", path=request.path[:200].decode("ascii", "replace"))
+            log.failure(
+                "internal error on {path}", path=request.path[:200].decode("ascii", "replace")
+            )
             status, ctype, body = _json_response(
-                500, {"error": "internal_error", "message": "internal error"})
+                500, {"error": "internal_error", "message": "internal error"}
+            )
         if gone:  # client went away; whatever was stored stays stored
             self.counters["client_gone"] += 1
             return
@@ -258,11 +271,14 @@ class Co2Server:
             return _json_response(200, await self.workers.in_db(self.pings.summary))
         if r.kind == "co2_summary":
             return _json_response(200, self.ingest.summary())
-        return _json_response(200, {
-            "service": "obsmesh co2 unit endpoint",
-            "pages": ["/status/alive/recent", "/status/alive/summary", "/data/co2/summary"],
-            "status": self.status(),
-        })
+        return _json_response(
+            200,
+            {
+                "service": "obsmesh co2 unit endpoint",
+                "pages": ["/status/alive/recent", "/status/alive/summary", "/data/co2/summary"],
+                "status": self.status(),
+            },
+        )
 
     def _authenticate(self, request: Request, unit_id: str, query: dict[str, str]) -> None:
         cfg = self.config
@@ -284,8 +300,11 @@ class Co2Server:
             self.counters["auth_compat"] += 1
             if unit_id not in self._compat_seen:
                 self._compat_seen.add(unit_id)
-                log.warn("COMPATIBILITY MODE: accepting {unit} without a token from {peer}",
-                         unit=unit_id, peer=peer(request))
+                log.warn(
+                    "COMPATIBILITY MODE: accepting {unit} without a token from {peer}",
+                    unit=unit_id,
+                    peer=peer(request),
+                )
             return
         self.counters["auth_failures"] += 1
         raise Rejected(401, "token_required", "a unit token is required")
@@ -299,20 +318,21 @@ class Co2Server:
             ip = ip.ipv4_mapped
         return any(ip in net for net in self.networks)
 
-    async def _push(self, request: Request, unit_id: str, names: tuple[str, ...],
-                    query: dict[str, str]) -> Response:
+    async def _push(
+        self, request: Request, unit_id: str, names: tuple[str, ...], query: dict[str, str]
+    ) -> Response:
         offset = parse_offset(query)
         body = request.content.getvalue()
 
         async def store() -> PushResult:
             result = await self.workers.in_files(
-                self.storage.push, unit_id, names, offset, body, self.config.max_file_bytes)
+                self.storage.push, unit_id, names, offset, body, self.config.max_file_bytes
+            )
             if result.action == "append" and is_readings_file(names):
                 try:
                     await self.ingest.appended(unit_id, names, result)
                 except Exception:  # the bytes are stored; parsing is retried at start
-                    log.failure("parsing {unit} {path} failed", unit=unit_id,
-                                path="/".join(names))
+                    log.failure("parsing {unit} {path} failed", unit=unit_id, path="/".join(names))
             return result
 
         result = await self._locks.run((unit_id, names), store)
@@ -321,17 +341,32 @@ class Co2Server:
         if result.action in ("append", "duplicate"):
             return _json_response(200, {"ack_file": ack})
         if result.action == "past_end":
-            return _json_response(416, {
-                "error": "SKIPPED_PART_OF_FILE", "ack_file": ack,
-                "message": f"offset {offset} is past the stored size {result.size_after}"})
+            return _json_response(
+                416,
+                {
+                    "error": "SKIPPED_PART_OF_FILE",
+                    "ack_file": ack,
+                    "message": f"offset {offset} is past the stored size {result.size_after}",
+                },
+            )
         if result.action == "conflict":
             _notify(self.on_conflict, unit_id, "/".join(names), offset, result.size_after)
-            return _json_response(409, {
-                "error": "conflict", "ack_file": ack,
-                "message": f"bytes at offset {offset} differ from the stored bytes"})
-        return _json_response(413, {
-            "error": "file_too_large", "ack_file": ack,
-            "message": f"file would exceed {self.config.max_file_bytes} bytes"})
+            return _json_response(
+                409,
+                {
+                    "error": "conflict",
+                    "ack_file": ack,
+                    "message": f"bytes at offset {offset} differ from the stored bytes",
+                },
+            )
+        return _json_response(
+            413,
+            {
+                "error": "file_too_large",
+                "ack_file": ack,
+                "message": f"file would exceed {self.config.max_file_bytes} bytes",
+            },
+        )
 
     async def _alive(self, request: Request, unit_id: str, query: dict[str, str]) -> Response:
         ping = parse_ping(unit_id, query, time.time())
@@ -344,11 +379,13 @@ class Co2Server:
                 log.failure("on_ping callback failed for {unit}", unit=unit_id)
         return _json_response(200, {})
 
-    async def _updates(self, unit_id: str, names: tuple[str, ...],
-                       query: dict[str, str]) -> Response:
+    async def _updates(
+        self, unit_id: str, names: tuple[str, ...], query: dict[str, str]
+    ) -> Response:
         recursive = parse_flag(query, "recursive")
         got = await self.workers.in_files(
-            self.storage.get_update, unit_id, names, recursive, self.config.max_update_bytes)
+            self.storage.get_update, unit_id, names, recursive, self.config.max_update_bytes
+        )
         if got is None:
             raise Rejected(404, "not_found", "no such update")
         if isinstance(got, bytes):
@@ -365,11 +402,18 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8090)
     p.add_argument("--interface", default="127.0.0.1")
     p.add_argument("--port-file", type=Path, help="write the bound port here once listening")
-    p.add_argument("--compat-network", action="append", default=[],
-                   help="accept tokenless units from this network (CIDR); repeatable")
+    p.add_argument(
+        "--compat-network",
+        action="append",
+        default=[],
+        help="accept tokenless units from this network (CIDR); repeatable",
+    )
     p.add_argument("--max-body", type=int, default=1 << 20)
-    p.add_argument("--rows-log", type=Path,
-                   help="append 'unit<TAB>row time<TAB>delivery time' per delivered row")
+    p.add_argument(
+        "--rows-log",
+        type=Path,
+        help="append 'unit<TAB>row time<TAB>delivery time' per delivered row",
+    )
     p.add_argument("--log-level", default="info")
     return p
 
@@ -386,7 +430,8 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     predicate = LogLevelFilterPredicate(defaultLogLevel=LogLevel.levelWithName(args.log_level))
     globalLogBeginner.beginLoggingTo(
-        [FilteringLogObserver(textFileLogObserver(sys.stderr), [predicate])])
+        [FilteringLogObserver(textFileLogObserver(sys.stderr), [predicate])]
+    )
     rows_log = open(args.rows_log, "a", buffering=1) if args.rows_log else None  # noqa: SIM115
 
     def on_rows(unit_id: str, rows: list[Reading]) -> None:
@@ -394,8 +439,9 @@ def main(argv: list[str] | None = None) -> int:
             now = time.time()
             rows_log.write("".join(f"{unit_id}\t{r.t!r}\t{now!r}\n" for r in rows))
 
-    config = Co2Config(root=args.root, compat_networks=tuple(args.compat_network),
-                       max_body_bytes=args.max_body)
+    config = Co2Config(
+        root=args.root, compat_networks=tuple(args.compat_network), max_body_bytes=args.max_body
+    )
     server = Co2Server(config, on_rows=on_rows)
 
     async def run() -> None:

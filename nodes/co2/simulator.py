@@ -113,9 +113,16 @@ class SimUnit:
             extra = ()
         row = Row(t, temp, rng.randrange(0, 4), co2, extra)
         stamp = time.gmtime(t if not clock_reset else t % 86400)
-        cells = [self.unit_id, self.nickname, time.strftime("%Y-%m-%d", stamp),
-                 time.strftime("%H:%M:%S", stamp), _fmt(temp), str(row.flash_count),
-                 *map(_fmt, co2), *map(_fmt, extra)]
+        cells = [
+            self.unit_id,
+            self.nickname,
+            time.strftime("%Y-%m-%d", stamp),
+            time.strftime("%H:%M:%S", stamp),
+            _fmt(temp),
+            str(row.flash_count),
+            *map(_fmt, co2),
+            *map(_fmt, extra),
+        ]
         self._append_line("\t".join(cells))
         if clock_reset:
             return None
@@ -161,8 +168,12 @@ class SimUnit:
 
     def _interrupted_put(self, path: str, body: bytes, cut: bool) -> None:
         """Send a PUT and hang up: half way through the body, or before the answer."""
-        head = [f"PUT {path} HTTP/1.1", f"Host: {self.host}:{self.port}",
-                f"Content-Length: {len(body)}", "Connection: close"]
+        head = [
+            f"PUT {path} HTTP/1.1",
+            f"Host: {self.host}:{self.port}",
+            f"Content-Length: {len(body)}",
+            "Connection: close",
+        ]
         head += [f"{k}: {v}" for k, v in self._headers().items()]
         data = ("\r\n".join(head) + "\r\n\r\n").encode() + (body[: len(body) // 2] if cut else body)
         with socket.create_connection((self.host, self.port), timeout=self.timeout) as sock:
@@ -190,8 +201,9 @@ class SimUnit:
                 with open(folder / fname, "rb") as f:
                     f.seek(progress)
                     data = f.read(self.chunk)
-                path = self._url(f"/ou/{self.unit_id}/push-sequential/{dirname}/{fname}",
-                                 {"offset": progress})
+                path = self._url(
+                    f"/ou/{self.unit_id}/push-sequential/{dirname}/{fname}", {"offset": progress}
+                )
                 if interrupt_rate and self.rng.random() < interrupt_rate:
                     self._interrupted_put(path, data, cut=self.rng.random() < 0.5)
                     continue  # resend from the last acknowledged offset
@@ -203,8 +215,14 @@ class SimUnit:
                 if status == 200:
                     progress += len(data)
                     if self.on_ack is not None:
-                        self.on_ack(self.unit_id, fname, progress - len(data), len(data),
-                                    started, time.time())
+                        self.on_ack(
+                            self.unit_id,
+                            fname,
+                            progress - len(data),
+                            len(data),
+                            started,
+                            time.time(),
+                        )
                 ack_name, ack_progress, _ = json.loads(raw)["ack_file"]
                 if ack_name != fname or ack_progress != progress:
                     self.stats["resumed_from_server_ack"] += 1
@@ -220,8 +238,9 @@ class SimUnit:
                 break
 
     def fetch_updates(self) -> list[str] | None:
-        status, raw = self.request("GET", self._url(f"/ou/{self.unit_id}/updates",
-                                                    {"recursive": "False"}))
+        status, raw = self.request(
+            "GET", self._url(f"/ou/{self.unit_id}/updates", {"recursive": "False"})
+        )
         self.stats[f"updates_{status}"] += 1
         return json.loads(raw) if status == 200 else None
 
@@ -248,18 +267,26 @@ class SimUnit:
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("url", help="the CO2 endpoint, e.g. http://127.0.0.1:8090")
     parser.add_argument("--units", type=int, default=5)
-    parser.add_argument("--interval", type=float, default=10.0,
-                        help="seconds between a unit's communication cycles")
+    parser.add_argument(
+        "--interval", type=float, default=10.0, help="seconds between a unit's communication cycles"
+    )
     parser.add_argument("--rows-per-cycle", type=int, default=3)
     parser.add_argument("--cycles", type=int, default=0, help="0: run until interrupted")
-    parser.add_argument("--interrupt-rate", type=float, default=0.1,
-                        help="fraction of chunks sent as interrupted uploads")
+    parser.add_argument(
+        "--interrupt-rate",
+        type=float,
+        default=0.1,
+        help="fraction of chunks sent as interrupted uploads",
+    )
     parser.add_argument("--layout", choices=("base", "extended", "mixed"), default="mixed")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--sd-dir", type=Path, help="units' SD card directories (default: temp)")
     auth = parser.add_mutually_exclusive_group()
-    auth.add_argument("--data-root", type=Path,
-                      help="register the units in this (local) data root and use their tokens")
+    auth.add_argument(
+        "--data-root",
+        type=Path,
+        help="register the units in this (local) data root and use their tokens",
+    )
     auth.add_argument("--tokens", type=Path, help="JSON file {unit id: token}")
     parser.add_argument("--token-in", choices=("header", "query"), default="header")
 
@@ -275,9 +302,18 @@ def make_units(args: argparse.Namespace, sd_root: Path) -> list[SimUnit]:
             from nodes.co2.admin import add_unit
 
             tokens[unit_id] = add_unit(args.data_root, unit_id)
-        units.append(SimUnit(args.url, unit_id, sd_root / unit_id, tokens.get(unit_id),
-                             args.token_in, nickname=f"sim-{i:02d}", layout=args.layout,
-                             seed=args.seed * 1000 + i))
+        units.append(
+            SimUnit(
+                args.url,
+                unit_id,
+                sd_root / unit_id,
+                tokens.get(unit_id),
+                args.token_in,
+                nickname=f"sim-{i:02d}",
+                layout=args.layout,
+                seed=args.seed * 1000 + i,
+            )
+        )
     return units
 
 

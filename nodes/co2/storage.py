@@ -148,8 +148,9 @@ class Storage:
 
     def _create_file(self, dir_fd: int, name: str) -> int:
         try:
-            fd = os.open(name, os.O_RDWR | os.O_CREAT | os.O_EXCL | FILE_FLAGS, 0o644,
-                         dir_fd=dir_fd)
+            fd = os.open(
+                name, os.O_RDWR | os.O_CREAT | os.O_EXCL | FILE_FLAGS, 0o644, dir_fd=dir_fd
+            )
         except FileExistsError:
             fd = self._open_file(dir_fd, name, os.O_RDWR)
             assert fd is not None
@@ -252,8 +253,11 @@ def _plain_entries(dir_fd: int, want_dirs: bool) -> list[str]:
         for entry in it:
             if not is_plain_name(entry.name) or entry.is_symlink():
                 continue
-            if (entry.is_dir(follow_symlinks=False) if want_dirs
-                    else entry.is_file(follow_symlinks=False)):
+            if (
+                entry.is_dir(follow_symlinks=False)
+                if want_dirs
+                else entry.is_file(follow_symlinks=False)
+            ):
                 out.append(entry.name)
     return out
 

@@ -66,10 +66,12 @@ class Co2Request(Request):
         self._refused = True
         site.counters["rejected_body_too_large"] += 1
         self.requestHeaders.removeHeader(b"expect")  # no "100 Continue" after a 413
-        body = json.dumps({
-            "error": "body_too_large",
-            "message": f"request body over {site.config.max_body_bytes} bytes",
-        }).encode()
+        body = json.dumps(
+            {
+                "error": "body_too_large",
+                "message": f"request body over {site.config.max_body_bytes} bytes",
+            }
+        ).encode()
         transport = self.channel.transport
         transport.write(
             b"HTTP/1.1 413 Payload Too Large\r\nContent-Type: application/json\r\n"
@@ -82,16 +84,19 @@ class Co2Request(Request):
             half_close()
         call = site.reactor.callLater(site.config.drain_seconds, transport.abortConnection)
         self.notifyFinish().addBoth(lambda _: call.cancel() if call.active() else None)
-        log.warn("413 body over {cap} bytes from {peer}", cap=site.config.max_body_bytes,
-                 peer=peer(self))
+        log.warn(
+            "413 body over {cap} bytes from {peer}", cap=site.config.max_body_bytes, peer=peer(self)
+        )
 
 
 def _access_line(timestamp: str, request: Request) -> str:
     """Access log line without the query string: a unit may send its token there."""
     path = request.path[:300].decode("ascii", "backslashreplace")
     method = request.method[:16].decode("ascii", "backslashreplace")
-    return (f'"{peer(request)}" - - {timestamp} "{method} {path}" '
-            f"{request.code} {request.sentLength or '-'}")
+    return (
+        f'"{peer(request)}" - - {timestamp} "{method} {path}" '
+        f"{request.code} {request.sentLength or '-'}"
+    )
 
 
 class Co2Site(Site):
@@ -99,11 +104,20 @@ class Co2Site(Site):
 
     noisy = False
 
-    def __init__(self, handler: Callable[[Request], Awaitable[None]], config: Any,
-                 counters: Any, reactor: Any) -> None:
-        super().__init__(Co2Resource(handler), requestFactory=Co2Request,
-                         parsePOSTFormSubmission=False, reactor=reactor,
-                         logFormatter=_access_line)
+    def __init__(
+        self,
+        handler: Callable[[Request], Awaitable[None]],
+        config: Any,
+        counters: Any,
+        reactor: Any,
+    ) -> None:
+        super().__init__(
+            Co2Resource(handler),
+            requestFactory=Co2Request,
+            parsePOSTFormSubmission=False,
+            reactor=reactor,
+            logFormatter=_access_line,
+        )
         self.config = config
         self.counters = counters
         self.reactor = reactor

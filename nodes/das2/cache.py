@@ -140,14 +140,26 @@ class BlockId:
         """A name safe as a Redis key part and as a relative file path."""
         params = quote(" ".join(self.params), safe="") or "-"
         return "/".join(
-            (self.fingerprint, quote(self.dataset, safe=""), params, _res_text(self.resolution),
-             self.period, str(self.start_us))
+            (
+                self.fingerprint,
+                quote(self.dataset, safe=""),
+                params,
+                _res_text(self.resolution),
+                self.period,
+                str(self.start_us),
+            )
         )
 
     def job(self) -> bytes:
         return json.dumps(
-            {"dataset": self.dataset, "fp": self.fingerprint, "params": list(self.params),
-             "resolution": self.resolution, "period": self.period, "start": self.start_us},
+            {
+                "dataset": self.dataset,
+                "fp": self.fingerprint,
+                "params": list(self.params),
+                "resolution": self.resolution,
+                "period": self.period,
+                "start": self.start_us,
+            },
             separators=(",", ":"),
         ).encode()
 
@@ -163,11 +175,18 @@ class BlockId:
         except (ValueError, KeyError, TypeError) as exc:
             raise BadJob(f"not a job description: {exc}") from None
         ok = (
-            isinstance(dataset, str) and isinstance(fp, str) and fp.isalnum()
-            and isinstance(params, list) and all(isinstance(p, str) for p in params)
-            and isinstance(resolution, int | float) and not isinstance(resolution, bool)
-            and math.isfinite(resolution) and resolution >= 0
-            and period in PERIODS and isinstance(start, int) and not isinstance(start, bool)
+            isinstance(dataset, str)
+            and isinstance(fp, str)
+            and fp.isalnum()
+            and isinstance(params, list)
+            and all(isinstance(p, str) for p in params)
+            and isinstance(resolution, int | float)
+            and not isinstance(resolution, bool)
+            and math.isfinite(resolution)
+            and resolution >= 0
+            and period in PERIODS
+            and isinstance(start, int)
+            and not isinstance(start, bool)
         )
         if not ok:
             raise BadJob("job description with wrong types")
@@ -178,12 +197,17 @@ class BlockId:
             raise BadJob("job for a bad dataset name or time") from None
         if not aligned:
             raise BadJob("job period not aligned")
-        return cls(dataset, fp, tuple(params), float(resolution), period, start,
-                   period_end(start, period))
+        return cls(
+            dataset, fp, tuple(params), float(resolution), period, start, period_end(start, period)
+        )
 
 
 def blocks_for(
-    dsdf: Dsdf, params: Sequence[str], level: CacheLevel, start_us: int, end_us: int,
+    dsdf: Dsdf,
+    params: Sequence[str],
+    level: CacheLevel,
+    start_us: int,
+    end_us: int,
     limit: int = 100_000,
 ) -> list[BlockId]:
     fp = fingerprint(dsdf)
@@ -246,7 +270,12 @@ class RedisBlocks:
     name = "redis"
 
     def __init__(
-        self, url: str, namespace: str, ttl: float, job_ttl: float, reply_timeout: float = 5.0,
+        self,
+        url: str,
+        namespace: str,
+        ttl: float,
+        job_ttl: float,
+        reply_timeout: float = 5.0,
         reactor: Any = None,
     ) -> None:
         import txredisapi
@@ -263,8 +292,12 @@ class RedisBlocks:
         self.job_ttl = max(1, int(job_ttl))
         self.reply_timeout = reply_timeout
         self._handler = txredisapi.lazyConnection(
-            reconnect=True, charset=None, convertNumbers=False, connectTimeout=5,
-            replyTimeout=reply_timeout, **parse_url(url),
+            reconnect=True,
+            charset=None,
+            convertNumbers=False,
+            connectTimeout=5,
+            replyTimeout=reply_timeout,
+            **parse_url(url),
         )
         self._factory = self._handler._factory
         self._factory.initialDelay = 0.1

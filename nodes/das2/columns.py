@@ -182,7 +182,11 @@ def minmax_rows(t: np.ndarray, cols: dict[str, np.ndarray], stride: float):
     rt, rc = bin_minmax(t, flat, stride)
     out = {}
     for f, c in cols.items():
-        out[f] = rc[f] if c.ndim == 1 else np.stack(
-            [rc[f"{f}\x00{i}"] for i in range(c.shape[1])], axis=1
-        ).reshape(rt.size, c.shape[1])
+        out[f] = (
+            rc[f]
+            if c.ndim == 1
+            else np.stack([rc[f"{f}\x00{i}"] for i in range(c.shape[1])], axis=1).reshape(
+                rt.size, c.shape[1]
+            )
+        )
     return rt, out

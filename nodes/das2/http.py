@@ -83,8 +83,9 @@ class AsciiEvents:
         out: list[Event] = []
         for ev in events:
             if isinstance(ev, PacketHeader):
-                text = PacketHeader(ev.packet_id, tuple(ascii_plane(p) for p in ev.planes),
-                                    ev.properties)
+                text = PacketHeader(
+                    ev.packet_id, tuple(ascii_plane(p) for p in ev.planes), ev.properties
+                )
                 self._headers[ev.packet_id] = (ev, text)
                 out.append(text)
             elif isinstance(ev, Data):
@@ -141,7 +142,9 @@ class Das2Resource(resource.Resource):
     isLeaf = True
 
     def __init__(
-        self, service: Das2Service, server_id: str = "obsmesh-das2",
+        self,
+        service: Das2Service,
+        server_id: str = "obsmesh-das2",
         count: Callable[[str, int], None] | None = None,
     ) -> None:
         super().__init__()
@@ -191,8 +194,11 @@ class Das2Resource(resource.Resource):
             return self._text(request, 400, f"{exc.message}\n")
         command = args.get("server", "")
         if command == "list":
-            lines = [f"{name}|{d.description}" for name, d in sorted(self.service.catalog.items())
-                     if public(d)]
+            lines = [
+                f"{name}|{d.description}"
+                for name, d in sorted(self.service.catalog.items())
+                if public(d)
+            ]
             return self._text(request, 200, "".join(f"{line}\n" for line in lines))
         if command == "id":
             return self._text(request, 200, f"{self.server_id}\n")
@@ -218,8 +224,12 @@ class Das2Resource(resource.Resource):
     def _stream(self, request: server.Request, args: dict[str, str]) -> bytes | int:
         unknown = set(args) - DATASET_ARGS
         if unknown:
-            return self._exception(request, 400, "IllegalArgument",
-                                   f"unknown argument(s): {', '.join(sorted(unknown))[:200]}")
+            return self._exception(
+                request,
+                400,
+                "IllegalArgument",
+                f"unknown argument(s): {', '.join(sorted(unknown))[:200]}",
+            )
         dsdf = self._dataset(args)
         if dsdf is None:
             return self._exception(request, 404, "IllegalArgument", "no such dataset")
@@ -228,8 +238,13 @@ class Das2Resource(resource.Resource):
                 return self._exception(request, 400, "IllegalArgument", f"{needed} is required")
         text = args.get("ascii", "").lower() in ("1", "true", "yes")
         try:
-            req = validate_request(dsdf, args["start_time"], args["end_time"],
-                                   args.get("resolution"), args.get("params"))
+            req = validate_request(
+                dsdf,
+                args["start_time"],
+                args["end_time"],
+                args.get("resolution"),
+                args.get("params"),
+            )
         except InvalidArgument as exc:
             return self._exception(request, 400, "IllegalArgument", exc.message)
         request.setHeader(b"content-type", TEXT_MIME if text else BINARY_MIME)

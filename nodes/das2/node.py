@@ -114,7 +114,9 @@ class Das2Node(DataNode):
     kind = "das2"
     description = "das2 datasets: readers run on demand, cached, served over WAMP and das2 HTTP"
 
-    def __init__(self, name: str, settings: dict[str, Any], options: dict[str, Any], **kw: Any) -> None:
+    def __init__(
+        self, name: str, settings: dict[str, Any], options: dict[str, Any], **kw: Any
+    ) -> None:
         self.options = options
         root = Path(options["catalog"] or EXAMPLES)
         if not root.is_dir():
@@ -136,14 +138,23 @@ class Das2Node(DataNode):
         self.pool = ReaderPool(int(options["readers"]), reactor=self.reactor)
         self.build_pool = ReaderPool(int(options["build_concurrency"]), reactor=self.reactor)
         self.service = Das2Service(
-            self.catalog, self.pool, limits, self.build_pool, count=self.count, clock=self.clock,
+            self.catalog,
+            self.pool,
+            limits,
+            self.build_pool,
+            count=self.count,
+            clock=self.clock,
             max_block_bytes=int(options["max_block_bytes"]),
         )
         backend = self._backend()
         if backend is not None:
             self.service.cache = Cache(
-                backend, self.catalog, self.service.build, count=self.count,
-                concurrency=int(options["build_concurrency"]), reactor=self.reactor,
+                backend,
+                self.catalog,
+                self.service.build,
+                count=self.count,
+                concurrency=int(options["build_concurrency"]),
+                reactor=self.reactor,
             )
         self.resource = Das2Resource(self.service, options["server_id"], self.count)
         self.register_rpc("get_datasets", self.get_datasets)
@@ -161,7 +172,9 @@ class Das2Node(DataNode):
             job_ttl = float(self.options["reader_timeout"]) + 60.0
             return RedisBlocks(url, namespace, ttl, job_ttl, reactor=self.reactor)
         if mode == "disk":
-            where = self.options["cache_dir"] or os.path.join(self.settings["state_dir"], "das2-cache")
+            where = self.options["cache_dir"] or os.path.join(
+                self.settings["state_dir"], "das2-cache"
+            )
             return DiskBlocks(where, ttl)
         if mode == "off":
             return None
@@ -169,7 +182,9 @@ class Das2Node(DataNode):
 
     # -- start and stop ----------------------------------------------------
     async def start(self) -> None:
-        self.source("catalog", connected=True, datasets=sorted(self.catalog), errors=self.catalog_errors)
+        self.source(
+            "catalog", connected=True, datasets=sorted(self.catalog), errors=self.catalog_errors
+        )
         for problem in self.catalog_errors:
             self.log.warn("das2 catalog: {problem}", problem=problem)
         cache = self.service.cache
@@ -183,7 +198,8 @@ class Das2Node(DataNode):
             self.http_url = f"http://{shown}:{real}/"
             self.source("http", connected=True, url=self.http_url)
         await defer.DeferredList(
-            [defer.ensureDeferred(self._probe(d)) for d in self.catalog.values()], consumeErrors=True
+            [defer.ensureDeferred(self._probe(d)) for d in self.catalog.values()],
+            consumeErrors=True,
         )
         if any(d.live for d in self.catalog.values()):
             self._live_loop.start(float(self.options["live_poll"]), now=True)
@@ -238,7 +254,9 @@ class Das2Node(DataNode):
                 meta = plane_meta(dsdf.name, dsdf.description, plane)
                 name = field_name(dsdf.name, plane)
                 self.declare(name, dsdf.name, "number", meta["units"], meta["description"])
-                self.fields[name].update({k: v for k, v in meta.items() if k not in ("units", "description")})
+                self.fields[name].update(
+                    {k: v for k, v in meta.items() if k not in ("units", "description")}
+                )
         t = x_seconds(headers[0].planes[0], x) if headers else None
         if t is not None and t.size > 1:
             steps = np.diff(np.sort(t))
@@ -266,14 +284,22 @@ class Das2Node(DataNode):
         """The catalog (extra RPC `get_datasets`)."""
         out = []
         for name, d in sorted(self.catalog.items()):
-            out.append({
-                "name": name, "description": d.description, "live": d.live,
-                "reducible": d.reducible, "params": [[p.template, p.description] for p in d.params],
-                "examples": [[e.start_us / US_PER_S, e.end_us / US_PER_S, e.label, list(e.params)]
-                             for e in d.examples],
-                "cache_levels": [[lv.resolution, lv.period] for lv in d.cache_levels],
-                "fields": self._fields_of(name), "http": public(d) and self.http_url is not None,
-            })
+            out.append(
+                {
+                    "name": name,
+                    "description": d.description,
+                    "live": d.live,
+                    "reducible": d.reducible,
+                    "params": [[p.template, p.description] for p in d.params],
+                    "examples": [
+                        [e.start_us / US_PER_S, e.end_us / US_PER_S, e.label, list(e.params)]
+                        for e in d.examples
+                    ],
+                    "cache_levels": [[lv.resolution, lv.period] for lv in d.cache_levels],
+                    "fields": self._fields_of(name),
+                    "http": public(d) and self.http_url is not None,
+                }
+            )
         return out
 
     # -- data --------------------------------------------------------------
@@ -285,8 +311,10 @@ class Das2Node(DataNode):
         stride = _nice((t1 - t0) * width / max(1, budget - width))
 
         def text(values: int) -> str:
-            return (f"more than {budget} values for one reply: ask for min_stride >= {stride:g} s, "
-                    "a shorter interval, or progressive results")
+            return (
+                f"more than {budget} values for one reply: ask for min_stride >= {stride:g} s, "
+                "a shorter interval, or progressive results"
+            )
 
         return text
 
@@ -297,12 +325,23 @@ class Das2Node(DataNode):
         if isinstance(params, dict):
             unknown = set(params) - set(datasets)
             if unknown:
-                raise InvalidArgument(f"params for datasets not asked: {', '.join(sorted(unknown))}")
+                raise InvalidArgument(
+                    f"params for datasets not asked: {', '.join(sorted(unknown))}"
+                )
             return {d: params.get(d) for d in datasets}
         raise InvalidArgument("params must be a text, a list of texts, or {dataset: params}")
 
-    async def get_data(self, field, start, end, min_stride=None, reduce="mean", encoding="list",
-                       details=None, params=None):
+    async def get_data(
+        self,
+        field,
+        start,
+        end,
+        min_stride=None,
+        reduce="mean",
+        encoding="list",
+        details=None,
+        params=None,
+    ):
         names, t0, t1, stride = self._query_args(field, start, end, min_stride, reduce, encoding)
         progress = getattr(details, "progress", None)
         budget = int(self.settings["point_budget"])
@@ -317,7 +356,8 @@ class Das2Node(DataNode):
             if t1 > t0:
                 resolution = stride if reduce == "mean" else None
                 requests[dataset] = validate_request(
-                    self.catalog[dataset], t0, t1, resolution, per_dataset[dataset])
+                    self.catalog[dataset], t0, t1, resolution, per_dataset[dataset]
+                )
         answers = []
         used = 0
         for dataset, fs in groups.items():
@@ -350,7 +390,9 @@ class Das2Node(DataNode):
         for dataset, fs, t, cols in answers:
             rows = max(1, budget // self._width(fs))
             for a in range(0, max(t.size, 1), rows):
-                yield [(dataset, fs, t[a : a + rows], {f: c[a : a + rows] for f, c in cols.items()})]
+                yield [
+                    (dataset, fs, t[a : a + rows], {f: c[a : a + rows] for f, c in cols.items()})
+                ]
 
     @staticmethod
     def _answer(answers, encoding: str, finalized: float) -> dict:
@@ -374,7 +416,9 @@ class Das2Node(DataNode):
     async def _live_read(self, dsdf: Dsdf) -> None:
         name = dsdf.name
         now_us = int(self.clock() * US_PER_S)
-        start_us = self._live_from.get(name, now_us - int(float(self.options["live_window"]) * US_PER_S))
+        start_us = self._live_from.get(
+            name, now_us - int(float(self.options["live_window"]) * US_PER_S)
+        )
         if now_us <= start_us:
             return
         fields = [f for f in self._fields_of(name) if self.fields[f].get("das2_kind") != "yscan"]
@@ -390,8 +434,12 @@ class Das2Node(DataNode):
         if t.size:
             self.append(name, t, cols)
             self.count("live_records", int(t.size))
-        self.source(f"live:{name}", connected=True, error=None,
-                    last_sample=float(t[-1]) if t.size else self.last_sample.get(name))
+        self.source(
+            f"live:{name}",
+            connected=True,
+            error=None,
+            last_sample=float(t[-1]) if t.size else self.last_sample.get(name),
+        )
 
     # -- health ------------------------------------------------------------
     def get_status(self) -> dict:
@@ -401,10 +449,16 @@ class Das2Node(DataNode):
             "datasets": sorted(self.catalog),
             "catalog_errors": list(self.catalog_errors),
             "http": self.http_url,
-            "readers": {"active": self.pool.active, "waiting": self.pool.waiting,
-                        "most_active": self.pool.most_active},
-            "cache": None if cache is None else {
-                "backend": cache.backend.name, "building": cache.active,
+            "readers": {
+                "active": self.pool.active,
+                "waiting": self.pool.waiting,
+                "most_active": self.pool.most_active,
+            },
+            "cache": None
+            if cache is None
+            else {
+                "backend": cache.backend.name,
+                "building": cache.active,
                 "connected": getattr(cache.backend, "connected", True),
                 "last_error": cache.last_error,
             },
@@ -422,9 +476,13 @@ def _overlaps(dsdf: Dsdf, t0: float, t1: float, now: float) -> bool:
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--catalog", help="directory of DSDF files (default: the example readers)")
-    parser.add_argument("--http", help="das2 HTTP interface host:port (default 127.0.0.1:8091; '' for none)")
+    parser.add_argument(
+        "--http", help="das2 HTTP interface host:port (default 127.0.0.1:8091; '' for none)"
+    )
     parser.add_argument("--port", type=int, help="port of the das2 HTTP interface (-1 for none)")
-    parser.add_argument("--cache", choices=["auto", "redis", "disk", "off"], help="where blocks are cached")
+    parser.add_argument(
+        "--cache", choices=["auto", "redis", "disk", "off"], help="where blocks are cached"
+    )
     parser.add_argument("--cache-dir", help="directory of the disk cache")
     parser.add_argument("--redis-url", help="Redis of the cache (default: the mesh's redis_url)")
     parser.add_argument("--live-poll", type=float, help="seconds between reads of live datasets")
@@ -435,8 +493,17 @@ def build(args: argparse.Namespace, settings: dict[str, Any]) -> Das2Node:
     if args.http is not None:  # --http HOST:PORT sets both; --http '' turns the interface off
         host, port = _address(args.http) if args.http else (None, -1)
     options = config.settings(
-        DEFAULTS, "das2", path=args.config,
-        overrides={"catalog": args.catalog, "host": host, "port": port, "cache": args.cache,
-                   "cache_dir": args.cache_dir, "redis_url": args.redis_url, "live_poll": args.live_poll},
+        DEFAULTS,
+        "das2",
+        path=args.config,
+        overrides={
+            "catalog": args.catalog,
+            "host": host,
+            "port": port,
+            "cache": args.cache,
+            "cache_dir": args.cache_dir,
+            "redis_url": args.redis_url,
+            "live_poll": args.live_poll,
+        },
     )
     return Das2Node(args.name or "das2", settings, options)

@@ -278,8 +278,9 @@ class Das2Service:
         if level is None:
             return whole
         cache = self.cache
-        blocks = blocks_for(dsdf, request.params, level, request.start_us, request.end_us,
-                            cache.max_blocks + 1)
+        blocks = blocks_for(
+            dsdf, request.params, level, request.start_us, request.end_us, cache.max_blocks + 1
+        )
         if len(blocks) > cache.max_blocks:
             self.count("cache_too_many_blocks")
             return whole
@@ -344,15 +345,19 @@ class Das2Service:
         asm = Assembler(emit, request, dsdf.minmax, progress)
         outcome = Outcome()
         try:
-            segments = await self.plan(dsdf, request) if use_cache else [
-                Segment(request.start_us, request.end_us)
-            ]
+            segments = (
+                await self.plan(dsdf, request)
+                if use_cache
+                else [Segment(request.start_us, request.end_us)]
+            )
             outcome.segments = len(segments)
             for seg in segments:
                 if state.get("cancelled") or asm.stopped:
                     break
                 if seg.blocks is None:
-                    await self._read(dsdf, request, seg.start_us, seg.end_us, asm, flow, state, outcome)
+                    await self._read(
+                        dsdf, request, seg.start_us, seg.end_us, asm, flow, state, outcome
+                    )
                     continue
                 for block in seg.blocks:
                     if flow is not None:
@@ -425,8 +430,12 @@ class Das2Service:
         if not result.ok:
             self.count("reader_failures")
             if not asm.stopped:  # else the consumer stopped it: nothing to report
-                log.warn("reader {dataset} failed: {why}; stderr: {err}", dataset=dsdf.name,
-                         why=result.describe(), err=result.stderr[-500:])
+                log.warn(
+                    "reader {dataset} failed: {why}; stderr: {err}",
+                    dataset=dsdf.name,
+                    why=result.describe(),
+                    err=result.stderr[-500:],
+                )
                 try:
                     gate.fail("ServerError", result.describe())  # an [xx] exception ends the stream
                 except StopStream:

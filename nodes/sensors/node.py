@@ -12,7 +12,12 @@ from nodes.base import DataNode
 from nodes.sensors import procfs, sysfs
 from obsmesh import config
 
-DEFAULTS: dict[str, Any] = {"interval": 1.0, "proc_root": "/proc", "sys_root": "/sys/class", "sys_block": "/sys/block"}
+DEFAULTS: dict[str, Any] = {
+    "interval": 1.0,
+    "proc_root": "/proc",
+    "sys_root": "/sys/class",
+    "sys_block": "/sys/block",
+}
 TIMELINE = "host"
 
 _GAUGES = {
@@ -31,7 +36,9 @@ class SensorsNode(DataNode):
     kind = "sensors"
     description = "Linux host sensors: load, CPU, memory, disks, network, hwmon and thermal zones"
 
-    def __init__(self, name: str, settings: dict[str, Any], options: dict[str, Any], **kw: Any) -> None:
+    def __init__(
+        self, name: str, settings: dict[str, Any], options: dict[str, Any], **kw: Any
+    ) -> None:
         self.options = options
         self._prev_cpu: dict[str, tuple[int, int]] = {}
         self._prev_io: dict[str, dict[str, tuple[int, int]]] = {}
@@ -73,12 +80,18 @@ class SensorsNode(DataNode):
             cur = procfs.parse_stat(text)
             for cpu, pct in procfs.cpu_percent(self._prev_cpu, cur).items():
                 field = "cpu" if cpu == "cpu" else f"cpu.{cpu[3:]}"
-                self._ensure(field, "%", "CPU use, all cores" if cpu == "cpu" else f"CPU use, core {cpu[3:]}")
+                self._ensure(
+                    field, "%", "CPU use, all cores" if cpu == "cpu" else f"CPU use, core {cpu[3:]}"
+                )
                 values[field] = pct
             self._prev_cpu = cur
         dt = now - self._prev_time if self._prev_time is not None else 0.0
         counters = {
-            "disk": (self._proc("diskstats"), lambda t: procfs.parse_diskstats(t, self._whole_disk), ("read", "write")),
+            "disk": (
+                self._proc("diskstats"),
+                lambda t: procfs.parse_diskstats(t, self._whole_disk),
+                ("read", "write"),
+            ),
             "net": (self._proc("net/dev"), procfs.parse_netdev, ("rx", "tx")),
         }
         for group, (text, parse, names) in counters.items():
@@ -121,5 +134,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def build(args: argparse.Namespace, settings: dict[str, Any]) -> SensorsNode:
-    options = config.settings(DEFAULTS, "sensors", path=args.config, overrides={"interval": args.interval})
+    options = config.settings(
+        DEFAULTS, "sensors", path=args.config, overrides={"interval": args.interval}
+    )
     return SensorsNode(args.name or "sensors", settings, options)

@@ -26,7 +26,9 @@ def parse_stat(text: str) -> dict[str, tuple[int, int]]:
     return out
 
 
-def cpu_percent(prev: Mapping[str, tuple[int, int]], cur: Mapping[str, tuple[int, int]]) -> dict[str, float]:
+def cpu_percent(
+    prev: Mapping[str, tuple[int, int]], cur: Mapping[str, tuple[int, int]]
+) -> dict[str, float]:
     out = {}
     for name, (busy, total) in cur.items():
         if name not in prev:

@@ -11,7 +11,13 @@ import re
 from dataclasses import dataclass
 
 # hwmon input files: kind prefix -> (scale to SI-ish unit, units)
-_HWMON = {"temp": (1e-3, "degC"), "fan": (1.0, "RPM"), "in": (1e-3, "V"), "power": (1e-6, "W"), "curr": (1e-3, "A")}
+_HWMON = {
+    "temp": (1e-3, "degC"),
+    "fan": (1.0, "RPM"),
+    "in": (1e-3, "V"),
+    "power": (1e-6, "W"),
+    "curr": (1e-3, "A"),
+}
 _INPUT = re.compile(r"^(temp|fan|in|power|curr)(\d+)_input$")
 _SAFE = re.compile(r"[^a-zA-Z0-9_\-]+")
 
@@ -63,7 +69,9 @@ def hwmon(root: str = "/sys/class/hwmon") -> list[Reading]:
             kind, idx = m.groups()
             scale, units = _HWMON[kind]
             label = _read(os.path.join(base, f"{kind}{idx}_label")) or f"{kind}{idx}"
-            out.append(Reading(f"hwmon.{name}.{_slug(label)}", value * scale, units, f"{name} {label}"))
+            out.append(
+                Reading(f"hwmon.{name}.{_slug(label)}", value * scale, units, f"{name} {label}")
+            )
     return out
 
 
@@ -82,5 +90,7 @@ def thermal(root: str = "/sys/class/thermal") -> list[Reading]:
         if value is None:
             continue
         kind = _slug(_read(os.path.join(root, zone, "type")) or zone)
-        out.append(Reading(f"thermal.{zone}.{kind}", value, "degC", f"thermal zone {zone} ({kind})"))
+        out.append(
+            Reading(f"thermal.{zone}.{kind}", value, "degC", f"thermal zone {zone} ({kind})")
+        )
     return out

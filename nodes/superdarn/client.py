@@ -36,7 +36,13 @@ from .framing import DEFAULT_MAX_PAYLOAD, FrameDecoder
 _DMAP_CODE = dmap.HEADER.pack(dmap.RECORD_CODE, 0, 0, 0)[:4]
 
 # States reported in the status.
-IDLE, CONNECTING, CONNECTED, WAITING, STOPPED = "idle", "connecting", "connected", "waiting", "stopped"
+IDLE, CONNECTING, CONNECTED, WAITING, STOPPED = (
+    "idle",
+    "connecting",
+    "connected",
+    "waiting",
+    "stopped",
+)
 
 
 @dataclass(frozen=True)
@@ -187,12 +193,20 @@ class RadarClient:
             for key in totals:
                 totals[key] += getattr(d, key)
         return {
-            "name": self.name, "host": self.host, "port": self.port, "state": self.state,
-            "connected": self.state == CONNECTED, "stale": self.stale,
-            "last_record": self.last_record, "records": self.records,
-            "bad_records": self.bad_records, "connections": self.connections,
-            "attempts": self.attempts, "next_attempt": self.next_attempt,
-            "error": self.last_error, **{f"frames_{k}": v for k, v in totals.items()},
+            "name": self.name,
+            "host": self.host,
+            "port": self.port,
+            "state": self.state,
+            "connected": self.state == CONNECTED,
+            "stale": self.stale,
+            "last_record": self.last_record,
+            "records": self.records,
+            "bad_records": self.bad_records,
+            "connections": self.connections,
+            "attempts": self.attempts,
+            "next_attempt": self.next_attempt,
+            "error": self.last_error,
+            **{f"frames_{k}": v for k, v in totals.items()},
         }
 
     # ---------------------------------------------------------- internals
@@ -204,7 +218,8 @@ class RadarClient:
         self.attempts += 1
         self._got_frame = False
         self._connector = self.reactor.connectTCP(
-            self.host, self.port, self._factory, timeout=self.connect_timeout)
+            self.host, self.port, self._factory, timeout=self.connect_timeout
+        )
 
     def _connected(self, protocol: _FeedProtocol) -> None:
         if self.state == STOPPED:
@@ -285,7 +300,8 @@ class RadarClient:
             self._silence_timer.reset(self.reconnect_after_silence)
         else:
             self._silence_timer = self.reactor.callLater(
-                self.reconnect_after_silence, self._silent_too_long)
+                self.reconnect_after_silence, self._silent_too_long
+            )
 
     def _silent_too_long(self) -> None:
         self._silence_timer = None

@@ -47,8 +47,16 @@ CHAR, SHORT, INT, FLOAT, DOUBLE, STRING = 1, 2, 3, 4, 8, 9
 LONG, UCHAR, USHORT, UINT, ULONG, MAP = 10, 16, 17, 18, 19, 255
 
 _STRUCT_CHAR = {
-    CHAR: "b", SHORT: "h", INT: "i", FLOAT: "f", DOUBLE: "d",
-    LONG: "q", UCHAR: "B", USHORT: "H", UINT: "I", ULONG: "Q",
+    CHAR: "b",
+    SHORT: "h",
+    INT: "i",
+    FLOAT: "f",
+    DOUBLE: "d",
+    LONG: "q",
+    UCHAR: "B",
+    USHORT: "H",
+    UINT: "I",
+    ULONG: "Q",
 }
 NUMERIC_TYPES = frozenset(_STRUCT_CHAR)
 _SCALAR_SIZE = {t: struct.calcsize("<" + c) for t, c in _STRUCT_CHAR.items()}
@@ -69,29 +77,109 @@ _MAX_EMPTY_SHAPE = 0x7FFFFFFF
 # FITACF field types (RST fitacf 2.x/3.x), used to encode plain Python values so
 # that the bytes match what RST and darn-dmap's write_fitacf expect.
 FITACF_SCALAR_TYPES: dict[str, int] = {
-    "radar.revision.major": CHAR, "radar.revision.minor": CHAR, "origin.code": CHAR,
-    "origin.time": STRING, "origin.command": STRING, "cp": SHORT, "stid": SHORT,
-    "time.yr": SHORT, "time.mo": SHORT, "time.dy": SHORT, "time.hr": SHORT,
-    "time.mt": SHORT, "time.sc": SHORT, "time.us": INT, "txpow": SHORT, "nave": SHORT,
-    "atten": SHORT, "lagfr": SHORT, "smsep": SHORT, "ercod": SHORT, "stat.agc": SHORT,
-    "stat.lopwr": SHORT, "noise.search": FLOAT, "noise.mean": FLOAT, "channel": SHORT,
-    "bmnum": SHORT, "bmazm": FLOAT, "scan": SHORT, "offset": SHORT, "rxrise": SHORT,
-    "intt.sc": SHORT, "intt.us": INT, "txpl": SHORT, "mpinc": SHORT, "mppul": SHORT,
-    "mplgs": SHORT, "mplgexs": SHORT, "ifmode": SHORT, "nrang": SHORT, "frang": SHORT,
-    "rsep": SHORT, "xcf": SHORT, "tfreq": SHORT, "mxpwr": INT, "lvmax": INT,
-    "combf": STRING, "fitacf.revision.major": INT, "fitacf.revision.minor": INT,
-    "noise.sky": FLOAT, "noise.lag0": FLOAT, "noise.vel": FLOAT, "tdiff": FLOAT,
-    "widetx": SHORT, "algorithm": STRING,
+    "radar.revision.major": CHAR,
+    "radar.revision.minor": CHAR,
+    "origin.code": CHAR,
+    "origin.time": STRING,
+    "origin.command": STRING,
+    "cp": SHORT,
+    "stid": SHORT,
+    "time.yr": SHORT,
+    "time.mo": SHORT,
+    "time.dy": SHORT,
+    "time.hr": SHORT,
+    "time.mt": SHORT,
+    "time.sc": SHORT,
+    "time.us": INT,
+    "txpow": SHORT,
+    "nave": SHORT,
+    "atten": SHORT,
+    "lagfr": SHORT,
+    "smsep": SHORT,
+    "ercod": SHORT,
+    "stat.agc": SHORT,
+    "stat.lopwr": SHORT,
+    "noise.search": FLOAT,
+    "noise.mean": FLOAT,
+    "channel": SHORT,
+    "bmnum": SHORT,
+    "bmazm": FLOAT,
+    "scan": SHORT,
+    "offset": SHORT,
+    "rxrise": SHORT,
+    "intt.sc": SHORT,
+    "intt.us": INT,
+    "txpl": SHORT,
+    "mpinc": SHORT,
+    "mppul": SHORT,
+    "mplgs": SHORT,
+    "mplgexs": SHORT,
+    "ifmode": SHORT,
+    "nrang": SHORT,
+    "frang": SHORT,
+    "rsep": SHORT,
+    "xcf": SHORT,
+    "tfreq": SHORT,
+    "mxpwr": INT,
+    "lvmax": INT,
+    "combf": STRING,
+    "fitacf.revision.major": INT,
+    "fitacf.revision.minor": INT,
+    "noise.sky": FLOAT,
+    "noise.lag0": FLOAT,
+    "noise.vel": FLOAT,
+    "tdiff": FLOAT,
+    "widetx": SHORT,
+    "algorithm": STRING,
 }
 FITACF_ARRAY_TYPES: dict[str, int] = {
-    "ptab": SHORT, "ltab": SHORT, "pwr0": FLOAT, "slist": SHORT, "nlag": SHORT,
-    "qflg": CHAR, "gflg": CHAR, "x_qflg": CHAR, "x_gflg": CHAR,
-    **{name: FLOAT for name in (
-        "p_l", "p_l_e", "p_s", "p_s_e", "v", "v_e", "w_l", "w_l_e", "w_s", "w_s_e",
-        "sd_l", "sd_s", "sd_phi", "x_p_l", "x_p_l_e", "x_p_s", "x_p_s_e", "x_v", "x_v_e",
-        "x_w_l", "x_w_l_e", "x_w_s", "x_w_s_e", "phi0", "phi0_e", "elv", "elv_fitted",
-        "elv_error", "elv_low", "elv_high", "x_sd_l", "x_sd_s", "x_sd_phi",
-    )},
+    "ptab": SHORT,
+    "ltab": SHORT,
+    "pwr0": FLOAT,
+    "slist": SHORT,
+    "nlag": SHORT,
+    "qflg": CHAR,
+    "gflg": CHAR,
+    "x_qflg": CHAR,
+    "x_gflg": CHAR,
+    **{
+        name: FLOAT
+        for name in (
+            "p_l",
+            "p_l_e",
+            "p_s",
+            "p_s_e",
+            "v",
+            "v_e",
+            "w_l",
+            "w_l_e",
+            "w_s",
+            "w_s_e",
+            "sd_l",
+            "sd_s",
+            "sd_phi",
+            "x_p_l",
+            "x_p_l_e",
+            "x_p_s",
+            "x_p_s_e",
+            "x_v",
+            "x_v_e",
+            "x_w_l",
+            "x_w_l_e",
+            "x_w_s",
+            "x_w_s_e",
+            "phi0",
+            "phi0_e",
+            "elv",
+            "elv_fitted",
+            "elv_error",
+            "elv_low",
+            "elv_high",
+            "x_sd_l",
+            "x_sd_s",
+            "x_sd_phi",
+        )
+    },
 }
 
 
@@ -109,6 +197,7 @@ class DmapEncodeError(ValueError):
 
 
 # ---------------------------------------------------------------- decoding
+
 
 def record_size(data: bytes, offset: int = 0) -> int | None:
     """Total size declared by the record header at `offset`, or None if the
@@ -281,7 +370,9 @@ def _decode_generic(
         # An empty array must not declare giant other extents either (numpy
         # cannot even describe such a shape): bound the product of non-zero ones.
         if count == 0 and math.prod(e or 1 for e in extents) > _MAX_EMPTY_SHAPE:
-            raise DmapError(f"array {name!r} declares absurd extents {list(extents)}", pos - 4 * ndim)
+            raise DmapError(
+                f"array {name!r} declares absurd extents {list(extents)}", pos - 4 * ndim
+            )
         if kind == STRING:
             value, pos = _string_array(buf, pos, end, count, shape, name)
         else:
@@ -340,8 +431,14 @@ class Record(Mapping):
 
     __slots__ = ("_values", "_plan", "_buf", "_base", "_names")
 
-    def __init__(self, values: dict[str, Any], plan: _ArrayPlan, buf: bytes, base: int,
-                 names: tuple[str, ...]) -> None:
+    def __init__(
+        self,
+        values: dict[str, Any],
+        plan: _ArrayPlan,
+        buf: bytes,
+        base: int,
+        names: tuple[str, ...],
+    ) -> None:
         self._values = values
         self._plan = plan
         self._buf = buf
@@ -353,7 +450,9 @@ class Record(Mapping):
             return self._values[name]
         except KeyError:
             pass
-        value = self._values[name] = self._plan.view(name, self._buf, self._base)  # KeyError: no such field
+        value = self._values[name] = self._plan.view(
+            name, self._buf, self._base
+        )  # KeyError: no such field
         return value
 
     def get(self, name: str, default: Any = None) -> Any:
@@ -386,8 +485,12 @@ class _ArrayPlan:
 
     def __init__(self, arrays: dict[str, tuple], headers: list[tuple[bytes, int]]) -> None:
         self.arrays = arrays
-        self.regex = re.compile(b"".join(re.escape(raw) + (b".{%d}" % nbytes if nbytes else b"")
-                                         for raw, nbytes in headers), re.DOTALL)
+        self.regex = re.compile(
+            b"".join(
+                re.escape(raw) + (b".{%d}" % nbytes if nbytes else b"") for raw, nbytes in headers
+            ),
+            re.DOTALL,
+        )
 
     def fits(self, buf: bytes, start: int, end: int) -> bool:
         return self.regex.fullmatch(buf, start, end) is not None
@@ -399,7 +502,9 @@ class _ArrayPlan:
         return value if shape is None else value.reshape(shape)
 
 
-_PLANS_PER_LAYOUT = 256  # array-block lengths remembered per layout (a radar's beams: one per echo count)
+_PLANS_PER_LAYOUT = (
+    256  # array-block lengths remembered per layout (a radar's beams: one per echo count)
+)
 
 
 class _Layout:
@@ -439,7 +544,9 @@ class _Layout:
         )
         self.plans: dict[int, _ArrayPlan] = {}
 
-    def decode(self, buf: bytes, pos: int, end: int, lazy: bool = True) -> Record | dict[str, Any] | None:
+    def decode(
+        self, buf: bytes, pos: int, end: int, lazy: bool = True
+    ) -> Record | dict[str, Any] | None:
         match = self.regex.match(buf, pos, end)
         if match is None:
             return None
@@ -521,7 +628,10 @@ def _remember(nscal: int, narr: int, signature: tuple) -> None:
 
 # ---------------------------------------------------------------- encoding
 
-def encode_records(records: list[Mapping[str, Any]], types: Mapping[str, int] | None = None) -> bytes:
+
+def encode_records(
+    records: list[Mapping[str, Any]], types: Mapping[str, int] | None = None
+) -> bytes:
     return b"".join(encode_record(r, types) for r in records)
 
 
@@ -584,12 +694,16 @@ def _encode_scalar(name: str, value: Any, kind: int | None) -> bytes:
         return bytes([STRING]) + data + b"\0"
     if kind in (FLOAT, DOUBLE) and isinstance(value, int):
         value = float(value)
-    if not isinstance(value, int | float) or (kind not in (FLOAT, DOUBLE) and isinstance(value, float)):
+    if not isinstance(value, int | float) or (
+        kind not in (FLOAT, DOUBLE) and isinstance(value, float)
+    ):
         raise DmapEncodeError(f"scalar {name!r}: {value!r} is not a valid type-{kind} value")
     try:
         return bytes([kind]) + struct.pack("<" + _STRUCT_CHAR[kind], value)
     except (struct.error, OverflowError) as exc:
-        raise DmapEncodeError(f"scalar {name!r}: {value!r} does not fit type {kind}: {exc}") from None
+        raise DmapEncodeError(
+            f"scalar {name!r}: {value!r} does not fit type {kind}: {exc}"
+        ) from None
 
 
 def _encode_array(name: str, value: Any, kind: int | None) -> bytes:

@@ -31,7 +31,17 @@ CREATE TABLE IF NOT EXISTS scan_echoes (
 CREATE INDEX IF NOT EXISTS scan_echoes_code_time ON scan_echoes (code, time);
 CREATE INDEX IF NOT EXISTS scan_echoes_time ON scan_echoes (time);
 """
-_COLUMNS = ("stid", "channel", "time", "code", "end_time", "beams", "total", "ionospheric", "ground")
+_COLUMNS = (
+    "stid",
+    "channel",
+    "time",
+    "code",
+    "end_time",
+    "beams",
+    "total",
+    "ionospheric",
+    "ground",
+)
 
 
 def retention_days(value: Any) -> float | None:
@@ -62,17 +72,31 @@ class EchoStore:
     def add_scans(self, scans: Iterable[Mapping[str, Any]]) -> int:
         """Store scan products (from `ScanAccumulator`); a scan stored again
         (a file replayed twice) replaces itself. Returns rows written."""
-        rows = [(int(s["stid"]), int(s["channel"]), float(s["time"]), s.get("code"),
-                 float(s["end"]), int(s["beams"]), int(s["total"]), int(s["ionospheric"]),
-                 int(s["ground"])) for s in scans]
+        rows = [
+            (
+                int(s["stid"]),
+                int(s["channel"]),
+                float(s["time"]),
+                s.get("code"),
+                float(s["end"]),
+                int(s["beams"]),
+                int(s["total"]),
+                int(s["ionospheric"]),
+                int(s["ground"]),
+            )
+            for s in scans
+        ]
         with self._lock, self._db:
             self._db.executemany(
                 f"INSERT OR REPLACE INTO scan_echoes ({', '.join(_COLUMNS)}) "
-                f"VALUES ({', '.join('?' * len(_COLUMNS))})", rows)
+                f"VALUES ({', '.join('?' * len(_COLUMNS))})",
+                rows,
+            )
         return len(rows)
 
-    def query(self, start: float, end: float, code: str | None = None,
-              limit: int | None = None) -> list[dict[str, Any]]:
+    def query(
+        self, start: float, end: float, code: str | None = None, limit: int | None = None
+    ) -> list[dict[str, Any]]:
         """Scans with start time in [start, end), oldest first, optionally of one
         radar; at most `limit` rows (the oldest)."""
         sql = f"SELECT {', '.join(_COLUMNS)} FROM scan_echoes WHERE time >= ? AND time < ?"
@@ -108,7 +132,8 @@ class EchoStore:
         """Radar codes that have rows (radars known from a replay, say)."""
         with self._lock:
             rows = self._db.execute(
-                "SELECT DISTINCT code FROM scan_echoes WHERE code IS NOT NULL ORDER BY code").fetchall()
+                "SELECT DISTINCT code FROM scan_echoes WHERE code IS NOT NULL ORDER BY code"
+            ).fetchall()
         return [r[0] for r in rows]
 
     def count(self) -> int:

@@ -66,7 +66,7 @@ class FrameDecoder:
             if len(data) <= self._drain:
                 self._drain -= len(data)
                 return out
-            data = memoryview(data)[self._drain:]
+            data = memoryview(data)[self._drain :]
             self._drain = 0
         buf = self._buf
         buf += data
@@ -83,7 +83,7 @@ class FrameDecoder:
                         self._skip(start - pos)
                         pos = start
                 break
-            if buf[pos:pos + 4] != MAGIC:
+            if buf[pos : pos + 4] != MAGIC:
                 start = buf.find(MAGIC, pos)
                 if start < 0:
                     start = self._partial_magic_start(buf, pos, n)
@@ -118,7 +118,7 @@ class FrameDecoder:
             if length == 0:
                 self.empty += 1
             else:
-                out.append(bytes(buf[pos + HEADER_SIZE:end]))
+                out.append(bytes(buf[pos + HEADER_SIZE : end]))
                 self.frames += 1
             self._in_step = True
             pos = end
@@ -139,6 +139,6 @@ class FrameDecoder:
         """Where a magic cut by the end of the buffer might begin (keep those
         last 1-3 bytes), or `n` if none can."""
         for keep in (3, 2, 1):
-            if n - keep >= pos and MAGIC.startswith(bytes(buf[n - keep:n])):
+            if n - keep >= pos and MAGIC.startswith(bytes(buf[n - keep : n])):
                 return n - keep
         return n

@@ -66,7 +66,9 @@ def load_radars(value: Any) -> list[RadarEndpoint]:
 
 
 def echo_db_path(options: dict[str, Any], settings: dict[str, Any], name: str) -> str:
-    path = options.get("echo_db") or os.path.join(settings["state_dir"], "superdarn", f"{name}-echoes.sqlite")
+    path = options.get("echo_db") or os.path.join(
+        settings["state_dir"], "superdarn", f"{name}-echoes.sqlite"
+    )
     return os.path.abspath(path)
 
 
@@ -82,9 +84,17 @@ class SuperdarnNode(DataNode):
     kind = "superdarn"
     description = "SuperDARN radars: realtime beams, scans and echo counts (RST realtime feeds)"
 
-    def __init__(self, name: str, settings: dict[str, Any], options: dict[str, Any],
-                 endpoints: list[RadarEndpoint], *, echoes: EchoStore | None = None,
-                 timelines: bool = True, **kw: Any) -> None:
+    def __init__(
+        self,
+        name: str,
+        settings: dict[str, Any],
+        options: dict[str, Any],
+        endpoints: list[RadarEndpoint],
+        *,
+        echoes: EchoStore | None = None,
+        timelines: bool = True,
+        **kw: Any,
+    ) -> None:
         self.options = options
         self.endpoints = list(endpoints)
         self.clients: dict[str, RadarClient] = {}
@@ -93,12 +103,15 @@ class SuperdarnNode(DataNode):
                 raise ValueError(f"{key} must be a positive number, got {options[key]!r}")
         if int(options["max_payload"]) < 1024:
             raise ValueError("max_payload must be at least 1024 bytes")
-        self.backoff = Backoff(initial=float(options["backoff_initial"]),
-                               maximum=max(float(options["backoff_max"]), float(options["backoff_initial"])))
+        self.backoff = Backoff(
+            initial=float(options["backoff_initial"]),
+            maximum=max(float(options["backoff_max"]), float(options["backoff_initial"])),
+        )
         super().__init__(name, settings, **kw)
         self.echo_store = echoes
-        self.pipeline = RadarPipeline(self, echoes, purge_interval=float(options["purge_interval"]),
-                                      timelines=timelines)
+        self.pipeline = RadarPipeline(
+            self, echoes, purge_interval=float(options["purge_interval"]), timelines=timelines
+        )
         self.pipeline.register_rpcs()
         for ep in self.endpoints:
             self.pipeline.add_radar(ep.key)
@@ -113,10 +126,17 @@ class SuperdarnNode(DataNode):
         silence = float(self.options["reconnect_after_silence"]) or None
         for ep in self.endpoints:
             client = RadarClient(
-                ep.host, ep.port, partial(self.pipeline.ingest, ep.key),
-                partial(self._client_status, ep.key), name=ep.key, reactor=self.reactor,
-                backoff=self.backoff, stale_after=float(self.options["stale_after"]),
-                reconnect_after_silence=silence, max_payload=int(self.options["max_payload"]))
+                ep.host,
+                ep.port,
+                partial(self.pipeline.ingest, ep.key),
+                partial(self._client_status, ep.key),
+                name=ep.key,
+                reactor=self.reactor,
+                backoff=self.backoff,
+                stale_after=float(self.options["stale_after"]),
+                reconnect_after_silence=silence,
+                max_payload=int(self.options["max_payload"]),
+            )
             self.clients[ep.key] = client
             client.start()
 
@@ -129,10 +149,16 @@ class SuperdarnNode(DataNode):
     def _client_status(self, key: str, status: dict[str, Any]) -> None:
         connected = bool(status["connected"])
         self.pipeline.radar_status(
-            key, connected=connected, stale=bool(status["stale"]),
-            error=None if connected else status["error"], state=status["state"],
-            host=status["host"], port=status["port"], attempts=status["attempts"],
-            next_attempt=status["next_attempt"])
+            key,
+            connected=connected,
+            stale=bool(status["stale"]),
+            error=None if connected else status["error"],
+            state=status["state"],
+            host=status["host"],
+            port=status["port"],
+            attempts=status["attempts"],
+            next_attempt=status["next_attempt"],
+        )
 
     def get_status(self) -> dict:
         status = super().get_status()
@@ -142,17 +168,32 @@ class SuperdarnNode(DataNode):
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--radars", help="radar config: a JSON/TOML file or inline JSON, e.g. "
-                        "'{\"sas\": \"127.0.0.1:1401\"}' (default: [superdarn] radars)")
-    parser.add_argument("--stale-after", type=float, help="seconds of silence before a radar is stale (120)")
+    parser.add_argument(
+        "--radars",
+        help="radar config: a JSON/TOML file or inline JSON, e.g. "
+        '\'{"sas": "127.0.0.1:1401"}\' (default: [superdarn] radars)',
+    )
+    parser.add_argument(
+        "--stale-after", type=float, help="seconds of silence before a radar is stale (120)"
+    )
     parser.add_argument("--echo-db", help="SQLite file of per-scan echo counts")
-    parser.add_argument("--retention-days", type=float, help="days of echo counts kept (30; 0 = forever)")
+    parser.add_argument(
+        "--retention-days", type=float, help="days of echo counts kept (30; 0 = forever)"
+    )
 
 
 def options_from(args: argparse.Namespace) -> dict[str, Any]:
-    return config.settings(DEFAULTS, "superdarn", path=args.config, overrides={
-        "radars": getattr(args, "radars", None), "stale_after": getattr(args, "stale_after", None),
-        "echo_db": getattr(args, "echo_db", None), "retention_days": getattr(args, "retention_days", None)})
+    return config.settings(
+        DEFAULTS,
+        "superdarn",
+        path=args.config,
+        overrides={
+            "radars": getattr(args, "radars", None),
+            "stale_after": getattr(args, "stale_after", None),
+            "echo_db": getattr(args, "echo_db", None),
+            "retention_days": getattr(args, "retention_days", None),
+        },
+    )
 
 
 def build(args: argparse.Namespace, settings: dict[str, Any]) -> SuperdarnNode:
@@ -160,7 +201,9 @@ def build(args: argparse.Namespace, settings: dict[str, Any]) -> SuperdarnNode:
     name = args.name or "superdarn"
     try:
         endpoints = load_radars(options["radars"])
-        echoes = open_echo_store(echo_db_path(options, settings, name), float(options["retention_days"]))
+        echoes = open_echo_store(
+            echo_db_path(options, settings, name), float(options["retention_days"])
+        )
         return SuperdarnNode(name, settings, options, endpoints, echoes=echoes)
     except (RadarConfigError, ValueError, OSError, sqlite3.Error) as exc:
         raise config.ConfigError(f"superdarn node: {exc}") from None

@@ -175,22 +175,39 @@ class RadarPipeline:
             self._declare(state)
         if live and not state.live:
             state.live = True
-            self.node.source(key, connected=False, stale=False, last_sample=state.last_time,
-                             records=0, beams=0, scans=0, bad_records=0)
+            self.node.source(
+                key,
+                connected=False,
+                stale=False,
+                last_sample=state.last_time,
+                records=0,
+                beams=0,
+                scans=0,
+                bad_records=0,
+            )
             self._arm_watchdog(state)
         return state
 
     def _declare(self, state: RadarState) -> None:
         name = state.info["name"] if state.info else state.key
-        for timeline, fields in ((beam_timeline(state.key), BEAM_FIELDS),
-                                 (scan_timeline(state.key), SCAN_FIELDS)):
+        for timeline, fields in (
+            (beam_timeline(state.key), BEAM_FIELDS),
+            (scan_timeline(state.key), SCAN_FIELDS),
+        ):
             for suffix, (kind, units, description) in fields.items():
-                self.node.declare(f"{state.key}.{suffix}", timeline, type=kind, units=units,
-                                  description=f"{name}: {description}")
+                self.node.declare(
+                    f"{state.key}.{suffix}",
+                    timeline,
+                    type=kind,
+                    units=units,
+                    description=f"{name}: {description}",
+                )
 
     # ------------------------------------------------------------ records
 
-    def ingest(self, key: str, record: Mapping[str, Any], live: bool = True) -> dict[str, Any] | None:
+    def ingest(
+        self, key: str, record: Mapping[str, Any], live: bool = True
+    ) -> dict[str, Any] | None:
         """One decoded FITACF record of radar `key`; returns its beam product,
         or None for a record that is not a usable beam (counted, never raised).
         `live=False` for archived records: history only, nothing published."""
@@ -224,8 +241,14 @@ class RadarPipeline:
             self.node.publish(f"{self.topic}.{key}.beam", beam)
         self._append_beam(state, beam, live)
         if live:
-            self.node.source(key, last_sample=state.last_time, records=state.records,
-                             beams=state.beams, scans=state.scan_count, bad_records=state.bad_records)
+            self.node.source(
+                key,
+                last_sample=state.last_time,
+                records=state.records,
+                beams=state.beams,
+                scans=state.scan_count,
+                bad_records=state.bad_records,
+            )
         return beam
 
     def flush(self, key: str | None = None, live: bool = True) -> int:
@@ -242,17 +265,28 @@ class RadarPipeline:
     def _append_beam(self, state: RadarState, beam: dict[str, Any], live: bool) -> None:
         timeline = beam_timeline(state.key)
         if not self.timelines or (
-                self.skip_history and self.skip_history(timeline, beam["time"], beam["channel"])):
+            self.skip_history and self.skip_history(timeline, beam["time"], beam["channel"])
+        ):
             return
         k = state.key
-        self.node.append(timeline, [beam["time"]], {
-            f"{k}.bmnum": [beam["beam"]], f"{k}.channel": [beam["channel"]], f"{k}.noise": [beam["noise"]],
-            f"{k}.tfreq": [beam["tfreq"]], f"{k}.echoes": [beam["echoes_total"]],
-            f"{k}.echoes.ionospheric": [beam["echoes_ionospheric"]],
-            f"{k}.echoes.ground": [beam["echoes_ground"]],
-        }, live=live)
+        self.node.append(
+            timeline,
+            [beam["time"]],
+            {
+                f"{k}.bmnum": [beam["beam"]],
+                f"{k}.channel": [beam["channel"]],
+                f"{k}.noise": [beam["noise"]],
+                f"{k}.tfreq": [beam["tfreq"]],
+                f"{k}.echoes": [beam["echoes_total"]],
+                f"{k}.echoes.ionospheric": [beam["echoes_ionospheric"]],
+                f"{k}.echoes.ground": [beam["echoes_ground"]],
+            },
+            live=live,
+        )
 
-    def _scan_done(self, state: RadarState, scan: dict[str, Any], complete: bool, live: bool) -> None:
+    def _scan_done(
+        self, state: RadarState, scan: dict[str, Any], complete: bool, live: bool
+    ) -> None:
         scan["key"] = state.key
         scan["complete"] = complete
         state.scan_count += 1
@@ -261,28 +295,47 @@ class RadarPipeline:
             self.node.publish(f"{self.topic}.{state.key}.scan", scan)
         timeline = scan_timeline(state.key)
         if self.timelines and not (
-                self.skip_history and self.skip_history(timeline, scan["time"], scan["channel"])):
+            self.skip_history and self.skip_history(timeline, scan["time"], scan["channel"])
+        ):
             k = f"{state.key}.scan"
-            self.node.append(timeline, [scan["time"]], {
-                f"{k}.beams": [scan["beams"]], f"{k}.total": [scan["total"]],
-                f"{k}.ionospheric": [scan["ionospheric"]], f"{k}.ground": [scan["ground"]],
-                f"{k}.mean_total": [scan["mean_total"]],
-                f"{k}.mean_ionospheric": [scan["mean_ionospheric"]],
-                f"{k}.mean_ground": [scan["mean_ground"]], f"{k}.noise": [scan["noise_mean"]],
-                f"{k}.channel": [scan["channel"]], f"{k}.duration": [scan["end"] - scan["time"]],
-                f"{k}.complete": [complete],
-            }, live=live)
+            self.node.append(
+                timeline,
+                [scan["time"]],
+                {
+                    f"{k}.beams": [scan["beams"]],
+                    f"{k}.total": [scan["total"]],
+                    f"{k}.ionospheric": [scan["ionospheric"]],
+                    f"{k}.ground": [scan["ground"]],
+                    f"{k}.mean_total": [scan["mean_total"]],
+                    f"{k}.mean_ionospheric": [scan["mean_ionospheric"]],
+                    f"{k}.mean_ground": [scan["mean_ground"]],
+                    f"{k}.noise": [scan["noise_mean"]],
+                    f"{k}.channel": [scan["channel"]],
+                    f"{k}.duration": [scan["end"] - scan["time"]],
+                    f"{k}.complete": [complete],
+                },
+                live=live,
+            )
         if self.echoes is not None:
             self._queue_echoes(scan)
 
     # ------------------------------------------------------------ status
 
-    def radar_status(self, key: str, *, connected: bool | None = None, stale: bool | None = None,
-                     error: str | None = None, **extra: Any) -> None:
+    def radar_status(
+        self,
+        key: str,
+        *,
+        connected: bool | None = None,
+        stale: bool | None = None,
+        error: str | None = None,
+        **extra: Any,
+    ) -> None:
         """A transport's news about radar `key` (None: unchanged). Going away
         (disconnected or stale) finishes the radar's open scan as incomplete."""
         state = self.radars.get(key) or self.add_radar(key)
-        gone = (connected is False and state.connected is not False) or (stale is True and not state.stale)
+        gone = (connected is False and state.connected is not False) or (
+            stale is True and not state.stale
+        )
         if connected is not None:
             state.connected = connected
         if stale is not None:
@@ -302,7 +355,9 @@ class RadarPipeline:
         if state.watchdog is not None and state.watchdog.active():
             state.watchdog.reset(self.stale_after)
         else:
-            state.watchdog = self.node.reactor.callLater(self.stale_after, self._went_quiet, state.key)
+            state.watchdog = self.node.reactor.callLater(
+                self.stale_after, self._went_quiet, state.key
+            )
 
     def _went_quiet(self, key: str) -> None:
         self.radars[key].watchdog = None
@@ -400,7 +455,9 @@ class RadarPipeline:
         self._maintaining = d
         return d
 
-    async def get_echoes(self, start: Any = -86400.0, end: Any = 0.0, code: Any = None) -> list[dict]:
+    async def get_echoes(
+        self, start: Any = -86400.0, end: Any = 0.0, code: Any = None
+    ) -> list[dict]:
         """Per-scan echo counts with start time in [start, end), oldest first,
         of one radar code or all (the old server's `GET /echoes`)."""
         t0, t1 = resolve_interval(start, end, self.node.clock)
@@ -410,7 +467,9 @@ class RadarPipeline:
             return []
         rows = await self.run_in_thread(self.echoes.query, t0, t1, code, MAX_ECHO_ROWS + 1)
         if len(rows) > MAX_ECHO_ROWS:
-            raise TooManyPoints(f"more than {MAX_ECHO_ROWS} scans in the interval: ask for a shorter one")
+            raise TooManyPoints(
+                f"more than {MAX_ECHO_ROWS} scans in the interval: ask for a shorter one"
+            )
         return rows
 
     def register_rpcs(self) -> None:
@@ -443,16 +502,25 @@ class RadarPipeline:
             try:
                 await d
             except defer.TimeoutError:
-                self.log.error("{n} scans not written to the echo database at stop",
-                               n=len(self._echo_queue))
+                self.log.error(
+                    "{n} scans not written to the echo database at stop", n=len(self._echo_queue)
+                )
 
     def status(self) -> dict[str, Any]:
         """Per-radar pipeline figures (get_status adds these)."""
         return {
-            "radars": {k: {"records": s.records, "beams": s.beams, "scans": s.scan_count,
-                           "bad_records": s.bad_records, "last_time": s.last_time,
-                           "open_scans": len(s.scans.open_keys()), "live": s.live}
-                       for k, s in self.radars.items()},
+            "radars": {
+                k: {
+                    "records": s.records,
+                    "beams": s.beams,
+                    "scans": s.scan_count,
+                    "bad_records": s.bad_records,
+                    "last_time": s.last_time,
+                    "open_scans": len(s.scans.open_keys()),
+                    "live": s.live,
+                }
+                for k, s in self.radars.items()
+            },
             "echo_queue": len(self._echo_queue),
             "echo_retention_days": self.echoes.retention if self.echoes else None,
             "last_purge": self._last_purge,

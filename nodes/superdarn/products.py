@@ -36,7 +36,9 @@ def radar_time(record: Mapping[str, Any]) -> float:
     `time.us` outside 0..999999 is ignored: old senders wrote it as int16, so it
     wrapped and its true value cannot be recovered."""
     try:
-        yr, mo, dy, hr, mt, sc = (_int(record, f"time.{k}") for k in ("yr", "mo", "dy", "hr", "mt", "sc"))
+        yr, mo, dy, hr, mt, sc = (
+            _int(record, f"time.{k}") for k in ("yr", "mo", "dy", "hr", "mt", "sc")
+        )
         day = _dt.date(yr, mo, dy)
     except ValueError as exc:
         raise ProductError(f"bad record time: {exc}") from None
@@ -47,8 +49,9 @@ def radar_time(record: Mapping[str, Any]) -> float:
     return (day.toordinal() - _EPOCH_ORDINAL) * 86400 + hr * 3600 + mt * 60 + sc + us / 1e6
 
 
-def beam_product(record: Mapping[str, Any], code: str | None = None,
-                 radar: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def beam_product(
+    record: Mapping[str, Any], code: str | None = None, radar: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
     """One beam for display and storage. `radar` (a radar table row as a dict)
     adds the radar's name and position."""
     nrang = _int(record, "nrang")
@@ -72,8 +75,12 @@ def beam_product(record: Mapping[str, Any], code: str | None = None,
         "xcf": bool(_opt_int(record, "xcf")),
     }
     if radar is not None:
-        product.update(name=radar.get("name"), lat=radar.get("lat"), lon=radar.get("lon"),
-                       boresight=radar.get("boresight"))
+        product.update(
+            name=radar.get("name"),
+            lat=radar.get("lat"),
+            lon=radar.get("lon"),
+            boresight=radar.get("boresight"),
+        )
     slist = record.get("slist")
     if slist is None:
         n = 0
@@ -142,10 +149,22 @@ class ScanAccumulator:
 
 
 def _start(beam: Mapping[str, Any]) -> dict[str, Any]:
-    return {"time": beam["time"], "end": beam["time"], "stid": beam["stid"], "code": beam.get("code"),
-            "channel": beam["channel"], "scan_flag": beam["scan"], "beams": 0, "beam_numbers": [],
-            "total": 0, "ionospheric": 0, "ground": 0, "noise": [], "tfreq": beam.get("tfreq"),
-            **({"name": beam["name"]} if "name" in beam else {})}
+    return {
+        "time": beam["time"],
+        "end": beam["time"],
+        "stid": beam["stid"],
+        "code": beam.get("code"),
+        "channel": beam["channel"],
+        "scan_flag": beam["scan"],
+        "beams": 0,
+        "beam_numbers": [],
+        "total": 0,
+        "ionospheric": 0,
+        "ground": 0,
+        "noise": [],
+        "tfreq": beam.get("tfreq"),
+        **({"name": beam["name"]} if "name" in beam else {}),
+    }
 
 
 def _add(scan: dict[str, Any], beam: Mapping[str, Any]) -> None:

@@ -68,10 +68,15 @@ def replay_files(
         n = len(data)
         for record, offset in iter_file_records(data, path, summary.errors):
             summary.records += 1
-            info = radars.radar_by_stid(record.get("stid")) if isinstance(record.get("stid"), int) else None
+            info = (
+                radars.radar_by_stid(record.get("stid"))
+                if isinstance(record.get("stid"), int)
+                else None
+            )
             try:
-                beam = beam_product(record, info.code if info else None,
-                                    info.as_dict() if info else None)
+                beam = beam_product(
+                    record, info.code if info else None, info.as_dict() if info else None
+                )
             except ProductError:
                 summary.bad_records += 1
                 continue
@@ -87,7 +92,9 @@ def replay_files(
     return summary
 
 
-def iter_file_records(data: bytes, path: str, errors: list[str]) -> Iterator[tuple[dict[str, Any], int]]:
+def iter_file_records(
+    data: bytes, path: str, errors: list[str]
+) -> Iterator[tuple[dict[str, Any], int]]:
     """(record, offset after it) for each record of one file's bytes. A corrupt
     record ends the file (DMAP cannot be resynchronised inside a file): its
     error goes to `errors`, and the records before it stand."""

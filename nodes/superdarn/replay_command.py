@@ -58,10 +58,15 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.add_argument("files", nargs="+", metavar="FILE", help="fitacf files (plain, .bz2, .gz)")
     parser.add_argument("--name", help="the node whose history is filled (default superdarn)")
-    parser.add_argument("--code", help="radar key for every record (default: from each record's station id)")
+    parser.add_argument(
+        "--code", help="radar key for every record (default: from each record's station id)"
+    )
     parser.add_argument("--echo-db", help="SQLite echo database (default: the node's)")
-    parser.add_argument("--echoes-only", action="store_true",
-                        help="write only the echo database (works with the in-memory store)")
+    parser.add_argument(
+        "--echoes-only",
+        action="store_true",
+        help="write only the echo database (works with the in-memory store)",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -80,11 +85,15 @@ class _Known:
         rows.add((t, channel))  # a later copy of this row in the archive is skipped too
         return False
 
-    async def load(self, store: Any, key: str, timeline: str, channel_field: str, t0: float, t1: float) -> None:
+    async def load(
+        self, store: Any, key: str, timeline: str, channel_field: str, t0: float, t1: float
+    ) -> None:
         times, cols = await store.query(timeline, [channel_field], t0, t1)
         channels = cols[channel_field]
         self.rows[timeline].update(
-            (float(t), int(c) if c == c else 0) for t, c in zip(times.tolist(), channels.tolist(), strict=True))
+            (float(t), int(c) if c == c else 0)
+            for t, c in zip(times.tolist(), channels.tolist(), strict=True)
+        )
 
 
 def _key_of(record: dict[str, Any], code: str | None) -> str | None:
@@ -95,14 +104,23 @@ def _key_of(record: dict[str, Any], code: str | None) -> str | None:
     return info.code if info else None
 
 
-async def replay(args: argparse.Namespace, settings: dict[str, Any], options: dict[str, Any],
-                 reactor: Any, out: Any = sys.stdout, err: Any = sys.stderr) -> int:
+async def replay(
+    args: argparse.Namespace,
+    settings: dict[str, Any],
+    options: dict[str, Any],
+    reactor: Any,
+    out: Any = sys.stdout,
+    err: Any = sys.stderr,
+) -> int:
     name = args.name or "superdarn"
-    echoes = open_echo_store(echo_db_path(options, settings, name), float(options["retention_days"]))
+    echoes = open_echo_store(
+        echo_db_path(options, settings, name), float(options["retention_days"])
+    )
     if args.echoes_only:
         settings = {**settings, "store": "memory"}
-    node = SuperdarnNode(name, settings, options, [], echoes=echoes, timelines=not args.echoes_only,
-                         reactor=reactor)
+    node = SuperdarnNode(
+        name, settings, options, [], echoes=echoes, timelines=not args.echoes_only, reactor=reactor
+    )
     pipeline, store, known = node.pipeline, node.store, _Known()
     pipeline.skip_history = known.skip
     errors: list[str] = []
@@ -137,7 +155,14 @@ async def replay(args: argparse.Namespace, settings: dict[str, Any], options: di
             for key, (lo, hi) in spans.items():
                 pipeline.add_radar(key, live=False)
                 await known.load(store, key, beam_timeline(key), f"{key}.channel", lo, hi + 1)
-                await known.load(store, key, scan_timeline(key), f"{key}.scan.channel", lo - SCAN_LOOKBACK, hi + 1)
+                await known.load(
+                    store,
+                    key,
+                    scan_timeline(key),
+                    f"{key}.scan.channel",
+                    lo - SCAN_LOOKBACK,
+                    hi + 1,
+                )
         for i, (record, offset) in enumerate(records, 1):
             key = _key_of(record, args.code)
             if key is None:
@@ -160,9 +185,11 @@ async def replay(args: argparse.Namespace, settings: dict[str, Any], options: di
     if not args.quiet:
         err.write("\n")
     c = node.counters
-    out.write(f"replayed {len(args.files)} file(s) into node {name!r}: {c['records']} records, "
-              f"{c['beams']} beams, {c['scans']} scans; {known.skipped} rows already stored, "
-              f"{c['bad_records']} unusable records, {unknown} of unknown stations\n")
+    out.write(
+        f"replayed {len(args.files)} file(s) into node {name!r}: {c['records']} records, "
+        f"{c['beams']} beams, {c['scans']} scans; {known.skipped} rows already stored, "
+        f"{c['bad_records']} unusable records, {unknown} of unknown stations\n"
+    )
     for e in errors:
         err.write(f"error: {e}\n")
     return 1 if errors else 0
@@ -172,10 +199,13 @@ def main(args: argparse.Namespace) -> int:
     settings = config.mesh(args.config)
     options = options_from(args)
     if settings["store"] != "redis" and not args.echoes_only:
-        print("obsmesh replay superdarn: the history of a node with the in-memory store lives in that "
-              "node's process, so a replay cannot reach it. Set store = \"redis\" (and redis_url) in the "
-              "mesh configuration for the node and this command, or pass --echoes-only to fill only the "
-              "echo database.", file=sys.stderr)
+        print(
+            "obsmesh replay superdarn: the history of a node with the in-memory store lives in that "
+            'node\'s process, so a replay cannot reach it. Set store = "redis" (and redis_url) in the '
+            "mesh configuration for the node and this command, or pass --echoes-only to fill only the "
+            "echo database.",
+            file=sys.stderr,
+        )
         return 2
     if args.code and not KEY.match(args.code):
         print(f"obsmesh replay superdarn: bad radar code {args.code!r}", file=sys.stderr)

@@ -59,7 +59,9 @@ def file_schedule(records: list[dict[str, Any]]) -> Iterator[tuple[float, dict[s
             yield pause, records[i]
 
 
-def synth_schedule(generator: synth.RadarSynth, start: float) -> Iterator[tuple[float, dict[str, Any]]]:
+def synth_schedule(
+    generator: synth.RadarSynth, start: float
+) -> Iterator[tuple[float, dict[str, Any]]]:
     """(pause before sending, record) forever from the synthesiser's radar times."""
     previous = start
     for record in generator.records(start):
@@ -87,9 +89,14 @@ class RadarServer(Factory):
     protocol = _Client
     log = Logger()
 
-    def __init__(self, schedule: Iterator[tuple[float, dict[str, Any]]], clock: Any,
-                 speed: float = 1.0, max_clients: int = MAX_CLIENTS,
-                 wall_time: Any = time.time) -> None:
+    def __init__(
+        self,
+        schedule: Iterator[tuple[float, dict[str, Any]]],
+        clock: Any,
+        speed: float = 1.0,
+        max_clients: int = MAX_CLIENTS,
+        wall_time: Any = time.time,
+    ) -> None:
         if not speed > 0 or not math.isfinite(speed):
             raise ValueError("speed must be a positive number")
         self.schedule = schedule
@@ -145,9 +152,17 @@ class RadarServer(Factory):
         self._next()
 
 
-def make_schedule(code: str, file: str | None = None, *, stid: int | None = None, seed: int = 0,
-                  channel: int = 0, xcf: bool = True, scan_sign: int = 1,
-                  start: float | None = None) -> Iterator[tuple[float, dict[str, Any]]]:
+def make_schedule(
+    code: str,
+    file: str | None = None,
+    *,
+    stid: int | None = None,
+    seed: int = 0,
+    channel: int = 0,
+    xcf: bool = True,
+    scan_sign: int = 1,
+    start: float | None = None,
+) -> Iterator[tuple[float, dict[str, Any]]]:
     if file:
         records = dmap.decode_records(read_file_bytes(file))
         return file_schedule(records)
@@ -156,13 +171,25 @@ def make_schedule(code: str, file: str | None = None, *, stid: int | None = None
         if info is None:
             raise ValueError(f"unknown radar code {code!r}: give --stid")
         stid = info.stid
-    generator = synth.RadarSynth(stid, seed=seed, channel=channel, xcf=xcf, scan_sign=scan_sign,
-                                 boresight=info.boresight if info else 0.0)
+    generator = synth.RadarSynth(
+        stid,
+        seed=seed,
+        channel=channel,
+        xcf=xcf,
+        scan_sign=scan_sign,
+        boresight=info.boresight if info else 0.0,
+    )
     return synth_schedule(generator, time.time() if start is None else start)
 
 
-def start_simulator(reactor: Any, port: int, schedule: Iterator[tuple[float, dict[str, Any]]],
-                    *, interface: str = "127.0.0.1", speed: float = 1.0) -> tuple[Any, RadarServer]:
+def start_simulator(
+    reactor: Any,
+    port: int,
+    schedule: Iterator[tuple[float, dict[str, Any]]],
+    *,
+    interface: str = "127.0.0.1",
+    speed: float = 1.0,
+) -> tuple[Any, RadarServer]:
     """Listen and start broadcasting; returns (listening port, server)."""
     server = RadarServer(schedule, reactor, speed=speed)
     listening = reactor.listenTCP(port, server, interface=interface)
@@ -180,8 +207,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--channel", type=int, default=0, help="channel number in the records")
     parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic echoes")
     parser.add_argument("--no-xcf", action="store_true", help="synthesise without elevation data")
-    parser.add_argument("--scan-sign", type=int, choices=(1, -1), default=1,
-                        help="flag of a scan's first beam (some radars use -1)")
+    parser.add_argument(
+        "--scan-sign",
+        type=int,
+        choices=(1, -1),
+        default=1,
+        help="flag of a scan's first beam (some radars use -1)",
+    )
 
 
 def main(args: argparse.Namespace) -> int:
@@ -194,16 +226,27 @@ def main(args: argparse.Namespace) -> int:
         print("--speed must be a positive number", file=sys.stderr)
         return 2
     try:
-        schedule = make_schedule(args.code, args.file, stid=args.stid, seed=args.seed,
-                                 channel=args.channel, xcf=not args.no_xcf,
-                                 scan_sign=args.scan_sign)
+        schedule = make_schedule(
+            args.code,
+            args.file,
+            stid=args.stid,
+            seed=args.seed,
+            channel=args.channel,
+            xcf=not args.no_xcf,
+            scan_sign=args.scan_sign,
+        )
     except (OSError, ValueError) as exc:  # DmapError is a ValueError
         print(f"cannot start the radar simulator: {exc}", file=sys.stderr)
         return 2
     globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stderr)])
     start_simulator(reactor, args.port, schedule, interface=args.host, speed=args.speed)
-    RadarServer.log.info("radar {code} simulator on {host}:{port} (speed {speed})",
-                         code=args.code, host=args.host, port=args.port, speed=args.speed)
+    RadarServer.log.info(
+        "radar {code} simulator on {host}:{port} (speed {speed})",
+        code=args.code,
+        host=args.host,
+        port=args.port,
+        speed=args.speed,
+    )
     reactor.run()
     return 0
 

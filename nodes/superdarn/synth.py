@@ -30,16 +30,64 @@ CAMPING = -32768
 SOUNDING = -2
 
 # Echo arrays present in every record with echoes, and those added when xcf is on.
-_ECHO_FLOAT = ("p_l", "p_l_e", "p_s", "p_s_e", "v", "v_e", "w_l", "w_l_e", "w_s", "w_s_e",
-               "sd_l", "sd_s", "sd_phi")
-_XCF_FLOAT = ("x_p_l", "x_p_l_e", "x_p_s", "x_p_s_e", "x_v", "x_v_e", "x_w_l", "x_w_l_e",
-              "x_w_s", "x_w_s_e", "phi0", "phi0_e", "elv", "elv_low", "elv_high",
-              "x_sd_l", "x_sd_s", "x_sd_phi")
+_ECHO_FLOAT = (
+    "p_l",
+    "p_l_e",
+    "p_s",
+    "p_s_e",
+    "v",
+    "v_e",
+    "w_l",
+    "w_l_e",
+    "w_s",
+    "w_s_e",
+    "sd_l",
+    "sd_s",
+    "sd_phi",
+)
+_XCF_FLOAT = (
+    "x_p_l",
+    "x_p_l_e",
+    "x_p_s",
+    "x_p_s_e",
+    "x_v",
+    "x_v_e",
+    "x_w_l",
+    "x_w_l_e",
+    "x_w_s",
+    "x_w_s_e",
+    "phi0",
+    "phi0_e",
+    "elv",
+    "elv_low",
+    "elv_high",
+    "x_sd_l",
+    "x_sd_s",
+    "x_sd_phi",
+)
 # Seven-pulse sequence (the classic SuperDARN katscan) and its lag table.
 PTAB = np.array([0, 9, 12, 20, 22, 26, 27], dtype="<i2")
-_LAGS = [(0, 0), (26, 27), (20, 22), (9, 12), (22, 26), (22, 27), (20, 26), (20, 27),
-         (12, 20), (0, 9), (12, 22), (9, 20), (0, 12), (9, 22), (12, 26), (12, 27),
-         (9, 26), (9, 27), (27, 27)]
+_LAGS = [
+    (0, 0),
+    (26, 27),
+    (20, 22),
+    (9, 12),
+    (22, 26),
+    (22, 27),
+    (20, 26),
+    (20, 27),
+    (12, 20),
+    (0, 9),
+    (12, 22),
+    (9, 20),
+    (0, 12),
+    (9, 22),
+    (12, 26),
+    (12, 27),
+    (9, 26),
+    (9, 27),
+    (27, 27),
+]
 LTAB = np.array(_LAGS, dtype="<i2")  # numpy shape (mplgs + 1, 2), as files store it
 
 
@@ -48,8 +96,12 @@ def radar_time_fields(when: float) -> dict[str, int]:
     whole = math.floor(when)
     moment = _dt.datetime.fromtimestamp(whole, tz=_dt.UTC)
     return {
-        "time.yr": moment.year, "time.mo": moment.month, "time.dy": moment.day,
-        "time.hr": moment.hour, "time.mt": moment.minute, "time.sc": moment.second,
+        "time.yr": moment.year,
+        "time.mo": moment.month,
+        "time.dy": moment.day,
+        "time.hr": moment.hour,
+        "time.mt": moment.minute,
+        "time.sc": moment.second,
         "time.us": min(int(round((when - whole) * 1e6)), 999_999),
     }
 
@@ -89,22 +141,55 @@ def fitacf_record(
         raise ValueError(f"elv has {len(elv)} values for {n} gates")
     mplgs = len(LTAB) - 1
     rec: dict[str, Any] = {
-        "radar.revision.major": 1, "radar.revision.minor": 18, "origin.code": 0,
+        "radar.revision.major": 1,
+        "radar.revision.minor": 18,
+        "origin.code": 0,
         "origin.time": _dt.datetime.fromtimestamp(math.floor(when), tz=_dt.UTC).strftime(
-            "%a %b %d %H:%M:%S %Y"),
-        "origin.command": origin, "cp": cp, "stid": stid,
+            "%a %b %d %H:%M:%S %Y"
+        ),
+        "origin.command": origin,
+        "cp": cp,
+        "stid": stid,
         **radar_time_fields(when),
-        "txpow": 9000, "nave": nave, "atten": 0, "lagfr": 1200, "smsep": 300, "ercod": 0,
-        "stat.agc": 0, "stat.lopwr": 0, "noise.search": noise * 1.1, "noise.mean": noise * 1.4,
-        "channel": channel, "bmnum": bmnum, "bmazm": bmazm, "scan": scan, "offset": 0,
-        "rxrise": 100, "intt.sc": int(intt), "intt.us": int(round((intt % 1) * 1e6)),
-        "txpl": 300, "mpinc": 1500, "mppul": len(PTAB), "mplgs": mplgs, "mplgexs": 0,
-        "ifmode": -1, "nrang": nrang, "frang": frang, "rsep": rsep, "xcf": 1 if xcf else 0,
-        "tfreq": tfreq, "mxpwr": 1070000000, "lvmax": 20000,
+        "txpow": 9000,
+        "nave": nave,
+        "atten": 0,
+        "lagfr": 1200,
+        "smsep": 300,
+        "ercod": 0,
+        "stat.agc": 0,
+        "stat.lopwr": 0,
+        "noise.search": noise * 1.1,
+        "noise.mean": noise * 1.4,
+        "channel": channel,
+        "bmnum": bmnum,
+        "bmazm": bmazm,
+        "scan": scan,
+        "offset": 0,
+        "rxrise": 100,
+        "intt.sc": int(intt),
+        "intt.us": int(round((intt % 1) * 1e6)),
+        "txpl": 300,
+        "mpinc": 1500,
+        "mppul": len(PTAB),
+        "mplgs": mplgs,
+        "mplgexs": 0,
+        "ifmode": -1,
+        "nrang": nrang,
+        "frang": frang,
+        "rsep": rsep,
+        "xcf": 1 if xcf else 0,
+        "tfreq": tfreq,
+        "mxpwr": 1070000000,
+        "lvmax": 20000,
         "combf": "$Id: synthetic fast normal scan $",
-        "fitacf.revision.major": 3, "fitacf.revision.minor": 0,
-        "noise.sky": noise, "noise.lag0": 0.0, "noise.vel": 0.0,
-        "ptab": PTAB.copy(), "ltab": LTAB.copy(),
+        "fitacf.revision.major": 3,
+        "fitacf.revision.minor": 0,
+        "noise.sky": noise,
+        "noise.lag0": 0.0,
+        "noise.vel": 0.0,
+        "ptab": PTAB.copy(),
+        "ltab": LTAB.copy(),
     }
     pwr0 = np.full(nrang, 0.5, dtype="<f4")
     slist = np.asarray(slist, dtype="<i2")
@@ -121,16 +206,24 @@ def fitacf_record(
     rec["qflg"] = np.ones(n, dtype="i1")
     rec["gflg"] = np.asarray(gflg, dtype="i1")
     derived = {
-        "p_l": p, "p_l_e": np.abs(p) * 0.05 + 0.1, "p_s": p * 0.9, "p_s_e": np.abs(p) * 0.06 + 0.1,
-        "v": vel, "v_e": np.abs(vel) * 0.05 + 20.0, "w_l": wid, "w_l_e": np.abs(wid) * 0.1 + 10.0,
-        "w_s": wid * 0.8, "w_s_e": np.abs(wid) * 0.12 + 10.0, "sd_l": np.full(n, 0.1),
-        "sd_s": np.full(n, 0.12), "sd_phi": np.full(n, 0.3),
+        "p_l": p,
+        "p_l_e": np.abs(p) * 0.05 + 0.1,
+        "p_s": p * 0.9,
+        "p_s_e": np.abs(p) * 0.06 + 0.1,
+        "v": vel,
+        "v_e": np.abs(vel) * 0.05 + 20.0,
+        "w_l": wid,
+        "w_l_e": np.abs(wid) * 0.1 + 10.0,
+        "w_s": wid * 0.8,
+        "w_s_e": np.abs(wid) * 0.12 + 10.0,
+        "sd_l": np.full(n, 0.1),
+        "sd_s": np.full(n, 0.12),
+        "sd_phi": np.full(n, 0.3),
     }
     for name in _ECHO_FLOAT:
         rec[name] = np.asarray(derived[name], dtype="<f4")
     if xcf:
-        angle = (np.asarray(elv, dtype="<f4") if elv is not None
-                 else np.full(n, 25.0, dtype="<f4"))
+        angle = np.asarray(elv, dtype="<f4") if elv is not None else np.full(n, 25.0, dtype="<f4")
         rec["x_qflg"] = np.ones(n, dtype="i1")
         rec["x_gflg"] = rec["gflg"].copy()
         for name in _XCF_FLOAT:
@@ -150,8 +243,14 @@ def fitacf_record(
 class EchoModel:
     """Echoes for one radar: deterministic in (seed, stid, beam, time)."""
 
-    def __init__(self, stid: int, seed: int = 0, beams: int = 16, nrang: int = 75,
-                 quiet_beam_chance: float = 0.08) -> None:
+    def __init__(
+        self,
+        stid: int,
+        seed: int = 0,
+        beams: int = 16,
+        nrang: int = 75,
+        quiet_beam_chance: float = 0.08,
+    ) -> None:
         self.stid = stid
         self.seed = seed
         self.beams = beams
@@ -159,11 +258,17 @@ class EchoModel:
         self.quiet_beam_chance = quiet_beam_chance
 
     def beam(self, bmnum: int, when: float, xcf: bool = True) -> dict[str, np.ndarray]:
-        rng = np.random.default_rng([self.seed & 0xFFFFFFFF, self.stid, bmnum,
-                                     int(when * 10) & 0xFFFFFFFF])
-        empty = {"slist": np.zeros(0, "<i2"), "v": np.zeros(0, "<f4"), "p_l": np.zeros(0, "<f4"),
-                 "w_l": np.zeros(0, "<f4"), "gflg": np.zeros(0, "i1"),
-                 "elv": np.zeros(0, "<f4") if xcf else None}
+        rng = np.random.default_rng(
+            [self.seed & 0xFFFFFFFF, self.stid, bmnum, int(when * 10) & 0xFFFFFFFF]
+        )
+        empty = {
+            "slist": np.zeros(0, "<i2"),
+            "v": np.zeros(0, "<f4"),
+            "p_l": np.zeros(0, "<f4"),
+            "w_l": np.zeros(0, "<f4"),
+            "gflg": np.zeros(0, "i1"),
+            "elv": np.zeros(0, "<f4") if xcf else None,
+        }
         if rng.random() < self.quiet_beam_chance:
             return empty
         gates = np.arange(self.nrang)
@@ -183,14 +288,22 @@ class EchoModel:
         beam_az = (bmnum - (self.beams - 1) / 2) * 3.24
         flow_dir = (when / 7200 * 360) % 360
         los = 600 * math.cos(math.radians(beam_az - flow_dir))
-        v = np.where(is_ground, rng.normal(0, 15, n),
-                     los * (0.6 + 0.4 * np.exp(-((slist - centre) / 15.0) ** 2)) + rng.normal(0, 60, n))
+        v = np.where(
+            is_ground,
+            rng.normal(0, 15, n),
+            los * (0.6 + 0.4 * np.exp(-(((slist - centre) / 15.0) ** 2))) + rng.normal(0, 60, n),
+        )
         p_l = np.where(is_ground, rng.uniform(15, 30, n), 32 - 0.35 * slist + rng.normal(0, 3, n))
         w_l = np.where(is_ground, np.abs(rng.normal(20, 8, n)), np.abs(rng.normal(180, 60, n)))
         elv = np.where(is_ground, rng.uniform(8, 20, n), rng.uniform(18, 40, n))
-        return {"slist": slist.astype("<i2"), "v": v.astype("<f4"),
-                "p_l": np.clip(p_l, 1, 60).astype("<f4"), "w_l": w_l.astype("<f4"),
-                "gflg": is_ground.astype("i1"), "elv": elv.astype("<f4") if xcf else None}
+        return {
+            "slist": slist.astype("<i2"),
+            "v": v.astype("<f4"),
+            "p_l": np.clip(p_l, 1, 60).astype("<f4"),
+            "w_l": w_l.astype("<f4"),
+            "gflg": is_ground.astype("i1"),
+            "elv": elv.astype("<f4") if xcf else None,
+        }
 
 
 class RadarSynth:
@@ -200,10 +313,22 @@ class RadarSynth:
     record (scan -2) follows the scan; every `camping_every` scans a camping
     beam (scan -32768). Records carry radar times; the caller sends them when due."""
 
-    def __init__(self, stid: int, *, seed: int = 0, beams: int = 16, integration: float = 3.0,
-                 scan_period: float = 60.0, scan_sign: int = 1, channel: int = 0,
-                 xcf: bool = True, sounding_every: int = 5, camping_every: int = 0,
-                 boresight: float = 0.0, nrang: int = 75) -> None:
+    def __init__(
+        self,
+        stid: int,
+        *,
+        seed: int = 0,
+        beams: int = 16,
+        integration: float = 3.0,
+        scan_period: float = 60.0,
+        scan_sign: int = 1,
+        channel: int = 0,
+        xcf: bool = True,
+        sounding_every: int = 5,
+        camping_every: int = 0,
+        boresight: float = 0.0,
+        nrang: int = 75,
+    ) -> None:
         if beams < 1 or integration <= 0:
             raise ValueError("need at least one beam and a positive integration time")
         # Room for the beams plus an optional sounding and camping record.
@@ -221,16 +346,24 @@ class RadarSynth:
         self.nrang = nrang
         self.model = EchoModel(stid, seed=seed, beams=beams, nrang=nrang)
 
-    def record(self, bmnum: int, when: float, scan: int, tfreq: int | None = None) -> dict[str, Any]:
+    def record(
+        self, bmnum: int, when: float, scan: int, tfreq: int | None = None
+    ) -> dict[str, Any]:
         echoes = self.model.beam(bmnum, when, self.xcf)
         noise_rng = np.random.default_rng([self.stid, int(when) & 0xFFFFFFFF, 7])
         return fitacf_record(
-            stid=self.stid, when=when, bmnum=bmnum, scan=scan, channel=self.channel,
-            xcf=self.xcf, nrang=self.nrang,
+            stid=self.stid,
+            when=when,
+            bmnum=bmnum,
+            scan=scan,
+            channel=self.channel,
+            xcf=self.xcf,
+            nrang=self.nrang,
             tfreq=tfreq if tfreq is not None else 10800 + 200 * (int(when // 3600) % 4),
             noise=float(noise_rng.lognormal(1.2, 0.4)),
             bmazm=self.boresight + (bmnum - (self.beams - 1) / 2) * 3.24,
-            intt=self.integration, **echoes,
+            intt=self.integration,
+            **echoes,
         )
 
     def records(self, start: float) -> Iterator[dict[str, Any]]:
@@ -245,7 +378,9 @@ class RadarSynth:
             scan_start += self.scan_period
             number += 1
 
-    def _scan_plan(self, scan_start: float, number: int) -> list[tuple[float, int, int, int | None]]:
+    def _scan_plan(
+        self, scan_start: float, number: int
+    ) -> list[tuple[float, int, int, int | None]]:
         plan: list[tuple[float, int, int, int | None]] = [
             (scan_start + i * self.integration, i, self.scan_sign if i == 0 else 0, None)
             for i in range(self.beams)

@@ -89,7 +89,9 @@ def parse_rows(columns: list[str], lines: list[str], first_line_number: int = 2)
             continue
         cells = line.rstrip("\r\n").split(",")
         if len(cells) != len(columns):
-            out.errors.append(f"line {first_line_number + i}: {len(cells)} cells for {len(columns)} columns")
+            out.errors.append(
+                f"line {first_line_number + i}: {len(cells)} cells for {len(columns)} columns"
+            )
             continue
         try:
             t = parse_time(cells[0])
@@ -104,5 +106,7 @@ def parse_rows(columns: list[str], lines: list[str], first_line_number: int = 2)
 
 
 def format_row(t: float, values: dict[str, float], columns: list[str]) -> str:
-    cells = [f"{t:.3f}"] + ["" if not math.isfinite(values[c]) else f"{values[c]:.3f}" for c in columns[1:]]
+    cells = [f"{t:.3f}"] + [
+        "" if not math.isfinite(values[c]) else f"{values[c]:.3f}" for c in columns[1:]
+    ]
     return ",".join(cells) + "\n"

@@ -60,7 +60,9 @@ class WeatherNode(DataNode):
     kind = "weather"
     description = "weather station archive (one file a day) with the newest file followed live"
 
-    def __init__(self, name: str, settings: dict[str, Any], options: dict[str, Any], **kw: Any) -> None:
+    def __init__(
+        self, name: str, settings: dict[str, Any], options: dict[str, Any], **kw: Any
+    ) -> None:
         if not options["dir"]:
             raise ValueError("the weather node needs a directory (--dir or OBSMESH_WEATHER_DIR)")
         self.directory = options["dir"]
@@ -81,7 +83,11 @@ class WeatherNode(DataNode):
         except OSError as exc:
             self.source("directory", connected=False, error=str(exc))
             return []
-        out = [(d, os.path.join(self.directory, n)) for n in names if (d := files.file_date(n)) is not None]
+        out = [
+            (d, os.path.join(self.directory, n))
+            for n in names
+            if (d := files.file_date(n)) is not None
+        ]
         return sorted(out)
 
     @staticmethod
@@ -131,7 +137,9 @@ class WeatherNode(DataNode):
     def poll(self) -> None:
         """Follow every day file in the window: files may appear, grow or be
         back-filled at any time (a station catching up after an outage)."""
-        first = dt.datetime.fromtimestamp(self.clock(), dt.UTC).date() - dt.timedelta(days=int(self.options["days"]))
+        first = dt.datetime.fromtimestamp(self.clock(), dt.UTC).date() - dt.timedelta(
+            days=int(self.options["days"])
+        )
         for day, path in self._day_files():
             if day < first:
                 continue
@@ -155,7 +163,9 @@ class WeatherNode(DataNode):
     def _bad_file(self, failure, follower: _Follower) -> None:
         failure.trap(files.FormatError)
         self.count("bad_files")
-        self.source(os.path.basename(follower.path), connected=False, error=failure.getErrorMessage())
+        self.source(
+            os.path.basename(follower.path), connected=False, error=failure.getErrorMessage()
+        )
 
     async def start(self) -> None:
         self._loop.start(float(self.options["poll"]), now=True)
@@ -171,5 +181,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def build(args: argparse.Namespace, settings: dict[str, Any]) -> WeatherNode:
-    options = config.settings(DEFAULTS, "weather", path=args.config, overrides={"dir": args.dir, "days": args.days})
+    options = config.settings(
+        DEFAULTS, "weather", path=args.config, overrides={"dir": args.dir, "days": args.days}
+    )
     return WeatherNode(args.name or "weather", settings, options)

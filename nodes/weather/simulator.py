@@ -36,7 +36,9 @@ class Station:
         rng = self.rng
         hours = (t % 86400) / 3600.0
         drift = self.drift + np.cumsum(rng.normal(0, 0.002, n))  # weather changing from day to day
-        temp = 4.0 + 7.0 * np.sin(2 * math.pi * (hours - 9.0) / 24.0) + drift + rng.normal(0, 0.05, n)
+        temp = (
+            4.0 + 7.0 * np.sin(2 * math.pi * (hours - 9.0) / 24.0) + drift + rng.normal(0, 0.05, n)
+        )
         pressure = np.clip(self.pressure + np.cumsum(rng.normal(0, 0.004, n)), 960.0, 1050.0)
         humidity = np.clip(75.0 - 2.5 * (temp - 4.0) + rng.normal(0, 0.5, n), 5.0, 100.0)
         wind = np.clip(self.wind + np.cumsum(rng.normal(0, 0.03, n)), 0.0, 25.0)
@@ -45,8 +47,11 @@ class Station:
         self.drift, self.pressure = float(drift[-1]), float(pressure[-1])
         self.wind, self.direction = float(wind[-1]), float(direction[-1])
         return {
-            "temperature": temp, "pressure": pressure, "humidity": humidity,
-            "wind_speed": wind + gust, "wind_direction": direction,
+            "temperature": temp,
+            "pressure": pressure,
+            "humidity": humidity,
+            "wind_speed": wind + gust,
+            "wind_direction": direction,
         }
 
 
@@ -65,7 +70,10 @@ def write_rows(directory: str, t: np.ndarray, values: dict[str, np.ndarray]) -> 
             if new:
                 f.write(",".join(COLUMNS) + "\n")
             f.writelines(
-                files.format_row(float(t[i]), {c: float(values[c][i]) for c in COLUMNS[1:]}, COLUMNS) for i in idx
+                files.format_row(
+                    float(t[i]), {c: float(values[c][i]) for c in COLUMNS[1:]}, COLUMNS
+                )
+                for i in idx
             )
 
 
@@ -78,7 +86,9 @@ def write_history(directory: str, station: Station, start: float, end: float, st
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("dir", help="directory to write YYYY-MM-DD.csv files into")
-    parser.add_argument("--days", type=float, default=3.0, help="days of history to write first (default 3)")
+    parser.add_argument(
+        "--days", type=float, default=3.0, help="days of history to write first (default 3)"
+    )
     parser.add_argument("--step", type=float, default=1.0, help="seconds between rows (default 1)")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--once", action="store_true", help="write the history and exit")

@@ -7,7 +7,16 @@ from typing import Any
 from obsmesh.store.base import BOOL, FIELD_TYPES, NUMERIC, STRING, Store, StoreError
 from obsmesh.store.memory import MemoryStore
 
-__all__ = ["BOOL", "FIELD_TYPES", "NUMERIC", "STRING", "MemoryStore", "Store", "StoreError", "make_store"]
+__all__ = [
+    "BOOL",
+    "FIELD_TYPES",
+    "NUMERIC",
+    "STRING",
+    "MemoryStore",
+    "Store",
+    "StoreError",
+    "make_store",
+]
 
 
 def make_store(settings: dict[str, Any], namespace: str) -> Store:
@@ -18,5 +27,7 @@ def make_store(settings: dict[str, Any], namespace: str) -> Store:
     if kind == "redis":
         from obsmesh.store.redis import RedisStore
 
-        return RedisStore(settings["redis_url"], namespace, settings["max_age"], settings["max_samples"])
+        return RedisStore(
+            settings["redis_url"], namespace, settings["max_age"], settings["max_samples"]
+        )
     raise StoreError(f"unknown store {kind!r}: use memory or redis")

@@ -23,7 +23,9 @@ class StoreError(ValueError):
 
 
 def as_batch(
-    t: Sequence[float] | np.ndarray, columns: Mapping[str, Sequence | np.ndarray], types: Mapping[str, str]
+    t: Sequence[float] | np.ndarray,
+    columns: Mapping[str, Sequence | np.ndarray],
+    types: Mapping[str, str],
 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Validate one batch into sorted numpy columns; a StoreError stores nothing."""
     times = np.asarray(t, dtype=np.float64).reshape(-1)
@@ -40,7 +42,9 @@ def as_batch(
         else:
             try:
                 col = np.asarray(
-                    [np.nan if v is None else v for v in values] if isinstance(values, list) else values,
+                    [np.nan if v is None else v for v in values]
+                    if isinstance(values, list)
+                    else values,
                     dtype=np.float64,
                 ).reshape(-1)
             except (TypeError, ValueError) as exc:

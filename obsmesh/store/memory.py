@@ -117,7 +117,11 @@ class MemoryStore(Store):
                 need = chunk.n + total - done
                 chunk.grow(min(CHUNK_ROWS, max(need, 2 * chunk.capacity)))
             take = min(total - done, chunk.capacity - chunk.n)
-            chunk.put(times[done : done + take], {k: v[done : done + take] for k, v in cols.items()}, self.types)
+            chunk.put(
+                times[done : done + take],
+                {k: v[done : done + take] for k, v in cols.items()},
+                self.types,
+            )
             done += take
         tl.size += total
 
@@ -134,8 +138,12 @@ class MemoryStore(Store):
         merged_t = np.concatenate([*old_t, times])
         order = np.argsort(merged_t, kind="stable")
         merged = {
-            name: np.concatenate([*(c.column(name, self.types[name]) for c in tail),
-                                  cols[name] if name in cols else missing_column(self.types[name], times.size)])[order]
+            name: np.concatenate(
+                [
+                    *(c.column(name, self.types[name]) for c in tail),
+                    cols[name] if name in cols else missing_column(self.types[name], times.size),
+                ]
+            )[order]
             for name in names
         }
         del tl.chunks[first:]

@@ -197,8 +197,10 @@ def decode_column(raw_n: object, raw_s: object, rows: int, kind: str | None) -> 
             values = msgpack.unpackb(raw_s, unicode_errors="surrogatepass")
         except Exception:  # corrupt bytes from outside: read as missing
             values = None
-        if isinstance(values, list) and len(values) == rows and all(
-            v is None or isinstance(v, str) for v in values
+        if (
+            isinstance(values, list)
+            and len(values) == rows
+            and all(v is None or isinstance(v, str) for v in values)
         ):
             col = np.empty(rows, dtype=object)
             col[:] = values
@@ -207,10 +209,13 @@ def decode_column(raw_n: object, raw_s: object, rows: int, kind: str | None) -> 
     return missing_column(kind, rows) if col is None else as_kind(col, kind)
 
 
-def merge_parts(parts: Sequence[tuple[np.ndarray, Columns]], kinds: Mapping[str, str]) -> tuple[np.ndarray, Columns]:
+def merge_parts(
+    parts: Sequence[tuple[np.ndarray, Columns]], kinds: Mapping[str, str]
+) -> tuple[np.ndarray, Columns]:
     """Pieces in write order -> one piece in time order, ties kept in write order."""
     if len(parts) == 1 and all(
-        k in parts[0][1] and (parts[0][1][k].dtype == object) == (kind == STRING) for k, kind in kinds.items()
+        k in parts[0][1] and (parts[0][1][k].dtype == object) == (kind == STRING)
+        for k, kind in kinds.items()
     ):
         return parts[0]
     names: dict[str, str] = dict(kinds)
@@ -220,9 +225,12 @@ def merge_parts(parts: Sequence[tuple[np.ndarray, Columns]], kinds: Mapping[str,
                 names[name] = STRING if col.dtype == object else NUMERIC
     t = np.concatenate([p[0] for p in parts])
     cols = {
-        name: np.concatenate([
-            as_kind(c[name], kind) if name in c else missing_column(kind, pt.shape[0]) for pt, c in parts
-        ])
+        name: np.concatenate(
+            [
+                as_kind(c[name], kind) if name in c else missing_column(kind, pt.shape[0])
+                for pt, c in parts
+            ]
+        )
         for name, kind in names.items()
     }
     if t.size > 1 and (np.diff(t) < 0).any():
@@ -284,7 +292,9 @@ def plan_runs(view: _View, small_rows: int, segment_rows: int, max_rows: int) ->
     rows = 0
     for i, c in enumerate(view.clusters):
         n = int(view.rows[i])
-        if run and (rows + n > segment_rows or not (n <= max_rows and (len(c) > 1 or n < small_rows))):
+        if run and (
+            rows + n > segment_rows or not (n <= max_rows and (len(c) > 1 or n < small_rows))
+        ):
             if sum(len(view.clusters[k]) for k in run) > 1:
                 runs.append(run)
             run, rows = [], 0
@@ -395,8 +405,12 @@ class RedisStore(Store):
         self._born = time.monotonic()
         args = parse_url(redis_url)
         self._handler = txredisapi.lazyConnection(
-            reconnect=True, charset=None, convertNumbers=False, connectTimeout=5,
-            replyTimeout=reply_timeout, **args,
+            reconnect=True,
+            charset=None,
+            convertNumbers=False,
+            connectTimeout=5,
+            replyTimeout=reply_timeout,
+            **args,
         )
         self._factory = self._handler._factory
         self._factory.initialDelay = min(0.1, self.retry_max_delay)  # reconnect backoff, capped
@@ -540,8 +554,11 @@ class RedisStore(Store):
             dropped += k
         tl.pending_rows -= dropped
         if dropped and self.dropped == 0:
-            log.warn("redis store {ns}: pending rows over {cap}, dropping the oldest",
-                     ns=self.namespace, cap=self.max_pending)
+            log.warn(
+                "redis store {ns}: pending rows over {cap}, dropping the oldest",
+                ns=self.namespace,
+                cap=self.max_pending,
+            )
         self.dropped += dropped
 
     def _cut(self, tl: _Timeline) -> _Seg:
@@ -560,7 +577,15 @@ class RedisStore(Store):
             else:
                 break
         t, cols = merge_parts(parts, {})
-        return _Seg(os.urandom(8).hex(), LOCAL_ORDER, float(t[0]), float(t[-1]), int(t.shape[0]), t=t, cols=cols)
+        return _Seg(
+            os.urandom(8).hex(),
+            LOCAL_ORDER,
+            float(t[0]),
+            float(t[-1]),
+            int(t.shape[0]),
+            t=t,
+            cols=cols,
+        )
 
     def _kick(self, tl: _Timeline) -> None:
         if not tl.writing and not self._stopped:
@@ -608,10 +633,20 @@ class RedisStore(Store):
                         d.callback(True)
 
     async def _write(self, conn, tl: _Timeline, seg: _Seg) -> None:
-        keys = [f"{tl.key}:idx", f"{tl.key}:seg:{seg.uid}", f"{self.namespace}:seq",
-                f"{tl.key}:w:{self.writer_id}"]
-        args = [seg.uid, repr(seg.first), repr(seg.last), seg.rows, WRITER_KEY_TTL,
-                *encode_segment(seg.t, seg.cols)]
+        keys = [
+            f"{tl.key}:idx",
+            f"{tl.key}:seg:{seg.uid}",
+            f"{self.namespace}:seq",
+            f"{tl.key}:w:{self.writer_id}",
+        ]
+        args = [
+            seg.uid,
+            repr(seg.first),
+            repr(seg.last),
+            seg.rows,
+            WRITER_KEY_TTL,
+            *encode_segment(seg.t, seg.cols),
+        ]
         await self._call(self._eval(conn, WRITE_LUA, keys, args))
 
     async def _sleep(self, seconds: float) -> None:
@@ -652,8 +687,11 @@ class RedisStore(Store):
             return
         self._closed = True
         if not await self.flush(timeout):
-            log.warn("redis store {ns}: closing with {n} rows not written",
-                     ns=self.namespace, n=self.pending_rows())
+            log.warn(
+                "redis store {ns}: closing with {n} rows not written",
+                ns=self.namespace,
+                n=self.pending_rows(),
+            )
         self._stopped = True
         for d in list(self._sleeps):
             d.cancel()
@@ -671,8 +709,17 @@ class RedisStore(Store):
             return []
         segs = [] if tl.inflight is None else [tl.inflight]
         for k, (t, cols) in enumerate(tl.open, start=1):
-            segs.append(_Seg(f"local-{k}", LOCAL_ORDER + k, float(t[0]), float(t[-1]), int(t.shape[0]),
-                             t=t, cols=cols))
+            segs.append(
+                _Seg(
+                    f"local-{k}",
+                    LOCAL_ORDER + k,
+                    float(t[0]),
+                    float(t[-1]),
+                    int(t.shape[0]),
+                    t=t,
+                    cols=cols,
+                )
+            )
         return segs
 
     async def _view(self, conn, name: str, local: bool = True) -> _View:
@@ -697,25 +744,45 @@ class RedisStore(Store):
         out: dict[str, tuple[np.ndarray, Columns]] = {}
         for seg, reply in zip(remote, replies, strict=True):
             if fields is None:
-                stored = dict(zip(reply[::2], reply[1::2], strict=False)) if isinstance(reply, list) else {}
+                stored = (
+                    dict(zip(reply[::2], reply[1::2], strict=False))
+                    if isinstance(reply, list)
+                    else {}
+                )
                 if b"t" not in stored:
                     raise _Changed
                 names = {k[2:] for k in stored if isinstance(k, bytes) and k[:2] in (b"n:", b"s:")}
                 cols = {}
                 for raw_name in names:
                     fname = raw_name.decode("utf-8", "surrogatepass")
-                    cols[fname] = decode_column(stored.get(b"n:" + raw_name), stored.get(b"s:" + raw_name),
-                                                seg.rows, self.types.get(fname))
+                    cols[fname] = decode_column(
+                        stored.get(b"n:" + raw_name),
+                        stored.get(b"s:" + raw_name),
+                        seg.rows,
+                        self.types.get(fname),
+                    )
                 out[seg.uid] = (decode_times(stored[b"t"], seg.rows), cols)
             else:
-                if not isinstance(reply, list) or len(reply) != 1 + 2 * len(fields) or reply[0] is None:
+                if (
+                    not isinstance(reply, list)
+                    or len(reply) != 1 + 2 * len(fields)
+                    or reply[0] is None
+                ):
                     raise _Changed
-                cols = {f: decode_column(reply[1 + 2 * i], reply[2 + 2 * i], seg.rows, self.types.get(f, NUMERIC))
-                        for i, f in enumerate(fields)}
+                cols = {
+                    f: decode_column(
+                        reply[1 + 2 * i], reply[2 + 2 * i], seg.rows, self.types.get(f, NUMERIC)
+                    )
+                    for i, f in enumerate(fields)
+                }
                 out[seg.uid] = (decode_times(reply[0], seg.rows), cols)
         for seg in segs:
             if seg.t is not None:
-                cols = seg.cols if fields is None else {f: seg.cols[f] for f in fields if f in seg.cols}
+                cols = (
+                    seg.cols
+                    if fields is None
+                    else {f: seg.cols[f] for f in fields if f in seg.cols}
+                )
                 out[seg.uid] = (seg.t, cols)
         return out
 
@@ -752,7 +819,9 @@ class RedisStore(Store):
             except _Changed:
                 self.rereads += 1
                 continue
-        raise StoreUnavailable(f"timeline {timeline!r} changed under {READ_ATTEMPTS} reads in a row")
+        raise StoreUnavailable(
+            f"timeline {timeline!r} changed under {READ_ATTEMPTS} reads in a row"
+        )
 
     async def query(
         self, timeline: str, fields: Sequence[str], start: float, end: float
@@ -761,7 +830,11 @@ class RedisStore(Store):
 
     async def _query(self, conn, name, view, cut, cache, fields, start, end):
         ci, off = cut
-        sel = [i for i in range(ci, len(view.clusters)) if view.last[i] >= start and view.first[i] < end]
+        sel = [
+            i
+            for i in range(ci, len(view.clusters))
+            if view.last[i] >= start and view.first[i] < end
+        ]
         data = await self._load(conn, name, view, sel, fields, cache)
         ts: list[np.ndarray] = []
         cs: dict[str, list[np.ndarray]] = {f: [] for f in fields}
@@ -805,7 +878,11 @@ class RedisStore(Store):
         ci, off = cut
         if ci >= len(view.clusters):
             return None
-        first = view.first[ci] if off == 0 else (await self._load(conn, name, view, [ci], [], cache))[ci][0][off]
+        first = (
+            view.first[ci]
+            if off == 0
+            else (await self._load(conn, name, view, [ci], [], cache))[ci][0][off]
+        )
         return float(first), float(view.last[-1])
 
     # -- maintenance ---------------------------------------------------------
@@ -833,9 +910,16 @@ class RedisStore(Store):
         try:
             await self.maintain(name)
         except StoreError as exc:
-            log.warn("redis store {ns}: maintenance of {tl} failed: {err}", ns=self.namespace, tl=name, err=exc)
+            log.warn(
+                "redis store {ns}: maintenance of {tl} failed: {err}",
+                ns=self.namespace,
+                tl=name,
+                err=exc,
+            )
 
-    async def _replace(self, conn, name: str, old: Sequence[_Seg], new: tuple | None = None) -> bool:
+    async def _replace(
+        self, conn, name: str, old: Sequence[_Seg], new: tuple | None = None
+    ) -> bool:
         """Atomically swap segments for the rows `new` = (times, columns, order), cut
         into segments of about segment_rows; False when one of `old` is gone."""
         key = self._key(name)
@@ -871,7 +955,9 @@ class RedisStore(Store):
         small = sum(1 for c in view.clusters for s in c if s.rows < self.small_rows)
         if small <= self.max_small:
             return
-        for run in plan_runs(view, self.small_rows, self.segment_rows, MERGE_MAX_SEGMENTS * self.segment_rows):
+        for run in plan_runs(
+            view, self.small_rows, self.segment_rows, MERGE_MAX_SEGMENTS * self.segment_rows
+        ):
             segs = [s for i in run for s in view.clusters[i]]
             got = await self._fetch(conn, name, segs, None)
             pieces = [merge_parts([got[s.uid] for s in view.clusters[i]], {}) for i in run]

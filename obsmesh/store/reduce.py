@@ -56,7 +56,9 @@ def _finite_mean(col: np.ndarray, starts: np.ndarray) -> np.ndarray:
     return out
 
 
-def bin_mean(t: np.ndarray, columns: dict[str, np.ndarray], stride: float) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+def bin_mean(
+    t: np.ndarray, columns: dict[str, np.ndarray], stride: float
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     starts = bin_starts(t, stride)
     if starts.size == 0:
         return t[:0], {k: v[:0] for k, v in columns.items()}
@@ -70,7 +72,9 @@ def bin_mean(t: np.ndarray, columns: dict[str, np.ndarray], stride: float) -> tu
     return out_t, out
 
 
-def bin_minmax(t: np.ndarray, columns: dict[str, np.ndarray], stride: float) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+def bin_minmax(
+    t: np.ndarray, columns: dict[str, np.ndarray], stride: float
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     starts = bin_starts(t, stride)
     if starts.size == 0:
         return t[:0], {k: v[:0] for k, v in columns.items()}
@@ -102,11 +106,17 @@ def bin_minmax(t: np.ndarray, columns: dict[str, np.ndarray], stride: float) -> 
 REDUCERS = {"mean": bin_mean, "minmax": bin_minmax}
 
 
-def max_points(n_samples: int, start: float, end: float, stride: float | None, reduce: str = "mean") -> int:
+def max_points(
+    n_samples: int, start: float, end: float, stride: float | None, reduce: str = "mean"
+) -> int:
     """An upper bound on the rows a query returns, known before reducing."""
     if stride is None:
         return n_samples
     span = max(end - start, 0.0)
-    bins = int(np.floor(end / stride) - np.floor(start / stride)) + 1 if np.isfinite(span) else n_samples
+    bins = (
+        int(np.floor(end / stride) - np.floor(start / stride)) + 1
+        if np.isfinite(span)
+        else n_samples
+    )
     per_bin = 2 if reduce == "minmax" else 1
     return min(n_samples, bins * per_bin)

@@ -20,8 +20,16 @@ from typing import Any
 import yaml
 
 SERVICE_KEYS = {
-    "image", "build", "command", "entrypoint", "environment", "volumes", "ports",
-    "depends_on", "healthcheck", "restart",
+    "image",
+    "build",
+    "command",
+    "entrypoint",
+    "environment",
+    "volumes",
+    "ports",
+    "depends_on",
+    "healthcheck",
+    "restart",
 }
 TOP_KEYS = {"name", "services", "volumes"}  # and `x-*` extension fields (anchors)
 BUILD_KEYS = {"context", "dockerfile", "args"}
@@ -91,9 +99,13 @@ def port_variables(path: str | os.PathLike) -> list[str]:
     out = []
     for svc in (raw.get("services") or {}).values():
         for port in svc.get("ports") or []:
-            m = re.fullmatch(r"(?:\$\{\w+(?::-[^}]*)?\}|[^:$]+):\$\{(\w+)(?::-\d+)?\}:\d+(?:/\w+)?", str(port))
+            m = re.fullmatch(
+                r"(?:\$\{\w+(?::-[^}]*)?\}|[^:$]+):\$\{(\w+)(?::-\d+)?\}:\d+(?:/\w+)?", str(port)
+            )
             if m is None:
-                raise ComposeError(f"published port {port!r}: write the host port as ${{NAME_PORT:-n}}")
+                raise ComposeError(
+                    f"published port {port!r}: write the host port as ${{NAME_PORT:-n}}"
+                )
             out.append(m.group(1))
     return out
 
@@ -181,8 +193,12 @@ def images(spec: Mapping[str, Any], project_dir: str) -> list[Image]:
         if build is None:
             raise ComposeError(f"service {name}: no build (every image is built from Dockerfiles/)")
         tag = svc.get("image") or f"{spec.get('name', 'obsmesh')}-{name}"
-        image = Image(tag, os.path.normpath(os.path.join(project_dir, build.get("context", "."))),
-                      build["dockerfile"], {k: str(v) for k, v in (build.get("args") or {}).items()})
+        image = Image(
+            tag,
+            os.path.normpath(os.path.join(project_dir, build.get("context", "."))),
+            build["dockerfile"],
+            {k: str(v) for k, v in (build.get("args") or {}).items()},
+        )
         if tag in out and out[tag] != image:
             raise ComposeError(f"image {tag} is built two different ways")
         out[tag] = image
@@ -234,7 +250,9 @@ def healthcheck(spec: Mapping[str, Any] | None) -> dict[str, Any] | None:
     return out
 
 
-def container_args(project: str, name: str, svc: Mapping[str, Any], project_dir: str) -> dict[str, Any]:
+def container_args(
+    project: str, name: str, svc: Mapping[str, Any], project_dir: str
+) -> dict[str, Any]:
     """Keyword arguments of `client.containers.create` for one service (network set by the caller)."""
     unknown = set(svc) - SERVICE_KEYS
     if unknown:
@@ -247,12 +265,17 @@ def container_args(project: str, name: str, svc: Mapping[str, Any], project_dir:
         "name": f"{project}-{name}-1",
         "hostname": name,
         "environment": {k: "" if v is None else str(v) for k, v in env.items()},
-        "labels": {"com.docker.compose.project": project, "com.docker.compose.service": name,
-                   "obsmesh.lane": project},
+        "labels": {
+            "com.docker.compose.project": project,
+            "com.docker.compose.service": name,
+            "obsmesh.lane": project,
+        },
         "detach": True,
     }
     if "command" in svc:
-        kwargs["command"] = list(svc["command"]) if isinstance(svc["command"], list) else svc["command"]
+        kwargs["command"] = (
+            list(svc["command"]) if isinstance(svc["command"], list) else svc["command"]
+        )
     if "entrypoint" in svc:
         kwargs["entrypoint"] = svc["entrypoint"]
     if svc.get("restart"):

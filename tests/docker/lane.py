@@ -72,20 +72,31 @@ def wait(predicate, timeout: float, what: str, interval: float = 2.0) -> Any:
         except (OSError, ValueError, LaneFailure) as exc:
             last_error = exc
         time.sleep(interval)
-    raise LaneFailure(f"timed out after {timeout:.0f} s waiting for {what}" + (f" ({last_error})" if last_error else ""))
+    raise LaneFailure(
+        f"timed out after {timeout:.0f} s waiting for {what}"
+        + (f" ({last_error})" if last_error else "")
+    )
 
 
-def http_json(url: str, body: Any = None, auth: tuple[str, str] | None = None, timeout: float = 15.0) -> Any:
+def http_json(
+    url: str, body: Any = None, auth: tuple[str, str] | None = None, timeout: float = 15.0
+) -> Any:
     data = None if body is None else json.dumps(body).encode()
     request = urllib.request.Request(url, data=data, method="GET" if body is None else "POST")
     request.add_header("Content-Type", "application/json")
     if auth:
-        request.add_header("Authorization", "Basic " + base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode())
+        request.add_header(
+            "Authorization", "Basic " + base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
+        )
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:  # our own stack, on loopback
+        with urllib.request.urlopen(
+            request, timeout=timeout
+        ) as response:  # our own stack, on loopback
             return json.loads(response.read() or b"null")
     except urllib.error.HTTPError as exc:
-        raise LaneFailure(f"{url}: HTTP {exc.code}: {exc.read(500).decode('utf-8', 'replace')}") from None
+        raise LaneFailure(
+            f"{url}: HTTP {exc.code}: {exc.read(500).decode('utf-8', 'replace')}"
+        ) from None
 
 
 def iso(t: float) -> str:
@@ -118,10 +129,20 @@ class Stack:
             say(f"building {image.tag} from {image.dockerfile} ...")
             started = time.monotonic()
             try:
-                self.client.images.build(path=image.context, dockerfile=image.dockerfile, tag=image.tag,
-                                         buildargs=image.args or None, rm=True, forcerm=True, pull=True)
+                self.client.images.build(
+                    path=image.context,
+                    dockerfile=image.dockerfile,
+                    tag=image.tag,
+                    buildargs=image.args or None,
+                    rm=True,
+                    forcerm=True,
+                    pull=True,
+                )
             except Exception as exc:  # BuildError carries the build log
-                log = "".join(str(chunk.get("stream", chunk.get("error", ""))) for chunk in getattr(exc, "build_log", []))
+                log = "".join(
+                    str(chunk.get("stream", chunk.get("error", "")))
+                    for chunk in getattr(exc, "build_log", [])
+                )
                 raise LaneFailure(f"building {image.tag} failed: {exc}\n{log[-4000:]}") from None
             say(f"built {image.tag} in {time.monotonic() - started:.0f} s")
 
@@ -134,11 +155,16 @@ class Stack:
         for name in compose.start_order(services):
             for dep, condition in compose.depends_on(services[name]).items():
                 if condition == "service_healthy":
-                    wait(lambda d=dep: self.health(d) == "healthy", timeout, f"{dep} healthy (before {name})")
+                    wait(
+                        lambda d=dep: self.health(d) == "healthy",
+                        timeout,
+                        f"{dep} healthy (before {name})",
+                    )
             kwargs = compose.container_args(self.project, name, services[name], str(REPO))
             endpoint = self.client.api.create_endpoint_config(aliases=[name])
-            container = self.client.containers.create(network=self.network,
-                                                      networking_config={self.network: endpoint}, **kwargs)
+            container = self.client.containers.create(
+                network=self.network, networking_config={self.network: endpoint}, **kwargs
+            )
             self.containers[name] = container
             container.start()
             say(f"started {name}")
@@ -196,15 +222,22 @@ def listed(bridge: str, expected: list[str]) -> list[str]:
 
 def newest_sample(bridge: str, target: str, since: float) -> float | None:
     now = time.time()
-    body = {"range": {"from": iso(since), "to": iso(now + 5)}, "maxDataPoints": 500,
-            "targets": [{"refId": "A", "target": target}]}
+    body = {
+        "range": {"from": iso(since), "to": iso(now + 5)},
+        "maxDataPoints": 500,
+        "targets": [{"refId": "A", "target": target}],
+    }
     frames = http_json(bridge + "/query", body)
     times = [p[1] / 1000.0 for f in frames for p in f.get("datapoints", []) if p[0] is not None]
     return max(times) if times else None
 
 
 def check_grafana(grafana: str, auth: tuple[str, str], kinds: list[str], timeout: float) -> str:
-    wait(lambda: http_json(grafana + "/api/health").get("database") == "ok", timeout, "Grafana's /api/health")
+    wait(
+        lambda: http_json(grafana + "/api/health").get("database") == "ok",
+        timeout,
+        "Grafana's /api/health",
+    )
     ds = http_json(grafana + "/api/datasources/uid/obsmesh", auth=auth)
     if ds.get("type") != "simpod-json-datasource":
         raise LaneFailure(f"the obsmesh datasource has type {ds.get('type')!r}")
@@ -216,19 +249,33 @@ def check_grafana(grafana: str, auth: tuple[str, str], kinds: list[str], timeout
     def answered() -> str | None:
         # A backend datasource answers /api/ds/query; a frontend-only one is reached
         # through Grafana's datasource proxy. Either way Grafana itself carries the query.
-        query = {"refId": "A", "datasource": {"uid": "obsmesh", "type": "simpod-json-datasource"},
-                 "target": PROBE_TARGET, "payload": "", "maxDataPoints": 100, "intervalMs": 1000}
+        query = {
+            "refId": "A",
+            "datasource": {"uid": "obsmesh", "type": "simpod-json-datasource"},
+            "target": PROBE_TARGET,
+            "payload": "",
+            "maxDataPoints": 100,
+            "intervalMs": 1000,
+        }
         try:
-            reply = http_json(grafana + "/api/ds/query", {"queries": [query], "from": "now-5m", "to": "now"},
-                              auth=auth)
+            reply = http_json(
+                grafana + "/api/ds/query",
+                {"queries": [query], "from": "now-5m", "to": "now"},
+                auth=auth,
+            )
             frames = reply.get("results", {}).get("A", {}).get("frames", [])
-            if any(v for f in frames for col in f.get("data", {}).get("values", [])[1:] for v in col):
+            if any(
+                v for f in frames for col in f.get("data", {}).get("values", [])[1:] for v in col
+            ):
                 return "/api/ds/query"
         except LaneFailure:
             pass
         now = time.time()
-        body = {"range": {"from": iso(now - 300), "to": iso(now)}, "maxDataPoints": 100,
-                "targets": [{"refId": "A", "target": PROBE_TARGET}]}
+        body = {
+            "range": {"from": iso(now - 300), "to": iso(now)},
+            "maxDataPoints": 100,
+            "targets": [{"refId": "A", "target": PROBE_TARGET}],
+        }
         frames = http_json(grafana + "/api/datasources/proxy/uid/obsmesh/query", body, auth=auth)
         if any(p[0] is not None for f in frames for p in f.get("datapoints", [])):
             return "the datasource proxy"
@@ -248,21 +295,32 @@ def run(args: argparse.Namespace) -> int:
         client = docker.from_env(timeout=600)
         client.ping()
     except Exception as exc:
-        say(f"no Docker engine is reachable ({exc}). Start one, or point DOCKER_HOST at one; "
-            "nothing was tested.")
+        say(
+            f"no Docker engine is reachable ({exc}). Start one, or point DOCKER_HOST at one; "
+            "nothing was tested."
+        )
         return 2
     env = {**compose.read_env_file(REPO / ".env"), **os.environ}
     env.update({v: str(free_port()) for v in compose.port_variables(COMPOSE_FILE)})
-    env.update(BIND_ADDRESS="127.0.0.1", CO2_BIND_ADDRESS="127.0.0.1", IMAGE_TAG="lane",
-               GRAFANA_ADMIN_PASSWORD=secrets.token_urlsafe(16))
+    env.update(
+        BIND_ADDRESS="127.0.0.1",
+        CO2_BIND_ADDRESS="127.0.0.1",
+        IMAGE_TAG="lane",
+        GRAFANA_ADMIN_PASSWORD=secrets.token_urlsafe(16),
+    )
     spec = compose.load(COMPOSE_FILE, env)
     project = f"obsmesh-lane-{os.getpid()}"
     stack = Stack(client, spec, project)
     bridge = f"http://127.0.0.1:{env['BRIDGE_PORT']}"
     grafana = f"http://127.0.0.1:{env['GRAFANA_PORT']}"
     expected = node_names(spec)
-    kinds = sorted({svc["command"][1] for svc in spec["services"].values()
-                    if isinstance(svc.get("command"), list) and svc["command"][:1] == ["node"]})
+    kinds = sorted(
+        {
+            svc["command"][1]
+            for svc in spec["services"].values()
+            if isinstance(svc.get("command"), list) and svc["command"][:1] == ["node"]
+        }
+    )
     failures = 0
     try:
         stack.build()
@@ -278,11 +336,20 @@ def run(args: argparse.Namespace) -> int:
         restarted = time.time()
         stack.containers["router"].restart(timeout=20)
         wait(lambda: stack.health("router") == "healthy", args.timeout, "the router healthy again")
-        wait(lambda: listed(bridge, expected), args.timeout, "every node listed again after the restart")
-        newest = wait(lambda: (t := newest_sample(bridge, PROBE_TARGET, restarted)) and t > restarted and t,
-                      args.timeout, "samples newer than the restart")
-        say(f"recovered: every node listed again, {PROBE_TARGET} has a sample "
-            f"{newest - restarted:.1f} s after the restart")
+        wait(
+            lambda: listed(bridge, expected),
+            args.timeout,
+            "every node listed again after the restart",
+        )
+        newest = wait(
+            lambda: (t := newest_sample(bridge, PROBE_TARGET, restarted)) and t > restarted and t,
+            args.timeout,
+            "samples newer than the restart",
+        )
+        say(
+            f"recovered: every node listed again, {PROBE_TARGET} has a sample "
+            f"{newest - restarted:.1f} s after the restart"
+        )
         check_healthy(stack, args.timeout)
     except LaneFailure as exc:
         failures += 1
@@ -292,7 +359,9 @@ def run(args: argparse.Namespace) -> int:
         say(f"FAILED: {type(exc).__name__}: {exc}")
     finally:
         if args.keep and failures:
-            say(f"--keep: leaving {project} up for a look (docker ps --filter label=obsmesh.lane={project})")
+            say(
+                f"--keep: leaving {project} up for a look (docker ps --filter label=obsmesh.lane={project})"
+            )
         else:
             say("tearing down ...")
             stack.down()
@@ -301,8 +370,12 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tests.docker.lane", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--timeout", type=float, default=300.0, help="seconds for each wait (default 300)")
+    parser = argparse.ArgumentParser(
+        prog="python -m tests.docker.lane", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument(
+        "--timeout", type=float, default=300.0, help="seconds for each wait (default 300)"
+    )
     parser.add_argument("--keep", action="store_true", help="leave a failed stack up to inspect it")
     return run(parser.parse_args(argv))
 
