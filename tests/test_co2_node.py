@@ -357,7 +357,7 @@ async def test_restart_restores_history_without_duplicates(router, tmp_path, req
         counters = (await _status(s, node))["counters"]
         if store == "redis":  # everything was in the store already: all skipped, none doubled
             assert counters.get("history_rows", 0) + counters.get("rows", 0) == 0
-            assert counters["history_pings_not_after_last"] == 1
+            assert counters["history_pings_duplicate"] == 1
         else:
             assert counters.get("history_rows", 0) + counters.get("rows", 0) == 20
 

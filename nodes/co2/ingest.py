@@ -24,7 +24,7 @@ from twisted.logger import Logger
 
 from nodes.co2.pinglog import PingLog
 from nodes.co2.readings import Batch, Reading, ReadingsParser
-from nodes.co2.storage import PushResult, Storage, Workers
+from nodes.co2.storage import BLOCK, PushResult, Storage, Workers
 
 OnRows = Callable[[str, list[Reading]], object]
 FileKey = tuple[str, str]  # (unit id, "data/readings/readings-0000.tsv")
@@ -85,10 +85,8 @@ class ReadingsIngest:
     async def _history(
         self, history: OnRows, unit_id: str, names: tuple[str, ...], end: int
     ) -> None:
-        def parse() -> list[Reading]:
-            return ReadingsParser(unit_id, 0).feed(self.storage.read(unit_id, names, 0, end)).rows
-
-        rows = await self.workers.in_files(parse)
+        parser = ReadingsParser(unit_id, 0)
+        rows = (await self.workers.in_files(self._feed, parser, unit_id, names, 0, end)).rows
         if rows:
             try:
                 history(unit_id, rows)
@@ -125,15 +123,28 @@ class ReadingsIngest:
             start = parser.complete_until if parser else self._progress.get(key, 0)
             await self._resync(unit_id, names, min(start, result.size_after), result.size_after)
             return
-        self._deliver(unit_id, key, parser.feed(result.tail))
+        batch = await self.workers.in_files(
+            self._feed, parser, unit_id, names, result.size_before, result.size_after
+        )
+        self._deliver(unit_id, key, batch)
+
+    def _feed(
+        self, parser: ReadingsParser, unit_id: str, names: tuple[str, ...], start: int, end: int
+    ) -> Batch:
+        """Feed bytes [start, end) of a stored file to `parser`, a block at a time
+        (blocking: runs in a file thread)."""
+        batch = Batch(complete_until=parser.complete_until)
+        while start < end:
+            data = self.storage.read(unit_id, names, start, min(BLOCK, end - start))
+            if not data:
+                break
+            batch.extend(parser.feed(data))
+            start += len(data)
+        return batch
 
     async def _resync(self, unit_id: str, names: tuple[str, ...], start: int, end: int) -> None:
-        def parse() -> tuple[ReadingsParser, Batch]:
-            data = self.storage.read(unit_id, names, start, end - start)
-            parser = ReadingsParser(unit_id, start)
-            return parser, parser.feed(data)
-
-        parser, batch = await self.workers.in_files(parse)
+        parser = ReadingsParser(unit_id, start)
+        batch = await self.workers.in_files(self._feed, parser, unit_id, names, start, end)
         key = (unit_id, "/".join(names))
         self._parsers[key] = parser
         self._deliver(unit_id, key, batch)

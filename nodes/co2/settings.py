@@ -21,6 +21,15 @@ DEFAULTS: dict[str, Any] = {
     "compat_networks": [],  # CIDRs whose units may send no token (compatibility mode)
     "max_body_bytes": 1 << 20,
     "silence": 900.0,  # seconds without a word from a unit before it is flagged silent
+    # The HTTP door (obsmesh.httpguard): caps that hold against slow and anonymous clients.
+    "max_connections": 1024,  # in all; fewer if the descriptor limit is lower
+    "max_connections_per_client": 64,  # from one address
+    "header_timeout": 10.0,  # seconds to send a request head
+    "body_timeout": 60.0,  # seconds to send a body once its head is accepted
+    # A unit's clock (timecheck.py).
+    "future_tolerance": 600.0,  # seconds a sample may be dated ahead of the server's clock
+    "reorder_tolerance": 3600.0,  # seconds a sample may be older than the newest stored
+    "unit_epoch": 1_514_764_800.0,  # 2018-01-01T00:00:00Z: samples before it are implausible
 }
 
 
