@@ -37,13 +37,18 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from twisted.internet import tcp
 from twisted.logger import Logger
 from twisted.web.http import HTTPChannel
 from twisted.web.server import Request, Site
 
 log = Logger(namespace="obsmesh.http")
 
-DESCRIPTOR_RESERVE = 128  # descriptors kept for files, threads, databases, the router link
+DESCRIPTOR_RESERVE = 192  # descriptors kept for files, threads, databases, the router link
+# Connections pushed out release their descriptor one reactor turn later: at most this many
+# may be on their way out at once, so a burst of accepts never runs the descriptors out.
+CLOSING_BUDGET = 64
+MAX_ACCEPTS = 32  # connections accepted in one reactor turn (twisted grows it without bound)
 SUMMARY_INTERVAL = 60.0  # seconds between summary lines about refusals at the door
 
 
@@ -112,6 +117,31 @@ def client_key(addr: Any) -> str:
     if ip.version == 6 and ip.ipv4_mapped is not None:
         return str(ip.ipv4_mapped)
     return str(ip)
+
+
+class BoundedPort(tcp.Port):
+    """A listening port that accepts at most MAX_ACCEPTS connections a reactor
+    turn, so the ones pushed out in a turn are closed before the next accepts;
+    the rest wait in the kernel's backlog rather than being turned away."""
+
+    _accepts = MAX_ACCEPTS
+
+    @property
+    def numberAccepts(self) -> int:
+        return self._accepts
+
+    @numberAccepts.setter
+    def numberAccepts(self, value: int) -> None:
+        self._accepts = max(1, min(int(value), MAX_ACCEPTS))
+
+
+def listen_tcp(
+    reactor: Any, port: int, factory: Any, backlog: int = 1024, interface: str = ""
+) -> tcp.Port:
+    """`reactor.listenTCP` with a BoundedPort (and a deeper backlog than twisted's 50)."""
+    listening = BoundedPort(port, factory, backlog, interface, reactor)
+    listening.startListening()
+    return listening
 
 
 class ConnectionTable:
@@ -266,6 +296,7 @@ class GuardedChannel(HTTPChannel):
 
     site: GuardedSite
     refused = False
+    pushed_out = False
     _deadline: Any = None
     _drained = 0
 
@@ -358,6 +389,9 @@ class GuardedChannel(HTTPChannel):
     def connectionLost(self, reason: Any) -> None:
         self._arm(None)
         self.site.table.remove(self)
+        if self.pushed_out:
+            self.pushed_out = False
+            self.site.closing -= 1
         super().connectionLost(reason)
 
 
@@ -406,6 +440,7 @@ class GuardedSite(Site):
         self.head_check = head_check or (lambda req, method, path, length: limits.max_body_bytes)
         self.error_body = error_body
         self.on_refusal = on_refusal or (lambda refusal, channel: None)
+        self.closing = 0  # connections pushed out whose descriptor is not closed yet
 
     @property
     def connections(self) -> int:
@@ -414,6 +449,8 @@ class GuardedSite(Site):
     def buildProtocol(self, addr: Any) -> Any:
         client = client_key(addr)
         fits, evict = self.table.admit(client)
+        if evict and self.closing + len(evict) > CLOSING_BUDGET:
+            fits = False
         if not fits:
             self.summary.note(
                 "refused_client_cap"
@@ -425,6 +462,8 @@ class GuardedSite(Site):
             self.table.remove(victim)
             self.summary.note("pushed_out_waiting")
             if victim.transport is not None:
+                victim.pushed_out = True
+                self.closing += 1
                 victim.transport.abortConnection()
         channel = super().buildProtocol(addr)
         if channel is not None:

@@ -56,7 +56,7 @@ from nodes.co2.storage import PushResult, Storage, Workers
 from nodes.co2.tokens import FILE_NAME as TOKENS_FILE
 from nodes.co2.tokens import TokenStore
 from nodes.co2.web import Co2Request, Co2Site, peer
-from obsmesh.httpguard import HttpLimits, raise_nofile_limit
+from obsmesh.httpguard import HttpLimits, listen_tcp, raise_nofile_limit
 
 log = Logger(namespace="obsmesh.co2")
 
@@ -208,7 +208,7 @@ class Co2Server:
     def listen(self, port: int, interface: str = "127.0.0.1", backlog: int = 1024) -> Any:
         soft, _ = raise_nofile_limit()  # caps hold anyway; the limit only sets how many fit
         site = self.site()
-        self._port = self.reactor.listenTCP(port, site, backlog=backlog, interface=interface)
+        self._port = listen_tcp(self.reactor, port, site, backlog, interface)
         log.info(
             "CO2 unit endpoint on http://{host}:{port}/ data root {root} (at most {cap} "
             "connections, {per} per address; descriptor limit {soft})",
