@@ -163,16 +163,28 @@ class ReadingsIngest:
                 path=key[1],
                 n=len(batch.clock_errors),
             )
-        for err in batch.errors:
+        for err in batch.errors:  # each at debug; one line a batch at the default level
             self.counters["rows_malformed"] += 1
             unit["malformed"] += 1
-            log.warn(
+            log.debug(
                 "{unit} {path} at byte {offset}: malformed row: {reason} [{preview}]",
                 unit=unit_id,
                 path=key[1],
                 offset=err.offset,
                 reason=err.reason,
                 preview=err.preview,
+            )
+        if batch.errors:
+            first = batch.errors[0]
+            log.warn(
+                "{unit} {path}: {n} malformed rows skipped, the first at byte {offset}: "
+                "{reason} [{preview}]",
+                unit=unit_id,
+                path=key[1],
+                n=len(batch.errors),
+                offset=first.offset,
+                reason=first.reason,
+                preview=first.preview,
             )
         if batch.complete_until != self._progress.get(key):
             self._progress[key] = self._dirty[key] = batch.complete_until
