@@ -77,11 +77,14 @@ class Refusal(Exception):
     """An answer given instead of serving the request: `status`, a reason key
     (counted) and a message for the client."""
 
-    def __init__(self, status: int, reason: str, message: str) -> None:
+    def __init__(
+        self, status: int, reason: str, message: str, headers: dict[bytes, bytes] | None = None
+    ) -> None:
         super().__init__(f"{status} {reason}: {message}")
         self.status = status
         self.reason = reason
         self.message = message
+        self.headers = headers or {}
 
 
 def raise_nofile_limit() -> tuple[int, int]:
@@ -359,10 +362,11 @@ class GuardedChannel(HTTPChannel):
         site.on_refusal(refusal, self)
         ctype, body = site.error_body(refusal.status, refusal.reason, refusal.message)
         reason = _REASONS.get(refusal.status, b"Refused")
+        extra = b"".join(b"%s: %s\r\n" % kv for kv in refusal.headers.items())
         self.transport.write(
             b"HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %d\r\n"
-            b"Connection: close\r\nCache-Control: no-store\r\n\r\n%s"
-            % (refusal.status, reason, ctype, len(body), body)
+            b"Connection: close\r\nCache-Control: no-store\r\n%s\r\n%s"
+            % (refusal.status, reason, ctype, len(body), extra, body)
         )
         half_close = getattr(self.transport, "loseWriteConnection", None)
         if half_close is None:
