@@ -79,6 +79,7 @@ def router_config(settings: dict, host: str = "127.0.0.1", no_hub: bool = False)
         consumer_auth=settings["consumer_auth"],
         tls_key=settings["tls_key"] or None,
         tls_cert=settings["tls_cert"] or None,
+        max_queued_bytes=settings["max_queued_bytes"],
     )
 
 

@@ -48,6 +48,7 @@ def render_config(
     tls_cert: str | os.PathLike | None = None,
     backend_tls: bool = False,
     base: dict[str, Any] | None = None,
+    max_queued_bytes: int | None = None,
 ) -> dict[str, Any]:
     """The router configuration for one run, derived from the committed default.
 
@@ -110,6 +111,8 @@ def render_config(
             )
         if c["id"] == "hub":
             extra["auth"] = bool(secrets_file)
+        if c["id"] == "outbound" and max_queued_bytes:  # obsmesh/routerguard.py
+            extra["max_queued_bytes"] = int(max_queued_bytes)
     worker["components"] = [
         c for c in comps if (c["id"] != "hub" or host_hub) and (c["id"] != "auth" or secrets_file)
     ]
