@@ -31,9 +31,9 @@ def decode_column(value: Any, what: str) -> np.ndarray:
         column = wire.decode(value)
     except (ValueError, TypeError) as exc:
         raise ProtocolError(f"{what}: {exc}") from None
-    if column.ndim != 1:
-        raise ProtocolError(f"{what}: expected a flat column, got shape {column.shape}")
-    return column
+    if column.ndim < 1:
+        raise ProtocolError(f"{what}: expected a column, got a single value")
+    return column  # rows along the first axis (das2 spectra are (n, nitems))
 
 
 @dataclass
@@ -55,7 +55,9 @@ class Timeline:
         # float noise in the index (…12.009999990).
         micros = np.round(self.t * 1e6).astype(np.int64)
         index = pd.DatetimeIndex(pd.to_datetime(micros, unit="us", utc=True), name="time")
-        return pd.DataFrame(dict(self.data), index=index)
+        # A column of rows (a spectrum per time) becomes one array per cell.
+        data = {f: list(c) if c.ndim > 1 else c for f, c in self.data.items()}
+        return pd.DataFrame(data, index=index)
 
 
 class Result(Mapping[str, np.ndarray]):
@@ -185,13 +187,14 @@ class Assembler:
         sizes = {tl: t.size for tl, (t, _) in chunk.timelines.items()}
         for f, col in chunk.data.items():
             mapped = field_map.get(f) if field_map else None
-            if mapped in sizes and sizes[mapped] == col.size:
+            rows = len(col)
+            if mapped in sizes and sizes[mapped] == rows:
                 out[f] = mapped
                 continue
-            candidates = [tl for tl, n in sizes.items() if n == col.size]
+            candidates = [tl for tl, n in sizes.items() if n == rows]
             if not candidates:
                 raise ProtocolError(
-                    f"node {self.node!r}: field {f!r} has {col.size} values but no timeline has that many times"
+                    f"node {self.node!r}: field {f!r} has {rows} values but no timeline has that many times"
                 )
             if len(candidates) > 1 and not strict:
                 return None
@@ -218,7 +221,7 @@ class Assembler:
             for f in self.fields:
                 if f in columns[tl]:
                     data[f] = _join(columns[tl][f])
-                    if data[f].size != t.size:
+                    if len(data[f]) != t.size:
                         raise ProtocolError(
                             f"node {self.node!r}: field {f!r} and its times differ in length"
                         )
