@@ -94,7 +94,7 @@ def put_raw(path: str, body: bytes, token: str, extra: str = "") -> bytes:
 async def start_server(root: Path, **config) -> tuple[Co2Server, Harness]:
     harness = Harness(None, 0, root)  # type: ignore[arg-type]
     server = Co2Server(
-        Co2Config(root=root, max_body_bytes=CAP, **config),
+        Co2Config(root=root, **{"max_body_bytes": CAP, **config}),
         on_rows=lambda u, rows: harness.rows.append((u, rows)),
         on_ping=lambda u, p: harness.pings.append(p),
     )
@@ -699,23 +699,27 @@ def _spooled(root: Path) -> list[str]:
 
 
 @pytest_twisted.ensureDeferred
-async def test_a_push_body_goes_to_a_spool_file_while_it_arrives(co2):
-    body = readings_bytes(300)[: CAP - 1]
-    head = put_raw(push_path(), b"", co2.tokens[UNIT]).replace(
+async def test_a_push_body_goes_to_a_spool_file_while_it_arrives(tmp_path):
+    root = tmp_path / "root"
+    token = add_unit(root, UNIT)
+    server, h = await start_server(root, max_body_bytes=1 << 20)
+    body = readings_bytes(8000)[: (1 << 20) - 1]  # more than a few 64 KiB blocks
+    head = put_raw(push_path(), b"", token).replace(
         b"Content-Length: 0", b"Content-Length: %d" % len(body)
     )
-    sock = socket.create_connection(("127.0.0.1", co2.port), timeout=20)
+    sock = socket.create_connection(("127.0.0.1", h.port), timeout=20)
     try:
         await threads.deferToThread(sock.sendall, head + body[: len(body) // 2])
-        await wait_until(lambda: _spooled(co2.root), 10, "a spool file for the body")
-        assert not co2.unit_file(UNIT, READINGS).exists()  # nothing stored before the whole body
+        await wait_until(lambda: _spooled(root), 10, "a spool file for the body")
+        assert not h.unit_file(UNIT, READINGS).exists()  # nothing stored before the whole body
         await threads.deferToThread(sock.sendall, body[len(body) // 2 :])
         answer = await threads.deferToThread(_read_all, sock)
+        assert answer.startswith(b"HTTP/1.1 200")
+        assert h.unit_file(UNIT, READINGS).read_bytes() == body
+        await wait_until(lambda: not _spooled(root), 10, "the spool file to be closed")
     finally:
         sock.close()
-    assert answer.startswith(b"HTTP/1.1 200")
-    assert co2.unit_file(UNIT, READINGS).read_bytes() == body
-    await wait_until(lambda: not _spooled(co2.root), 10, "the spool file to be closed")
+        await server.stop()
 
 
 def _until_cut(sock: socket.socket) -> bytes:

@@ -111,22 +111,28 @@ class ReadingsIngest:
 
     # -- growth of a file ----------------------------------------------------------
 
-    async def appended(self, unit_id: str, names: tuple[str, ...], result: PushResult) -> None:
-        """Called after a durable append, with the file's lock held."""
+    def parse_appended(self, unit_id: str, names: tuple[str, ...], result: PushResult) -> Batch:
+        """Parse what a durable append added. Blocking: the server runs it in the
+        push's own file thread, with the file's lock held; `deliver` the batch
+        on the reactor thread afterwards."""
         key = (unit_id, "/".join(names))
         parser = self._parsers.get(key)
+        begin = result.size_before
         if parser is None and result.size_before == 0 and key not in self._progress:
-            parser = self._parsers[key] = ReadingsParser(unit_id, 0)
+            parser = ReadingsParser(unit_id, 0)
         if parser is None or parser.complete_until + parser.pending != result.size_before:
             # State unknown (a file that was not seen growing): re-read from what
             # was delivered last.
             start = parser.complete_until if parser else self._progress.get(key, 0)
-            await self._resync(unit_id, names, min(start, result.size_after), result.size_after)
-            return
-        batch = await self.workers.in_files(
-            self._feed, parser, unit_id, names, result.size_before, result.size_after
-        )
-        self._deliver(unit_id, key, batch)
+            begin = min(start, result.size_after)
+            parser = ReadingsParser(unit_id, begin)
+        batch = self._feed(parser, unit_id, names, begin, result.size_after)
+        self._parsers[key] = parser
+        return batch
+
+    def deliver(self, unit_id: str, names: tuple[str, ...], batch: Batch) -> None:
+        """Hand a parsed batch on (reactor thread)."""
+        self._deliver(unit_id, (unit_id, "/".join(names)), batch)
 
     def _feed(
         self, parser: ReadingsParser, unit_id: str, names: tuple[str, ...], start: int, end: int

@@ -50,7 +50,7 @@ from nodes.co2.paths import (
 from nodes.co2.pinglog import PingLog
 from nodes.co2.pings import Ping, parse_ping
 from nodes.co2.query import parse_flag, parse_limit, parse_offset, parse_query
-from nodes.co2.readings import Reading
+from nodes.co2.readings import Batch, Reading
 from nodes.co2.routes import Route, route
 from nodes.co2.storage import PushResult, Storage, Workers
 from nodes.co2.tokens import FILE_NAME as TOKENS_FILE
@@ -419,21 +419,33 @@ class Co2Server:
         offset = parse_offset(query)
         body_fd, body_len = (None, 0) if request.spool is None else await request.spool.finish()
 
+        def push_and_parse() -> tuple[PushResult, Batch | None, str | None]:
+            """One file-thread call: the durable push, then the parse of what it added."""
+            try:
+                result = self.storage.push(
+                    unit_id, names, offset, body_fd, body_len, self.config.max_file_bytes
+                )
+            finally:
+                if body_fd is not None:
+                    os.close(body_fd)
+            if result.action != "append" or not is_readings_file(names):
+                return result, None, None
+            try:
+                return result, self.ingest.parse_appended(unit_id, names, result), None
+            except Exception as exc:  # the bytes are stored; parsing is retried at start
+                return result, None, repr(exc)
+
         async def store() -> PushResult:
-            result = await self.workers.in_files(
-                self.storage.push,
-                unit_id,
-                names,
-                offset,
-                body_fd,
-                body_len,
-                self.config.max_file_bytes,
-            )
-            if result.action == "append" and is_readings_file(names):
-                try:
-                    await self.ingest.appended(unit_id, names, result)
-                except Exception:  # the bytes are stored; parsing is retried at start
-                    log.failure("parsing {unit} {path} failed", unit=unit_id, path="/".join(names))
+            result, batch, error = await self.workers.in_files(push_and_parse)
+            if batch is not None:
+                self.ingest.deliver(unit_id, names, batch)
+            if error is not None:
+                log.error(
+                    "parsing {unit} {path} failed: {error}",
+                    unit=unit_id,
+                    path="/".join(names),
+                    error=error,
+                )
             return result
 
         result = await self._locks.run((unit_id, names), store)

@@ -176,9 +176,12 @@ class Storage:
             os.unlink(path)
         return fd
 
-    @staticmethod
-    def spool_write(fd: int, data: bytes, at: int) -> None:
+    def spool_write(self, fd: int | None, data: bytes, at: int) -> int:
+        """Write a block of a body to its spool file (opened on the first block); the fd."""
+        if fd is None:
+            fd = self.open_spool()
         _pwrite_all(fd, data, at)
+        return fd
 
     def _create_file(self, dir_fd: int, name: str) -> int:
         try:

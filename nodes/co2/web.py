@@ -16,7 +16,7 @@ import os
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.defer import Deferred, ensureDeferred, succeed
 from twisted.logger import Logger
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
@@ -51,8 +51,7 @@ class BodySpool:
         self._buf = bytearray()
         self._queued = 0  # bytes handed to the threads and not yet written
         self._paused = False
-        self._chain: Deferred = workers.in_files(storage.open_spool)
-        self._chain.addCallbacks(self._opened, self._failed)
+        self._chain: Deferred = succeed(None)
 
     def _opened(self, fd: int) -> None:
         self.fd = fd
@@ -77,9 +76,10 @@ class BodySpool:
         self._queued += len(data)
 
         def write(_: Any) -> Any:
-            if self.failure is not None or self.fd is None:
+            if self.failure is not None:
                 return None
-            return self.workers.in_files(self.storage.spool_write, self.fd, data, at)
+            d = self.workers.in_files(self.storage.spool_write, self.fd, data, at)
+            return d.addCallback(self._opened)
 
         def written(_: Any) -> None:
             self._queued -= len(data)
@@ -90,12 +90,15 @@ class BodySpool:
         self._chain.addCallback(write).addErrback(self._failed).addCallback(written)
 
     async def finish(self) -> tuple[int | None, int]:
+        """(descriptor, size) once the whole body is on disk; the caller owns the
+        descriptor from then on (and closes it)."""
         if self._buf:
             self._hand_over()
         await self._chain
         if self.failure is not None:
             raise OSError("the request body could not be spooled to disk")
-        return self.fd, self.size
+        fd, self.fd = self.fd, None
+        return fd, self.size
 
     def close(self) -> None:
         def close(_: Any) -> None:
