@@ -13,6 +13,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
 import pytest_twisted
 from twisted.internet import threads
 
@@ -27,6 +28,8 @@ from tests.abuse_support import (
     timed,
 )
 from tests.harness import PYTHON, REPO, connect, free_port, port_open, stop_process, wait_until
+
+pytestmark = pytest.mark.abuse  # the fault-and-abuse lane: pytest -m abuse -rP
 
 NOFILE = 1024  # the limit the node ran with
 SLOW, TOKENLESS = 2000, 200

@@ -17,6 +17,8 @@ import pytest
 from tests.abuse_support import Watch, fd_count, latency_figures, report
 from tests.harness import PYTHON, REPO, free_port, port_open, stop_process, wait_for
 
+pytestmark = pytest.mark.abuse  # the fault-and-abuse lane: pytest -m abuse -rP
+
 CAP = 1 << 20  # the bridge's default max_body
 
 

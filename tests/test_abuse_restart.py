@@ -18,6 +18,8 @@ from tests.abuse_support import report
 from tests.harness import children, cmdline, wait_for
 from tests.test_whole_mesh import EXPECTED, listed, mesh_up  # noqa: F401 - the fixture
 
+pytestmark = pytest.mark.abuse  # the fault-and-abuse lane: pytest -m abuse -rP
+
 
 def node_pid(launcher: int, kind: str) -> int | None:
     todo = list(children().get(launcher, []))

@@ -8,12 +8,15 @@ from __future__ import annotations
 import time
 
 import numpy as np
+import pytest
 import pytest_twisted
 from twisted.internet import reactor, task
 
 from tests.abuse_support import report
 from tests.harness import Router, connect, process_tree, rss_kb, wait_until
 from tests.nodes_for_tests import probe
+
+pytestmark = pytest.mark.abuse  # the fault-and-abuse lane: pytest -m abuse -rP
 
 SLOW = 10
 BOUND = 32 << 20  # max_queued_bytes (the default)
