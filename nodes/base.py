@@ -624,12 +624,12 @@ async def _with_timeout(reactor, d, seconds: float):
 
 def run_node(node: DataNode) -> None:
     """Run one node as a process: ingest, WAMP, and on SIGTERM/SIGINT subtract then leave."""
-    import sys
 
     from twisted.internet import reactor
-    from twisted.logger import globalLogBeginner, textFileLogObserver
 
-    globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stderr)])
+    from obsmesh import logs
+
+    logs.begin()  # info and up; OBSMESH_LOG_LEVEL=debug for per-request lines
     keep_freed_memory()  # queries allocate and free column-sized arrays: keep them warm
     reactor.addSystemEventTrigger(
         "before", "shutdown", lambda: defer.ensureDeferred(node.shutdown())
