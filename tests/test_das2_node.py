@@ -123,7 +123,7 @@ def columns(raw: bytes, dataset: str) -> tuple[list[float], dict[str, list]]:
         scale = 1e-6 if x.units == "us2000" else 1.0
         t += (ev.columns[0] * scale + T2000).tolist()
         for plane, col in zip(ev.header.planes[1:], ev.columns[1:], strict=True):
-            if "operation" in plane.properties:
+            if plane.properties.get("operation", ("", ""))[1] not in ("", "BIN_AVG"):
                 continue
             fill = float(
                 plane.properties.get("fill", plane.properties.get("zFill", ("", "-1e31")))[1]

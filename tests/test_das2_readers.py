@@ -431,7 +431,9 @@ async def test_magnetometer_example_planes_gaps_fill_and_frames() -> None:
     )
     reduced = decode(reduce_stream(raw, 60.0, minmax=True))
     r = next(e for e in reduced if isinstance(e, Data))
-    assert len(r) == 58 and [p.name for p in r.header.planes][:4] == ["", "Bx", "Bx.min", "Bx.max"]
+    names = [p.name for p in r.header.planes]
+    assert len(r) == 58 and names[:5] == ["time", "Bx", "By", "Bz", "Bmag"]
+    assert names[5:7] == ["Bx.min", "Bx.max"]  # das2C's order: the extremes after the averages
     assert reduced[0].properties["xCacheResolution"] == ("Datum", "60 s")
 
 

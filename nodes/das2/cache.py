@@ -2,10 +2,12 @@
 
 A DSDF's `cacheLevel_NN = 'RESOLUTION | PERIOD'` lines define levels. A block
 is the das2 stream of one period (an UTC hour, day or month) reduced to the
-level's resolution with bins aligned to UNIX 0 (`intrinsic`: the reader's own
-output). A request at resolution r is answered from the coarsest level not
-coarser than r (the caller then reduces to exactly r); a request at full
-resolution only from an intrinsic level.
+level's resolution with bins aligned to UNIX 0, as partial aggregates (sum,
+count, min and max of each bin: `reduce.py`), or the reader's own output for
+an `intrinsic` level. A request at resolution r is answered from the coarsest
+level whose bins divide r (the caller then reduces to exactly r, and gets the
+numbers a reduction of the raw stream gives); a request at full resolution
+only from an intrinsic level.
 
 Blocks live in Redis (shared by every replica of the node, with a TTL) or in
 a local directory. Missing blocks are built in the background: a miss
@@ -67,12 +69,31 @@ class BadJob(ValueError):
 # ---------------------------------------------------------------- pure parts
 
 
+def level_us(level: CacheLevel) -> int | None:
+    """A level's bin width in whole microseconds (0: intrinsic); None when it
+    is not a whole number of microseconds (such a level is never used)."""
+    us = level.resolution * US_PER_S
+    return round(us) if abs(us - round(us)) < 1e-6 else None
+
+
+def divides(resolution: float, level: CacheLevel) -> bool:
+    """Bins of `resolution` seconds, aligned to UNIX 0, are whole runs of the
+    level's bins: then its blocks re-reduce exactly (no level bin straddles two
+    answer bins)."""
+    width = level_us(level)
+    if not width:
+        return False
+    ratio = resolution * US_PER_S / width
+    return ratio >= 1 - 1e-12 and abs(ratio - round(ratio)) < 1e-9
+
+
 def choose_level(levels: Sequence[CacheLevel], resolution: float | None) -> CacheLevel | None:
-    """The coarsest level not coarser than `resolution` (None: full resolution,
-    which only an intrinsic level can give)."""
+    """The coarsest level whose bins divide `resolution`, or an intrinsic level
+    (raw streams reduce exactly to anything). None: full resolution, which only
+    an intrinsic level can give."""
     if resolution is None:
         return next((lv for lv in levels if lv.resolution == 0.0), None)
-    fit = [lv for lv in levels if lv.resolution <= resolution]
+    fit = [lv for lv in levels if lv.resolution == 0.0 or divides(resolution, lv)]
     return max(fit, key=lambda lv: lv.resolution) if fit else None
 
 
@@ -113,9 +134,12 @@ def periods(start_us: int, end_us: int, period: str, limit: int = 100_000) -> li
     return out
 
 
+BLOCK_FORMAT = 2  # 2: partial aggregates (sum, count, min, max per bin)
+
+
 def fingerprint(dsdf: Dsdf) -> str:
-    """Changes whenever the dataset's definition changes."""
-    text = json.dumps([dsdf.name, sorted(dsdf.keys.items())], ensure_ascii=True)
+    """Changes whenever the dataset's definition (or the block format) changes."""
+    text = json.dumps([BLOCK_FORMAT, dsdf.name, sorted(dsdf.keys.items())], ensure_ascii=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 

@@ -25,7 +25,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.python import failure
 
-from nodes.das2.cache import Cache, CacheLevel, blocks_for, choose_level
+from nodes.das2.cache import Cache, CacheLevel, blocks_for, choose_level, level_us
 from nodes.das2.dsdf import Dsdf
 from nodes.das2.readers import (
     DEFAULT_LIMITS,
@@ -39,7 +39,7 @@ from nodes.das2.readers import (
     reader_argv,
     run_reader_stream,
 )
-from nodes.das2.reduce import Reducer
+from nodes.das2.reduce import Reducer, plane_names
 from nodes.das2.stream import (
     Comment,
     Das2StreamError,
@@ -74,6 +74,38 @@ def x_seconds(plane: Plane, values: np.ndarray) -> np.ndarray | None:
     return v * (us_per_unit / US_PER_S) + epoch_us / US_PER_S
 
 
+@dataclass(frozen=True)
+class BlockTrim:
+    """Which records of a block to use: those whose samples all lie in [lo, hi).
+
+    A record of a reduced block stands for the samples of its level bin that lie
+    in the block's period; it is used when that span is inside [lo, hi). The
+    bounds are level-bin edges or the block's own, so every sample is used once
+    and the partial bins at a request's edges are left to the reader."""
+
+    lo_us: int
+    hi_us: int
+    block_lo_us: int
+    block_hi_us: int
+    width_us: int  # 0: raw records, kept when their time is in [lo, hi)
+
+    def apply(self, data: Data) -> Data:
+        t = x_seconds(data.header.planes[0], data.columns[0])
+        if t is None:
+            return data
+        us = t * US_PER_S
+        if self.width_us:
+            k = np.floor(us / self.width_us)  # centres sit half a bin inside
+            first = np.maximum(k * self.width_us, self.block_lo_us)
+            last = np.minimum((k + 1) * self.width_us, self.block_hi_us)
+            keep = (first >= self.lo_us) & (last <= self.hi_us)
+        else:
+            keep = (us >= self.lo_us) & (us < self.hi_us)
+        if keep.all():
+            return data
+        return Data(data.header, tuple(c[keep] for c in data.columns))
+
+
 class Assembler:
     """Joins the events of consecutive segments into one stream (see module doc)."""
 
@@ -97,6 +129,7 @@ class Assembler:
         self.records = 0
         self.stopped = False  # an exception (or the consumer) ended the stream
         self.error: StreamException | None = None
+        self._renamed: dict[int, PacketHeader] = {}
         self._shown = 0  # last taskProgress sent, in percent
         self._shown_at = 0.0
 
@@ -110,7 +143,10 @@ class Assembler:
             raise
 
     def _through(self, events: list[Event]) -> list[Event]:
-        out = self.reducer.feed(events) if self.reducer is not None else events
+        if self.reducer is not None:
+            out = self.reducer.feed(events)  # it names every plane of its output
+        else:
+            out = [self._named(ev) for ev in events]
         # Segments of other origins (raw reader output, reduced blocks) reduce to
         # the same layout: a header equal to the one in force is not repeated.
         kept = []
@@ -122,8 +158,8 @@ class Assembler:
             kept.append(ev)
         return kept
 
-    def feed(self, events: Sequence[Event], trim: bool = False) -> None:
-        """Events of one segment; `trim` drops records outside the request (blocks)."""
+    def feed(self, events: Sequence[Event], trim: BlockTrim | None = None) -> None:
+        """Events of one segment; `trim` keeps a block's records that lie in its part."""
         if self.stopped:
             raise StopStream()
         out: list[Event] = []
@@ -139,8 +175,8 @@ class Assembler:
                     self.headers[ev.packet_id] = ev
                     out += self._through([ev])
             elif isinstance(ev, Data):
-                if trim:
-                    ev = self._trim(ev)
+                if trim is not None:
+                    ev = trim.apply(ev)
                 if len(ev) == 0:
                     continue
                 self.records += len(ev)
@@ -160,14 +196,17 @@ class Assembler:
         if self.stopped:
             raise StopStream()
 
-    def _trim(self, data: Data) -> Data:
-        t = x_seconds(data.header.planes[0], data.columns[0])
-        if t is None:
-            return data
-        keep = (t >= self.start_s) & (t < self.end_s)
-        if keep.all():
-            return data
-        return Data(data.header, tuple(c[keep] for c in data.columns))
+    def _named(self, ev: Event) -> Event:
+        """Full resolution: every plane named (das2C's builder needs names), the
+        data re-pointed at the named header."""
+        if isinstance(ev, PacketHeader):
+            named = plane_names(ev)
+            self._renamed[ev.packet_id] = named
+            return named
+        if isinstance(ev, Data) and ev.packet_id in self._renamed:
+            named = self._renamed[ev.packet_id]
+            return ev if named is ev.header else Data(named, ev.columns)
+        return ev
 
     def _progress(self, data: Data, out: list[Event]) -> None:
         if not self.progress:
@@ -227,6 +266,7 @@ class Segment:
     start_us: int
     end_us: int
     blocks: list | None = None  # BlockIds; None: run the reader
+    width_us: int = 0  # the blocks' bin width (0: intrinsic, records as the reader wrote them)
 
 
 @dataclass
@@ -272,7 +312,11 @@ class Das2Service:
         return choose_level(dsdf.cache_levels, request.resolution)
 
     async def plan(self, dsdf: Dsdf, request: ReaderRequest) -> list[Segment]:
-        """Segments in time order; misses are queued for building on the way."""
+        """Segments in time order; misses are queued for building on the way.
+
+        A block serves only the level bins that lie wholly inside the request:
+        the partial bins at the request's edges come from the reader, so an
+        answer made of blocks has exactly the samples a reader run would."""
         whole = [Segment(request.start_us, request.end_us)]
         level = self.level_for(dsdf, request)
         if level is None:
@@ -292,17 +336,33 @@ class Das2Service:
         self.count("cache_misses", len(missing))
         if missing:
             await cache.request(missing)
-        segments: list[Segment] = []
+        width = level_us(level) or 0
+        inner_lo, inner_hi = request.start_us, request.end_us
+        if width:
+            inner_lo = -(-request.start_us // width) * width
+            inner_hi = request.end_us // width * width
+        pieces: list[tuple[int, int, Any]] = []
         for b in blocks:
             lo, hi = max(b.start_us, request.start_us), min(b.end_us, request.end_us)
-            hit = found.get(b.key, False)
+            if not found.get(b.key, False):
+                pieces.append((lo, hi, None))
+                continue
+            use_lo, use_hi = max(lo, inner_lo), min(hi, inner_hi)
+            if use_hi <= use_lo:
+                pieces.append((lo, hi, None))
+                continue
+            pieces += [(lo, use_lo, None), (use_lo, use_hi, b), (use_hi, hi, None)]
+        segments: list[Segment] = []
+        for lo, hi, b in pieces:
+            if hi <= lo:
+                continue
             last = segments[-1] if segments else None
-            if last is not None and (last.blocks is not None) == hit:
+            if last is not None and (last.blocks is not None) == (b is not None):
                 last.end_us = hi
-                if hit:
+                if b is not None:
                     last.blocks.append(b)
             else:
-                segments.append(Segment(lo, hi, [b] if hit else None))
+                segments.append(Segment(lo, hi, [b] if b is not None else None, width))
         return segments
 
     # -- answering ---------------------------------------------------------
@@ -364,9 +424,9 @@ class Das2Service:
                         await flow.wait()
                     if state.get("cancelled") or asm.stopped:
                         break
-                    if not await self._from_block(block, asm):
+                    if not await self._from_block(block, seg, asm):
                         # the cache failed us: the reader gives the rest of this run
-                        lo = max(block.start_us, request.start_us)
+                        lo = max(block.start_us, seg.start_us)
                         await self._read(dsdf, request, lo, seg.end_us, asm, flow, state, outcome)
                         break
                     outcome.blocks_used += 1
@@ -381,8 +441,9 @@ class Das2Service:
         outcome.error = asm.error
         return outcome
 
-    async def _from_block(self, block, asm: Assembler) -> bool:
-        """Feed one cached block; False when it could not be had (nothing fed)."""
+    async def _from_block(self, block, seg: Segment, asm: Assembler) -> bool:
+        """Feed one cached block's bins that fall in the segment; False when it
+        could not be had (nothing fed)."""
         raw = await self.cache.fetch(block)
         if raw is None:
             return False
@@ -394,7 +455,8 @@ class Das2Service:
             self.count("cache_corrupt")
             log.warn("das2 cache block {key} is corrupt: {exc}", key=block.key, exc=exc)
             return False
-        asm.feed(events, trim=True)
+        lo, hi = max(block.start_us, seg.start_us), min(block.end_us, seg.end_us)
+        asm.feed(events, trim=BlockTrim(lo, hi, block.start_us, block.end_us, seg.width_us))
         return True
 
     async def _read(self, dsdf, request, start_us, end_us, asm, flow, state, outcome) -> None:
@@ -449,7 +511,10 @@ class Das2Service:
         resolution; None when the reader failed or the block is too large."""
         part = ReaderRequest(dsdf.name, block.start_us, block.end_us, None, block.params)
         argv = reader_argv(dsdf, part)
-        reducer = Reducer(block.resolution, 0.0, dsdf.minmax) if block.resolution else None
+        # partial aggregates: what an exact coarser answer needs (reduce.py)
+        reducer = (
+            Reducer(block.resolution, 0.0, dsdf.minmax, partial=True) if block.resolution else None
+        )
         encoder = Encoder()
         chunks: list[bytes] = []
         size = [0]
