@@ -17,7 +17,6 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-
 _PADDER: list = []  # set by corpus(pad=...): every length field made by it
 
 
