@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import collections
 import subprocess
+import time
 import uuid
 from pathlib import Path
 
@@ -302,12 +303,13 @@ async def test_two_replicas_never_build_the_same_block_twice(redis_server):
         )[0]
         for r in (a, b):  # builders idle while the queue is set up
             r.cache._loop.stop()
-        assert await a.cache.backend.enqueue(block)
-        assert not await b.cache.backend.enqueue(block)  # one job while its key lives
+        now = time.time()
+        assert await a.cache.backend.enqueue(block, now) == "queued"
+        assert await b.cache.backend.enqueue(block, now) == "known"  # one job while its key lives
         job_key = a.cache.backend._key("job", block)
         conn = await a.cache.backend._conn()
         await conn.execute_command("DEL", job_key)  # as if it had expired
-        assert await b.cache.backend.enqueue(block)
+        assert await b.cache.backend.enqueue(block, now) == "queued"
         conn = await a.cache.backend._conn()
         assert await conn.execute_command("LLEN", a.cache.backend._key("queue")) == 2
         a.cache.start()

@@ -17,7 +17,7 @@ from __future__ import annotations
 import collections
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -59,6 +59,21 @@ log = Logger()
 Emit = Callable[[list[Event]], object]
 PROGRESS_COMMENTS = ("taskSize", "taskProgress")
 NO_DATA = "NoDataInInterval"
+TOO_LARGE = "IllegalArgument"  # the das2 exception of a request refused for its size
+
+
+def _size(n: float) -> str:
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.3g} {unit}"
+    return f"{n:.0f} bytes"
+
+
+def _span(seconds: float) -> str:
+    for unit, scale in (("years", 365.25 * 86400), ("days", 86400), ("hours", 3600)):
+        if seconds >= scale:
+            return f"{seconds / scale:.3g} {unit}"
+    return f"{seconds:.3g} s"
 
 
 class StopStream(Exception):
@@ -291,10 +306,14 @@ class Das2Service:
         count: Callable[[str, int], None] | None = None,
         clock: Callable[[], float] = time.time,
         max_block_bytes: int = 64 * 1024 * 1024,
+        max_request_bytes: int = 1024**3,
     ) -> None:
         self.catalog = catalog
         self.pool = pool
         self.build_pool = build_pool or pool
+        self.max_request_bytes = int(max_request_bytes)
+        # bytes a second each dataset's reader writes (learned by the node's probe)
+        self.rates: dict[str, float] = {}
         self.limits = limits
         self.cache: Cache | None = None
         self.clock = clock
@@ -312,7 +331,14 @@ class Das2Service:
         return choose_level(dsdf.cache_levels, request.resolution)
 
     async def plan(self, dsdf: Dsdf, request: ReaderRequest) -> list[Segment]:
-        """Segments in time order; misses are queued for building on the way.
+        """Segments in time order; misses are queued for building on the way."""
+        segments, missing = await self._plan(dsdf, request)
+        if missing:
+            await self.cache.request(missing)
+        return segments
+
+    async def _plan(self, dsdf: Dsdf, request: ReaderRequest) -> tuple[list[Segment], list]:
+        """Segments in time order, and the blocks missing from the cache.
 
         A block serves only the level bins that lie wholly inside the request:
         the partial bins at the request's edges come from the reader, so an
@@ -320,22 +346,20 @@ class Das2Service:
         whole = [Segment(request.start_us, request.end_us)]
         level = self.level_for(dsdf, request)
         if level is None:
-            return whole
+            return whole, []
         cache = self.cache
         blocks = blocks_for(
             dsdf, request.params, level, request.start_us, request.end_us, cache.max_blocks + 1
         )
         if len(blocks) > cache.max_blocks:
             self.count("cache_too_many_blocks")
-            return whole
+            return whole, []
         now_us = int(self.clock() * US_PER_S)
         finished = [b for b in blocks if b.end_us <= now_us]  # a period still going may grow
         found = dict(zip([b.key for b in finished], await cache.present(finished), strict=True))
         missing = [b for b in finished if not found[b.key]]
         self.count("cache_hits", len(finished) - len(missing))
         self.count("cache_misses", len(missing))
-        if missing:
-            await cache.request(missing)
         width = level_us(level) or 0
         inner_lo, inner_hi = request.start_us, request.end_us
         if width:
@@ -363,7 +387,7 @@ class Das2Service:
                     last.blocks.append(b)
             else:
                 segments.append(Segment(lo, hi, [b] if b is not None else None, width))
-        return segments
+        return segments, missing
 
     # -- answering ---------------------------------------------------------
     def answer(
@@ -373,10 +397,12 @@ class Das2Service:
         progress: bool = False,
         flow: ReaderFlow | None = None,
         use_cache: bool = True,
+        pool: ReaderPool | None = None,
     ) -> defer.Deferred[Outcome]:
         """Stream the answer to `emit` (lists of events); cancelling stops it
-        (and kills a running reader)."""
-        state: dict[str, Any] = {}
+        (and kills a running reader). The interval is clipped to now: nothing
+        past now exists yet. `pool` runs the readers (default: the requests')."""
+        state: dict[str, Any] = {"pool": pool or self.pool}
 
         def cancel(_d: defer.Deferred) -> None:
             state["cancelled"] = True
@@ -400,16 +426,56 @@ class Das2Service:
         work.addBoth(finished)
         return done
 
+    def clip(self, request: ReaderRequest) -> ReaderRequest:
+        """The request ended at now at the latest (an empty interval when it
+        starts after now): a client asking up to 1e10 starts no reader for the
+        future."""
+        now_us = int(self.clock() * US_PER_S)
+        if request.end_us <= now_us:
+            return request
+        return replace(request, end_us=max(now_us, request.start_us))
+
+    def too_large(self, request: ReaderRequest, segments: Sequence[Segment]) -> str | None:
+        """Why the readers this plan would run must not start, or None: their
+        output, estimated from the span they read and the dataset's rate, is
+        over `max_request_bytes`."""
+        rate = self.rates.get(request.dataset)
+        if not rate:
+            return None
+        span_s = sum(s.end_us - s.start_us for s in segments if s.blocks is None) / US_PER_S
+        estimate = span_s * rate
+        if estimate <= self.max_request_bytes:
+            return None
+        return (
+            f"request too large: the reader would write about {_size(estimate)} "
+            f"({_span(span_s)} at full resolution) and the limit (max_request_bytes) is "
+            f"{_size(self.max_request_bytes)}; ask for a shorter interval, or a resolution "
+            "the cache serves"
+        )
+
     async def _answer(self, request, emit, progress, flow, use_cache, state) -> Outcome:
         dsdf = self.catalog[request.dataset]
+        request = self.clip(request)
         asm = Assembler(emit, request, dsdf.minmax, progress)
         outcome = Outcome()
         try:
-            segments = (
-                await self.plan(dsdf, request)
+            if request.end_us <= request.start_us:
+                asm.finish()  # all of it after now: no data yet
+                outcome.error = asm.error
+                return outcome
+            segments, missing = (
+                await self._plan(dsdf, request)
                 if use_cache
-                else [Segment(request.start_us, request.end_us)]
+                else ([Segment(request.start_us, request.end_us)], [])
             )
+            problem = self.too_large(request, segments)
+            if problem is not None:  # refused: no reader starts, no build is queued
+                self.count("requests_refused_too_large")
+                asm.fail(TOO_LARGE, problem)
+                outcome.error = asm.error
+                return outcome
+            if missing:
+                await self.cache.request(missing)
             outcome.segments = len(segments)
             for seg in segments:
                 if state.get("cancelled") or asm.stopped:
@@ -473,7 +539,7 @@ class Das2Service:
         self.count("reader_runs")
         self.reader_log.append((dsdf.name, start_us, end_us))
         gate = StreamGate(on_events=asm.feed)
-        d = self.pool.run(argv, gate.feed, self.limits, dsdf.directory, flow)
+        d = state["pool"].run(argv, gate.feed, self.limits, dsdf.directory, flow)
         state["running"] = d
         try:
             result: ReaderResult = await d
