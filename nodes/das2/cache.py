@@ -471,6 +471,10 @@ class DiskBlocks:
         self._queue.append(block.job(queued))
         return "queued"
 
+    @property
+    def queued(self) -> int:
+        return len(self._queue)
+
     async def pop(self) -> bytes | None:
         return self._queue.popleft() if self._queue else None
 

@@ -501,6 +501,7 @@ class Das2Node(DataNode):
             else {
                 "backend": cache.backend.name,
                 "building": cache.active,
+                "queued": getattr(cache.backend, "queued", None),  # (Redis: LLEN N:queue)
                 "connected": getattr(cache.backend, "connected", True),
                 "last_error": cache.last_error,
             },

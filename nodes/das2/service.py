@@ -536,7 +536,7 @@ class Das2Service:
             log.error("{exc}", exc=exc)
             return
         outcome.reader_runs += 1
-        self.count("reader_runs")
+        self.count("reader_runs" if state["pool"] is self.pool else "live_reader_runs")
         self.reader_log.append((dsdf.name, start_us, end_us))
         gate = StreamGate(on_events=asm.feed)
         d = state["pool"].run(argv, gate.feed, self.limits, dsdf.directory, flow)
