@@ -26,7 +26,7 @@ from nodes.das2.stream import (
     StreamException,
     StreamHeader,
 )
-from obsmesh.errors import TooManyPoints, Unavailable
+from obsmesh.errors import InvalidArgument, TooManyPoints, Unavailable
 
 
 def field_name(dataset: str, plane: Plane) -> str:
@@ -96,6 +96,8 @@ class Collector:
                 self.headers.append(ev)
             elif isinstance(ev, Data) and len(ev):
                 self._data(ev)
+            elif isinstance(ev, StreamException) and ev.type == "IllegalArgument":
+                self.error = InvalidArgument(f"{self.dataset}: {ev.message}")  # e.g. too large
             elif isinstance(ev, StreamException) and ev.type != "NoDataInInterval":
                 self.error = Unavailable(f"{self.dataset}: {ev.type}: {ev.message}")
 
