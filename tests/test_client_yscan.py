@@ -114,8 +114,9 @@ START, END = "2020-03-01T06:00:00Z", "2020-03-01T06:02:00Z"
 
 
 def run_get(router, *args: str) -> subprocess.CompletedProcess:
+    """`obsmesh get NODE ...` as its own process (`python -m obsmesh` is `obsmesh`)."""
     return subprocess.run(
-        [PYTHON, "-m", "consumers.client.cli", "get", NODE, *args],
+        [PYTHON, "-m", "obsmesh", "get", NODE, *args],
         env=router.env(),
         cwd=str(REPO),
         capture_output=True,
