@@ -410,20 +410,3 @@ def test_pieces_cover_the_interval_and_never_split_a_bin(start, span, values, st
             np.floor(c / stride) > np.floor(np.nextafter(c, -np.inf) / stride) for c in cuts[1:-1]
         )
 
-
-def test_columns_of_rows_such_as_das2_spectra_are_assembled_and_framed():
-    from consumers.client.result import Assembler
-    from obsmesh import wire
-
-    spectra = np.arange(12.0).reshape(3, 4)  # three times, four frequencies each
-    a = Assembler("das2", ["s"])
-    a.add(
-        {
-            "data": {"s": wire.encode(spectra, wire.ARRAY)},
-            "timeline": {"tl": {"t": wire.encode(np.array([1.0, 2.0, 3.0]), wire.ARRAY)}},
-        }
-    )
-    result = a.result()
-    assert result["s"].shape == (3, 4) and np.array_equal(result["s"], spectra)
-    frame = result.frame()
-    assert list(frame["s"].iloc[1]) == [4.0, 5.0, 6.0, 7.0]

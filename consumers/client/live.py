@@ -334,7 +334,7 @@ class StreamCore:
         names = [f for f in data if self.fields is None or f in self.fields]
         if not names:
             return None
-        cols = {f: decode_column(data[f], f"live field {f!r}") for f in names}
+        cols = {f: decode_column(data[f], f"live field {f!r}", rows=True) for f in names}
         for f, c in cols.items():
             if len(c) != t.size:
                 raise ProtocolError(f"live field {f!r}: {len(c)} values for {t.size} times")
