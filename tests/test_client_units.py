@@ -409,4 +409,3 @@ def test_pieces_cover_the_interval_and_never_split_a_bin(start, span, values, st
         assert all(
             np.floor(c / stride) > np.floor(np.nextafter(c, -np.inf) / stride) for c in cuts[1:-1]
         )
-
