@@ -42,6 +42,19 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def free_port_range(n: int, lowest: int = 20000, highest: int = 60000) -> int:
+    """A base port B with B .. B+n-1 all free now (for OBSMESH_PORT_BASE)."""
+    import random
+
+    from obsmesh.procs import port_free
+
+    for _ in range(200):
+        base = random.randrange(lowest, highest - n)
+        if all(port_free("127.0.0.1", p) for p in range(base, base + n)):
+            return base
+    raise RuntimeError(f"no {n} free ports in a row between {lowest} and {highest}")
+
+
 def wait_for(predicate, timeout: float, what: str, interval: float = 0.02) -> None:
     """Poll a condition (not a sleep standing in for synchronisation)."""
     deadline = time.monotonic() + timeout

@@ -40,8 +40,13 @@ MIN_PATH = "/usr/local/bin:/usr/bin:/bin"
 MAX_PARAMS_TEXT = 1024
 MAX_PARAM_TOKENS = 32
 # Runs the reader in a session of its own, so that killing the process group
-# also kills whatever the reader started. Only argv reaches exec: no shell.
-_NEW_SESSION_EXEC = "import os,sys\nos.setsid()\nos.execv(sys.argv[1], sys.argv[1:])"
+# also kills whatever the reader started, and asks the kernel for SIGKILL when
+# the node dies (prctl PR_SET_PDEATHSIG), so no reader outlives it whatever
+# kills it. Only argv reaches exec: no shell.
+_NEW_SESSION_EXEC = (
+    "import ctypes,os,sys\nos.setsid()\nctypes.CDLL(None).prctl(1, 9, 0, 0, 0)\n"
+    "os.execv(sys.argv[1], sys.argv[1:])"
+)
 READ_SIZE = 1 << 20  # stdout is read in large pieces: decoding cost is per piece
 _F_SETPIPE_SZ = 1031  # Linux fcntl: a 1 MiB pipe lets the reader run ahead of us
 _YEAR_1000_US = -30_610_224_000 * US_PER_S
