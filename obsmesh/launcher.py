@@ -49,6 +49,7 @@ NODES_FIRST = 2.5  # seconds the nodes get to leave the hub before the router is
 STOP_DEADLINE = 4.0  # seconds from Ctrl-C to SIGKILL of whatever is left
 REAPER_GRACE = 3.0  # seconds the reaper gives orphaned services before SIGKILL
 ROUTER_READY = 60.0
+SETTLED = 3.0  # seconds a service with no port and no hub name must run to count as up
 
 
 def restart_delay(failures: int) -> float:
@@ -87,39 +88,33 @@ class HubWatch:
     """The nodes the hub lists, polled once a second in a thread (the client library)."""
 
     def __init__(self, lay: Layout, mesh: dict[str, Any], secret: str | None) -> None:
+        from consumers.client import Mesh
+
         self.listed: set[str] = set()
-        self._args = (lay.router_url, mesh["realm"], mesh["prefix"], secret)
+        self._client = Mesh(
+            lay.router_url,
+            mesh["realm"],
+            prefix=mesh["prefix"],
+            authid=LAUNCHER_AUTHID,
+            secret=secret,
+            timeout=5,
+        )
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="hub-watch", daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
-        from consumers.client import Mesh
-
-        url, realm, prefix, secret = self._args
-        client = None
-        try:
-            while not self._stop.is_set():
-                try:
-                    if client is None:
-                        client = Mesh(
-                            url,
-                            realm,
-                            prefix=prefix,
-                            authid=LAUNCHER_AUTHID,
-                            secret=secret,
-                            timeout=5,
-                        )
-                    self.listed = {n.get("name") for n in client.nodes()}
-                except Exception:  # the router restarting, or not there yet: ask again
-                    self.listed = set()
-                self._stop.wait(1.0)
-        finally:
-            if client is not None:
-                client.close(1.0)
+        while not self._stop.is_set():
+            try:
+                self.listed = {n.get("name") for n in self._client.nodes()}
+            except Exception:  # the router restarting, or not there yet: ask again
+                self.listed = set()
+            self._stop.wait(1.0)
 
     def close(self) -> None:
+        """Stop asking (at once: a call in flight fails when the client closes)."""
         self._stop.set()
+        self._client.close(0.5)
 
 
 class StateLock:
@@ -254,11 +249,15 @@ class Launcher:
         self._tell_reaper(f"-{pgid}")
 
     def is_up(self, r: Running) -> bool:
+        """A node is up when the hub lists it, a listener when its ports accept, any
+        other service once it has run SETTLED seconds (one that crash-loops never is)."""
         if not r.alive:
             return False
         if r.svc.role == NODE:
             return self.watch is not None and r.svc.node in self.watch.listed
-        return all(router.port_open(x.host, x.port) for x in r.svc.listens)
+        if r.svc.listens:
+            return all(router.port_open(x.host, x.port) for x in r.svc.listens)
+        return time.monotonic() - r.started >= SETTLED
 
     def write_state(self) -> None:
         import psutil
@@ -369,6 +368,8 @@ class Launcher:
         """Stop every service, nodes before the router; the seconds it took."""
         t0 = time.monotonic()
         print("obsmesh: stopping ...", flush=True)
+        if self.watch is not None:
+            self.watch.close()
         rest = [r for r in self.running if r.svc.role != ROUTER and r.alive]
         for r in rest:
             procs.signal_group(r.popen.pid, signal.SIGTERM)

@@ -48,11 +48,11 @@ PORT = Check(lambda v: isinstance(v, int) and 0 <= v <= 65535, "a TCP port (0-65
 
 
 def at_least(low: float) -> Check:
-    return Check(lambda v: _number(v) and v >= low, f"a number >= {low:g}")
+    return Check(lambda v: _number(v) and v >= low, f"a number >= {low}")
 
 
 def between(low: float, high: float) -> Check:
-    return Check(lambda v: _number(v) and low <= v <= high, f"a number from {low:g} to {high:g}")
+    return Check(lambda v: _number(v) and low <= v <= high, f"a number from {low} to {high}")
 
 
 @dataclass(frozen=True)

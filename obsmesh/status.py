@@ -5,7 +5,8 @@ state directory, read from its layout (STATE/launcher.json) and asked live:
   get_status gives the last sample and the last error;
 - a service that listens (router, bridge, simulators with a port) is
   *listening* when its process runs and every port of it accepts a connection;
-- any other service is *running* when its process runs.
+- any other service is *running* once its process has run a few seconds
+  (one that crash-loops never is).
 
 Exit status 0 when every service is up, 1 when one is down or no launcher
 runs from the state directory.
@@ -23,6 +24,7 @@ from typing import Any
 
 from obsmesh import layout as layout_mod
 from obsmesh import procs, router
+from obsmesh.launcher import SETTLED
 from obsmesh.layout import LAUNCHER_AUTHID, NODE
 
 
@@ -85,7 +87,7 @@ def rows(data: dict[str, Any], mesh: dict[str, Any], secret: str | None, timeout
         sample, error = "-", rec.get("last_exit") or ""
         if svc.role == NODE:
             up = alive and svc.node in listed
-            word = "joined" if up else ("not listed" if alive else "down")
+            word = "joined" if up else ("not-listed" if alive else "down")
             status = statuses.get(svc.node)
             if isinstance(status, dict):
                 times = [t for t in (status.get("last_sample") or {}).values() if t is not None]
@@ -95,10 +97,10 @@ def rows(data: dict[str, Any], mesh: dict[str, Any], secret: str | None, timeout
                 error = status
         elif svc.listens:
             up = alive and all(router.port_open(x.host, x.port) for x in svc.listens)
-            word = "listening" if up else ("not listening" if alive else "down")
+            word = "listening" if up else ("not-listening" if alive else "down")
         else:
-            up = alive
-            word = "running" if up else "down"
+            up = alive and time.time() - (rec.get("started") or now) >= SETTLED
+            word = "running" if up else ("starting" if alive else "down")
         out.append(
             (svc.name, word, up, pid if alive else "-", rec.get("restarts", 0), sample, error)
         )
