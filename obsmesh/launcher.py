@@ -384,6 +384,9 @@ class Launcher:
             r.alive or procs.group_members(r.popen.pid) for r in started
         ):
             time.sleep(0.02)
+        late = [r.svc.name for r in started if r.alive]
+        if late:
+            print(f"obsmesh: killing {', '.join(late)} (not stopped after {STOP_DEADLINE:g} s)")
         for r in started:
             procs.signal_group(r.popen.pid, signal.SIGKILL)
             r.popen.wait()

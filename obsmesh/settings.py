@@ -179,7 +179,12 @@ class Section:
         unknown = sorted(k for k, v in given.items() if v is not None and k not in cls._declared)
         if unknown:
             raise config.ConfigError(f"[{cls.section}] has no setting {', '.join(unknown)}")
-        values = config.settings(cls.defaults(), cls.section, path, environ, given)
+        try:
+            values = config.settings(cls.defaults(), cls.section, path, environ, given)
+        except config.ConfigError as exc:
+            named = f"[{cls.section}]" in str(exc) or str(exc).startswith("config file")
+            where = "" if named else f"[{cls.section}] "
+            raise config.ConfigError(f"{where}{exc}") from None
         try:
             cls.check(values)
             if not complete:
@@ -222,7 +227,6 @@ class Section:
                 meaning += f" ({s.check.what})"
             flag = f"`{s.option}`" + (" (repeatable)" if s.repeat else "") if s.option else ""
             default = "" if s.default in ("", None, []) else f"`{s.default!r}`"
-            rows.append(
-                f"| `{key}` | `{cls.env_name(key)}` | {flag} | {default} | {meaning.replace('|', '/')} |"
-            )
+            meaning = meaning.replace("|", "/").replace("<", "&lt;")  # no HTML tag in Markdown
+            rows.append(f"| `{key}` | `{cls.env_name(key)}` | {flag} | {default} | {meaning} |")
         return "\n".join(rows) + "\n"

@@ -42,12 +42,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def free_port_range(n: int, lowest: int = 20000, highest: int = 60000) -> int:
-    """A base port B with B .. B+n-1 all free now (for OBSMESH_PORT_BASE)."""
+def free_port_range(n: int, lowest: int = 20000, highest: int | None = None) -> int:
+    """A base port B with B .. B+n-1 all free now (for OBSMESH_PORT_BASE), below the
+    ephemeral range, where the kernel would otherwise hand one of them to a client."""
     import random
 
     from obsmesh.procs import port_free
 
+    if highest is None:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            highest = int(f.read().split()[0])
     for _ in range(200):
         base = random.randrange(lowest, highest - n)
         if all(port_free("127.0.0.1", p) for p in range(base, base + n)):
