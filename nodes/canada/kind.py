@@ -31,12 +31,22 @@ class Settings(Section):
         flag=True,
     )
     max_sites = Setting(64, "radars one node takes on (a hostile feed cannot grow it)", check=ONE)
-    max_frame = Setting(1 << 20, "bytes of one ZeroMQ frame (ZMQ_MAXMSGSIZE)", check=ONE)
-    max_decompressed = Setting(4 << 20, "bytes one message may inflate to", check=ONE)
+    max_frame = Setting(
+        1 << 20, "bytes of one ZeroMQ frame (ZMQ_MAXMSGSIZE: refused before buffered)", check=ONE
+    )
+    max_decompressed = Setting(
+        4 << 20, "bytes one message may inflate to (decompression bombs)", check=ONE
+    )
     max_records = Setting(64, "FITACF records in one message", check=ONE)
-    rcvhwm = Setting(1000, "messages ZeroMQ queues per socket", check=ONE)
+    rcvhwm = Setting(
+        1000,
+        "messages ZeroMQ queues per socket (when the node lags, the excess is dropped)",
+        check=ONE,
+    )
     batch_messages = Setting(2000, "messages taken in one reactor turn at most", check=ONE)
-    batch_ms = Setting(2.0, "milliseconds one reactor turn may spend on the feeds", check=POSITIVE)
+    batch_ms = Setting(
+        2.0, "milliseconds one reactor turn may spend on the feeds (shared by all)", check=POSITIVE
+    )
     echo_db = Setting(
         "",
         "SQLite file of per-scan echo counts (empty: <state_dir>/canada/<name>-echoes.sqlite)",

@@ -19,7 +19,7 @@ class Settings(Section):
     )
     port = Setting(8090, "HTTP port of the unit endpoint", flag=True, check=PORT)
     host = Setting("127.0.0.1", "interface the unit endpoint listens on", flag=True)
-    unit_pattern = Setting(DEFAULT_UNIT_PATTERN, "regular expression a unit id must match")
+    unit_pattern = Setting(DEFAULT_UNIT_PATTERN, "regular expression a unit id must match in full")
     token_header = Setting("X-Unit-Token", "header carrying a unit's token (empty: none)")
     token_query = Setting("token", "query parameter carrying a unit's token (empty: none)")
     compat_networks = Setting(
@@ -29,7 +29,11 @@ class Settings(Section):
         repeat=True,
         metavar="CIDR",
     )
-    max_body_bytes = Setting(1 << 20, "largest request body, bytes", check=at_least(1))
+    max_body_bytes = Setting(
+        1 << 20,
+        "largest request body, bytes (a larger one gets 413, never buffered)",
+        check=at_least(1),
+    )
     silence = Setting(
         900.0, "seconds without a word from a unit before it is flagged", flag=True, check=POSITIVE
     )

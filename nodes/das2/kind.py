@@ -28,7 +28,7 @@ class Settings(Section):
     catalog = Setting("", "directory of DSDF files (empty: the example readers)", flag=True)
     host = Setting("127.0.0.1", "interface of the das2 HTTP interface")
     port = Setting(8091, "port of the das2 HTTP interface", flag=True, check=HTTP_PORT)
-    server_id = Setting("obsmesh-das2", "the server id das2 clients are told")
+    server_id = Setting("obsmesh-das2", "what `?server=id` answers")
     cache = Setting(
         "auto",
         "where blocks are cached (auto: redis with the redis store, else disk)",
@@ -43,13 +43,23 @@ class Settings(Section):
         "", "directory of the disk cache (empty: <state_dir>/das2-cache)", flag=True
     )
     cache_ttl = Setting(30 * 86400.0, "seconds a block is kept", check=POSITIVE)
-    max_block_bytes = Setting(64 * 1024 * 1024, "largest cached block, bytes", check=at_least(1))
+    max_block_bytes = Setting(
+        64 * 1024 * 1024,
+        "bytes of the largest block cached (a bigger one is not)",
+        check=at_least(1),
+    )
     build_concurrency = Setting(
         1, "readers building blocks at once (besides the requests' readers)", check=at_least(1)
     )
-    readers = Setting(4, "readers answering requests at once", check=at_least(1))
-    reader_timeout = Setting(600.0, "seconds a reader may run", check=POSITIVE)
-    reader_output_cap = Setting(2 * 1024**3, "bytes a reader may write", check=at_least(1))
+    readers = Setting(
+        4,
+        "readers answering requests at once (further requests wait their turn)",
+        check=at_least(1),
+    )
+    reader_timeout = Setting(600.0, "seconds a reader may run before it is killed", check=POSITIVE)
+    reader_output_cap = Setting(
+        2 * 1024**3, "bytes a reader may write before it is killed", check=at_least(1)
+    )
     live_poll = Setting(
         10.0, "seconds between two reads of a live dataset", flag=True, check=POSITIVE
     )

@@ -31,11 +31,15 @@ class Settings(Section):
     margin = Setting(DEFAULT_MARGIN, "seconds of grace after the period", flag=True)
     window = Setting(DEFAULT_WINDOW, "seconds of the success-rate window", flag=True)
     unfinished_after = Setting(0.0, "a run open this long died (0: period + margin)", flag=True)
-    backlog = Setting(2 * 86400.0, "seconds of existing logs read at start")
+    backlog = Setting(
+        2 * 86400.0, "logs modified this many seconds before start are read from their start"
+    )
     mode = Setting("auto", "how to watch", flag=True, choices=("auto", "inotify", "poll"))
     poll_interval = Setting(1.0, "seconds between polls (poll mode)")
     check_interval = Setting(0.0, "seconds between staleness checks (0: period / 10, 0.1-10 s)")
-    sample_interval = Setting(0.0, "seconds between health samples (0: period / 20, 1-60 s)")
+    sample_interval = Setting(
+        0.0, "seconds between samples of the stages timeline (0: period / 20, 1-60 s)"
+    )
 
     @classmethod
     def validate(cls, values: dict[str, Any], mesh: Any) -> dict[str, Any]:

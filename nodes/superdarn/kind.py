@@ -28,7 +28,9 @@ class Settings(Section):
     retention_days = Setting(
         30.0, "days of echo counts kept (0: forever)", flag=True, check=NOT_NEGATIVE
     )
-    purge_interval = Setting(3600.0, "seconds between purges of old echo counts", check=POSITIVE)
+    purge_interval = Setting(
+        3600.0, "seconds between purges of old echo counts (the first at start)", check=POSITIVE
+    )
     max_payload = Setting(
         1 << 20, "larger frames are drained and counted, never buffered", check=at_least(1024)
     )
