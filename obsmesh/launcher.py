@@ -300,7 +300,8 @@ class Launcher:
         deadline = time.monotonic() + ROUTER_READY
         while not self.stopping:
             if r.popen.poll() is not None:
-                tail = open(log, errors="replace").read()[-3000:]  # noqa: SIM115
+                with open(log, errors="replace") as f:
+                    tail = f.read()[-3000:]
                 print(
                     f"obsmesh: the router exited ({r.popen.returncode}):\n{tail}", file=sys.stderr
                 )
@@ -434,6 +435,7 @@ def up(settings: dict[str, Any], args: argparse.Namespace | None = None) -> int:
             file=sys.stderr,
         )
         return 1
+    # The secrets file; the principals it must admit are the layout's: lay.principals().
     secrets_file = os.path.abspath(ensure_secrets(settings))
     launcher.env = {
         **os.environ,

@@ -67,9 +67,15 @@ def alive(pid: int) -> bool:
 
 
 def signal_group(pgid: int, sig: int) -> None:
+    """Signal the process group `pgid`, or the process `pgid` if it leads no group."""
     try:
         os.killpg(pgid, sig)
-    except (ProcessLookupError, PermissionError):
+    except ProcessLookupError:
+        try:
+            os.kill(pgid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+    except PermissionError:
         pass
 
 

@@ -195,3 +195,41 @@ def test_a_service_that_cannot_start_is_named_and_status_says_it_is_down(tmp_pat
         assert "exited with" in state["services"]["co2"]["last_exit"]
     finally:
         up.close()
+
+
+HOST = """
+import sys
+from twisted.internet import reactor
+from nodes.das2.readers import ReaderLimits, ReaderPool
+ReaderPool(reactor=reactor).run([sys.executable, sys.argv[1], sys.argv[2]], lambda b: None, ReaderLimits(timeout=600))
+reactor.run()
+"""
+READER = """
+import os, sys, time
+with open(sys.argv[1], "w") as f:
+    f.write(str(os.getpid()))
+time.sleep(600)
+"""
+
+
+def test_a_das2_reader_dies_with_the_node_that_started_it_whatever_kills_the_node(tmp_path):
+    """Readers run in a session of their own (killpg reaches what they start), so
+    nothing but their parent-death signal ends them when their node is SIGKILLed."""
+    reader = tmp_path / "reader.py"
+    reader.write_text(READER)
+    pidfile = tmp_path / "reader.pid"
+    node = subprocess.Popen(
+        [sys.executable, "-c", HOST, str(reader), str(pidfile)],
+        cwd=str(tmp_path.parent),
+        env={**os.environ, "PYTHONPATH": str(router.REPO)},
+    )
+    try:
+        wait_for(lambda: pidfile.exists() and pidfile.read_text(), 60, "the reader to start")
+        pid = int(pidfile.read_text())
+        assert alive(pid) and os.getsid(pid) != os.getsid(node.pid)
+        node.kill()  # SIGKILL: the node runs no code of its own on the way out
+        node.wait(10)
+        wait_for(lambda: not alive(pid), 10, "the reader to die with its node")
+    finally:
+        if node.poll() is None:
+            node.kill()
