@@ -51,14 +51,54 @@ class Settings(Section):
     build_concurrency = Setting(
         1, "readers building blocks at once (besides the requests' readers)", check=at_least(1)
     )
+    build_queue = Setting(
+        256,
+        "most block builds waiting at once; a full queue takes no more (jobs_refused_queue_full)",
+        check=at_least(1),
+    )
+    build_per_request = Setting(
+        32,
+        "most block builds one request may queue, the first missing blocks of its interval",
+        check=at_least(1),
+    )
+    build_max_age = Setting(
+        600.0,
+        "seconds after which a queued build nobody asked for since is dropped (jobs_stale)",
+        check=POSITIVE,
+    )
     readers = Setting(
         4,
-        "readers answering requests at once (further requests wait their turn)",
+        "readers answering requests at once, reading their output (further ones wait their turn)",
+        check=at_least(1),
+    )
+    reader_processes = Setting(
+        16,
+        "reader processes for requests, counting those paused by a client that does not read",
+        check=at_least(1),
+    )
+    live_readers = Setting(
+        1,
+        "reader slots kept for the live reads alone (clients cannot take them)",
         check=at_least(1),
     )
     reader_timeout = Setting(600.0, "seconds a reader may run before it is killed", check=POSITIVE)
     reader_output_cap = Setting(
         2 * 1024**3, "bytes a reader may write before it is killed", check=at_least(1)
+    )
+    reader_memory = Setting(
+        1024**3,
+        "RLIMIT_AS and RLIMIT_DATA of each reader process and what it starts, bytes (0: none)",
+        check=NOT_NEGATIVE,
+    )
+    max_request_bytes = Setting(
+        1024**3,
+        "a request whose readers would write more (estimated before any starts) is refused",
+        check=at_least(1),
+    )
+    stall_timeout = Setting(
+        60.0,
+        "seconds an HTTP client may read nothing before it is cut off and its reader killed",
+        check=POSITIVE,
     )
     live_poll = Setting(
         10.0, "seconds between two reads of a live dataset", flag=True, check=POSITIVE
