@@ -15,13 +15,14 @@ order, so two meshes share a host:
     B       router: public WebSocket and the dashboard
     B+1     router: backend rawsocket
     B+2     Grafana bridge
-    B+3...  the ports the kinds' nodes listen on, kind by kind (registry order),
+    B+3...  the ports the kinds' nodes listen on, kind by kind (registry order:
+            obsmesh's own kinds by name, then other packages'),
     ...     then the ports the kinds' simulators listen on, kind by kind.
 
-With the kinds shipped in nodes/: B+3 co2 unit endpoint, B+4 das2 HTTP,
-B+5..B+7 the radar simulators (bks, fhe, kod), B+8 the Canadian aggregator
-simulator. Every kind's slots are numbered whether or not it runs, so a port
-never depends on which kinds `obsmesh up KIND...` selects.
+With the kinds shipped in nodes/: B+3 co2 unit endpoint, B+4 das2 HTTP, B+5
+the Canadian aggregator simulator, B+6..B+8 the radar simulators (bks, fhe,
+kod). Every kind's slots are numbered whether or not it runs, so a port never
+depends on which kinds `obsmesh up KIND...` selects.
 
 Principals. Each service that talks WAMP names the principal it authenticates
 as (`authid`); `Layout.principals()` is the set a secrets file must admit.
