@@ -209,7 +209,7 @@ def up(settings: dict[str, Any], args: argparse.Namespace | None = None) -> int:
     backend = urlparse(settings["router_url"])
     router_log = os.path.join(logs, "router.log")
     joins = router.hub_joins(router_log)
-    from obsmesh.cli import router_config, secrets_path
+    from obsmesh.cli import ensure_secrets, local_principals, router_config, secrets_path
 
     cbdir = os.path.join(state, "router")
     rendered = router_config(settings, public.hostname or "127.0.0.1")
@@ -238,6 +238,7 @@ def up(settings: dict[str, Any], args: argparse.Namespace | None = None) -> int:
         OBSMESH_SECRETS_FILE=os.path.abspath(secrets_path(settings)),
     )
     svcs = services(settings, state)
+    ensure_secrets(settings, local_principals([s.argv for s in svcs]))  # each node by name
     for svc in svcs:
         _start(svc, env, logs)
     http = f"http://{public.hostname}:{public.port}/"
