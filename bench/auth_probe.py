@@ -4,9 +4,8 @@ python -m bench.auth_probe URL SECONDS
 
 As the node `authbench` (WAMP-CRA, role node, so every action goes through the
 dynamic authoriser unless the router kept an answer), with 32 operations in
-flight: acknowledged publishes on its own topic (an answer that depends on the
-authid) and calls of another node's procedure (`echo`'s; the same answer for
-every node).
+flight: acknowledged publishes on its own topic, an answer that depends on the
+authid. (Calls with an answer shared by every node are `bench.mesh_probe rpc`'s.)
 """
 
 from __future__ import annotations
@@ -47,7 +46,6 @@ async def measure(url: str, seconds: float) -> dict:
             "publish_own": await rate(
                 lambda: s.publish("obsmesh.consumer.authbench.live", 1, options=ACK), seconds
             ),
-            "call_other": await rate(lambda: s.call("obsmesh.consumer.echo.echo", 1), seconds),
         }
     finally:
         s.leave()

@@ -20,6 +20,8 @@ false turns every cache off (the benchmark's reference).
 
 from __future__ import annotations
 
+import time
+
 from autobahn.twisted.wamp import ApplicationSession
 from autobahn.wamp.exception import ApplicationError
 from twisted.internet import defer
@@ -30,6 +32,7 @@ from hub.principals import PrincipalsFile
 from obsmesh.uris import DEFAULT_PREFIX
 
 KILLED = "wamp.close.killed"
+JOIN_WINDOW = 60.0  # seconds an authentication may take to become a joined session
 
 
 class Auth(ApplicationSession):
@@ -43,6 +46,9 @@ class Auth(ApplicationSession):
         self.cache = bool(extra.get("cache", True))
         self.rule = permissions.cached_rule if self.cache else permissions.node_permission
         self.principals = PrincipalsFile(extra["secrets_file"], reactor, self._lost)
+        self._joining: dict[
+            int, tuple[float, tuple[str, str]]
+        ] = {}  # session -> (when, credentials)
         first = await self.principals.fresh()
         await self.subscribe(self._on_session_join, "wamp.session.on_join")
         await self.register(self.authenticate, f"{self.prefix}.auth.authenticate")
@@ -67,16 +73,30 @@ class Auth(ApplicationSession):
         if role is None:
             self.log.warn("refused unknown authid {authid!r}", authid=authid)
             raise ApplicationError("wamp.error.not_authorized", f"no principal {authid!r}")
-        return {"secret": secrets.secret_for(authid), "role": role}
+        secret = secrets.secret_for(authid)
+        self._remember(details, (role, secret))
+        return {"secret": secret, "role": role}
+
+    def _remember(self, details, credentials: tuple[str, str]) -> None:
+        """What a joining session authenticates with, until it has joined (or given up)."""
+        now = time.monotonic()
+        for sid in [s for s, (when, _) in self._joining.items() if now - when > JOIN_WINDOW]:
+            del self._joining[sid]
+        session = details.get("session") if isinstance(details, dict) else None
+        if isinstance(session, int):
+            self._joining[session] = (now, credentials)
 
     def _on_session_join(self, info, *args, **kwargs) -> None:
-        """A session authenticated against a reading older than the current one
-        (the file changed while it joined) must still hold its credentials."""
+        """A session that authenticated against a reading older than the current
+        one (the file changed while it joined) must still hold those credentials."""
         if not isinstance(info, dict) or info.get("authmethod") != "wampcra":
             return
         authid, role = info.get("authid"), info.get("authrole")
+        used = self._joining.pop(info.get("session"), (0.0, None))[1]
         secrets = self.principals.current
-        if secrets is not None and secrets.role_of(authid) == role:
+        held = secrets.role_of(authid) if secrets is not None else None
+        now = (held, secrets.secret_for(authid)) if held is not None else None
+        if now is not None and now[0] == role and used in (None, now):
             return
         self.log.warn(
             "ending session {sid} of {authid!r}: no longer a principal with role {role}",

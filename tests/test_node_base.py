@@ -29,7 +29,12 @@ async def test_node_is_listed_and_serves_exact_history(router):
     s = await connect(router.backend_url)
     try:
         listing = await s.call("obsmesh.consumer.get_data_node")
-        assert {"name": "exact", "description": "test probe", "kind": "probe"} in listing
+        assert {
+            "name": "exact",
+            "description": "test probe",
+            "kind": "probe",
+            "encodings": ["list", "array"],  # so consumers ask it for binary columns
+        } in listing
         t0 = time.time() - 100
         t = t0 + np.arange(50) * 0.5
         node.append("fast", t, {"x": np.arange(50.0), "y": np.arange(50.0) * 2})

@@ -71,6 +71,12 @@ async def test_a_principal_joins_with_the_role_it_was_given_and_a_new_role_ends_
     with pytest.raises(ApplicationError):
         await grafana.register(lambda: 1, "obsmesh.consumer.grafana.get_data")
     grafana.leave()
+    # a consumer principal that is revoked is refused: it never joins as a node instead
+    admit("ex-reader", role="consumer")
+    reader = backend_credentials("ex-reader")
+    assert not await refused(router.backend_url, reader)
+    assert secrets_cli("revoke", "ex-reader").returncode == 0
+    assert await refused(router.backend_url, reader)
     creds = backend_credentials("turncoat")
     as_node = await connect(router.backend_url, authentication=creds)
     assert as_node._authrole == "node"
@@ -188,3 +194,45 @@ async def test_the_authenticator_hears_of_a_change_at_once_without_polling(tmp_p
         assert again.role_of("b") == "node" and lost == [{"a"}]
     finally:
         watched.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_session_revoked_while_it_answers_its_challenge_is_ended_as_it_joins(router):
+    """The race the watcher alone would lose: the router read the principal, the
+    principal is revoked (its sessions ended: none yet), then the client answers
+    and joins with what it was given. It is ended as it joins."""
+    from autobahn.twisted.component import Component
+    from autobahn.twisted.wamp import Session
+    from twisted.internet import defer, reactor
+
+    from obsmesh.wamp import transport
+
+    gate: defer.Deferred = defer.Deferred()
+    challenged: defer.Deferred = defer.Deferred()
+
+    class SlowToAnswer(Session):
+        def onChallenge(self, challenge):
+            signature = super().onChallenge(challenge)
+            challenged.callback(None)
+            return gate.addCallback(lambda _: signature)
+
+    spec = transport(router.backend_url)
+    spec["max_retries"] = 0
+    comp = Component(
+        transports=[spec], realm="obsmesh", authentication=backend_credentials("late-joiner")
+    )
+    comp.session_factory = SlowToAnswer
+    joined: list = []
+    comp.on("join", lambda s, d: joined.append(s))
+    done = comp.start(reactor)
+    done.addErrback(lambda f: None)
+    await challenged
+    assert secrets_cli("revoke", "late-joiner").returncode == 0
+    await wait_until(
+        lambda: "'late-joiner' revoked or changed: ended 0 session(s)" in router.log.read_text(),
+        15,
+        "the authenticator to end the (no) sessions of the revoked principal",
+    )
+    gate.callback(None)
+    await wait_until(lambda: joined, 15, "the late session to join")
+    await wait_until(lambda: not joined[0].is_attached(), 15, "the late session to be ended")
