@@ -522,10 +522,12 @@ class DataNode:
     async def _announce(self, session) -> None:
         """Tell the hub we exist, retrying while the hub is not there yet."""
         delay = 0.1
+        # Consumers read "encodings" to know this node answers encoding="array" (sisock's do not).
+        announced = {"encodings": list(wire.ENCODINGS), **self.info()}
         while session is self.session and not self._stopping:
             try:
                 ok = await session.call(
-                    self.uris.add, self.name, self.description, session._session_id, **self.info()
+                    self.uris.add, self.name, self.description, session._session_id, **announced
                 )
             except ApplicationError as exc:
                 if exc.error not in ("wamp.error.no_such_procedure", "wamp.error.canceled"):

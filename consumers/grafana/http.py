@@ -208,7 +208,7 @@ class BridgeResource(Resource):
 
         if req.format == "csv":
             writer = export.CsvExport(
-                req.fields, {f: m["type"] for f, m in metas.items()}, timelines[0]
+                req.fields, {f: m["type"] for f, m in metas.items()}, timelines[0], req.node
             )
 
             def on_chunk(reply, *args, **kwargs) -> None:
