@@ -67,7 +67,8 @@ def serve(mesh: dict[str, Any], settings: dict[str, Any], reactor: Any = None):
 
     bridge = Bridge(mesh, settings, reactor)
     web = site(bridge, settings)  # reads password_file now: a bad path fails before listening
-    port = reactor.listenTCP(int(settings["port"]), web, interface=settings["host"])
+    # A deep accept queue: a burst of connections waits to be answered instead of being dropped.
+    port = reactor.listenTCP(int(settings["port"]), web, backlog=1024, interface=settings["host"])
     bridge.start()
     return bridge, port
 
