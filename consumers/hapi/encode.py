@@ -78,8 +78,11 @@ def _checked(p: Parameter, col: np.ndarray, n: int) -> np.ndarray:
         raise BadColumns(f"column {p.name!r} has {col.shape[0] if col.ndim else 0} rows for {n}")
     if p.kind == "number":
         shape = (n, *p.size) if p.size else (n,)
-        if col.dtype.kind == "O":  # JSON lists with None
-            col = np.array([np.nan if v is None else v for v in col.tolist()], dtype=np.float64)
+        if col.dtype.kind == "O":  # JSON lists with None (nested for array fields)
+            try:
+                col = np.array(_nan_for_none(col.tolist()), dtype=np.float64)
+            except (TypeError, ValueError):
+                raise BadColumns(f"column {p.name!r} is not numbers") from None
         if col.dtype.kind not in "fiub" or col.size != int(np.prod(shape)):
             raise BadColumns(f"column {p.name!r} is not {shape} numbers")
         col = col.astype(np.float64, copy=False).reshape(shape)
@@ -95,7 +98,17 @@ def _checked(p: Parameter, col: np.ndarray, n: int) -> np.ndarray:
         )
     if col.ndim != 1:
         raise BadColumns(f"column {p.name!r} is not text")
+    if col.dtype.kind == "f":  # a list of nothing but None decodes as NaN numbers
+        if not np.isnan(col).all():
+            raise BadColumns(f"column {p.name!r} holds numbers, not text")
+        return np.full(n, None, dtype=object)
     return np.array([None if v is None else str(v) for v in col.tolist()], dtype=object)
+
+
+def _nan_for_none(values: Any) -> Any:
+    if isinstance(values, list):
+        return [_nan_for_none(v) for v in values]
+    return np.nan if values is None else values
 
 
 # -- binary ------------------------------------------------------------------------

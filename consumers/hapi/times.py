@@ -34,7 +34,8 @@ _TIME = re.compile(
     r"(?P<y>\d{4})"
     r"(?:-(?:(?P<doy>\d{3})|(?P<m>\d{2})(?:-(?P<d>\d{2}))?))?"
     r"(?:T(?P<H>\d{2})(?::(?P<M>\d{2})(?::(?P<S>\d{2})(?:\.(?P<f>\d{1,9}))?)?)?)?"
-    r"Z?"
+    r"Z?",
+    re.ASCII,  # \d is 0-9 only: no other script's digits
 )
 
 
@@ -60,7 +61,7 @@ def parse_time(text: str) -> float:
     """One HAPI time to UNIX seconds; BadTime for anything else."""
     if not isinstance(text, str) or len(text) > 40:
         raise BadTime("not a time")
-    m = _TIME.fullmatch(text.strip())
+    m = _TIME.fullmatch(text)
     if m is None:
         raise BadTime("not a restricted ISO 8601 time (yyyy-mm-ddThh:mm:ss.sssZ or yyyy-ddd...)")
     g = m.groupdict()
@@ -193,7 +194,8 @@ def duration(seconds: float) -> str:
 
 _DURATION = re.compile(
     r"P(?:(?P<D>\d+(?:\.\d+)?)D)?(?:T(?:(?P<H>\d+(?:\.\d+)?)H)?(?:(?P<M>\d+(?:\.\d+)?)M)?"
-    r"(?:(?P<S>\d+(?:\.\d+)?)S)?)?"
+    r"(?:(?P<S>\d+(?:\.\d+)?)S)?)?",
+    re.ASCII,
 )
 
 
