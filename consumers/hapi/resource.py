@@ -59,6 +59,7 @@ class HapiResource(Resource):
             "streams": 0,
             "peak_streams": 0,
             "waiting": 0,
+            "paused": 0,  # streams waiting for their client to read (back-pressure)
             "rows": 0,
         }
 
@@ -233,7 +234,7 @@ class HapiResource(Resource):
         try:
             if gone:
                 return
-            stream = DataStream(request, self.source, plan)
+            stream = DataStream(request, self.source, plan, c)
             window = await stream.next_window() if start < stop else _empty(params)
             empty = window[0].shape[0] == 0 and not stream.more()
             code = 1201 if empty else 1200

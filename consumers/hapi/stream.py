@@ -88,8 +88,11 @@ class DataStream:
 
     log = Logger()
 
-    def __init__(self, request: Any, source: Source, plan: Plan) -> None:
+    def __init__(
+        self, request: Any, source: Source, plan: Plan, counters: dict | None = None
+    ) -> None:
         self.request = request
+        self.counters = counters if counters is not None else {"paused": 0}
         self.source = source
         self.plan = plan
         self.paused = False
@@ -103,13 +106,20 @@ class DataStream:
 
     # -- IPushProducer -------------------------------------------------------------
     def pauseProducing(self) -> None:
+        if not self.paused:
+            self.counters["paused"] += 1  # streams waiting for their client to read
         self.paused = True
 
     def resumeProducing(self) -> None:
+        if self.paused:
+            self.counters["paused"] -= 1
         self.paused = False
         self._wake()
 
     def stopProducing(self) -> None:
+        if self.paused:
+            self.counters["paused"] -= 1
+            self.paused = False
         self.stopped = True
         self._wake()
 
@@ -179,6 +189,7 @@ class DataStream:
         """Write `head`, the rows of `window` and of every later window, then `tail`."""
         request = self.request
         request.registerProducer(self, True)
+        fetching = None
         try:
             if head:
                 request.write(head)
@@ -207,6 +218,8 @@ class DataStream:
             request.finish()
         except Exception:
             failure = Failure()
+            if fetching is not None:
+                fetching.addErrback(lambda f: None)  # nobody reads it any more
             if not self.stopped:
                 self.log.info(
                     "HAPI stream of {ds} ended early: {why}",
@@ -217,7 +230,7 @@ class DataStream:
 
     def abort(self) -> None:
         """An error after data went out: the stream is cut (specification §3.7.5)."""
-        self.stopped = True
+        self.stopProducing()
         channel = self.request.channel
         if channel is not None and channel.transport is not None:
             channel.transport.abortConnection()
