@@ -102,6 +102,9 @@ class HapiResource(Resource):
         except HapiError as exc:
             c["errors"] += 1
             self._error(request, gone, exc)
+        except encode.BadColumns:  # a node's answer that does not hold what was asked
+            c["errors"] += 1
+            self._error(request, gone, HapiError(1501, "a node sent a malformed answer", http=502))
         except Exception:
             c["failures"] += 1
             self.log.failure("HAPI {uri} failed", uri=request.uri[:200])
