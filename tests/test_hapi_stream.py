@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import socket
 import subprocess
 import time
 import urllib.error
@@ -47,7 +48,12 @@ def server(router, tmp_path_factory):
         start_new_session=True,
     )
     port = free_port()
-    env = {**router.env(), "OBSMESH_HAPI_WINDOW_VALUES": "60000", "OBSMESH_HAPI_MAX_STREAMS": "2"}
+    env = {
+        **router.env(),
+        "OBSMESH_HAPI_WINDOW_VALUES": "60000",
+        "OBSMESH_HAPI_MAX_STREAMS": "2",
+        "OBSMESH_HAPI_STALL_TIMEOUT": "5",
+    }
     bridge = spawn(["grafana", "--port", str(port)], env, tmp / "bridge.log")
     url = f"http://127.0.0.1:{port}/hapi"
     try:
@@ -154,3 +160,19 @@ def test_a_long_stream_read_slowly_holds_the_bridge_in_constant_memory(server):
     # The bridge held windows, never the stream: far less than the 86 MB it sent.
     assert (peak - rss_before) * 1024 < 40 * 1024 * 1024, (rss_before, rss_paused, peak)
     assert counters(url)["rows"] >= N
+
+
+def test_a_client_that_stops_reading_loses_its_stream_and_frees_its_slot(server):
+    url, base, bridge = server
+    host, port = url.split("//")[1].split("/")[0].split(":")
+    with socket.create_connection((host, int(port)), timeout=30) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        path = f"/hapi/data?dataset=hs/fast&start={iso(base)}&stop=2100Z&format=binary"
+        s.sendall(f"GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+        wait_for(lambda: counters(url)["paused"] >= 1, 60, "the stream to pause")
+        # The client reads nothing more: after stall_timeout (5 s) the bridge drops it.
+        wait_for(lambda: counters(url)["streams"] == 0, 60, "the stalled stream to be dropped")
+        assert counters(url)["paused"] == 0
+    # The slot is free: the next request streams at once.
+    code, _, body = get(f"{url}/data?dataset=hs/slow&start={iso(base)}&stop={iso(base + 1)}")
+    assert code == 200 and body.count(b"\n") == 10

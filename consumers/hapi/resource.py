@@ -217,6 +217,7 @@ class HapiResource(Resource):
         start, stop = self._clipped(ds, req.start, req.stop)
         budget = int(self.settings["window_values"]) or int(self.source.bridge.mesh["point_budget"])
         plan = Plan(ds, params, start, stop, req.stride, req.reduce, req.format, lengths, budget)
+        plan.stall = float(self.settings["stall_timeout"])
         self._check_size(plan)
         extras = {"x_stride": req.stride, "x_reduce": req.reduce} if req.stride else {}
         if request.method == b"HEAD":

@@ -19,6 +19,7 @@ DEFAULTS: dict[str, Any] = {
     "max_waiting": 256,  # /data requests waiting for a stream slot; more get 503
     "max_rows": 500_000_000,  # records one /data request may ask for (1408 beyond)
     "window_values": 0,  # values per get_data window; 0 = the mesh's point budget
+    "stall_timeout": 300.0,  # seconds a client may read nothing before its stream is dropped
 }
 
 
@@ -27,6 +28,8 @@ def load(path: str | None = None) -> dict[str, Any]:
     for key in ("max_requests", "max_streams", "max_waiting", "max_rows"):
         if int(out[key]) < 1:
             raise config.ConfigError(f"hapi {key} must be at least 1")
+    if float(out["stall_timeout"]) <= 0:
+        raise config.ConfigError("hapi stall_timeout must be positive")
     if int(out["window_values"]) < 0:
         raise config.ConfigError("hapi window_values must be 0 or more")
     return out

@@ -109,6 +109,7 @@ class Source:
 
     async def all_datasets(self) -> dict[str, Dataset]:
         """Every node's datasets; a node that fails or does not answer lists none."""
+        self._session()  # the router unreachable: 503, not an empty catalog
         nodes = await self.nodes()
         answers = await defer.DeferredList(
             [defer.ensureDeferred(self.datasets(n)) for n in nodes], consumeErrors=True

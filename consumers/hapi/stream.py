@@ -53,6 +53,11 @@ class Plan:
     format: str
     lengths: dict[str, int]
     budget: int  # values per window
+    stall: float = 300.0  # seconds a paused stream waits for its client before it is dropped
+
+
+class Stalled(Exception):
+    """The client stopped reading for too long."""
 
 
 def windows_start(plan: Plan) -> float:
@@ -129,9 +134,15 @@ class DataStream:
             d.callback(None)
 
     async def _writable(self) -> None:
+        """Wait while the client is not reading; one that stalls past `stall` seconds
+        is dropped, so slow clients cannot hold every stream slot for ever."""
         while self.paused and not self.stopped:
             self._resume = defer.Deferred()
-            await self._resume
+            self._resume.addTimeout(self.plan.stall, self.source.bridge.reactor)
+            try:
+                await self._resume
+            except defer.TimeoutError:
+                raise Stalled(f"the client read nothing for {self.plan.stall:g} s") from None
 
     # -- windows -------------------------------------------------------------------
     def more(self) -> bool:
@@ -227,6 +238,10 @@ class DataStream:
                     why=failure.getErrorMessage(),
                 )
             self.abort()
+        finally:
+            if self.paused:  # the transport may pause us after the last write: not waiting now
+                self.counters["paused"] -= 1
+                self.paused = False
 
     def abort(self) -> None:
         """An error after data went out: the stream is cut (specification §3.7.5)."""
