@@ -293,4 +293,7 @@ class QuietSite(Site):
 def site(bridge: Bridge, settings: dict[str, Any]) -> QuietSite:
     # Bodies are JSON: Twisted need not parse form submissions (it would parse every
     # POST's Content-Type with the email package, and multipart bodies whole).
-    return QuietSite(BridgeResource(bridge, settings), parsePOSTFormSubmission=False)
+    from consumers.hapi.resource import front_door  # /hapi on the same port
+
+    root = front_door(BridgeResource(bridge, settings), bridge, settings)
+    return QuietSite(root, parsePOSTFormSubmission=False)
