@@ -104,7 +104,11 @@ class Console:
 
 
 def spawn_feed(args: list[str], env: dict, log: pathlib.Path) -> subprocess.Popen:
-    """A feed node as its own process (`tests/test_web_support.py KIND NAME ...`)."""
+    """A feed node as its own process (`tests/test_web_support.py KIND NAME ...`),
+    its name admitted as a principal first."""
+    from tests.harness import admit
+
+    admit(args[1])
     return subprocess.Popen(
         [sys.executable, str(REPO / "tests" / "test_web_support.py"), *args],
         env=env,

@@ -61,6 +61,9 @@ def load(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
         raise config.ConfigError(f"grafana port {settings['port']} is not a TCP port")
     if settings["user"] and not (settings["password"] or settings["password_file"]):
         raise config.ConfigError("grafana user is set without a password or password_file")
+    from consumers.hapi.settings import load as hapi_settings  # [hapi]: served on this port
+
+    settings["hapi"] = hapi_settings(path)
     return mesh, settings
 
 

@@ -236,7 +236,7 @@ class BridgeResource(Resource):
 
         if req.format == "csv":
             writer = export.CsvExport(
-                req.fields, {f: m["type"] for f, m in metas.items()}, timelines[0]
+                req.fields, {f: m["type"] for f, m in metas.items()}, timelines[0], req.node
             )
 
             def on_chunk(reply, *args, **kwargs) -> None:
@@ -348,8 +348,11 @@ def site(bridge: Bridge, settings: dict[str, Any], resource: Resource | None = N
     bridge_resource = BridgeResource(bridge, settings)
     # Bodies are JSON: Twisted need not parse form submissions (it would parse every
     # POST's Content-Type with the email package, and multipart bodies whole).
+    from consumers.hapi.resource import front_door  # /hapi on the same port, same door
+
+    root = resource or front_door(bridge_resource, bridge, settings)
     return QuietSite(
-        resource or bridge_resource,
+        root,
         limits(settings),
         name="grafana bridge",
         head_check=bridge_resource.check_head,
