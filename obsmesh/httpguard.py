@@ -6,12 +6,15 @@ the Grafana bridge and what shares its port). Every limit is a setting
 
 - **Connections**: at most `max_connections` in all and `max_per_client` from
   one address. At a cap, a new connection takes the place of the oldest one
-  that is *waiting*: still sending its request head, idle between requests, or
-  being drained after a refusal. When none is waiting the new connection is
-  closed at once. A client that has sent a complete, accepted head is never
-  pushed out by one that has not, so slow or half-open clients cannot starve
-  real ones. The cap never exceeds what the process's descriptor limit leaves
-  (`raise_nofile_limit` raises the soft limit to the hard one first).
+  that has been *waiting* for at least 0.25 s: still sending its request
+  head, idle between requests, or being drained after a refusal. A client
+  that has sent a complete, accepted head is never pushed out, so slow or
+  half-open clients cannot starve real ones, and a burst of real clients never
+  pushes itself out. While the door is full with nobody to push out, the port
+  stops accepting and new clients wait in the kernel's queue (a client over
+  its address's cap is closed at once). The cap never exceeds what the
+  process's descriptor limit leaves (`raise_nofile_limit` raises the soft
+  limit to the hard one first).
 - **Time**: a request head must be complete within `header_timeout` of the
   connection opening or of the previous answer; its body within
   `body_timeout` of the head. A client that is slower is cut.
@@ -49,6 +52,7 @@ DESCRIPTOR_RESERVE = 192  # descriptors kept for files, threads, databases, the 
 # may be on their way out at once, so a burst of accepts never runs the descriptors out.
 CLOSING_BUDGET = 64
 MAX_ACCEPTS = 32  # connections accepted in one reactor turn (twisted grows it without bound)
+PUSH_OUT_AFTER = 0.25  # seconds a connection must have waited before it may be pushed out
 SUMMARY_INTERVAL = 60.0  # seconds between summary lines about refusals at the door
 
 
@@ -124,10 +128,20 @@ def client_key(addr: Any) -> str:
 
 class BoundedPort(tcp.Port):
     """A listening port that accepts at most MAX_ACCEPTS connections a reactor
-    turn, so the ones pushed out in a turn are closed before the next accepts;
-    the rest wait in the kernel's backlog rather than being turned away."""
+    turn, so the ones pushed out in a turn are closed before the next accepts,
+    and none at all while the door is full: the rest wait in the kernel's
+    backlog rather than being turned away."""
 
     _accepts = MAX_ACCEPTS
+
+    def doRead(self) -> Any:
+        room = getattr(self.factory, "room_to_accept", None)
+        if room is not None:
+            budget = room(self)
+            if not budget:
+                return None  # accepting stops until a connection ends; the kernel queues the rest
+            self._accepts = max(1, min(budget, MAX_ACCEPTS))
+        return super().doRead()
 
     @property
     def numberAccepts(self) -> int:
@@ -150,54 +164,84 @@ def listen_tcp(
 class ConnectionTable:
     """Who is connected, from where, and who may be pushed out (pure state).
 
-    `admit(client)` says whether a new connection from `client` fits, and
-    which waiting connection must make room for it.
+    A connection is *waiting* while it has not sent a complete, accepted request
+    head (or is idle between requests, or drained after a refusal). Only one that
+    has waited at least `min_age` seconds may be pushed out: a burst of new
+    clients, which all send their heads at once, never pushes itself out.
+    `admit(client, now)` says whether a new connection from `client` fits, and
+    which waiting connections must make room for it first.
     """
 
-    def __init__(self, max_total: int, max_per_client: int) -> None:
+    def __init__(self, max_total: int, max_per_client: int, min_age: float = 0.0) -> None:
         self.max_total = max_total
         self.max_per_client = max_per_client
+        self.min_age = min_age
         self.client: dict[Any, str] = {}
         self.per_client: Counter = Counter()
-        self.waiting: OrderedDict[Any, None] = OrderedDict()  # oldest first
-        self.waiting_of: dict[str, OrderedDict[Any, None]] = {}
+        self.waiting: OrderedDict[Any, float] = OrderedDict()  # since when; oldest first
+        self.waiting_of: dict[str, OrderedDict[Any, float]] = {}
 
     def __len__(self) -> int:
         return len(self.client)
 
-    def admit(self, client: str) -> tuple[bool, list[Any]]:
+    def _oldest(self, waiting: OrderedDict[Any, float] | None, now: float, skip: list) -> Any:
+        for conn, since in (waiting or {}).items():
+            if now - since < self.min_age:
+                return None  # the rest are younger still
+            if conn not in skip:
+                return conn
+        return None
+
+    def admit(self, client: str, now: float = 0.0) -> tuple[bool, list[Any]]:
         """(fits, connections to push out first)."""
         evict: list[Any] = []
         if self.per_client[client] >= self.max_per_client:
-            mine = self.waiting_of.get(client)
-            if not mine:
+            victim = self._oldest(self.waiting_of.get(client), now, evict)
+            if victim is None:
                 return False, []
-            evict.append(next(iter(mine)))
+            evict.append(victim)
         if len(self.client) - len(evict) >= self.max_total:
-            victim = next((c for c in self.waiting if c not in evict), None)
+            victim = self._oldest(self.waiting, now, evict)
             if victim is None:
                 return False, []
             evict.append(victim)
         return True, evict
 
-    def add(self, conn: Any, client: str) -> None:
+    @property
+    def free(self) -> int:
+        return max(0, self.max_total - len(self.client))
+
+    def room(self, now: float = 0.0, most: int = 1 << 30) -> int:
+        """How many connections from new addresses would fit now (free places,
+        then waiting connections old enough to be pushed out), counting to `most`."""
+        room = self.free
+        for since in self.waiting.values():
+            if room >= most or now - since < self.min_age:
+                break
+            room += 1
+        return min(room, most)
+
+    def has_room(self, now: float = 0.0) -> bool:
+        """Whether a connection from a new address would fit (accepting may go on)."""
+        return self.room(now, 1) > 0
+
+    def add(self, conn: Any, client: str, now: float = 0.0) -> None:
         self.client[conn] = client
         self.per_client[client] += 1
-        self.set_waiting(conn, True)
+        self.set_waiting(conn, True, now)
 
-    def set_waiting(self, conn: Any, waiting: bool) -> None:
+    def set_waiting(self, conn: Any, waiting: bool, now: float = 0.0) -> None:
         client = self.client.get(conn)
         if client is None:
             return
         mine = self.waiting_of.setdefault(client, OrderedDict())
+        self.waiting.pop(conn, None)
+        mine.pop(conn, None)
         if waiting:
-            self.waiting[conn] = None
-            self.waiting.move_to_end(conn)
-            mine[conn] = None
-            mine.move_to_end(conn)
-        else:
-            self.waiting.pop(conn, None)
-            mine.pop(conn, None)
+            self.waiting[conn] = now
+            mine[conn] = now
+        elif not mine:
+            del self.waiting_of[client]
 
     def remove(self, conn: Any) -> None:
         client = self.client.pop(conn, None)
@@ -309,7 +353,7 @@ class GuardedChannel(HTTPChannel):
         self._wait_for_head()
 
     def _wait_for_head(self) -> None:
-        self.site.table.set_waiting(self, True)
+        self.site.table.set_waiting(self, True, self.site.reactor.seconds())
         self._arm(self.site.limits.header_timeout, "cut_slow_head")
 
     def _arm(self, seconds: float | None, cut_as: str = "") -> None:
@@ -373,7 +417,7 @@ class GuardedChannel(HTTPChannel):
             self.transport.loseConnection()
         else:
             half_close()
-        site.table.set_waiting(self, True)
+        site.table.set_waiting(self, True, site.reactor.seconds())
         self._arm(site.limits.drain_seconds, "drained")
 
     def lineReceived(self, line: bytes) -> None:
@@ -396,6 +440,7 @@ class GuardedChannel(HTTPChannel):
         if self.pushed_out:
             self.pushed_out = False
             self.site.closing -= 1
+        self.site.connection_ended()
         super().connectionLost(reason)
 
 
@@ -440,7 +485,10 @@ class GuardedSite(Site):
                 cap=self.cap,
                 wanted=limits.max_connections,
             )
-        self.table = ConnectionTable(self.cap, min(limits.max_per_client, self.cap))
+        self.table = ConnectionTable(
+            self.cap, min(limits.max_per_client, self.cap), min_age=PUSH_OUT_AFTER
+        )
+        self._paused_port: Any = None
         self.head_check = head_check or (lambda req, method, path, length: limits.max_body_bytes)
         self.error_body = error_body
         self.on_refusal = on_refusal or (lambda refusal, channel: None)
@@ -450,9 +498,29 @@ class GuardedSite(Site):
     def connections(self) -> int:
         return len(self.table)
 
+    def room_to_accept(self, port: Any) -> int:
+        """Asked by the port before it accepts: how many connections it may accept
+        now. When full with nobody to push out, it stops reading until a
+        connection ends (or a waiting one has waited long enough)."""
+        room = self.table.room(self.reactor.seconds(), MAX_ACCEPTS)
+        room = min(room, max(0, CLOSING_BUDGET - self.closing) + self.table.free)
+        if room > 0:
+            return room
+        if self._paused_port is None:
+            self._paused_port = port
+            port.stopReading()
+            self.summary.note("accepting_paused_full")
+            self.reactor.callLater(PUSH_OUT_AFTER, self.connection_ended)  # a waiting one ages
+        return 0
+
+    def connection_ended(self) -> None:
+        port, self._paused_port = self._paused_port, None
+        if port is not None and port.connected:
+            port.startReading()
+
     def buildProtocol(self, addr: Any) -> Any:
         client = client_key(addr)
-        fits, evict = self.table.admit(client)
+        fits, evict = self.table.admit(client, self.reactor.seconds())
         if evict and self.closing + len(evict) > CLOSING_BUDGET:
             fits = False
         if not fits:
@@ -471,5 +539,5 @@ class GuardedSite(Site):
                 victim.transport.abortConnection()
         channel = super().buildProtocol(addr)
         if channel is not None:
-            self.table.add(channel, client)
+            self.table.add(channel, client, self.reactor.seconds())
         return channel

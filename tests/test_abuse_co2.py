@@ -27,7 +27,16 @@ from tests.abuse_support import (
     report,
     timed,
 )
-from tests.harness import PYTHON, REPO, connect, free_port, port_open, stop_process, wait_until
+from tests.harness import (
+    PYTHON,
+    REPO,
+    admit,
+    connect,
+    free_port,
+    port_open,
+    stop_process,
+    wait_until,
+)
 
 pytestmark = pytest.mark.abuse  # the fault-and-abuse lane: pytest -m abuse -rP
 
@@ -49,6 +58,7 @@ class Co2Node:
         return f"obsmesh.consumer.{self.name}.{suffix}"
 
     async def start(self, session) -> None:
+        admit(self.name)  # a principal of the test mesh's secrets file
         args = ["node", "co2", "--name", self.name, "--data-root", str(self.root)]
         self.proc = subprocess.Popen(
             [PYTHON, "-m", "obsmesh", *args, "--port", str(self.port)],

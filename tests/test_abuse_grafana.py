@@ -15,7 +15,7 @@ import time
 import pytest
 
 from tests.abuse_support import Watch, fd_count, latency_figures, report
-from tests.harness import PYTHON, REPO, free_port, port_open, stop_process, wait_for
+from tests.harness import PYTHON, REPO, admit, free_port, port_open, stop_process, wait_for
 
 pytestmark = pytest.mark.abuse  # the fault-and-abuse lane: pytest -m abuse -rP
 
@@ -28,6 +28,7 @@ def bridge(router, tmp_path_factory):
     and a small node the well-behaved client asks."""
     logs = tmp_path_factory.mktemp("grafana-abuse")
     env = router.env()
+    admit("wide", "small")  # principals of the test mesh's secrets file
     procs = [
         subprocess.Popen(
             [PYTHON, "-m", "tests.nodes_for_tests", name, str(fields), str(samples)],

@@ -72,6 +72,14 @@ def test_the_oldest_waiting_connection_makes_room():
     assert table.admit("z") == (False, [])
 
 
+def test_a_burst_never_pushes_itself_out():
+    table = ConnectionTable(2, 2, min_age=1.0)
+    table.add("a", "x", now=10.0)
+    table.add("b", "y", now=10.5)
+    assert table.admit("z", now=10.6) == (False, []) and not table.has_room(10.6)
+    assert table.admit("z", now=11.2) == (True, ["a"]) and table.has_room(11.2)
+
+
 def test_limits_are_checked():
     HttpLimits()
     for bad in ({"max_connections": 0}, {"header_timeout": 0}, {"drain_bytes": -1}):

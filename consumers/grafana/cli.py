@@ -28,7 +28,7 @@ DEFAULTS: dict[str, Any] = {
     "max_points": 100_000,  # cap on maxDataPoints
     # The front door (obsmesh.httpguard), for every path on this port.
     "max_connections": 1024,  # in all; fewer if the descriptor limit is lower
-    "max_connections_per_client": 64,  # from one address
+    "max_connections_per_client": 1024,  # from one address (a Grafana server is one client)
     "header_timeout": 10.0,  # seconds to send a request head
     "body_timeout": 30.0,  # seconds to send a body once its head is accepted
     # Bounded work per request.
