@@ -74,7 +74,12 @@ def web_ready() -> None:
     """The dashboard's npm packages must be installed (make setup runs npm ci)."""
     missing = [
         p
-        for p in ("autobahn-browser/autobahn.min.js", "uplot/dist/uPlot.esm.js")
+        for p in (
+            "autobahn-browser/autobahn.min.js",
+            "uplot/dist/uPlot.esm.js",
+            "topojson-client/src/index.js",
+            "world-atlas/land-50m.json",
+        )
         if not (REPO / "consumers" / "web" / "node_modules" / p).exists()
     ]
     if missing:
@@ -347,7 +352,7 @@ class DataflowFeed(DataNode):
         self.ticker = task.LoopingCall(self.tick)
 
     def info(self) -> dict:
-        return {"kind": self.kind, "radars": list(self.radars)}
+        return {**super().info(), "radars": list(self.radars)}
 
     def declare_fields(self) -> None:
         for r in self.radars:

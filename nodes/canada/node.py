@@ -144,6 +144,7 @@ def _positive(options: dict[str, Any], key: str) -> float:
 class CanadaNode(DataNode):
     kind = "canada"
     description = "Canadian SuperDARN radars over ZeroMQ: realtime beams, scans and echo counts"
+    plots = ("*.velocity", "*.power", "*.noise")
 
     def __init__(
         self,
@@ -205,7 +206,7 @@ class CanadaNode(DataNode):
             )
 
     def info(self) -> dict[str, Any]:
-        return {"kind": self.kind, "feeds": {s.name: s.endpoint for s in self.specs}}
+        return {**super().info(), "feeds": {s.name: s.endpoint for s in self.specs}}
 
     # ------------------------------------------------------------ running
 

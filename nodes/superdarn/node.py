@@ -83,6 +83,7 @@ def open_echo_store(path: str, retention_days: float) -> EchoStore:
 class SuperdarnNode(DataNode):
     kind = "superdarn"
     description = "SuperDARN radars: realtime beams, scans and echo counts (RST realtime feeds)"
+    plots = ("*.velocity", "*.power", "*.noise")
 
     def __init__(
         self,
@@ -119,7 +120,7 @@ class SuperdarnNode(DataNode):
             self.log.warn("{name}: no radars configured; serving history only", name=name)
 
     def info(self) -> dict[str, Any]:
-        return {"kind": self.kind, "radars": [ep.key for ep in self.endpoints]}
+        return {**super().info(), "radars": [ep.key for ep in self.endpoints]}
 
     async def start(self) -> None:
         self.pipeline.start()
