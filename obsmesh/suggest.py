@@ -6,13 +6,21 @@ import difflib
 from collections.abc import Iterable
 
 MAX_SUGGESTIONS = 3
+CUTOFF = 0.6
 
 
 def close_names(word: str, names: Iterable[str], n: int = MAX_SUGGESTIONS) -> list[str]:
     """The names most like `word`: close spellings first, then names that
     contain it or that it contains ignoring case (`temp` -> `temperature`)."""
     pool = sorted({str(x) for x in names})
-    found = difflib.get_close_matches(word, pool, n=n, cutoff=0.6)
+    scored = []
+    for name in pool:
+        ratio = difflib.SequenceMatcher(None, word, name).ratio()
+        if ratio >= CUTOFF:
+            scored.append((ratio, name))
+    scored.sort(key=lambda x: (-x[0], x[1]))
+    # only the names about as close as the closest one
+    found = [name for ratio, name in scored if ratio >= scored[0][0] - 0.1][:n] if scored else []
     low = word.lower()
     for name in pool:
         if len(found) >= n:

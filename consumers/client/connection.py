@@ -20,6 +20,7 @@ from autobahn.wamp.auth import compute_wcs, derive_key
 from autobahn.wamp.exception import ApplicationError, TransportLost
 from autobahn.wamp.types import CallOptions, ComponentConfig
 from twisted.internet import defer
+from twisted.internet.error import ConnectionRefusedError
 from twisted.logger import Logger
 
 from consumers.client.errors import Closed, MeshTimeout, MeshUnavailable
@@ -168,9 +169,10 @@ class Connection:
 
         def failed(failure: Any) -> None:
             self._connecting = None
-            error = failure.getErrorMessage()
+            refused = failure.check(ConnectionRefusedError) is not None
+            error = "connection refused" if refused else failure.getErrorMessage()
             hint = unreachable_hint(error, self.url)
-            self.last_error = f"cannot connect to {self.url}: {error}{'; ' + hint if hint else ''}"
+            self.last_error = f"cannot connect to {self.url}: {error}{'. ' + hint if hint else ''}"
             self._refused_attempts = self._refused_attempts + 1 if "refused" in error.lower() else 0
             if self.joins == 0 and self._refused_attempts >= REFUSED_ATTEMPTS:
                 self._refuse(MeshUnavailable(self.last_error))

@@ -44,8 +44,8 @@ def unreachable_hint(error: str, url: str) -> str:
     """Advice when no connection to `url` could be made (`error` from the OS)."""
     if "refused" in error.lower():
         return (
-            f"nothing listens at {url}: is the mesh running? (`make run` starts it locally; "
-            "OBSMESH_PUBLIC_URL, OBSMESH_ROUTER_URL or --url point elsewhere)"
+            "Is the mesh running? `make run` starts it locally; to reach another mesh, "
+            "set OBSMESH_PUBLIC_URL (or give --url)"
         )
     if "timed out" in error.lower() or "no route" in error.lower():
         return f"{url} does not answer: check the host, port and any firewall between"
