@@ -93,6 +93,8 @@ def test_commands_and_mesh_work_with_nothing_configured(router, showcase, tmp_pa
     assert "show" in listing.stdout and "showcase" in listing.stdout
     fields = obsmesh(["fields", "show"], env, tmp_path)
     assert fields.returncode == 0 and "pressure" in fields.stdout and "hPa" in fields.stdout
+    assert fields.stdout.index("u2.co2_mean") < fields.stdout.index("u10.co2_mean")  # natural order
+    assert "°C" in fields.stdout and "degC" not in fields.stdout
     got = obsmesh(["get", "show", "pressure", "--since", "2m"], env, tmp_path)
     assert got.returncode == 0 and got.stdout.startswith("time,timeline,pressure\n")
     assert len(got.stdout.splitlines()) > 60

@@ -24,7 +24,7 @@ from typing import IO, Any
 
 import numpy as np
 
-from consumers.client.display import unit_text, value_text
+from consumers.client.display import natural_key, unit_text, value_text
 from consumers.client.errors import ClientError, InvalidArgument, NodeUnavailable
 from consumers.client.live import Batch, Gap
 from consumers.client.result import Result
@@ -182,7 +182,7 @@ def run_fields(args: argparse.Namespace) -> int:
         print()
         return 0
     rows = []
-    for name, info in sorted(fields.items()):
+    for name, info in sorted(fields.items(), key=lambda item: natural_key(item[0])):
         tl = info.get("timeline", "")
         interval = (fields.timelines.get(tl) or {}).get("interval")
         rows.append(
@@ -422,7 +422,9 @@ def tail_lines(
             cells = [_csv_text(cols[f][i]) if f in cols else "" for f in names]
             yield ",".join([_time_text(t, time_style), batch.timeline, *cells])
         else:
-            shown = "  ".join(f"{f}={value_text(c[i], meta.get(f))}" for f, c in cols.items())
+            shown = "  ".join(
+                f"{f}={value_text(cols[f][i], meta.get(f))}" for f in sorted(cols, key=natural_key)
+            )
             mark = " (backfill)" if batch.backfill else ""
             yield f"{_time_text(t, time_style)}  {batch.timeline}  {shown}{mark}"
 

@@ -34,6 +34,13 @@ MAX_DECIMALS = 6
 _PREFIXES = ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k"))
 
 
+def natural_key(name: str) -> list:
+    """Sort key putting "co2_2" before "co2_10" (digit runs compare as numbers)."""
+    return [
+        (0, int(p), "") if p.isdigit() else (1, 0, p.lower()) for p in re.split(r"(\d+)", name) if p
+    ]
+
+
 def unit_text(units: Any) -> str:
     """A field's units as printed ("degC" -> "°C")."""
     if not isinstance(units, str):

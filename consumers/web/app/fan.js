@@ -134,15 +134,15 @@ function drawOnMap(canvas, radar, site, coast) {
   ctx.textAlign = sx > w / 2 ? "right" : "left";
   ctx.fillText(site.name || radar.code.toUpperCase(), sx + (sx > w / 2 ? -6 : 6), sy + 4);
   const bar = RING_KM * k;
-  ctx.textAlign = "left";
+  ctx.textAlign = "right";
   ctx.strokeStyle = "#334155";
   ctx.beginPath();
-  ctx.moveTo(6, hgt - 8);
-  ctx.lineTo(6 + bar, hgt - 8);
+  ctx.moveTo(w - 6 - bar, hgt - 8);
+  ctx.lineTo(w - 6, hgt - 8);
   ctx.stroke();
   ctx.fillStyle = "#334155";
   ctx.font = "10px system-ui, sans-serif";
-  ctx.fillText(`${RING_KM} km`, 8, hgt - 11);
+  ctx.fillText(`${RING_KM} km`, w - 8, hgt - 11);
   ctx.textAlign = "right";
   ctx.fillText("N ↑", w - 4, 12);
   return { mapped: true, coast: drawn };
@@ -217,5 +217,5 @@ function drawPlain(canvas, radar) {
   }
   const [x0, y0] = at(frang, angle(0));
   ctx.textAlign = "right";
-  ctx.fillText("beam 0 (position unknown: drawn relative to the boresight)", Math.max(x0 - 4, 200), y0 + 10);
+  ctx.fillText("beam 0", x0 - 4, y0);
 }

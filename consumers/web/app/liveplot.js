@@ -325,6 +325,11 @@ export class LivePlot {
     this.readyAt = performance.now() + Math.min(MAX_REDRAW_MS, Math.max(MIN_REDRAW_MS, perPixelMs));
     this.stats.draws += 1;
     this.stats.points = this.series.length;
+    // what the value axis shows (tests read these: labels, the room they got, the range)
+    const axis = u.axes[1];
+    this.stats.yTicks = Array.isArray(axis._values) ? axis._values.map(String) : [];
+    this.stats.ySize = axis._size;
+    this.stats.yRange = [u.scales.y.min, u.scales.y.max];
     this._showValue();
     this._info();
   }

@@ -7,17 +7,19 @@ import { fmtAge } from "../format.js";
 import { STATUS_FRESH_S, sourceState } from "./status.js";
 
 const REFRESH_S = 10;
+// The last health each node reported (name -> {status, at}), kept across
+// visits to this view: coming back while disconnected shows what was known.
+const statuses = new Map();
 
 export function nodesView(ctx) {
   const { mesh, directory } = ctx;
   const grid = h("div", { class: "node-grid", id: "node-cards" });
   const summary = h("p", { class: "lede" });
   const el = h("div", { class: "view" }, h("div", { class: "view-head" }, h("h1", {}, "Data nodes"), summary), grid);
-  const statuses = new Map(); // name -> {status, at}
   let ticks = 0;
 
   function health(entry, now) {
-    if (!entry) return { health: "unknown", text: "status …" };
+    if (!entry) return { health: "unknown", text: mesh.connected ? "status …" : "health unknown: not connected" };
     const st = entry.status;
     const sources = st && st.sources && typeof st.sources === "object" ? Object.values(st.sources) : [];
     const current = mesh.connected && now - entry.at < STATUS_FRESH_S + REFRESH_S;

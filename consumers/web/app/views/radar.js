@@ -43,6 +43,7 @@ class RadarCard {
     this.canvas = h("canvas", { class: "fan", width: 250, height: 200 });
     this.coast = null; // projected coastlines around the site, once the land outlines load
     this.echoBox = h("div", { class: "echo-plot" });
+    this.fanNote = h("p", { class: "fan-note", hidden: true }, "Position unknown (not in the radar table): drawn relative to the boresight, without a map.");
     this.el = h(
       "section",
       { class: "card radar-card", dataset: { radar: `${state.node}/${state.code}` } },
@@ -50,7 +51,7 @@ class RadarCard {
       h(
         "div",
         { class: "radar-body" },
-        h("div", {}, this.canvas, h("div", { class: "legend" }, "−600", h("span", { class: "colorbar" }), "+600 m/s", h("span", {}, h("i", { style: { background: "#64748b", height: "8px" } }), "ground"))),
+        h("div", {}, this.canvas, this.fanNote, h("div", { class: "legend" }, "−600", h("span", { class: "colorbar" }), "+600 m/s", h("span", {}, h("i", { style: { background: "#64748b", height: "8px" } }), "ground"))),
         h(
           "div",
           {},
@@ -108,6 +109,7 @@ class RadarCard {
     setText(this.errorEl, s.source && s.source.error ? String(s.source.error) : "");
     if (s.site && !this.coast && !this.coastLoading) this._loadCoast(s.site);
     const fan = drawFan(this.canvas, s, this.coast);
+    this.fanNote.hidden = fan.mapped;
     const t = [];
     const cols = SERIES.map(() => []);
     for (const scan of s.scans) {
