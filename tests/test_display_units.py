@@ -159,3 +159,31 @@ def test_the_weather_station_follows_its_season_and_the_sun():
     night = jul["temperature"][(hours > 2) & (hours < 6)].mean()
     assert afternoon - night > 5
     assert ((jul["humidity"] >= 15) & (jul["humidity"] <= 100)).all()
+
+
+def test_a_router_outage_is_one_failure_line_not_one_per_retry():
+    from twisted.logger import FilteringLogObserver, LogLevelFilterPredicate, textFileLogObserver
+
+    out = io.StringIO()
+    threshold = logs.level("info")
+    observer = FilteringLogObserver(
+        textFileLogObserver(out),
+        [logs.QuietRetries(threshold), LogLevelFilterPredicate(defaultLogLevel=threshold)],
+    )
+    globalLogPublisher.addObserver(observer)
+    comp = Logger(namespace=logs.QuietRetries.NAMESPACE)
+    try:
+        for outage in range(2):
+            comp.info("session leaving '{reason}'", reason="wamp.close.transport_lost")
+            for _ in range(50):  # every few seconds while the router is away
+                comp.warn("trying transport {i} using connect delay {d}", i=0, d=5.0)
+                comp.info("connecting once using transport type rawsocket")
+                comp.error("Connection failed: {e}", e="ConnectionRefusedError: refused")
+        comp.error("Connection failed: {e}", e="TimeoutError")  # a different failure is news
+    finally:
+        globalLogPublisher.removeObserver(observer)
+    lines = out.getvalue().splitlines()
+    assert sum("Connection failed: ConnectionRefusedError" in x for x in lines) == 2  # one per outage
+    assert sum("TimeoutError" in x for x in lines) == 1
+    assert not any("trying transport" in x or "connecting once" in x for x in lines)
+    assert len(lines) == 5

@@ -284,6 +284,7 @@ class _Site(server.Site):
     """One access line per request, at debug level (OBSMESH_LOG_LEVEL=debug)."""
 
     access = Logger(namespace="nodes.das2.http.access")
+    noisy = False
 
     def log(self, request) -> None:
         self.access.debug("{line}", line=self._logFormatter(self._logDateTime, request).rstrip())
