@@ -20,6 +20,7 @@ export function valueAxis(style, units = () => "") {
   return {
     ...style,
     gap,
+    space: 24, // room for at least three labels on a short plot (uPlot's default is 30 px)
     values: (u, splits, axisIdx, space, incr) => tickLabels(splits, units(), incr),
     size: (u, values) => {
       const widest = values && values.length ? Math.max(...values.map((v) => textWidth(String(v ?? ""), style.font))) : 24;
