@@ -173,7 +173,7 @@ def test_a_router_outage_is_one_failure_line_not_one_per_retry():
     globalLogPublisher.addObserver(observer)
     comp = Logger(namespace=logs.QuietRetries.NAMESPACE)
     try:
-        for outage in range(2):
+        for _outage in range(2):
             comp.info("session leaving '{reason}'", reason="wamp.close.transport_lost")
             for _ in range(50):  # every few seconds while the router is away
                 comp.warn("trying transport {i} using connect delay {d}", i=0, d=5.0)
@@ -183,7 +183,9 @@ def test_a_router_outage_is_one_failure_line_not_one_per_retry():
     finally:
         globalLogPublisher.removeObserver(observer)
     lines = out.getvalue().splitlines()
-    assert sum("Connection failed: ConnectionRefusedError" in x for x in lines) == 2  # one per outage
+    assert (
+        sum("Connection failed: ConnectionRefusedError" in x for x in lines) == 2
+    )  # one per outage
     assert sum("TimeoutError" in x for x in lines) == 1
     assert not any("trying transport" in x or "connecting once" in x for x in lines)
     assert len(lines) == 5
