@@ -271,16 +271,20 @@ def test_recovered_sources_clear_and_events_read_as_sentences(router, page, tmp_
     ]
     try:
         page.goto(f"{router.http_url}#/node/webflap?fields=pressure")
+        # the node's own flip (stale after 3 s, fresh after 6 s), beside the two it wrote at start
         wait(
             page,
-            "[...document.querySelectorAll('.events li')].some(li => li.innerText.includes('feed recovered'))",
+            "[...document.querySelectorAll('.events li')].filter(li => li.innerText.includes('feed recovered')).length === 2",
         )
         wait(
             page,
             "document.querySelector('.status-grid tr[data-source=feed] .pill')?.innerText === 'ok'",
         )
         events = page.locator(".events li").all_inner_texts()
-        assert any("feed went stale (nothing new in time)" in e for e in events)
+        assert sum("feed went stale (nothing new in time)" in e for e in events) == 2  # one legacy
+        # problems in red, the legacy one too; recoveries not
+        bad = page.locator(".events li.bad-event").all_inner_texts()
+        assert len(bad) == 2 and all("went stale" in e for e in bad)
         text = page.locator("#view").inner_text()
         assert "=True" not in text and "=False" not in text  # the legacy "feed: stale=True" too
         screenshot(page, "node-events-wide")

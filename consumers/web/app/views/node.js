@@ -4,7 +4,7 @@
 // shared; without one, the node kind's own choice (`plots` in its hub entry).
 
 import { append, h, clear, setText } from "../dom.js";
-import { eventTitle } from "../events.js";
+import { eventTitle, isProblemEvent } from "../events.js";
 import { fmtAge, fmtRange, fmtTime, isTimeField, natural, unitText } from "../format.js";
 import { LivePlot } from "../liveplot.js";
 import { defaultPlots, plottableField } from "../plots-choice.js";
@@ -236,7 +236,7 @@ export function nodeView(ctx, name, query) {
     const now = Date.now() / 1000;
     for (const ev of shown) {
       const tags = Array.isArray(ev.tags) ? ev.tags : [];
-      const bad = tags.some((t) => ["failure", "died", "stale", "disconnected", "connection", "conflict"].includes(t));
+      const bad = isProblemEvent(ev) || tags.includes("conflict");
       eventList.append(
         h(
           "li",
