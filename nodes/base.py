@@ -114,8 +114,13 @@ class DataNode:
         """Stop ingest."""
 
     def info(self) -> dict[str, Any]:
-        """Extra keys announced to the hub with the name and description."""
-        out: dict[str, Any] = {"kind": self.kind}
+        """Extra keys announced to the hub with the name and description: the kind,
+        the dashboard view its declaration names (obsmesh/kinds.py), if any, and
+        the fields a dashboard plots first (`plots`), if the kind says."""
+        from obsmesh.kinds import registry
+
+        view = registry().view_of(self.kind)
+        out: dict[str, Any] = {"kind": self.kind, **({"view": view} if view else {})}
         if self.plots:
             out["plots"] = list(self.plots)
         return out

@@ -25,7 +25,6 @@ already holds, so nothing is stored twice.
 
 from __future__ import annotations
 
-import argparse
 import collections
 import math
 import os
@@ -483,8 +482,5 @@ class DataflowNode(DataNode):
         return status
 
 
-configure = options_mod.configure
-
-
-def build(args: argparse.Namespace, settings: dict[str, Any]) -> DataflowNode:
-    return DataflowNode(args.name or "dataflow", settings, options_mod.from_args(args))
+def build(name: str, mesh: dict[str, Any], options: dict[str, Any]) -> DataflowNode:
+    return DataflowNode(name, mesh, options)
