@@ -23,7 +23,7 @@ import pytest
 
 from consumers.client import Mesh, MeshUnavailable
 from consumers.client.settings import resolve
-from tests.harness import PYTHON, REPO, SECRETS_FILE, free_port, stop_process, wait_for
+from tests.harness import PYTHON, REPO, SECRETS_FILE, admit, free_port, stop_process, wait_for
 
 
 def bare_env(**extra: str) -> dict[str, str]:
@@ -50,6 +50,7 @@ def obsmesh(
 def showcase(router, tmp_path_factory):
     """A node with units, precision and a time field (tests/showcase_process.py)."""
     log = tmp_path_factory.mktemp("showcase") / "showcase.log"
+    admit("show")  # a node is a named principal of the mesh
     proc = subprocess.Popen(
         [PYTHON, "tests/showcase_process.py", "show", "--history", "900"],
         env=router.env(),

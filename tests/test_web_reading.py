@@ -18,7 +18,7 @@ import pytest
 from playwright.sync_api import sync_playwright
 
 from nodes.superdarn.radars import radar as radar_row
-from tests.harness import PYTHON, REPO, stop_process
+from tests.harness import PYTHON, REPO, admit, stop_process
 from tests.test_web_support import Console, launch, screenshot, spawn_feed, web_ready
 
 WAIT_MS = 30_000
@@ -56,6 +56,7 @@ def wait(page, expression, arg=None):
 
 def showcase(router, name, tmp_path, *args):
     """tests/showcase_process.py: units, precision, a time field, `plots` patterns."""
+    admit(name)  # a node is a named principal of the mesh
     return subprocess.Popen(
         [PYTHON, "tests/showcase_process.py", name, *args],
         env=router.env(),
