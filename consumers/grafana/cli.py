@@ -94,7 +94,7 @@ def main(args: argparse.Namespace) -> int:
     except config.ConfigError as exc:
         print(f"obsmesh grafana: {exc}", file=sys.stderr)
         return 2
-    logs.begin()  # info and up; OBSMESH_LOG_LEVEL=debug for more
+    logs.begin()
     keep_freed_memory()  # every /query builds and frees column-sized arrays: keep them warm
     try:
         bridge, port = serve(mesh, settings, reactor)
