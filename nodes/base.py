@@ -72,8 +72,15 @@ class DataNode:
         self.store = (
             store
             if store is not None
-            else make_store(self.settings, f"{self.settings['prefix']}:{name}")
+            else make_store(
+                self.settings,
+                f"{self.settings['prefix']}:{name}",
+                node=name,
+                reactor=reactor,
+                clock=clock,
+            )
         )
+        self.store.on_problem = self._store_problem
         self.fields: dict[str, dict[str, str]] = {}  # field -> {description, timeline, type, units}
         self.session = None
         self.started = clock()
@@ -159,16 +166,11 @@ class DataNode:
             return
         if times.size == 0:
             return
-        append_now = getattr(self.store, "append_now", None)
-        if append_now is not None:  # the in-memory store never waits: no coroutine, no Deferred
-            try:
-                append_now(timeline, times, cols)
-            except Exception:  # as the Deferred path: logged and counted, never raised into ingest
-                self._store_failed(Failure(), timeline)
-                return
-        else:
-            d = defer.ensureDeferred(self.store.append(timeline, times, cols))
-            d.addErrback(self._store_failed, timeline)
+        try:  # every store accepts at once (no coroutine, no Deferred per batch)
+            self.store.append_now(timeline, times, cols)
+        except Exception:  # logged and counted, never raised into ingest
+            self._store_failed(Failure(), timeline)
+            return
         self.counters["samples"] += int(times.size)
         self.last_sample[timeline] = max(
             self.last_sample.get(timeline, -math.inf), float(times[-1])
@@ -193,6 +195,17 @@ class DataNode:
         self.counters["store_errors"] += 1
         self.last_error = f"store: {failure.getErrorMessage()}"
         self.log.failure("store append to {timeline} failed", failure=failure, timeline=timeline)
+
+    def _store_problem(self, text: str | None) -> None:
+        """The store's news: a problem (disk full, read-only, damage found), or None once over."""
+        if text is None:
+            self.event(self.clock(), "store: writing again", "", ["status", "store"])
+            if self.last_error and self.last_error.startswith("store:"):
+                self.last_error = None
+            return
+        self.counters["store_problems"] += 1
+        self.last_error = f"store: {text}"
+        self.event(self.clock(), "store problem", text, ["status", "store"])
 
     def publish(self, suffix: str, payload: Any, retain: bool = True) -> None:
         """Publish on an extra topic `P.consumer.<name>.<suffix>` (one event per batch)."""
@@ -454,7 +467,7 @@ class DataNode:
             "counters": dict(self.counters),
             "last_sample": dict(self.last_sample),
             "last_error": self.last_error,
-            "store": type(self.store).__name__,
+            "store": self.store.status(),
         }
 
     def get_events(self, start=-86400.0, end=0.0) -> list[dict]:
@@ -565,7 +578,14 @@ class DataNode:
         return comp.start(self.reactor)
 
     async def launch(self) -> None:
-        """Start ingest, live flushing and the WAMP connection (returns at once)."""
+        """Open the store (its history served at once), then start ingest, live
+        flushing and the WAMP connection. A store that cannot open (its directory
+        held by another process, say) fails the launch with its error."""
+        await self.store.open()
+        for timeline in {meta["timeline"] for meta in self.fields.values()}:
+            span = await self.store.span(timeline)  # history from before a restart
+            if span is not None:
+                self.last_sample[timeline] = max(self.last_sample.get(timeline, -math.inf), span[1])
         self._flusher.start(float(self.settings["live_interval"]), now=False)
         await self.start()
         self._run = self.run_component()
@@ -598,7 +618,7 @@ class DataNode:
                 await _with_timeout(self.reactor, self._component.stop(), 2.0)
             except Exception as exc:
                 self.log.debug("leaving: {exc}", exc=exc)
-        await self.store.close()
+        await self.store.close()  # flushes first: what was accepted is stored before exit
 
 
 def _missing(kind: str, n: int) -> np.ndarray:

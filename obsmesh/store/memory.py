@@ -8,7 +8,9 @@ and within `max_age` seconds of the timeline's newest sample.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -82,19 +84,31 @@ class _Timeline:
 
 
 class MemoryStore(Store):
-    def __init__(self, max_age: float = 7 * 86400.0, max_samples: int = 10_000_000) -> None:
-        super().__init__()
+    """History in this process only: gone when the process ends (`store = "memory"`);
+    also the durable store's hot tier."""
+
+    kind = "memory"
+
+    def __init__(
+        self,
+        max_age: float = 7 * 86400.0,
+        max_samples: int = 10_000_000,
+        *,
+        reactor: Any = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        super().__init__(reactor, clock)
         self.max_age = float(max_age)
         self.max_samples = int(max_samples)
         self._timelines: dict[str, _Timeline] = {}
 
     # -- writing ---------------------------------------------------------
-    async def append(self, timeline: str, t, columns: Mapping[str, Sequence | np.ndarray]) -> int:
-        return self.append_now(timeline, t, columns)
-
     def append_now(self, timeline: str, t, columns: Mapping[str, Sequence | np.ndarray]) -> int:
-        """Synchronous append (the in-memory store never waits)."""
         times, cols = as_batch(t, columns, self.types)
+        return self.put(timeline, times, cols)
+
+    def put(self, timeline: str, times: np.ndarray, cols: Mapping[str, np.ndarray]) -> int:
+        """Append a batch already validated by `as_batch` (sorted numpy columns)."""
         if times.size == 0:
             return 0
         tl = self._timelines.setdefault(timeline, _Timeline())
