@@ -31,6 +31,7 @@ from obsmesh import wire
 from obsmesh.errors import InvalidArgument, MeshError, NoSuchField, TooManyPoints, to_wamp
 from obsmesh.memtune import keep_freed_memory
 from obsmesh.store import FIELD_TYPES, STRING, Store, StoreError, make_store
+from obsmesh.store.dirlock import StoreLocked
 from obsmesh.store.reduce import REDUCERS, max_points
 from obsmesh.timerules import resolve_interval, resolve_stride
 from obsmesh.uris import Uris, valid_node_name
@@ -42,6 +43,7 @@ from obsmesh.wamp import service_component
 MAX_EVENT_VALUES = 131_072
 MAX_EVENTS_KEPT = 10_000
 RETAIN = PublishOptions(retain=True)
+STORE_RETRY = 2.0  # seconds between attempts to open a store another process holds
 
 
 class DataNode:
@@ -581,7 +583,7 @@ class DataNode:
         """Open the store (its history served at once), then start ingest, live
         flushing and the WAMP connection. A store that cannot open (its directory
         held by another process, say) fails the launch with its error."""
-        await self.store.open()
+        await self._open_store()
         for timeline in {meta["timeline"] for meta in self.fields.values()}:
             span = await self.store.span(timeline)  # history from before a restart
             if span is not None:
@@ -590,6 +592,21 @@ class DataNode:
         await self.start()
         self._run = self.run_component()
         self._run.addErrback(lambda f: self.log.failure("WAMP component ended", failure=f))
+
+    async def _open_store(self) -> None:
+        """Open the store; while another process holds its directory (a standby
+        of this node on the same host), say so and try again every few seconds."""
+        while True:
+            try:
+                await self.store.open()
+                return
+            except StoreLocked as exc:
+                if self.last_error != f"store: {exc}":
+                    self.last_error = f"store: {exc}"
+                    self.log.error("{exc}; retrying every {s:g} s", exc=exc, s=STORE_RETRY)
+                await task.deferLater(self.reactor, STORE_RETRY, lambda: None)
+                if self._stopping:
+                    raise
 
     async def shutdown(self) -> None:
         """Graceful stop: stop ingest, flush, subtract from the hub, leave."""

@@ -45,7 +45,9 @@ def make_store(
     `node` names the durable store's directory (default: the namespace's last part)."""
     kind = settings.get("store", "durable")
     if kind == "memory":
-        return MemoryStore(settings["max_age"], settings["max_samples"], reactor=reactor, clock=clock)
+        return MemoryStore(
+            settings["max_age"], settings["max_samples"], reactor=reactor, clock=clock
+        )
     if kind == "durable":
         from obsmesh.store.durable import DurableStore
 

@@ -120,7 +120,7 @@ class Store(ABC):
             raise StoreError(f"field type must be one of {FIELD_TYPES}, got {kind!r}")
         self.types[field] = kind
 
-    async def open(self) -> None:
+    async def open(self) -> None:  # noqa: B027 (most stores have nothing to open)
         """Get ready (load history, connect); called once, before ingest starts."""
 
     @abstractmethod

@@ -38,7 +38,7 @@ class DirLock:
             os.close(fd)
             who = f" (pid {holder})" if holder else ""
             raise StoreLocked(
-                f"store directory {os.path.dirname(self.path)} is in use by another process{who}: "
+                f"store directory {os.path.dirname(self.path)} is taken by another process{who}: "
                 "one process per store directory (give this node another name or store_dir)"
             ) from None
         if writable:

@@ -29,6 +29,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from obsmesh.store.base import Store, StoreError, as_batch, as_kind
+from obsmesh.store.dirlock import StoreLocked
 from obsmesh.store.engine import Batch, Engine, Options
 from obsmesh.store.memory import MemoryStore
 
@@ -65,7 +66,7 @@ class DurableStore(Store):
         self.sync_interval = float(sync_interval)
         self.hot = MemoryStore(max_age, max_samples, reactor=self.reactor, clock=clock)
         self.hot.types = self.types  # one dict: a declaration reaches both
-        options = Options(
+        self._options = Options(
             self.directory,
             max_age=float(max_age),
             max_samples=int(max_samples),
@@ -76,7 +77,8 @@ class DurableStore(Store):
             max_pending=int(max_pending),
             retry_delay=float(retry_delay),
         )
-        self.engine = Engine(options, self, self.reactor.callFromThread, monotonic)
+        self._monotonic = monotonic
+        self.engine = Engine(self._options, self, self.reactor.callFromThread, monotonic)
         self._state = "new"  # new -> opening -> open | failed; -> closing -> closed
         self._open_waiters: list[defer.Deferred] = []
         self._open_error: StoreError | None = None
@@ -99,7 +101,9 @@ class DurableStore(Store):
 
     async def open(self) -> None:
         """Lock the directory and load its history (on the engine's thread);
-        StoreError if another process has it or it cannot be read."""
+        StoreLocked if another process has it (open may be called again later),
+        StoreError if it cannot be read."""
+        self._open_error = None
         self._start()
         if self._state == "opening":
             d: defer.Deferred = defer.Deferred()
@@ -107,6 +111,7 @@ class DurableStore(Store):
             await d
         if self._open_error is not None:
             raise self._open_error
+        self.error = None
 
     def loaded(self, history: dict, types: dict[str, str], problems: list[str]) -> None:
         for name, kind in types.items():
@@ -134,11 +139,15 @@ class DurableStore(Store):
         self._release_open_waiters()
 
     def open_failed(self, error: Exception) -> None:
-        self._state = "failed"
         self._open_error = error if isinstance(error, StoreError) else StoreError(str(error))
         self.error = str(self._open_error)
+        if isinstance(error, StoreLocked):  # may be tried again once the holder is gone
+            self._state = "new"
+            self.engine = Engine(self._options, self, self.reactor.callFromThread, self._monotonic)
+        else:
+            self._state = "failed"
+            self._stopped.callback(None)
         self._release_open_waiters()
-        self._stopped.callback(None)
 
     def _release_open_waiters(self) -> None:
         waiting, self._open_waiters = self._open_waiters, []
@@ -148,7 +157,9 @@ class DurableStore(Store):
     # -- writing ---------------------------------------------------------------
     def append_now(self, timeline: str, t, columns: Mapping[str, Sequence | np.ndarray]) -> int:
         if self._state in ("failed", "closing", "closed"):
-            raise StoreError(f"the store is {self._state}" + (f": {self.error}" if self.error else ""))
+            raise StoreError(
+                f"the store is {self._state}" + (f": {self.error}" if self.error else "")
+            )
         if not isinstance(timeline, str) or not timeline:
             raise StoreError("a timeline name must be a non-empty string")
         times, cols = as_batch(t, columns, self.types)

@@ -10,10 +10,10 @@ the log is fsynced at most every `sync_interval` seconds, all batches written
 meanwhile together (group commit), and only then are they reported stored.
 So a power cut loses at most the batches of the last `sync_interval` plus the
 fsync under way. When the log passes `roll_bytes`, or holds batches older
-than `roll_seconds`, it is rolled: its batches become one Parquet segment per
-timeline and the log files they came from are deleted. Segments are merged
-by tiers (obsmesh/store/compaction.py) and removed by retention (age, rows,
-bytes), all on this thread.
+than `roll_seconds`, it is rolled: a new log file is started and the
+batches of the old ones go to the segment thread (obsmesh/store/segmenter.py),
+which writes them as Parquet segments, deletes those log files, merges and
+applies retention, while this thread goes on logging.
 
 A failed write or fsync (disk full, read-only, I/O error) truncates the log
 back to its last fsynced record, keeps every unsynced batch in memory (at
@@ -40,6 +40,7 @@ from twisted.logger import Logger
 from obsmesh.store import compaction, segments, wal
 from obsmesh.store.base import StoreError
 from obsmesh.store.dirlock import DirLock
+from obsmesh.store.segmenter import Roll, Segmenter, _unlink
 
 log = Logger()
 
@@ -135,12 +136,11 @@ class Engine:
         self.buffer: dict[str, list[Batch]] = {}  # fsynced, not yet in segments
         self.buffer_rows = 0
         self.buffer_since: float | None = None
-        self.closed_wals: list[int] = []  # log files whose batches are all in the buffer or segments
+        self.closed_wals: list[
+            int
+        ] = []  # log files whose batches are all in the buffer or segments
         self.damaged_wals: set[int] = set()
-        self.segs: dict[str, list[segments.Segment]] = {}
-        self.newest: dict[str, float] = {}
         self.next_lsn = 1
-        self.next_seq = 1
         self.wal_number = 0
         self.fd: int | None = None
         self.offset = 0
@@ -148,7 +148,12 @@ class Engine:
         self.last_sync = -1e18
         self.error: str | None = None
         self.retry_at = 0.0
-        self._roll_failed = False
+        self._roll_now = False
+        self._problem_shown: str | None = None
+        self._show_lock = threading.Lock()
+        self.seg = Segmenter(
+            options, self.wal_dir, self.seg_root, self._seg_problem, self.figures, monotonic
+        )
 
     # -- the reactor side (thread-safe) ---------------------------------------
     def start(self) -> None:
@@ -178,6 +183,7 @@ class Engine:
             self.call(self.sink.open_failed, exc)
             return
         self.call(self.sink.loaded, history, types, problems)
+        self.seg.start()
         try:
             self._loop()
         except Exception as exc:  # a bug, not a disk: say so loudly, keep the lock released
@@ -185,6 +191,7 @@ class Engine:
             self.call(self.sink.problem, f"store engine failed: {exc!r}")
         finally:
             self._close_fd()
+            self.seg.stop_and_join()
             self.lock.release()
             self.call(self.sink.stopped)
 
@@ -194,16 +201,20 @@ class Engine:
             os.makedirs(d, exist_ok=True)
         except OSError as exc:
             if not os.path.isdir(d):
-                raise StoreError(f"store directory {d}: {describe_os_error(exc, 'creating it')}")
+                raise StoreError(
+                    f"store directory {d}: {describe_os_error(exc, 'creating it')}"
+                ) from None
         try:
             self.lock.acquire()
         except OSError as exc:
-            raise StoreError(f"store directory {d}: {describe_os_error(exc, 'locking it')}")
+            raise StoreError(
+                f"store directory {d}: {describe_os_error(exc, 'locking it')}"
+            ) from None
         segs, leftovers, problems = segments.scan(self.seg_root)
         for path in leftovers:  # a segment write cut short: its rows are still in the log
             _unlink(path)
         stale = segments.superseded(segs)
-        for s in stale:
+        for s in stale:  # a merge finished but its inputs not yet deleted
             _unlink(s.path)
         stale_ids = {id(s) for s in stale}
         segs = [s for s in segs if id(s) not in stale_ids]
@@ -214,15 +225,11 @@ class Engine:
             loaded = segments.read(s)
             problems.extend(loaded.damage)
             types.update(s.types)
-            self.segs.setdefault(s.timeline, []).append(s)
             covered[s.timeline] = max(covered.get(s.timeline, 0), s.lsn)
-            self.next_seq = max(self.next_seq, s.seq + 1)
             self.next_lsn = max(self.next_lsn, s.lsn + 1)
             if loaded.t.size:
                 parts.setdefault(s.timeline, []).append((loaded.t, loaded.cols))
-                self.newest[s.timeline] = max(
-                    self.newest.get(s.timeline, -np.inf), float(loaded.t[-1])
-                )
+        self.seg.adopt(segs)
         seen: set[int] = set()
         for number, path in wal.iter_files(self.wal_dir):
             scan = wal.read(path)
@@ -240,10 +247,7 @@ class Engine:
                 self._buffer(Batch(rec.timeline, rec.t, rec.cols, rec.types, rec.lsn))
                 parts.setdefault(rec.timeline, []).append((rec.t, rec.cols))
         history = {tl: compaction.concat(p, types) for tl, p in parts.items()}
-        if self.buffer:  # the log of the last run: into segments at once
-            self._roll_failed = True
-            self.buffer_since = self.monotonic() - self.o.roll_seconds
-        self._count_segments()
+        self._roll_now = bool(self.closed_wals)  # the last run's log: into segments at once
         self.figures.damage = list(problems)
         return history, types, problems
 
@@ -252,8 +256,6 @@ class Engine:
         self.buffer_rows += int(b.t.shape[0])
         if self.buffer_since is None:
             self.buffer_since = self.monotonic()
-        if b.t.size:
-            self.newest[b.timeline] = max(self.newest.get(b.timeline, -np.inf), float(b.t[-1]))
 
     def _deadline(self) -> float | None:
         if self.error is not None:
@@ -263,6 +265,8 @@ class Engine:
             due.append(self.last_sync + self.o.sync_interval)
         if self.buffer_since is not None:
             due.append(self.buffer_since + self.o.roll_seconds)
+        if self._roll_now:
+            due.append(self.monotonic())
         return min(due) if due else None
 
     def _loop(self) -> None:
@@ -292,9 +296,9 @@ class Engine:
                 due = now - self.last_sync >= self.o.sync_interval
                 ok = self._commit(sync_now or stopping or due or self.error is not None)
             if ok and not self.unsynced:
-                ok = self._maybe_roll(stopping)
-            if ok and self.error is not None and not self.unsynced:
-                self._recovered()
+                if self.error is not None:
+                    self._recovered()
+                self._maybe_roll(stopping)
             if stopping:
                 with self._cond:
                     if self._queue:
@@ -379,8 +383,7 @@ class Engine:
         self.figures.wal_bytes = self.offset
         self._set_error(
             f"{describe_os_error(exc, doing + ' in ' + self.o.directory)}; "
-            f"{sum(int(b.t.shape[0]) for b in self.unsynced)} rows kept in memory, "
-            f"retrying every {self.o.retry_delay:g} s"
+            f"accepted rows kept in memory, retrying every {self.o.retry_delay:g} s"
         )
 
     def _set_error(self, text: str) -> None:
@@ -389,12 +392,25 @@ class Engine:
         self.retry_at = self.monotonic() + self.o.retry_delay
         if first:
             log.error("store: {text}", text=text)
-        self.call(self.sink.problem, text)
+        self._show()
 
     def _recovered(self) -> None:
         log.info("store {dir}: writing again", dir=self.o.directory)
         self.error = None
-        self.call(self.sink.problem, None)
+        self._show()
+
+    def _seg_problem(self, text: str | None) -> None:
+        if text is not None:
+            log.error("store: {text}", text=text)
+        self._show()
+
+    def _show(self) -> None:
+        """Tell the reactor side the problem now (the log's first), once per change."""
+        with self._show_lock:
+            text = self.error or self.seg.error
+            if text != self._problem_shown:
+                self._problem_shown = text
+                self.call(self.sink.problem, text)
 
     def _close_fd(self) -> None:
         if self.fd is not None:
@@ -418,129 +434,25 @@ class Engine:
         if dropped:
             self.call(self.sink.dropped, dropped)
 
-    # -- segments -------------------------------------------------------------
-    def _maybe_roll(self, stopping: bool) -> bool:
-        """Turn the fsynced batches into segments when due; False if that failed."""
+    # -- rolling ----------------------------------------------------------------
+    def _maybe_roll(self, stopping: bool) -> None:
+        """Hand the fsynced batches to the segment thread when due (log file closed first)."""
         due = self.buffer_rows and (
             stopping
-            or self._roll_failed
+            or self._roll_now
             or self.offset >= self.o.roll_bytes
             or self.monotonic() - (self.buffer_since or 0) >= self.o.roll_seconds
         )
         if not due and not (self.closed_wals and not self.buffer):
-            return True
+            return
         if self.fd is not None:  # later batches go to a new log file
             self.closed_wals.append(self.wal_number)
             self._close_fd()
             self.figures.wal_bytes = 0
-        try:
-            for timeline in list(self.buffer):
-                self._segment(timeline)
-        except OSError as exc:
-            self._roll_failed = True
-            self._set_error(describe_os_error(exc, f"writing a segment in {self.o.directory}"))
-            return False
-        self._roll_failed = False
-        self.buffer_since = None
-        self.figures.rolls += 1
-        try:
-            self._drop_closed_wals()
-            self._maintain()
-        except OSError as exc:
-            self._set_error(describe_os_error(exc, f"compacting in {self.o.directory}"))
-            return False
-        return True
-
-    def _segment(self, timeline: str) -> None:
-        batches = self.buffer[timeline]
-        types: dict[str, str] = {}
-        for b in batches:
-            types.update(b.types)
-        t, cols = compaction.concat([(b.t, b.cols) for b in batches], types)
-        rows = int(t.shape[0])
-        if rows:
-            seg = segments.write(
-                self.seg_root,
-                timeline,
-                self.next_seq,
-                0,
-                t,
-                cols,
-                types,
-                max(b.lsn for b in batches),
-            )
-            self.next_seq += 1
-            self.segs.setdefault(timeline, []).append(seg)
-        del self.buffer[timeline]
-        self.buffer_rows -= rows
-        self._count_segments()
-
-    def _drop_closed_wals(self) -> None:
-        """Every batch of the closed log files is in a segment now."""
-        for number in self.closed_wals:
-            path = wal.file_name(self.wal_dir, number)
-            if number in self.damaged_wals:  # kept for inspection, never read again
-                _rename(path, path + ".damaged")
-            else:
-                _unlink(path)
-        self.closed_wals = []
-        self.damaged_wals = set()
-
-    def _maintain(self) -> None:
-        """Retention (age, rows, bytes), then merges; each step a whole new file or a delete."""
-        o = self.o
-        for timeline, segs in self.segs.items():
-            newest = self.newest.get(timeline)
-            if newest is None:
-                continue
-            for s in compaction.expired(segs, newest, o.max_age, o.max_samples):
-                self._remove(s)
-        if o.max_bytes > 0:
-            every = [s for segs in self.segs.values() for s in segs]
-            for s in compaction.over_budget(every, o.max_bytes):
-                self._remove(s)
-        for timeline, segs in list(self.segs.items()):
-            for run in compaction.merge_runs(segs, o.max_segment_rows, o.max_age * o.span_fraction):
-                self._merge(timeline, run)
-        self._count_segments()
-
-    def _remove(self, seg: segments.Segment) -> None:
-        os.unlink(seg.path)
-        self.segs[seg.timeline].remove(seg)
-        self.figures.removed_segments += 1
-
-    def _merge(self, timeline: str, run: list[segments.Segment]) -> None:
-        parts = []
-        types: dict[str, str] = {}
-        for s in run:
-            loaded = segments.read(s)
-            if loaded.damage:  # never fold damage into a new file: leave the run as it is
-                return
-            parts.append((loaded.t, loaded.cols))
-            types.update(s.types)
-        t, cols = compaction.concat(parts, types)
-        last = max(run, key=lambda s: s.order)
-        merged = segments.write(
-            self.seg_root,
-            timeline,
-            last.seq,
-            last.gen + 1,
-            t,
-            cols,
-            types,
-            max(s.lsn for s in run),
-            [s.order for s in run],
-        )
-        for s in run:
-            self._remove(s)
-        self.figures.removed_segments -= len(run)
-        self.segs[timeline].append(merged)
-        self.figures.merges += 1
-
-    def _count_segments(self) -> None:
-        every = [s for segs in self.segs.values() for s in segs]
-        self.figures.segments = len(every)
-        self.figures.segment_bytes = sum(s.nbytes for s in every)
+        self.seg.submit(Roll(self.buffer, self.closed_wals, self.damaged_wals))
+        self.buffer, self.buffer_rows, self.buffer_since = {}, 0, None
+        self.closed_wals, self.damaged_wals = [], set()
+        self._roll_now = False
 
 
 def _pwrite_all(fd: int, bufs: list, offset: int) -> None:
@@ -554,19 +466,3 @@ def _pwrite_all(fd: int, bufs: list, offset: int) -> None:
             views.pop(0)
         if views and n:
             views[0] = views[0][n:]
-
-
-def _unlink(path: str) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
-    except OSError as exc:
-        log.warn("store: cannot remove {path}: {exc}", path=path, exc=exc)
-
-
-def _rename(a: str, b: str) -> None:
-    try:
-        os.rename(a, b)
-    except FileNotFoundError:
-        pass

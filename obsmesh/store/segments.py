@@ -119,7 +119,8 @@ def write(
     arrays = [pa.array(np.ascontiguousarray(t, dtype=np.float64))]
     arrays += [_array(cols[n], types[n]) for n in names]
     schema = pa.schema(
-        [pa.field(TIME, pa.float64())] + [pa.field(n, a.type) for n, a in zip(names, arrays[1:])],
+        [pa.field(TIME, pa.float64())]
+        + [pa.field(n, a.type) for n, a in zip(names, arrays[1:], strict=True)],
         metadata={KEY: json.dumps(meta).encode()},
     )
     table = pa.Table.from_arrays(arrays, schema=schema)
