@@ -166,17 +166,15 @@ class DurableStore(Store):
         if times.size == 0:
             return 0
         self._start()
-        self.hot.put(timeline, times, cols)
-        # The engine reads the batch later on its thread: never an array the caller may reuse.
-        if isinstance(t, np.ndarray) and np.may_share_memory(times, t):
-            times = times.copy()
-        cols = {
-            n: c.copy()
-            if isinstance(columns[n], np.ndarray) and np.may_share_memory(c, columns[n])
-            else c
-            for n, c in cols.items()
-        }
-        self.engine.submit(Batch(timeline, times, cols, {n: self.types[n] for n in cols}))
+        # The engine reads the batch later, on its thread: it gets the hot tier's
+        # copy (never changed once written), or its own copy, never the caller's arrays.
+        views: list = []
+        self.hot.put(timeline, times, cols, views)
+        if not views:
+            views = [(times.copy(), {n: c.copy() for n, c in cols.items()})]
+        kinds = {n: self.types[n] for n in cols}
+        for vt, vcols in views:
+            self.engine.submit(Batch(timeline, vt, vcols, kinds))
         n = int(times.size)
         self._pending[timeline] = self._pending.get(timeline, 0) + n
         self._pending_total += n

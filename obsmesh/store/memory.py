@@ -107,8 +107,18 @@ class MemoryStore(Store):
         times, cols = as_batch(t, columns, self.types)
         return self.put(timeline, times, cols)
 
-    def put(self, timeline: str, times: np.ndarray, cols: Mapping[str, np.ndarray]) -> int:
-        """Append a batch already validated by `as_batch` (sorted numpy columns)."""
+    def put(
+        self,
+        timeline: str,
+        times: np.ndarray,
+        cols: Mapping[str, np.ndarray],
+        views: list | None = None,
+    ) -> int:
+        """Append a batch already validated by `as_batch` (sorted numpy columns).
+        `views`, if given, receives (times, columns) views of the stored copy, in
+        order, when the batch went in at the end (rows once written in a chunk are
+        never changed, so the views stay valid); it stays empty for a batch
+        that reached back in time."""
         if times.size == 0:
             return 0
         tl = self._timelines.setdefault(timeline, _Timeline())
@@ -116,11 +126,17 @@ class MemoryStore(Store):
         if last is not None and times[0] < last:
             self._merge(tl, times, cols)
         else:
-            self._extend(tl, times, cols)
+            self._extend(tl, times, cols, views)
         self._evict(tl)
         return int(times.size)
 
-    def _extend(self, tl: _Timeline, times: np.ndarray, cols: Mapping[str, np.ndarray]) -> None:
+    def _extend(
+        self,
+        tl: _Timeline,
+        times: np.ndarray,
+        cols: Mapping[str, np.ndarray],
+        views: list | None = None,
+    ) -> None:
         done = 0
         total = times.shape[0]
         while done < total:
@@ -131,11 +147,16 @@ class MemoryStore(Store):
                 need = chunk.n + total - done
                 chunk.grow(min(CHUNK_ROWS, max(need, 2 * chunk.capacity)))
             take = min(total - done, chunk.capacity - chunk.n)
+            a = chunk.n
             chunk.put(
                 times[done : done + take],
                 {k: v[done : done + take] for k, v in cols.items()},
                 self.types,
             )
+            if views is not None:
+                views.append(
+                    (chunk.t[a : a + take], {k: chunk.cols[k][a : a + take] for k in cols})
+                )
             done += take
         tl.size += total
 
