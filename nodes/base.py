@@ -49,6 +49,10 @@ STORE_RETRY = 2.0  # seconds between attempts to open a store another process ho
 class DataNode:
     kind = "node"
     description = "a data node"
+    # True for a kind whose history is rebuilt at start from files of its own
+    # (weather, co2, dataflow): a durable store would hold it twice, so such a
+    # kind keeps it in memory unless told otherwise (store = "redis").
+    history_from_own_files = False
 
     log = Logger()
 
@@ -75,7 +79,9 @@ class DataNode:
             store
             if store is not None
             else make_store(
-                self.settings,
+                {**self.settings, "store": "memory"}
+                if self.history_from_own_files and self.settings["store"] == "durable"
+                else self.settings,
                 f"{self.settings['prefix']}:{name}",
                 node=name,
                 reactor=reactor,

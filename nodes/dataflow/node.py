@@ -92,6 +92,7 @@ def _utc(t: float | None) -> str:
 
 class DataflowNode(DataNode):
     kind = "dataflow"
+    history_from_own_files = True  # rebuilt from its files at start
     description = "SuperDARN data-flow telemetry: runs, failures and staleness per radar and stage"
 
     def __init__(

@@ -58,6 +58,7 @@ class _Follower:
 
 class WeatherNode(DataNode):
     kind = "weather"
+    history_from_own_files = True  # rebuilt from its files at start
     description = "weather station archive (one file a day) with the newest file followed live"
 
     def __init__(

@@ -5,8 +5,9 @@ Compaction is tiered: a segment's tier is the power of FANOUT its rows reach
 past BASE_ROWS; FANOUT consecutive segments (in write order) of one tier merge
 into one of the next, as long as the result stays within `max_rows` rows and
 `max_span` seconds (a fraction of max_age, so retention frees disk in steps of
-that size). A timeline written once a second for a week ends as some dozens
-of files, however often the log was rolled.
+that size); fewer merge when those limits stop the run. A timeline written
+once a second for a week ends as some dozens of files, however often the log
+was rolled.
 """
 
 from __future__ import annotations
@@ -30,21 +31,30 @@ def tier(rows: int) -> int:
 
 
 def merge_runs(segs: Sequence[Segment], max_rows: int, max_span: float) -> list[list[Segment]]:
-    """Runs of one timeline's segments to merge, each FANOUT consecutive ones of one tier."""
+    """Runs of one timeline's segments to merge: consecutive ones (in write order)
+    of one tier, taken while the result stays within `max_rows` and `max_span`.
+    A run merges when it holds FANOUT segments, or at least two that the limit
+    keeps from growing (else segments just short of the limit would pile up)."""
     ordered = sorted(segs, key=lambda s: s.order)
     runs: list[list[Segment]] = []
     i = 0
     while i < len(ordered):
-        j = i
-        while j < len(ordered) and tier(ordered[j].rows) == tier(ordered[i].rows):
+        level = tier(ordered[i].rows)
+        run = [ordered[i]]
+        rows, first, last = ordered[i].rows, ordered[i].first, ordered[i].last
+        j = i + 1
+        blocked = False
+        while j < len(ordered) and len(run) < FANOUT and tier(ordered[j].rows) == level:
+            nxt = ordered[j]
+            grown = (rows + nxt.rows, min(first, nxt.first), max(last, nxt.last))
+            if grown[0] > max_rows or grown[2] - grown[1] > max_span:
+                blocked = True
+                break
+            run.append(nxt)
+            rows, first, last = grown
             j += 1
-        group = ordered[i:j]
-        for k in range(0, len(group) - FANOUT + 1, FANOUT):
-            run = group[k : k + FANOUT]
-            rows = sum(s.rows for s in run)
-            span = max(s.last for s in run) - min(s.first for s in run)
-            if rows <= max_rows and span <= max_span:
-                runs.append(run)
+        if len(run) == FANOUT or (blocked and len(run) >= 2):
+            runs.append(run)
         i = j
     return runs
 
