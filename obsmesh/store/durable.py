@@ -270,6 +270,15 @@ class DurableStore(Store):
     ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         return self.hot.query_now(timeline, fields, start, end)
 
+    def query_now(
+        self, timeline: str, fields: Sequence[str], start: float, end: float
+    ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """Synchronous query (reads never wait: they are served from memory)."""
+        return self.hot.query_now(timeline, fields, start, end)
+
+    def size(self, timeline: str) -> int:
+        return self.hot.size(timeline)
+
     async def span(self, timeline: str) -> tuple[float, float] | None:
         return await self.hot.span(timeline)
 

@@ -444,6 +444,7 @@ class Engine:
             or self.monotonic() - (self.buffer_since or 0) >= self.o.roll_seconds
         )
         if not due and not (self.closed_wals and not self.buffer):
+            self._roll_now = False
             return
         if self.fd is not None:  # later batches go to a new log file
             self.closed_wals.append(self.wal_number)
