@@ -133,15 +133,17 @@ class Segmenter:
         types: dict[str, str] = {}
         for b in batches:
             types.update(b.types)
-        t, cols = compaction.concat([(b.t, b.cols) for b in batches], types)
-        if not t.size:
+        parts = [(b.t, b.cols) for b in batches if b.t.size]
+        if not parts:
             return
+        if any(parts[i][0][0] < parts[i - 1][0][-1] for i in range(1, len(parts))):
+            parts = [compaction.concat(parts, types)]  # batches reaching back: sort them
         seg = segments.write(
-            self.seg_root, timeline, self.next_seq, 0, t, cols, types, max(b.lsn for b in batches)
+            self.seg_root, timeline, self.next_seq, 0, parts, types, max(b.lsn for b in batches)
         )
         self.next_seq += 1
         self.segs.setdefault(timeline, []).append(seg)
-        self.newest[timeline] = max(self.newest.get(timeline, -np.inf), float(t[-1]))
+        self.newest[timeline] = max(self.newest.get(timeline, -np.inf), seg.last)
         self._count()
 
     def _maintain(self) -> None:
@@ -175,15 +177,13 @@ class Segmenter:
                 return
             parts.append((loaded.t, loaded.cols))
             types.update(s.types)
-        t, cols = compaction.concat(parts, types)
         last = max(run, key=lambda s: s.order)
         merged = segments.write(
             self.seg_root,
             timeline,
             last.seq,
             last.gen + 1,
-            t,
-            cols,
+            [compaction.concat(parts, types)],
             types,
             max(s.lsn for s in run),
             [s.order for s in run],

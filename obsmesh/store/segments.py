@@ -91,24 +91,26 @@ def write(
     timeline: str,
     seq: int,
     gen: int,
-    t: np.ndarray,
-    cols: Mapping[str, np.ndarray],
+    parts: Sequence[tuple[np.ndarray, Mapping[str, np.ndarray]]],
     types: Mapping[str, str],
     lsn: int,
     replaces: Sequence[tuple[int, int]] = (),
 ) -> Segment:
-    """Write one segment durably (temp file, fsync, rename, fsync dir); OSError on failure,
-    leaving no partial file behind under the final name."""
+    """Write one segment durably (temp file, fsync, rename, fsync dir); OSError on
+    failure, leaving no partial file behind under the final name. `parts` are
+    sorted runs of rows, each starting at or after the end of the one before;
+    they become the file's rows without being copied together first."""
     directory = timeline_dir(root, timeline)
     os.makedirs(directory, exist_ok=True)
-    names = list(cols)
+    names = list(types)
+    rows = sum(int(p[0].shape[0]) for p in parts)
     meta = {
         "version": 1,
         "timeline": timeline,
         "fields": [[n, types[n]] for n in names],
-        "rows": int(t.shape[0]),
-        "first": float(t[0]),
-        "last": float(t[-1]),
+        "rows": rows,
+        "first": float(parts[0][0][0]),
+        "last": float(parts[-1][0][-1]),
         "lsn": int(lsn),
         "seq": seq,
         "gen": gen,
@@ -116,8 +118,15 @@ def write(
     }
     # Column names are the field names, but position decides: a field called
     # "time" is stored as "time" too and told apart by the metadata.
-    arrays = [pa.array(np.ascontiguousarray(t, dtype=np.float64))]
-    arrays += [_array(cols[n], types[n]) for n in names]
+    arrays = [pa.chunked_array([_array(p[0], "number") for p in parts], type=pa.float64())]
+    for n in names:
+        chunks = [
+            _array(c[n] if n in c else missing_column(types[n], t.shape[0]), types[n])
+            for t, c in parts
+        ]
+        arrays.append(
+            pa.chunked_array(chunks, type=pa.string() if types[n] == STRING else pa.float64())
+        )
     schema = pa.schema(
         [pa.field(TIME, pa.float64())]
         + [pa.field(n, a.type) for n, a in zip(names, arrays[1:], strict=True)],
