@@ -68,9 +68,17 @@ DEFAULTS: dict[str, Any] = {
     "cache_ttl": 30 * 86400.0,  # seconds a block is kept
     "max_block_bytes": 64 * 1024 * 1024,
     "build_concurrency": 1,  # readers building blocks at once (besides the requests' readers)
-    "readers": 4,  # readers answering requests at once
+    "build_queue": 256,  # most block builds waiting at once (a full queue takes no more)
+    "build_per_request": 32,  # most block builds one request may queue
+    "build_max_age": 600.0,  # a queued build nobody asked for since is dropped (seconds)
+    "readers": 4,  # readers answering requests at once (reading their output)
+    "reader_processes": 16,  # reader processes for requests, counting paused ones
+    "live_readers": 1,  # reader slots kept for live reads alone
     "reader_timeout": 600.0,
     "reader_output_cap": 2 * 1024**3,
+    "reader_memory": 1024**3,  # RLIMIT_AS / RLIMIT_DATA of each reader process (bytes, 0: none)
+    "max_request_bytes": 1024**3,  # estimated reader output of one request; past it, refused
+    "stall_timeout": 60.0,  # an HTTP client that reads nothing this long is cut off
     "live_poll": 10.0,  # seconds between two reads of a live dataset
     "live_window": 60.0,  # seconds the first live read reaches back
     "probe_seconds": 600.0,
@@ -134,9 +142,19 @@ class Das2Node(DataNode):
         # The store only buffers what goes out live; history comes from the readers.
         kw.setdefault("store", MemoryStore(3600.0, 1_000_000))
         super().__init__(name, settings, **kw)
-        limits = ReaderLimits(float(options["reader_timeout"]), int(options["reader_output_cap"]))
-        self.pool = ReaderPool(int(options["readers"]), reactor=self.reactor)
+        limits = ReaderLimits(
+            float(options["reader_timeout"]),
+            int(options["reader_output_cap"]),
+            memory=int(options["reader_memory"]),
+        )
+        self.pool = ReaderPool(
+            int(options["readers"]),
+            reactor=self.reactor,
+            max_processes=int(options["reader_processes"]),
+        )
         self.build_pool = ReaderPool(int(options["build_concurrency"]), reactor=self.reactor)
+        # live reads have slots of their own: clients cannot take them away
+        self.live_pool = ReaderPool(int(options["live_readers"]), reactor=self.reactor)
         self.service = Das2Service(
             self.catalog,
             self.pool,
@@ -145,6 +163,7 @@ class Das2Node(DataNode):
             count=self.count,
             clock=self.clock,
             max_block_bytes=int(options["max_block_bytes"]),
+            max_request_bytes=int(options["max_request_bytes"]),
         )
         backend = self._backend()
         if backend is not None:
@@ -155,8 +174,17 @@ class Das2Node(DataNode):
                 count=self.count,
                 concurrency=int(options["build_concurrency"]),
                 reactor=self.reactor,
+                per_request=int(options["build_per_request"]),
+                max_age=float(options["build_max_age"]),
+                clock=self.clock,
             )
-        self.resource = Das2Resource(self.service, options["server_id"], self.count)
+        self.resource = Das2Resource(
+            self.service,
+            options["server_id"],
+            self.count,
+            stall_timeout=float(options["stall_timeout"]),
+            reactor=self.reactor,
+        )
         self.register_rpc("get_datasets", self.get_datasets)
         self._live_loop = task.LoopingCall(self._live_tick)
         self._live_loop.clock = self.reactor
@@ -170,12 +198,19 @@ class Das2Node(DataNode):
             namespace = self.options["cache_namespace"] or f"{self.settings['prefix']}:das2cache"
             url = self.options["redis_url"] or self.settings["redis_url"]
             job_ttl = float(self.options["reader_timeout"]) + 60.0
-            return RedisBlocks(url, namespace, ttl, job_ttl, reactor=self.reactor)
+            return RedisBlocks(
+                url,
+                namespace,
+                ttl,
+                job_ttl,
+                reactor=self.reactor,
+                queue_cap=int(self.options["build_queue"]),
+            )
         if mode == "disk":
             where = self.options["cache_dir"] or os.path.join(
                 self.settings["state_dir"], "das2-cache"
             )
-            return DiskBlocks(where, ttl)
+            return DiskBlocks(where, ttl, queue_cap=int(self.options["build_queue"]))
         if mode == "off":
             return None
         raise ValueError(f"cache must be auto, redis, disk or off, got {mode!r}")
@@ -263,6 +298,9 @@ class Das2Node(DataNode):
             steps = steps[steps > 0]
             if steps.size:
                 self.cadence[dsdf.name] = float(np.median(steps))
+                # what its reader writes a second: the request size limit's estimate
+                record = max(h.record_size for h in headers) + 4
+                self.service.rates[dsdf.name] = record / self.cadence[dsdf.name]
 
     def _fields_of(self, dataset: str) -> list[str]:
         return [f for f, m in self.fields.items() if m["timeline"] == dataset]
@@ -343,6 +381,7 @@ class Das2Node(DataNode):
         params=None,
     ):
         names, t0, t1, stride = self._query_args(field, start, end, min_stride, reduce, encoding)
+        t1 = max(t0, min(t1, self.clock()))  # nothing after now: no reader reads the future
         progress = getattr(details, "progress", None)
         budget = int(self.settings["point_budget"])
         groups = self._by_timeline(names)
@@ -424,7 +463,7 @@ class Das2Node(DataNode):
         fields = [f for f in self._fields_of(name) if self.fields[f].get("das2_kind") != "yscan"]
         collector = Collector(name, fields, int(self.options["max_values"]))
         request = ReaderRequest(name, start_us, now_us)
-        await self.service.answer(request, collector, use_cache=False)
+        await self.service.answer(request, collector, use_cache=False, pool=self.live_pool)
         try:
             t, cols = collector.result()
         except MeshError as exc:
@@ -451,14 +490,18 @@ class Das2Node(DataNode):
             "http": self.http_url,
             "readers": {
                 "active": self.pool.active,
+                "paused": self.pool.lent,
                 "waiting": self.pool.waiting,
                 "most_active": self.pool.most_active,
+                "live_active": self.live_pool.active,
+                "building": self.build_pool.active,
             },
             "cache": None
             if cache is None
             else {
                 "backend": cache.backend.name,
                 "building": cache.active,
+                "queued": getattr(cache.backend, "queued", None),  # (Redis: LLEN N:queue)
                 "connected": getattr(cache.backend, "connected", True),
                 "last_error": cache.last_error,
             },
