@@ -26,7 +26,14 @@ consumers/web/node_modules/.installed: consumers/web/package.json consumers/web/
 	cd consumers/web && npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
+# The example node kind lives outside obsmesh (examples/tidegauge, a package of its own):
+# the tests install it as a user would, and obsmesh finds it through its entry point.
+$(VENV)/.example-kind: examples/tidegauge/pyproject.toml $(VENV)/.installed
+	$(VENV)/bin/pip install $(PIP_QUIET) --no-deps -e examples/tidegauge
+	touch $@
+
 # Tests start their own redis-server and drive Debian's Chromium; install them when missing.
+# systemd-analyze checks the units `obsmesh systemd` writes (Debian's systemd, no daemon started).
 system-deps:
 	@command -v redis-server >/dev/null || { \
 		echo "installing redis-server from Debian's packages"; \
@@ -34,6 +41,9 @@ system-deps:
 	@test -x /usr/bin/chromium || { \
 		echo "installing chromium from Debian's packages (browser tests)"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+	@command -v systemd-analyze >/dev/null || { \
+		echo "installing systemd from Debian's packages (systemd-analyze verify)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends systemd >/dev/null || true; }
 
 run: setup
 	$(VENV)/bin/obsmesh up
@@ -42,7 +52,7 @@ lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-test: setup system-deps lint
+test: setup system-deps lint $(VENV)/.example-kind
 	$(VENV)/bin/python -m pytest
 
 # The Grafana benchmark's load generator is wrk (a Python loop stands in without it).

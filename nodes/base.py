@@ -122,8 +122,12 @@ class DataNode:
         """Stop ingest."""
 
     def info(self) -> dict[str, Any]:
-        """Extra keys announced to the hub with the name and description."""
-        return {"kind": self.kind}
+        """Extra keys announced to the hub with the name and description: the kind,
+        and the dashboard view its declaration names (obsmesh/kinds.py), if any."""
+        from obsmesh.kinds import registry
+
+        view = registry().view_of(self.kind)
+        return {"kind": self.kind, **({"view": view} if view else {})}
 
     # -- what a node kind calls -------------------------------------------
     def declare(
@@ -359,18 +363,25 @@ class DataNode:
 
     async def get_fields(self, start=-3600.0, end=0.0):
         """Every declared field, and per timeline the mean sample interval in
-        `[start, end)` (None with fewer than two samples there) and the number
-        of samples there (`count`, an obsmesh addition to sisock's shape)."""
+        `[start, end)` (None with fewer than two samples there), the number of
+        samples there (`count`) and the first and newest stored sample times of
+        the whole timeline (`span`, None when it is empty); `count` and `span`
+        are obsmesh additions to sisock's shape."""
         t0, t1 = resolve_interval(start, end, self.clock)
         fields = {f: dict(meta) for f, meta in self.fields.items()}
         timelines: dict[str, dict] = {}
         for timeline, names in self._by_timeline(list(self.fields)).items():
             n = await self.store.count(timeline, t0, t1)
-            span = await self.store.span(timeline) if n > 1 else None
+            span = await self.store.span(timeline)  # cheap: the first/last samples only
             interval = None
-            if span is not None:  # cheap: no sample is read, the first/last ones bound the range
+            if span is not None and n > 1:
                 interval = (min(t1, span[1]) - max(t0, span[0])) / (n - 1)
-            timelines[timeline] = {"interval": interval, "field": names, "count": n}
+            timelines[timeline] = {
+                "interval": interval,
+                "field": names,
+                "count": n,
+                "span": None if span is None else [span[0], span[1]],
+            }
         return [fields, timelines]
 
     def _by_timeline(self, names: Sequence[str]) -> dict[str, list[str]]:
@@ -539,10 +550,12 @@ class DataNode:
     async def _announce(self, session) -> None:
         """Tell the hub we exist, retrying while the hub is not there yet."""
         delay = 0.1
+        # Consumers read "encodings" to know this node answers encoding="array" (sisock's do not).
+        announced = {"encodings": list(wire.ENCODINGS), **self.info()}
         while session is self.session and not self._stopping:
             try:
                 ok = await session.call(
-                    self.uris.add, self.name, self.description, session._session_id, **self.info()
+                    self.uris.add, self.name, self.description, session._session_id, **announced
                 )
             except ApplicationError as exc:
                 if exc.error not in ("wamp.error.no_such_procedure", "wamp.error.canceled"):

@@ -19,6 +19,7 @@ from typing import Any
 REPO = pathlib.Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = REPO / ".crossbar" / "config.json"
 ROUTER_VENV = REPO / ".venv-router"
+ANONYMOUS_CONSUMER = {"type": "static", "role": "consumer"}
 
 
 def crossbar_executable() -> str:
@@ -47,14 +48,18 @@ def render_config(
     tls_key: str | os.PathLike | None = None,
     tls_cert: str | os.PathLike | None = None,
     backend_tls: bool = False,
+    auth_cache: bool = True,
     base: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The router configuration for one run, derived from the committed default.
 
     With `secrets_file` (the default config expects one), backend services
     authenticate with WAMP-CRA through the hosted authenticator and nodes are
-    authorised per name. Without it the backend grants the node role to anyone
-    who can reach it: only for a loopback-only development router.
+    authorised per name, and the public WebSocket takes WAMP-CRA beside
+    anonymous consumers (`consumer_auth` switches anonymous off). Without it
+    the backend grants the node role to anyone who can reach it: only for a
+    loopback-only development router. `auth_cache=False` switches off every
+    authorisation cache (a benchmark's reference).
     """
     cfg = copy.deepcopy(base or json.loads(DEFAULT_CONFIG.read_text()))
     worker = cfg["workers"][0]
@@ -93,10 +98,13 @@ def render_config(
             t["paths"]["/"]["directory"] = str(
                 pathlib.Path(web_dir or REPO / "consumers" / "web").resolve()
             )
-            if consumer_auth:
-                if not secrets_file:
-                    raise ValueError("consumer authentication needs a secrets file")
-                t["paths"]["ws"]["auth"] = copy.deepcopy(cra)
+            if consumer_auth and not secrets_file:
+                raise ValueError("consumer authentication needs a secrets file")
+            # WAMP-CRA for any principal (a sisock node joins here with its own
+            # secret and role) beside anonymous read-only consumers, unless
+            # consumers must authenticate too.
+            anonymous = {} if consumer_auth else {"anonymous": dict(ANONYMOUS_CONSUMER)}
+            t["paths"]["ws"]["auth"] = {**anonymous, **(copy.deepcopy(cra) if secrets_file else {})}
             if tls:
                 t["endpoint"]["tls"] = dict(tls)
     comps = worker.get("components", [])
@@ -108,6 +116,7 @@ def render_config(
             extra["secrets_file"] = (
                 str(pathlib.Path(secrets_file).resolve()) if secrets_file else ""
             )
+            extra["cache"] = auth_cache
         if c["id"] == "hub":
             extra["auth"] = bool(secrets_file)
     worker["components"] = [

@@ -17,8 +17,11 @@ from autobahn.twisted.component import Component
 from twisted.internet import defer
 
 from obsmesh import secrets as mesh_secrets
+from obsmesh import wamp as obsmesh_wamp
+from obsmesh.cli import DEFAULT_PRINCIPALS
 from obsmesh.router import REPO, hub_joins, render_config, start_router, wait_ready
 from obsmesh.router import port_open as _port_open
+from obsmesh.uris import valid_node_name
 
 PYTHON = sys.executable
 
@@ -26,20 +29,64 @@ PYTHON = sys.executable
 # backend services with it, and every process the tests start (and every
 # in-process service reading the environment) derives its secret from it.
 # Processes started by the tests that import this module reuse the same file.
+# It names every principal (there is no wildcard): the local ones of a mesh,
+# and each node name a test uses, admitted as the test creates that node's
+# process or session (`admit`, `spawn`, `backend_credentials`, and every
+# secret derived through `obsmesh.wamp.credentials` in a process that
+# imported this module).
 SECRETS_FILE = os.environ.get("OBSMESH_TEST_SECRETS_FILE", "")
 if not SECRETS_FILE or not os.path.exists(SECRETS_FILE):
     SECRETS_FILE = os.path.join(tempfile.mkdtemp(prefix="obsmesh-secrets-"), "secrets.json")
-    mesh_secrets.save(
-        SECRETS_FILE, mesh_secrets.new({"*": "node", "hub": "hub", "grafana": "consumer"})
-    )
+    mesh_secrets.save(SECRETS_FILE, mesh_secrets.new(DEFAULT_PRINCIPALS))
 os.environ["OBSMESH_TEST_SECRETS_FILE"] = SECRETS_FILE
 os.environ["OBSMESH_SECRETS_FILE"] = SECRETS_FILE
+
+
+def admit(*names: str, role: str = "node", secrets_file: str = SECRETS_FILE) -> None:
+    """Make `names` principals of the test secrets file (with `role`), unless
+    they are already (then they keep their role; the file is not rewritten)."""
+    mesh_secrets.admit(secrets_file, {n: role for n in names})
+
+
+def _admitting(credentials):
+    """`obsmesh.wamp.credentials`, admitting a node name first when the secret
+    is derived from the test secrets file (a session a test creates)."""
+
+    def wrapper(settings, authid):
+        path = settings.get("secrets_file") or ""
+        derived = not (settings.get("secret") or settings.get("secret_file"))
+        if derived and path and os.path.abspath(path) == os.path.abspath(SECRETS_FILE):
+            if valid_node_name(authid):
+                admit(authid)
+        return credentials(settings, authid)
+
+    return wrapper
+
+
+obsmesh_wamp.credentials = _admitting(obsmesh_wamp.credentials)
 
 
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def free_port_range(n: int, lowest: int = 20000, highest: int | None = None) -> int:
+    """A base port B with B .. B+n-1 all free now (for OBSMESH_PORT_BASE), below the
+    ephemeral range, where the kernel would otherwise hand one of them to a client."""
+    import random
+
+    from obsmesh.procs import port_free
+
+    if highest is None:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            highest = int(f.read().split()[0])
+    for _ in range(200):
+        base = random.randrange(lowest, highest - n)
+        if all(port_free("127.0.0.1", p) for p in range(base, base + n)):
+            return base
+    raise RuntimeError(f"no {n} free ports in a row between {lowest} and {highest}")
 
 
 def wait_for(predicate, timeout: float, what: str, interval: float = 0.02) -> None:
@@ -229,7 +276,10 @@ def rss_kb(pid: int) -> int:
 
 
 def spawn(args: list[str], env: dict[str, str], log: pathlib.Path) -> subprocess.Popen:
-    """A service process (`python -m obsmesh ...`) with its output in `log`."""
+    """A service process (`python -m obsmesh ...`) with its output in `log`; a
+    node's name is admitted as a principal first."""
+    if len(args) >= 2 and args[0] == "node" and env.get("OBSMESH_SECRETS_FILE") == SECRETS_FILE:
+        admit(args[args.index("--name") + 1] if "--name" in args else args[1])
     return subprocess.Popen(
         [PYTHON, "-m", "obsmesh", *args],
         env=env,
@@ -257,6 +307,8 @@ def backend_credentials(
 ) -> dict | None:
     if not secrets_file:
         return None
+    if valid_node_name(authid):
+        admit(authid, secrets_file=secrets_file)
     return {
         "wampcra": {"authid": authid, "secret": mesh_secrets.load(secrets_file).secret_for(authid)}
     }
@@ -309,3 +361,107 @@ async def wait_until(predicate, timeout: float, what: str, interval: float = 0.0
         if time.monotonic() > deadline:
             raise TimeoutError(f"timed out after {timeout} s waiting for {what}")
         await task.deferLater(reactor, interval, lambda: None)
+
+
+class Up:
+    """`obsmesh up` as a user runs it: its own state directory, its ports moved to
+    `port_base`, its own secrets file (written on first use), output in up.log."""
+
+    def __init__(self, directory: pathlib.Path, port_base: int, *args: str, **env: str) -> None:
+        self.dir = pathlib.Path(directory)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.state = self.dir / "state"
+        self.port_base = port_base
+        self.log = self.dir / "up.log"
+        self.args = args
+        self.env = {
+            k: v
+            for k, v in os.environ.items()
+            if k not in ("OBSMESH_SECRETS_FILE", "OBSMESH_TEST_SECRETS_FILE")
+        }
+        self.env.update(OBSMESH_STATE_DIR=str(self.state), OBSMESH_PORT_BASE=str(port_base), **env)
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def public_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port_base}/ws"
+
+    def start(self) -> Up:
+        with open(self.log, "ab") as out:
+            self.proc = subprocess.Popen(
+                [PYTHON, "-m", "obsmesh", "up", *self.args],
+                cwd=str(self.dir),
+                env=self.env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        return self
+
+    def text(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    def wait_text(self, text: str, timeout: float = 240) -> None:
+        def seen() -> bool:
+            if self.proc.poll() is not None:
+                raise AssertionError(
+                    f"obsmesh up exited ({self.proc.returncode}):\n{self.text()[-3000:]}"
+                )
+            return text in self.text()
+
+        try:
+            wait_for(seen, timeout, f"{text!r} from obsmesh up", interval=0.25)
+        except TimeoutError as exc:
+            raise AssertionError(f"{exc}\n{self.text()[-3000:]}") from None
+
+    def obsmesh(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+        """Another `obsmesh` command, run with this mesh's settings."""
+        return subprocess.run(
+            [PYTHON, "-m", "obsmesh", *args],
+            cwd=str(self.dir),
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+
+    def listed(self) -> set[str]:
+        """The nodes the hub lists (asked anonymously over the public WebSocket)."""
+        from consumers.client import Mesh
+
+        try:
+            # secret="": anonymous, whatever OBSMESH_SECRETS_FILE this test process has
+            with Mesh(self.public_url, "obsmesh", timeout=10, secret="") as mesh:
+                return {n["name"] for n in mesh.nodes()}
+        except Exception:
+            return set()
+
+    def processes(self) -> list[int]:
+        """The launcher and everything it started (alive, not zombies)."""
+        return [p for p in process_tree(self.proc.pid) if alive(p)]
+
+    def interrupt(self, timeout: float = 60) -> float:
+        """Ctrl-C: the seconds until the launcher exited."""
+        t0 = time.monotonic()
+        os.killpg(self.proc.pid, signal.SIGINT)
+        self.proc.wait(timeout)
+        return time.monotonic() - t0
+
+    def close(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            try:
+                self.interrupt()
+            except subprocess.TimeoutExpired:
+                for p in self.processes():
+                    os.kill(p, signal.SIGKILL)
+                self.proc.wait(10)
+
+
+def alive(pid: int) -> bool:
+    """A process that exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except (OSError, IndexError):
+        return False

@@ -104,7 +104,11 @@ class Console:
 
 
 def spawn_feed(args: list[str], env: dict, log: pathlib.Path) -> subprocess.Popen:
-    """A feed node as its own process (`tests/test_web_support.py KIND NAME ...`)."""
+    """A feed node as its own process (`tests/test_web_support.py KIND NAME ...`),
+    its name admitted as a principal first."""
+    from tests.harness import admit
+
+    admit(args[1])
     return subprocess.Popen(
         [sys.executable, str(REPO / "tests" / "test_web_support.py"), *args],
         env=env,
@@ -347,7 +351,7 @@ class DataflowFeed(DataNode):
         self.ticker = task.LoopingCall(self.tick)
 
     def info(self) -> dict:
-        return {"kind": self.kind, "radars": list(self.radars)}
+        return {**super().info(), "radars": list(self.radars)}
 
     def declare_fields(self) -> None:
         for r in self.radars:

@@ -22,7 +22,6 @@ The das2.2 HTTP interface (`http.py`) listens on 127.0.0.1:8091 by default.
 
 from __future__ import annotations
 
-import argparse
 import math
 import os
 from pathlib import Path
@@ -43,6 +42,7 @@ from nodes.das2.columns import (
 )
 from nodes.das2.dsdf import Dsdf, load_catalog
 from nodes.das2.http import Das2Resource, public, site
+from nodes.das2.kind import Settings
 from nodes.das2.readers import ReaderLimits, ReaderPool, ReaderRequest, validate_request
 from nodes.das2.service import Das2Service, StopStream, x_seconds
 from nodes.das2.stream import Data, PacketHeader
@@ -56,41 +56,7 @@ EXAMPLES = Path(__file__).resolve().parent / "examples"
 PROBE_RECORDS = 2000  # records a probe reads before it stops the reader
 PROBE_TIMEOUT = 30.0
 
-DEFAULTS: dict[str, Any] = {
-    "catalog": "",  # directory of DSDF files; "" = the example readers
-    "host": "127.0.0.1",  # das2 HTTP interface
-    "port": 8091,  # 0 = any free port, -1 = no HTTP interface
-    "server_id": "obsmesh-das2",
-    "cache": "auto",  # auto (redis when the mesh's store is redis, else disk) | redis | disk | off
-    "redis_url": "",  # "" = the mesh's redis_url
-    "cache_namespace": "",  # "" = <prefix>:das2cache; replicas sharing it share blocks and jobs
-    "cache_dir": "",  # "" = <state_dir>/das2-cache
-    "cache_ttl": 30 * 86400.0,  # seconds a block is kept
-    "max_block_bytes": 64 * 1024 * 1024,
-    "build_concurrency": 1,  # readers building blocks at once (besides the requests' readers)
-    "build_queue": 256,  # most block builds waiting at once (a full queue takes no more)
-    "build_per_request": 32,  # most block builds one request may queue
-    "build_max_age": 600.0,  # a queued build nobody asked for since is dropped (seconds)
-    "readers": 4,  # readers answering requests at once (reading their output)
-    "reader_processes": 16,  # reader processes for requests, counting paused ones
-    "live_readers": 1,  # reader slots kept for live reads alone
-    "reader_timeout": 600.0,
-    "reader_output_cap": 2 * 1024**3,
-    "reader_memory": 1024**3,  # RLIMIT_AS / RLIMIT_DATA of each reader process (bytes, 0: none)
-    "max_request_bytes": 1024**3,  # estimated reader output of one request; past it, refused
-    "stall_timeout": 60.0,  # an HTTP client that reads nothing this long is cut off
-    "live_poll": 10.0,  # seconds between two reads of a live dataset
-    "live_window": 60.0,  # seconds the first live read reaches back
-    "probe_seconds": 600.0,
-    "max_values": 20_000_000,  # values one get_data may gather (progressive results too)
-}
-
-
-def _address(text: str) -> tuple[str, int]:
-    host, sep, port = text.rpartition(":")
-    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535 or not host:
-        raise ValueError(f"http address must be host:port, got {text!r}")
-    return host.strip("[]"), int(port)
+DEFAULTS: dict[str, Any] = Settings.defaults()
 
 
 def _nice(seconds: float) -> float:
@@ -130,9 +96,8 @@ class Das2Node(DataNode):
         if not root.is_dir():
             raise ValueError(f"das2 catalog {root} is not a directory")
         self.catalog, self.catalog_errors = load_catalog(root)
+        Settings.check(options)
         port = int(options["port"])
-        if not -1 <= port <= 65535:
-            raise ValueError(f"port must be within -1..65535, got {port}")
         self.http_address = (options["host"], port) if port >= 0 else None
         self.cadence: dict[str, float] = {}
         self.http_url: str | None = None
@@ -313,7 +278,12 @@ class Das2Node(DataNode):
             names = self._fields_of(name)
             if not names or not _overlaps(dsdf, t0, t1, self.clock()):
                 continue
-            timelines[name] = {"interval": self.cadence.get(name), "field": names}
+            timelines[name] = {
+                "interval": self.cadence.get(name),
+                "field": names,
+                "span": _span(dsdf, self.clock()),  # what a reader may answer for
+                "sample": _sample(dsdf),
+            }
             for f in names:
                 fields[f] = dict(self.fields[f])
         return [fields, timelines]
@@ -509,6 +479,22 @@ class Das2Node(DataNode):
         return status
 
 
+def _span(dsdf: Dsdf, now: float) -> list[float] | None:
+    """The dataset's valid range in UNIX seconds, its open end at now."""
+    if dsdf.valid_range is None:
+        return None
+    lo, hi = dsdf.valid_range
+    return [lo / US_PER_S, min(now, hi / US_PER_S) if hi is not None else now]
+
+
+def _sample(dsdf: Dsdf) -> list[float] | None:
+    """The first example range (a short stretch with data, as its DSDF promises)."""
+    if not dsdf.examples:
+        return None
+    ex = dsdf.examples[0]
+    return [ex.start_us / US_PER_S, ex.end_us / US_PER_S]
+
+
 def _overlaps(dsdf: Dsdf, t0: float, t1: float, now: float) -> bool:
     if dsdf.valid_range is None:
         return True
@@ -517,36 +503,8 @@ def _overlaps(dsdf: Dsdf, t0: float, t1: float, now: float) -> bool:
     return t0 < hi_s and t1 > lo / US_PER_S
 
 
-def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--catalog", help="directory of DSDF files (default: the example readers)")
-    parser.add_argument(
-        "--http", help="das2 HTTP interface host:port (default 127.0.0.1:8091; '' for none)"
-    )
-    parser.add_argument("--port", type=int, help="port of the das2 HTTP interface (-1 for none)")
-    parser.add_argument(
-        "--cache", choices=["auto", "redis", "disk", "off"], help="where blocks are cached"
-    )
-    parser.add_argument("--cache-dir", help="directory of the disk cache")
-    parser.add_argument("--redis-url", help="Redis of the cache (default: the mesh's redis_url)")
-    parser.add_argument("--live-poll", type=float, help="seconds between reads of live datasets")
-
-
-def build(args: argparse.Namespace, settings: dict[str, Any]) -> Das2Node:
-    host, port = None, args.port
-    if args.http is not None:  # --http HOST:PORT sets both; --http '' turns the interface off
-        host, port = _address(args.http) if args.http else (None, -1)
-    options = config.settings(
-        DEFAULTS,
-        "das2",
-        path=args.config,
-        overrides={
-            "catalog": args.catalog,
-            "host": host,
-            "port": port,
-            "cache": args.cache,
-            "cache_dir": args.cache_dir,
-            "redis_url": args.redis_url,
-            "live_poll": args.live_poll,
-        },
-    )
-    return Das2Node(args.name or "das2", settings, options)
+def build(name: str, mesh: dict[str, Any], options: dict[str, Any]) -> Das2Node:
+    try:
+        return Das2Node(name, mesh, options)
+    except (ValueError, OSError) as exc:
+        raise config.ConfigError(f"das2 node: {exc}") from None

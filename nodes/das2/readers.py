@@ -41,11 +41,13 @@ MAX_PARAMS_TEXT = 1024
 MAX_PARAM_TOKENS = 32
 # Runs the reader in a session of its own, so that killing the process group
 # also kills whatever the reader started, under a memory limit (argv[1], bytes
-# of address space and of data, 0: none) that it and its children inherit.
-# Only argv reaches exec: no shell.
+# of address space and of data, 0: none) that it and its children inherit, and
+# asks the kernel for SIGKILL when the node dies (prctl PR_SET_PDEATHSIG), so
+# no reader outlives its node whatever kills it. Only argv reaches exec: no shell.
 _NEW_SESSION_EXEC = (
-    "import os,sys,resource\n"
+    "import ctypes,os,sys,resource\n"
     "os.setsid()\n"
+    "ctypes.CDLL(None).prctl(1, 9, 0, 0, 0)\n"
     "m=int(sys.argv[1])\n"
     "if m>0:\n"
     " resource.setrlimit(resource.RLIMIT_AS,(m,m))\n"
