@@ -34,6 +34,7 @@ async def test_sigkill_during_ingest_loses_nothing_reported_stored(router, tmp_p
     base = time.time()
     s = await connect(router.backend_url)
     proc = _spawn(router, tmp_path, base, ["--live"])
+    again = None
     try:
         seen: dict = {}
 
@@ -66,9 +67,10 @@ async def test_sigkill_during_ingest_loses_nothing_reported_stored(router, tmp_p
         assert lost <= SYNC_S + TICK_S + SLACK_S, f"lost the last {lost:.3f} s"
         st = await status(s, "killme")
         assert st["store"]["loaded_rows"] >= x.size and st["store"]["error"] is None
-        stop_process(again)
     finally:
-        stop_process(proc, signal.SIGKILL)
+        for p in (proc, again):
+            if p is not None and p.poll() is None:
+                stop_process(p, signal.SIGKILL)
         s.leave()
 
 
