@@ -106,13 +106,13 @@ def cmd_router(args: argparse.Namespace) -> int:
 def cmd_hub(args: argparse.Namespace) -> int:
     """The hub as its own process (when the router does not host it)."""
     from twisted.internet import reactor
-    from twisted.logger import globalLogBeginner, textFileLogObserver
 
     from hub.session import HubService
+    from obsmesh import logs
     from obsmesh.wamp import service_component
 
     settings = config.mesh(args.config)
-    globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stderr)])
+    logs.begin()
     comp = service_component(settings, "hub")
     enforce = bool(settings["secrets_file"] or settings["secret"] or settings["secret_file"])
     comp.on(

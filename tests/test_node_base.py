@@ -208,3 +208,39 @@ async def test_status_and_graceful_shutdown_subtracts(router):
         assert all(n["name"] != "graceful" for n in await s.call("obsmesh.consumer.get_data_node"))
     finally:
         s.leave()
+
+
+@pytest_twisted.ensureDeferred
+async def test_kind_plots_field_precision_and_typo_suggestions(router):
+    node = probe(router, "plotted")
+    node.plots = ("*.co2_mean", "x")
+    node.declare("u2.co2_mean", "u2", units="ppm", precision=1)
+    with pytest.raises(ValueError):
+        node.declare("bad", "u2", precision=-1)
+    await node.launch()
+    await wait_until(lambda: node._announced, 20, "the node to announce itself")
+    s = await connect(router.backend_url)
+    try:
+        listing = await s.call("obsmesh.consumer.get_data_node")
+        entry = next(n for n in listing if n["name"] == "plotted")
+        assert entry["plots"] == ["*.co2_mean", "x"]  # the dashboard reads the kind's choice here
+        fields, _ = await s.call("obsmesh.consumer.plotted.get_fields", -60, 0)
+        assert fields["u2.co2_mean"]["precision"] == 1 and "precision" not in fields["x"]
+        with pytest.raises(ApplicationError) as info:
+            await s.call("obsmesh.consumer.plotted.get_data", ["u2.co2_maen"], -60, 0)
+        assert "did you mean 'u2.co2_mean'?" in info.value.args[0]
+    finally:
+        s.leave()
+        await node.shutdown()
+
+
+def test_a_recovered_source_clears_its_error(router):
+    node = probe(router, "recovering")
+    node.source("directory", connected=False, error="No such file or directory")
+    assert node.last_error == "directory: No such file or directory"
+    node.source("directory", connected=True, error=None)
+    assert node.last_error is None and node.sources["directory"]["error"] is None
+    assert [e["title"] for e in node.events] == ["directory connected"]
+    node.source("other", connected=False, error="down")
+    node.source("directory", error=None)  # another source's error stays
+    assert node.last_error == "other: down"

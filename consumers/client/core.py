@@ -33,6 +33,7 @@ from consumers.client.reactor import ReactorThread
 from consumers.client.result import Assembler, Result
 from consumers.client.settings import ClientSettings
 from obsmesh import wire
+from obsmesh.suggest import did_you_mean
 from obsmesh.uris import Uris
 
 Progress = Callable[[str, int], None]  # ("total" | "rows", n)
@@ -61,7 +62,13 @@ class Core:
         self.prefix = conf.prefix
         self.timeout = timeout
         self.conn = Connection(
-            rt.reactor, conf.url, conf.realm, serializer, conf.credentials, conf.tls_ca
+            rt.reactor,
+            conf.url,
+            conf.realm,
+            serializer,
+            conf.credentials,
+            conf.tls_ca,
+            public_url=conf.public_url,
         )
         self.arrays: dict[str, bool] = {}  # node -> answers encoding="array"
 
@@ -91,7 +98,8 @@ class Core:
             names = None
         if names is not None and node not in names:
             known = ", ".join(sorted(str(n) for n in names)) or "none"
-            return UnknownNode(f"no data node named {node!r} on the mesh (nodes: {known})")
+            hint = did_you_mean(node, (str(n) for n in names))
+            return UnknownNode(f"no data node named {node!r} on the mesh{hint} (nodes: {known})")
         return NodeUnavailable(f"node {node!r} is listed but does not answer (restarting?)")
 
     # -- the API ---------------------------------------------------------------

@@ -75,14 +75,16 @@ def serve(mesh: dict[str, Any], settings: dict[str, Any], reactor: Any = None):
 
 def main(args: argparse.Namespace) -> int:
     from twisted.internet import defer, reactor
-    from twisted.logger import Logger, globalLogBeginner, textFileLogObserver
+    from twisted.logger import Logger
+
+    from obsmesh import logs
 
     try:
         mesh, settings = load(args)
     except config.ConfigError as exc:
         print(f"obsmesh grafana: {exc}", file=sys.stderr)
         return 2
-    globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stderr)])
+    logs.begin()
     keep_freed_memory()  # every /query builds and frees column-sized arrays: keep them warm
     try:
         bridge, port = serve(mesh, settings, reactor)

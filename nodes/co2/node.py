@@ -47,6 +47,7 @@ class Co2Node(DataNode):
     kind = "co2"
     history_from_own_files = True  # rebuilt from its files at start
     description = "CO2 observation units: readings and alive pings uploaded over HTTP"
+    plots = ("*.co2_mean", "*.temperature")
 
     def __init__(
         self, name: str, settings: dict[str, Any], options: dict[str, Any], **kw: Any
@@ -88,6 +89,7 @@ class Co2Node(DataNode):
                 timeline,
                 units=units,
                 description=f"{unit_id}: {description}",
+                precision=F.PRECISION.get(name),
             )
 
     # -- what the endpoint hands over (reactor thread) ----------------------------

@@ -68,6 +68,26 @@ export class Series {
     return this.t.length;
   }
 
+  // After a reload (the mesh came back): the points of the series shown before
+  // that lie before this history's first point stay, so an outage or a node
+  // restart with a shorter history never wipes what the plot showed.
+  keepBefore(old) {
+    if (!old || old.stride !== this.stride || !old.length) return 0;
+    const first = this.t.length ? this.t[0] : Infinity;
+    const t = [];
+    const v = [];
+    for (let i = old.head; i < old.t.length && old.t[i] < first; i++) {
+      t.push(old.t[i]);
+      v.push(old.v[i]);
+    }
+    if (!t.length) return 0;
+    if (!this.t.length) this.lastRaw = Math.max(this.lastRaw, old.lastRaw);
+    this.t = t.concat(this.t);
+    this.v = v.concat(this.v);
+    this.head = 0;
+    return t.length;
+  }
+
   // Append live samples; returns how many were taken (not dropped as old).
   append(t, v) {
     const n = Math.min(t.length, v.length);
