@@ -32,6 +32,7 @@ from obsmesh import wire
 from obsmesh.errors import InvalidArgument, MeshError, NoSuchField, TooManyPoints, to_wamp
 from obsmesh.memtune import keep_freed_memory
 from obsmesh.store import FIELD_TYPES, STRING, Store, StoreError, make_store
+from obsmesh.store.dirlock import StoreLocked
 from obsmesh.store.reduce import REDUCERS, max_points
 from obsmesh.suggest import did_you_mean
 from obsmesh.timerules import resolve_interval, resolve_stride
@@ -44,11 +45,16 @@ from obsmesh.wamp import service_component
 MAX_EVENT_VALUES = 131_072
 MAX_EVENTS_KEPT = 10_000
 RETAIN = PublishOptions(retain=True)
+STORE_RETRY = 2.0  # seconds between attempts to open a store another process holds
 
 
 class DataNode:
     kind = "node"
     description = "a data node"
+    # True for a kind whose history is rebuilt at start from files of its own
+    # (weather, co2, dataflow): a durable store would hold it twice, so such a
+    # kind keeps it in memory unless told otherwise (store = "redis").
+    history_from_own_files = False
     # The fields a dashboard plots first, in this order: names, or patterns in
     # which `*` stands for one part of a name (a radar, a unit), such as
     # "*.velocity". Announced in the hub entry (`info()["plots"]`).
@@ -78,8 +84,17 @@ class DataNode:
         self.store = (
             store
             if store is not None
-            else make_store(self.settings, f"{self.settings['prefix']}:{name}")
+            else make_store(
+                {**self.settings, "store": "memory"}
+                if self.history_from_own_files and self.settings["store"] == "durable"
+                else self.settings,
+                f"{self.settings['prefix']}:{name}",
+                node=name,
+                reactor=reactor,
+                clock=clock,
+            )
         )
+        self.store.on_problem = self._store_problem
         # field -> {description, timeline, type, units[, precision]}
         self.fields: dict[str, dict[str, Any]] = {}
         self.session = None
@@ -181,16 +196,11 @@ class DataNode:
             return
         if times.size == 0:
             return
-        append_now = getattr(self.store, "append_now", None)
-        if append_now is not None:  # the in-memory store never waits: no coroutine, no Deferred
-            try:
-                append_now(timeline, times, cols)
-            except Exception:  # as the Deferred path: logged and counted, never raised into ingest
-                self._store_failed(Failure(), timeline)
-                return
-        else:
-            d = defer.ensureDeferred(self.store.append(timeline, times, cols))
-            d.addErrback(self._store_failed, timeline)
+        try:  # every store accepts at once (no coroutine, no Deferred per batch)
+            self.store.append_now(timeline, times, cols)
+        except Exception:  # logged and counted, never raised into ingest
+            self._store_failed(Failure(), timeline)
+            return
         self.counters["samples"] += int(times.size)
         self.last_sample[timeline] = max(
             self.last_sample.get(timeline, -math.inf), float(times[-1])
@@ -215,6 +225,17 @@ class DataNode:
         self.counters["store_errors"] += 1
         self.last_error = f"store: {failure.getErrorMessage()}"
         self.log.failure("store append to {timeline} failed", failure=failure, timeline=timeline)
+
+    def _store_problem(self, text: str | None) -> None:
+        """The store's news: a problem (disk full, read-only, damage found), or None once over."""
+        if text is None:
+            self.event(self.clock(), "store: writing again", "", ["status", "store"])
+            if self.last_error and self.last_error.startswith("store:"):
+                self.last_error = None
+            return
+        self.counters["store_problems"] += 1
+        self.last_error = f"store: {text}"
+        self.event(self.clock(), "store problem", text, ["status", "store"])
 
     def publish(self, suffix: str, payload: Any, retain: bool = True) -> None:
         """Publish on an extra topic `P.consumer.<name>.<suffix>` (one event per batch)."""
@@ -489,7 +510,7 @@ class DataNode:
             "counters": dict(self.counters),
             "last_sample": dict(self.last_sample),
             "last_error": self.last_error,
-            "store": type(self.store).__name__,
+            "store": self.store.status(),
         }
 
     def get_events(self, start=-86400.0, end=0.0) -> list[dict]:
@@ -602,11 +623,33 @@ class DataNode:
         return comp.start(self.reactor)
 
     async def launch(self) -> None:
-        """Start ingest, live flushing and the WAMP connection (returns at once)."""
+        """Open the store (its history served at once), then start ingest, live
+        flushing and the WAMP connection. A store that cannot open (its directory
+        held by another process, say) fails the launch with its error."""
+        await self._open_store()
+        for timeline in {meta["timeline"] for meta in self.fields.values()}:
+            span = await self.store.span(timeline)  # history from before a restart
+            if span is not None:
+                self.last_sample[timeline] = max(self.last_sample.get(timeline, -math.inf), span[1])
         self._flusher.start(float(self.settings["live_interval"]), now=False)
         await self.start()
         self._run = self.run_component()
         self._run.addErrback(lambda f: self.log.failure("WAMP component ended", failure=f))
+
+    async def _open_store(self) -> None:
+        """Open the store; while another process holds its directory (a standby
+        of this node on the same host), say so and try again every few seconds."""
+        while True:
+            try:
+                await self.store.open()
+                return
+            except StoreLocked as exc:
+                if self.last_error != f"store: {exc}":
+                    self.last_error = f"store: {exc}"
+                    self.log.error("{exc}; retrying every {s:g} s", exc=exc, s=STORE_RETRY)
+                await task.deferLater(self.reactor, STORE_RETRY, lambda: None)
+                if self._stopping:
+                    raise
 
     async def shutdown(self) -> None:
         """Graceful stop: stop ingest, flush, subtract from the hub, leave."""
@@ -635,7 +678,7 @@ class DataNode:
                 await _with_timeout(self.reactor, self._component.stop(), 2.0)
             except Exception as exc:
                 self.log.debug("leaving: {exc}", exc=exc)
-        await self.store.close()
+        await self.store.close()  # flushes first: what was accepted is stored before exit
 
 
 def _missing(kind: str, n: int) -> np.ndarray:
