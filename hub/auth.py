@@ -55,6 +55,8 @@ class Auth(ApplicationSession):
         self.prefix = extra.get("prefix", DEFAULT_PREFIX)
         self.path = extra["secrets_file"]
         self.secrets = mesh_secrets.load(self.path)
+        # At a linked site every node name starts with "<site>-" (obsmesh.sites).
+        self.site = extra.get("site", "")
         yield self.register(self.authenticate, f"{self.prefix}.auth.authenticate")
         yield self.register(self.authorize, f"{self.prefix}.auth.authorize")
         self.log.info("authenticator ready ({n} principals)", n=len(self.secrets.principals))
@@ -73,10 +75,21 @@ class Auth(ApplicationSession):
         if role is None:
             self.log.warn("refused unknown authid {authid!r}", authid=authid)
             raise ApplicationError("wamp.error.not_authorized", f"no principal {authid!r}")
+        if role == "node" and self.site and not authid.startswith(f"{self.site}-"):
+            self.log.warn(
+                "refused node {authid!r}: not of site {site}", authid=authid, site=self.site
+            )
+            raise ApplicationError(
+                "wamp.error.not_authorized",
+                f"node names at site {self.site!r} start with {self.site + '-'!r}",
+            )
         return {"secret": secrets.secret_for(authid), "role": role}
 
     def authorize(self, session, uri, action, options=None):
         decision = node_permission(self.prefix, session.get("authid", ""), uri, action)
+        if self.site and decision["allow"] and action in ("call", "publish"):
+            # crossbar's site links forward only calls and events whose origin is disclosed
+            decision = {**decision, "disclose": True}
         if not decision["allow"]:
             self.log.warn(
                 "refused {authid} {action} {uri}",

@@ -16,16 +16,30 @@ from twisted.logger import Logger
 from hub.directory import Directory
 from obsmesh.uris import DEFAULT_PREFIX, Uris, valid_node_name
 
+# How long the hub waits for a linked site's listing before leaving it out.
+PEER_LISTING_TIMEOUT = 3.0
+
 
 class HubService:
     log = Logger()
 
-    def __init__(self, session, prefix: str = DEFAULT_PREFIX, enforce_authid: bool = False) -> None:
+    def __init__(
+        self,
+        session,
+        prefix: str = DEFAULT_PREFIX,
+        enforce_authid: bool = False,
+        site: str = "",
+        peers: tuple[str, ...] | list[str] = (),
+    ) -> None:
         self.session = session
         # With authentication on, a node may only announce its own authid as its name.
         self.enforce_authid = enforce_authid
         self.uris = Uris(prefix)
         self.directory = Directory()  # new on every join: nodes re-announce on hub.online
+        # Linked sites (obsmesh.sites): names here start with "<site>-"; the
+        # listing adds the nodes of every peer site reachable now.
+        self.site = site
+        self.peers = tuple(peers)
 
     @inlineCallbacks
     def attach(self, details):
@@ -34,6 +48,8 @@ class HubService:
         yield s.register(self.add, u.add, options=opts)
         yield s.register(self.subtract, u.subtract, options=opts)
         yield s.register(self.get_data_node, u.get_data_node)
+        if self.site:
+            yield s.register(self.site_listing, site_listing_uri(u.prefix, self.site))
         yield s.subscribe(self.on_session_leave, "wamp.session.on_leave")
         yield s.publish(
             u.hub_online, {"session": details.session}, options=PublishOptions(acknowledge=True)
@@ -69,6 +85,11 @@ class HubService:
             raise ApplicationError(
                 self.uris.error("invalid_argument"),
                 f"node name {name!r} must match [a-z0-9][a-z0-9_-]* (at most 63 characters)",
+            )
+        if self.site and not name.startswith(f"{self.site}-"):
+            raise ApplicationError(
+                self.uris.error("invalid_argument"),
+                f"node names at site {self.site!r} start with {self.site + '-'!r}, got {name!r}",
             )
         if not isinstance(description, str):
             raise ApplicationError(
@@ -107,8 +128,38 @@ class HubService:
         if entry is not None:
             yield self._announce_gone(entry)
 
+    def site_listing(self):
+        """This site's own nodes, each marked with the site (what linked sites ask for)."""
+        return [{**entry, "site": self.site} for entry in self.directory.listing()]
+
+    @inlineCallbacks
     def get_data_node(self):
-        return self.directory.listing()
+        if not self.site:
+            return self.directory.listing()
+        listing = self.site_listing()
+        for peer in self.peers:
+            listing.extend((yield self._peer_listing(peer)))
+        return listing
+
+    @inlineCallbacks
+    def _peer_listing(self, peer: str):
+        """A linked site's nodes, or none while it is unreachable (partitioned, down)."""
+        from twisted.internet import reactor
+
+        d = self.session.call(site_listing_uri(self.uris.prefix, peer))
+        d.addTimeout(PEER_LISTING_TIMEOUT, reactor)
+        try:
+            nodes = yield d
+        except Exception as exc:  # unreachable, not linked yet, or timed out
+            self.log.debug("site {peer} not listed: {exc}", peer=peer, exc=exc)
+            return []
+        # crossbar's link answers None when the forwarded call failed
+        prefix = f"{peer}-"
+        return [
+            n
+            for n in nodes or []
+            if isinstance(n, dict) and str(n.get("name", "")).startswith(prefix)
+        ]
 
     @inlineCallbacks
     def on_session_leave(self, session_id, *args, **kwargs):
@@ -122,12 +173,21 @@ class HubService:
         return self.session.publish(self.uris.subtracted, entry.public())
 
 
+def site_listing_uri(prefix: str, site: str) -> str:
+    return f"{prefix}.site.{site}.get_data_node"
+
+
 class Hub(ApplicationSession):
-    """The hub as a router-hosted component; `config.extra` may carry `{"prefix": ...}`."""
+    """The hub as a router-hosted component; `config.extra` may carry `{"prefix": ...}`
+    and, at a linked site, `{"site": name, "peers": [names]}`."""
 
     def onJoin(self, details):
         extra = (self.config.extra if self.config is not None else None) or {}
         self.service = HubService(
-            self, extra.get("prefix", DEFAULT_PREFIX), bool(extra.get("auth"))
+            self,
+            extra.get("prefix", DEFAULT_PREFIX),
+            bool(extra.get("auth")),
+            site=extra.get("site", ""),
+            peers=extra.get("peers", ()),
         )
         return self.service.attach(details)

@@ -48,6 +48,9 @@ def render_config(
     tls_cert: str | os.PathLike | None = None,
     backend_tls: bool = False,
     base: dict[str, Any] | None = None,
+    site: Any = None,
+    tls_ca: str | os.PathLike | None = None,
+    proxies: int = 0,
 ) -> dict[str, Any]:
     """The router configuration for one run, derived from the committed default.
 
@@ -113,7 +116,20 @@ def render_config(
     worker["components"] = [
         c for c in comps if (c["id"] != "hub" or host_hub) and (c["id"] != "auth" or secrets_file)
     ]
+    _extend(cfg, site, proxies, realm=realm, prefix=prefix, host=host, tls=tls, tls_ca=tls_ca)
     return cfg
+
+
+def _extend(cfg: dict[str, Any], site: Any, proxies: int, **where: Any) -> None:
+    """Site links (`obsmesh.sites`) and proxy workers (`obsmesh.proxies`), when asked for."""
+    if site is not None:
+        from obsmesh import sites
+
+        sites.apply(cfg, site, **where)
+    if proxies:
+        from obsmesh import proxies as proxy_workers
+
+        proxy_workers.apply(cfg, proxies)
 
 
 def _private(host: str) -> bool:

@@ -22,23 +22,38 @@ RETRY = {
 }
 
 
-def transport(url: str, serializer: str = "msgpack") -> dict[str, Any]:
-    """An autobahn transport description for `rs://`, `tcp://`, `ws://` or `wss://` URLs."""
+def transport(url: str, serializer: str = "msgpack", tls_ca: str = "") -> dict[str, Any]:
+    """An autobahn transport description for `rs://`, `rss://`, `tcp://`, `ws://` or
+    `wss://` URLs; `rss://` and `wss://` trust `tls_ca` (a PEM file) when given,
+    the system's roots otherwise."""
     parsed = urlparse(url)
     if parsed.scheme in ("rs", "rss", "tcp"):
-        return {
+        spec = {
             "type": "rawsocket",
             "url": f"{'rss' if parsed.scheme == 'rss' else 'rs'}://{parsed.hostname}:{parsed.port}",
             "serializer": serializer,
             **RETRY,
         }
-    if parsed.scheme in ("ws", "wss"):
-        return {"type": "websocket", "url": url, "serializers": [serializer], **RETRY}
-    raise ValueError(f"router URL must be rs://, tcp://, ws:// or wss://, got {url!r}")
+    elif parsed.scheme in ("ws", "wss"):
+        spec = {"type": "websocket", "url": url, "serializers": [serializer], **RETRY}
+    else:
+        raise ValueError(f"router URL must be rs://, rss://, tcp://, ws:// or wss://, got {url!r}")
+    if tls_ca and parsed.scheme in ("rss", "wss"):
+        spec["endpoint"] = {
+            "type": "tcp",
+            "host": parsed.hostname,
+            "port": parsed.port,
+            "tls": {"hostname": parsed.hostname, "trust_root": tls_ca},
+        }
+    return spec
 
 
 def component(
-    url: str, realm: str, authentication: dict | None = None, serializer: str = "msgpack"
+    url: str,
+    realm: str,
+    authentication: dict | None = None,
+    serializer: str = "msgpack",
+    tls_ca: str | None = None,
 ) -> Component:
     """A Component on `url`. Without explicit `authentication`, a backend
     (rawsocket) client authenticates from the environment, as `OBSMESH_AUTHID`
@@ -51,9 +66,11 @@ def component(
             if k.startswith("OBSMESH_")
         }
         authentication = credentials(env, os.environ.get("OBSMESH_AUTHID") or "service")
+    if tls_ca is None:
+        tls_ca = os.environ.get("OBSMESH_TLS_CA", "")
     return no_delay(
         Component(
-            transports=[transport(url, serializer)],
+            transports=[transport(url, serializer, tls_ca)],
             realm=realm,
             authentication=authentication or {},
         )
@@ -109,5 +126,9 @@ def service_component(
 ) -> Component:
     """A backend service's Component: the mesh settings' router, realm and credentials."""
     return component(
-        settings["router_url"], settings["realm"], credentials(settings, authid), serializer
+        settings["router_url"],
+        settings["realm"],
+        credentials(settings, authid),
+        serializer,
+        settings.get("tls_ca") or "",
     )
