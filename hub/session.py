@@ -80,6 +80,27 @@ class HubService:
         return True
 
     @inlineCallbacks
+    def _serves(self, session: int, name: str):
+        """Whether `session` is the one serving the node's `get_fields` now."""
+        try:
+            reg = yield self.session.call("wamp.registration.lookup", self.uris.get_fields(name))
+            if reg is None:
+                return False
+            callees = yield self.session.call("wamp.registration.list_callees", reg)
+        except ApplicationError:
+            return False
+        return session in (callees or [])
+
+    @inlineCallbacks
+    def _close(self, session: int):
+        try:
+            yield self.session.call(
+                "wamp.session.kill", session, message="replaced by a newer session of the node"
+            )
+        except ApplicationError as exc:  # already gone
+            self.log.debug("closing session {s}: {exc}", s=session, exc=exc)
+
+    @inlineCallbacks
     def add(self, name, description="", session_id=None, details=None, **info):
         if not valid_node_name(name):
             raise ApplicationError(
@@ -108,7 +129,18 @@ class HubService:
         holder = self.directory.holder(name)
         if holder is not None and holder != session:
             alive = yield self._alive(holder)
-            if alive:
+            if alive and (yield self._serves(session, name)):
+                # The caller took the node's procedures from the holder: the holder
+                # is an earlier session of the node left behind by a dead network
+                # path (it did not answer the node). Close it; list the caller.
+                self.log.warn(
+                    "node {name}: session {session} replaces unanswering session {holder}",
+                    name=name,
+                    session=session,
+                    holder=holder,
+                )
+                yield self._close(holder)
+            elif alive:
                 self.log.warn(
                     "refused node {name}: held by live session {holder}", name=name, holder=holder
                 )

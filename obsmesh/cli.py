@@ -65,9 +65,16 @@ def ensure_secrets(settings: dict) -> str:
 DEFAULT_PRINCIPALS = {"*": "node", "hub": "hub", "grafana": "consumer"}
 
 
-def router_config(settings: dict, host: str = "127.0.0.1", no_hub: bool = False) -> dict:
-    from obsmesh import router
+def router_config(
+    settings: dict,
+    host: str = "127.0.0.1",
+    no_hub: bool = False,
+    path: str | None = None,
+    cbdir: str | None = None,
+) -> dict:
+    from obsmesh import router, router_layout, sites
 
+    layout = config.settings(router_layout.ROUTER_DEFAULTS, "router", path)
     return router.render_config(
         realm=settings["realm"],
         prefix=settings["prefix"],
@@ -79,6 +86,11 @@ def router_config(settings: dict, host: str = "127.0.0.1", no_hub: bool = False)
         consumer_auth=settings["consumer_auth"],
         tls_key=settings["tls_key"] or None,
         tls_cert=settings["tls_cert"] or None,
+        backend_tls=layout["backend_tls"],
+        proxies=layout["proxies"],
+        site=sites.resolve(config.settings(sites.SITE_DEFAULTS, "site", path)),
+        tls_ca=settings["tls_ca"] or None,
+        cbdir=cbdir,
     )
 
 
@@ -87,8 +99,13 @@ def cmd_router(args: argparse.Namespace) -> int:
 
     settings = config.mesh(args.config)
     cbdir = os.path.abspath(args.cbdir or os.path.join(settings["state_dir"], "router"))
-    router.write_cbdir(cbdir, router_config(settings, args.host, args.no_hub))
     exe = router.crossbar_executable()
+    if args.show_key:  # what peer sites put in their [site] peers (obsmesh.sites)
+        from obsmesh import sites
+
+        print(sites.router_key(cbdir, exe))
+        return 0
+    router.write_cbdir(cbdir, router_config(settings, args.host, args.no_hub, args.config, cbdir))
     os.execv(exe, [exe, "start", "--cbdir", cbdir])
     return 0  # not reached
 
@@ -211,6 +228,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1)")
     p.add_argument(
         "--no-hub", action="store_true", help="do not host the hub (run `obsmesh hub` instead)"
+    )
+    p.add_argument(
+        "--show-key",
+        action="store_true",
+        help="print this router's public key for linked sites' [site] peers, and exit",
     )
     p.set_defaults(func=cmd_router)
 

@@ -51,6 +51,7 @@ def render_config(
     site: Any = None,
     tls_ca: str | os.PathLike | None = None,
     proxies: int = 0,
+    cbdir: str | os.PathLike | None = None,
 ) -> dict[str, Any]:
     """The router configuration for one run, derived from the committed default.
 
@@ -116,20 +117,23 @@ def render_config(
     worker["components"] = [
         c for c in comps if (c["id"] != "hub" or host_hub) and (c["id"] != "auth" or secrets_file)
     ]
-    _extend(cfg, site, proxies, realm=realm, prefix=prefix, host=host, tls=tls, tls_ca=tls_ca)
+    _extend(
+        cfg, site, proxies, cbdir, realm=realm, prefix=prefix, host=host, tls=tls, tls_ca=tls_ca
+    )
     return cfg
 
 
-def _extend(cfg: dict[str, Any], site: Any, proxies: int, **where: Any) -> None:
-    """Site links (`obsmesh.sites`) and proxy workers (`obsmesh.proxies`), when asked for."""
-    if site is not None:
-        from obsmesh import sites
+def _extend(cfg: dict[str, Any], site: Any, proxies: int, cbdir: Any, **where: Any) -> None:
+    """Site links (`obsmesh.sites`) and proxy workers (`obsmesh.router_layout`), when asked for."""
+    from obsmesh import router_layout, sites
 
+    if site is not None:
         sites.apply(cfg, site, **where)
     if proxies:
-        from obsmesh import proxies as proxy_workers
-
-        proxy_workers.apply(cfg, proxies)
+        if cbdir is None:
+            raise ValueError("proxy workers need the router's node directory (cbdir) for its key")
+        key = sites.router_key(cbdir, crossbar_executable())
+        router_layout.apply_proxies(cfg, proxies, where["realm"], key)
 
 
 def _private(host: str) -> bool:

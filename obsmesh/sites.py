@@ -40,6 +40,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlparse
 
+from obsmesh.config import ConfigError
+
 SITE_NAME = re.compile(r"^[a-z][a-z0-9]{0,15}$")
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
 
@@ -53,7 +55,7 @@ SITE_DEFAULTS: dict[str, Any] = {
 }
 
 
-class SiteError(ValueError):
+class SiteError(ConfigError):
     pass
 
 

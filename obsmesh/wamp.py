@@ -5,11 +5,14 @@ backoff and jitter, including when the very first connection fails."""
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import urlparse
 
 from autobahn.twisted.component import Component
+from twisted.internet import task
+from twisted.logger import Logger
 
 from obsmesh import secrets as mesh_secrets
 
@@ -90,6 +93,77 @@ def no_delay(comp: Component) -> Component:
         "connect", lambda _session, protocol: send_at_once(getattr(protocol, "transport", None))
     )
     return comp
+
+
+def keep_alive(
+    comp: Component,
+    interval: float,
+    probe: str = "wamp.subscription.lookup",
+    on_answer: Callable[[float], None] | None = None,
+    reactor: Any = None,
+) -> Component:
+    """Notice a dead connection and drop it, so `comp` reconnects.
+
+    A pulled cable or a host that vanished sends no reset: TCP keeps the
+    connection open for many minutes while everything sent into it is lost, and
+    rawsocket has no pings. Every `interval` seconds the session calls `probe`,
+    a meta procedure the router answers itself (any answer, an error included,
+    proves the path works); after `3 * interval` seconds without one, the
+    connection is aborted. `on_answer(sent)` gets the monotonic time the
+    answered probe was sent: everything sent before it has reached the router.
+    """
+    if interval <= 0:
+        return comp
+    if reactor is None:
+        from twisted.internet import reactor
+    log = Logger()
+    beats: dict[int, task.LoopingCall] = {}
+
+    def joined(session, details):
+        state = {"answered": time.monotonic(), "outstanding": False}
+
+        def answered(_result, sent):
+            state["answered"] = time.monotonic()
+            state["outstanding"] = False
+            if on_answer is not None:
+                on_answer(sent)
+
+        def beat():
+            now = time.monotonic()
+            if now - state["answered"] > 3 * interval:
+                log.warn(
+                    "no answer from the router for {s:.0f} s: dropping the connection",
+                    s=now - state["answered"],
+                )
+                _abort(session)
+                return
+            if not state["outstanding"]:
+                state["outstanding"] = True
+                d = session.call(probe, "heartbeat")
+                d.addBoth(answered, now)
+
+        loop = task.LoopingCall(beat)
+        loop.clock = reactor
+        beats[id(session)] = loop
+        loop.start(interval, now=False)
+
+    def left(session, *args):
+        loop = beats.pop(id(session), None)
+        if loop is not None and loop.running:
+            loop.stop()
+
+    comp.on("join", joined)
+    comp.on("leave", left)
+    return comp
+
+
+def _abort(session: Any) -> None:
+    wamp_transport = getattr(session, "_transport", None)
+    tcp = getattr(wamp_transport, "transport", None)
+    if tcp is not None and hasattr(tcp, "abortConnection"):
+        tcp.abortConnection()
+    elif wamp_transport is not None:
+        wamp_transport.close()
 
 
 def send_at_once(tcp: Any) -> None:
