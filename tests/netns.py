@@ -91,7 +91,20 @@ class Net:
     ) -> Link:
         """A veth pair between `a` and `b` with addresses like "10.77.0.1/30" ("" for none)."""
         link = Link(a, a_dev or a.next_dev(), b, b_dev or b.next_dev())
-        _ip("link", "add", link.a_dev, "netns", a.ns, "type", "veth", "peer", "name", link.b_dev, "netns", b.ns)
+        _ip(
+            "link",
+            "add",
+            link.a_dev,
+            "netns",
+            a.ns,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            link.b_dev,
+            "netns",
+            b.ns,
+        )
         self.links.append(link)
         for host, dev, addr in ((a, link.a_dev, a_addr), (b, link.b_dev, b_addr)):
             if addr:
@@ -183,6 +196,13 @@ class Link:
 
     def __init__(self, a: Host, a_dev: str, b: Host, b_dev: str) -> None:
         self.a, self.a_dev, self.b, self.b_dev = a, a_dev, b, b_dev
+        self.routes: list[tuple[Host, tuple[str, ...]]] = []
+
+    def route(self, host: Host, *args: str) -> None:
+        """A static route over this link (a device taken down loses its routes:
+        `heal()` puts them back, as a host's network configuration would)."""
+        host.ip("route", "replace", *args)
+        self.routes.append((host, args))
 
     def cut(self) -> None:
         self.a.ip("link", "set", self.a_dev, "down")
@@ -191,6 +211,8 @@ class Link:
     def heal(self) -> None:
         self.a.ip("link", "set", self.a_dev, "up")
         self.b.ip("link", "set", self.b_dev, "up")
+        for host, args in self.routes:
+            host.ip("route", "replace", *args)
 
     def enslave_b(self, bridge: str) -> None:
         """Plug the `b` end into a bridge of host `b` (the site switch)."""

@@ -188,8 +188,8 @@ class Lane:
         self.links["wan"] = n.link(
             self.ra, f"{WAN['a']}/30", self.rb, f"{WAN['b']}/30", "wan", "wan"
         )
-        self.ra.ip("route", "add", f"{SITES['b']}.0/24", "via", WAN["b"])
-        self.rb.ip("route", "add", f"{SITES['a']}.0/24", "via", WAN["a"])
+        self.links["wan"].route(self.ra, f"{SITES['b']}.0/24", "via", WAN["b"])
+        self.links["wan"].route(self.rb, f"{SITES['a']}.0/24", "via", WAN["a"])
         # One development CA; the routers' certificate names both router addresses.
         self.certs = self.dir / "certs"
         obsmesh(
