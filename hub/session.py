@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from autobahn.twisted.wamp import ApplicationSession
 from autobahn.wamp.exception import ApplicationError
-from autobahn.wamp.types import PublishOptions, RegisterOptions
+from autobahn.wamp.types import CallOptions, PublishOptions, RegisterOptions
 from twisted.internet.defer import inlineCallbacks
 from twisted.logger import Logger
 
@@ -17,7 +17,7 @@ from hub.directory import Directory
 from obsmesh.uris import DEFAULT_PREFIX, Uris, valid_node_name
 
 # How long the hub waits for a linked site's listing before leaving it out.
-PEER_LISTING_TIMEOUT = 3.0
+PEER_LISTING_TIMEOUT = 3
 
 
 class HubService:
@@ -176,12 +176,15 @@ class HubService:
     @inlineCallbacks
     def _peer_listing(self, peer: str):
         """A linked site's nodes, or none while it is unreachable (partitioned, down)."""
-        from twisted.internet import reactor
-
-        d = self.session.call(site_listing_uri(self.uris.prefix, peer))
-        d.addTimeout(PEER_LISTING_TIMEOUT, reactor)
+        # The router times the call out: a call cancelled here instead leaves the
+        # router an answer to deliver for it when a dead link is dropped, which
+        # crossbar 26.10 fails on, half-way through removing the link's
+        # registrations (they then answer nothing, ever).
+        options = CallOptions(timeout=PEER_LISTING_TIMEOUT)
         try:
-            nodes = yield d
+            nodes = yield self.session.call(
+                site_listing_uri(self.uris.prefix, peer), options=options
+            )
         except Exception as exc:  # unreachable, not linked yet, or timed out
             self.log.debug("site {peer} not listed: {exc}", peer=peer, exc=exc)
             return []

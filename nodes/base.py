@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 from autobahn.wamp.exception import ApplicationError
-from autobahn.wamp.types import PublishOptions, RegisterOptions
+from autobahn.wamp.types import CallOptions, PublishOptions, RegisterOptions
 from twisted.internet import defer, task
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -43,7 +43,7 @@ MAX_EVENT_VALUES = 131_072
 MAX_EVENTS_KEPT = 10_000
 # Seconds a session holding this node's procedures has to answer before it is
 # taken for a dead one of ours (see `_holder_answers`).
-HOLDER_PROBE_TIMEOUT = 5.0
+HOLDER_PROBE_TIMEOUT = 5
 RETAIN = PublishOptions(retain=True)
 
 
@@ -529,11 +529,11 @@ class DataNode:
         """Whether the session holding our procedures answers. One that does not is
         our own earlier session, left behind at the router by a dead network path
         (only a session authenticated as this node may register under its name)."""
-        d = session.call(self.uris.get_fields(self.name), 1.0, 0.0)
+        # Timed out by the router (a call cancelled here would leave the router
+        # an answer to deliver for it later, which ends this session).
+        options = CallOptions(timeout=HOLDER_PROBE_TIMEOUT)
         try:
-            await _with_timeout(self.reactor, d, HOLDER_PROBE_TIMEOUT)
-        except defer.TimeoutError:
-            return False
+            await session.call(self.uris.get_fields(self.name), 1.0, 0.0, options=options)
         except ApplicationError as exc:
             return exc.error not in ("wamp.error.no_such_procedure", "wamp.error.canceled")
         except Exception:  # our own session went away meanwhile: the next join retries

@@ -28,6 +28,7 @@ ROUTER_DEFAULTS: dict[str, Any] = {
 }
 
 SOCKET = "router.sock"  # in the router's node directory
+NODE_ID = "obsmesh_router"  # the crossbar node's id: proxies authenticate under it
 
 
 def apply_proxies(cfg: dict[str, Any], count: int, realm: str, pubkey: str) -> None:
@@ -36,6 +37,7 @@ def apply_proxies(cfg: dict[str, Any], count: int, realm: str, pubkey: str) -> N
         raise ValueError(f"proxies must be between 0 and 64, got {count}")
     if count == 0:
         return
+    cfg.setdefault("controller", {})["id"] = NODE_ID
     worker = cfg["workers"][0]
     public = next(t for t in worker["transports"] if t["id"] == "public")
     worker["transports"].remove(public)
@@ -50,7 +52,7 @@ def apply_proxies(cfg: dict[str, Any], count: int, realm: str, pubkey: str) -> N
                 "cryptosign-proxy": {
                     "type": "static",
                     "principals": {
-                        "proxy": {"realm": realm, "role": "consumer", "authorized_keys": [pubkey]}
+                        NODE_ID: {"realm": realm, "role": "consumer", "authorized_keys": [pubkey]}
                     },
                 }
             },

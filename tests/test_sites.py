@@ -120,7 +120,7 @@ def test_proxy_workers_take_the_public_transport():
     assert "public" not in [t["id"] for t in router["transports"]]
     sock = next(t for t in router["transports"] if t["id"] == "proxies")
     assert sock["endpoint"]["type"] == "unix"
-    assert sock["auth"]["cryptosign-proxy"]["principals"]["proxy"]["authorized_keys"] == [KEY]
+    assert sock["auth"]["cryptosign-proxy"]["principals"]["obsmesh_router"]["authorized_keys"] == [KEY]
     proxies = cfg["workers"][1:]
     assert [p["type"] for p in proxies] == ["proxy", "proxy"]
     for p in proxies:
