@@ -1,0 +1,39 @@
+"""The consumers of `make bench-network`: N WebSocket (JSON) sessions, each
+subscribed to every given live topic, writing one line per event to OUT:
+receive time, the time of the event's last sample, the topic's index.
+
+    python -m bench.network_subscribers WS_URL N OUT TOPIC...
+
+Prints "subscribed" once every session is; runs until terminated.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+from twisted.internet import defer, reactor
+
+from tests.harness import connect
+
+
+async def main(url: str, n: int, out: str, topics: list[str]) -> None:
+    f = open(out, "a", buffering=1 << 16)  # noqa: SIM115 - flushed at exit
+    reactor.addSystemEventTrigger("before", "shutdown", f.close)
+
+    def on_event(ev, index):
+        t = ev.get("t") if isinstance(ev, dict) else None
+        if t:
+            f.write(f"{time.time():.3f} {t[-1]:.3f} {index}\n")
+
+    for _ in range(n):
+        s = await connect(url, serializer="json", timeout=60)
+        for i, topic in enumerate(topics):
+            await s.subscribe(lambda ev, i=i: on_event(ev, i), topic)
+    print("subscribed", flush=True)
+
+
+if __name__ == "__main__":
+    d = defer.ensureDeferred(main(sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4:]))
+    d.addErrback(lambda f: (print(f.getTraceback(), file=sys.stderr), reactor.stop()))
+    reactor.run()
