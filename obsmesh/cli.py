@@ -90,7 +90,7 @@ def router_config(
         proxies=layout["proxies"],
         site=sites.resolve(config.settings(sites.SITE_DEFAULTS, "site", path)),
         tls_ca=settings["tls_ca"] or None,
-        cbdir=cbdir,
+        cbdir=cbdir or os.path.abspath(os.path.join(settings["state_dir"], "router")),
     )
 
 

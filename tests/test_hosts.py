@@ -299,6 +299,8 @@ def test_node_host_link_cut_for_30_s(lane):
     # the subscriber got every sample once: live, or from history after the reported gap
     assert missing == 0 and dup == 0, f"subscriber: {missing} missing, {dup} twice"
     assert gaps and gaps[0]["backfilled"]
+    node_log = lane.log("a-n1").read_text(errors="replace")
+    assert "dropping the connection" in node_log  # the heartbeat noticed the dead path
     lane.figures["node host link cut 30 s"] = {
         "recovery_s": round(resumed - healed, 1),
         "gap_reported_s": round(gaps[0]["end"] - gaps[0]["start"], 1),
@@ -306,6 +308,7 @@ def test_node_host_link_cut_for_30_s(lane):
         "subscriber_lost": missing,
         "subscriber_duplicates": dup,
         "listed_twice": 0,
+        "took_over_stale_session": "taking over from a session" in node_log,
         **figures,
     }
 
