@@ -14,7 +14,10 @@ import socket
 import subprocess
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from obsmesh.sites import Site
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = REPO / ".crossbar" / "config.json"
@@ -48,7 +51,7 @@ def render_config(
     tls_cert: str | os.PathLike | None = None,
     backend_tls: bool = False,
     base: dict[str, Any] | None = None,
-    site: Any = None,
+    site: Site | None = None,
     tls_ca: str | os.PathLike | None = None,
     proxies: int = 0,
     cbdir: str | os.PathLike | None = None,
@@ -59,6 +62,10 @@ def render_config(
     authenticate with WAMP-CRA through the hosted authenticator and nodes are
     authorised per name. Without it the backend grants the node role to anyone
     who can reach it: only for a loopback-only development router.
+
+    `site` links this router to peer sites (`obsmesh.sites`); `proxies` moves
+    the public transport to that many proxy workers (`obsmesh.router_layout`,
+    which needs `cbdir` for the router's key).
     """
     cfg = copy.deepcopy(base or json.loads(DEFAULT_CONFIG.read_text()))
     worker = cfg["workers"][0]
@@ -123,7 +130,7 @@ def render_config(
     return cfg
 
 
-def _extend(cfg: dict[str, Any], site: Any, proxies: int, cbdir: Any, **where: Any) -> None:
+def _extend(cfg: dict[str, Any], site: Site | None, proxies: int, cbdir: Any, **where: Any) -> None:
     """Site links (`obsmesh.sites`) and proxy workers (`obsmesh.router_layout`), when asked for."""
     from obsmesh import router_layout, sites
 
