@@ -14,7 +14,7 @@ import time
 
 from twisted.internet import defer, reactor
 
-from tests.harness import connect
+from obsmesh.wamp import component
 
 
 async def main(url: str, n: int, out: str, topics: list[str]) -> None:
@@ -26,10 +26,21 @@ async def main(url: str, n: int, out: str, topics: list[str]) -> None:
         if t:
             f.write(f"{time.time():.3f} {t[-1]:.3f} {index}\n")
 
-    for _ in range(n):
-        s = await connect(url, serializer="json", timeout=60)
-        for i, topic in enumerate(topics):
-            await s.subscribe(lambda ev, i=i: on_event(ev, i), topic)
+    ready = []
+    for _ in range(n):  # each session rejoins and resubscribes if it is dropped
+        comp = component(url, "obsmesh", authentication={}, serializer="json")
+        d: defer.Deferred = defer.Deferred()
+
+        async def joined(session, details, d=d):
+            for i, topic in enumerate(topics):
+                await session.subscribe(lambda ev, i=i: on_event(ev, i), topic)
+            if not d.called:
+                d.callback(None)
+
+        comp.on("join", lambda s, det, j=joined: defer.ensureDeferred(j(s, det)))
+        comp.start(reactor)
+        ready.append(d)
+    await defer.gatherResults(ready)
     print("subscribed", flush=True)
 
 
