@@ -137,7 +137,9 @@ def run() -> list[dict]:
     logs = tempfile.mkdtemp(prefix="obsmesh-fanout-")
     load = os.getloadavg()[0]
     direct = measure(0, logs)
+    print(f"fan-out, router worker only: {direct}", file=sys.stderr, flush=True)
     proxied = measure(PROXIES, logs)
+    print(f"fan-out, {PROXIES} proxies: {proxied}", file=sys.stderr, flush=True)
     figures = []
     for m in (direct, proxied):
         label = f"{m['proxies']} proxies" if m["proxies"] else "router worker only"

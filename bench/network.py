@@ -87,9 +87,15 @@ class Proc:
             if line.startswith(what):
                 return line
 
-    def ask(self, command: str) -> dict:
-        self.send(command)
-        return json.loads(self.read("{"))
+    def ask(self, command: str, attempts: int = 30) -> dict:
+        """The answer to `command`; asked again while it is an error (a node reconnecting)."""
+        for _ in range(attempts):
+            self.send(command)
+            answer = json.loads(self.read("{"))
+            if "error" not in answer:
+                return answer
+            time.sleep(1.0)
+        return answer
 
     def pids(self) -> list[int]:
         return process_tree(self.p.pid)
@@ -103,52 +109,32 @@ def run() -> list[dict]:
     env = router.env()
     procs: list[Proc] = []
     try:
-        ports = [free_port() for _ in range(RADARS)]
         nodes = [f"sd{i + 1}" for i in range(RADAR_NODES)]
-        per = RADARS // RADAR_NODES
-        for i, node in enumerate(nodes):
-            conf = logs / f"{node}.json"
-            conf.write_text(
-                json.dumps(
-                    {f"r{k:03d}": f"127.0.0.1:{ports[k]}" for k in range(i * per, (i + 1) * per)}
-                )
-            )
-            procs.append(
-                Proc(
-                    node,
-                    ["obsmesh", "node", "superdarn", "--name", node, "--radars", str(conf)]
-                    + ["--echo-db", str(logs / f"{node}.sqlite")],
-                    env,
-                    logs,
-                )
-            )
-        co2_port = free_port()
-        data_root = logs / "co2"
-        procs.append(
-            Proc(
-                "co2",
-                ["obsmesh", "node", "co2", "--data-root", str(data_root), "--port", str(co2_port)],
-                env,
-                logs,
-            )
-        )
         radars = Proc(
             "radars",
-            ["bench.network_radars", json.dumps(ports), router.backend_url, json.dumps(nodes)],
+            ["bench.network_radars", str(RADARS), router.backend_url, json.dumps(nodes)],
             {**env, "OBSMESH_AUTHID": "benchradars"},
             logs,
             control=True,
         )
         procs.append(radars)
+        ports = json.loads(radars.read("{"))["ports"]
+        per = RADARS // RADAR_NODES
+        for i, node in enumerate(nodes):
+            conf = logs / f"{node}.json"
+            sites = {f"r{k:03d}": f"127.0.0.1:{ports[k]}" for k in range(i * per, (i + 1) * per)}
+            conf.write_text(json.dumps(sites))
+            args = ["obsmesh", "node", "superdarn", "--name", node, "--radars", str(conf)]
+            args += ["--echo-db", str(logs / f"{node}.sqlite")]
+            procs.append(Proc(node, args, env, logs))
+        co2_port = free_port()
+        data_root = logs / "co2"
+        args = ["obsmesh", "node", "co2", "--data-root", str(data_root), "--port", str(co2_port)]
+        procs.append(Proc("co2", args, env, logs))
         units = Proc(
             "units",
-            [
-                "bench.network_units",
-                f"http://127.0.0.1:{co2_port}",
-                str(data_root),
-                str(logs / "sd"),
-                str(UNITS),
-            ],
+            ["bench.network_units", f"http://127.0.0.1:{co2_port}", str(data_root)]
+            + [str(logs / "sd"), str(UNITS)],
             env,
             logs,
             control=True,
@@ -156,6 +142,7 @@ def run() -> list[dict]:
         procs.append(units)
         radars.read("ready")
         units.read("ready")
+        radars.ask("status co2", attempts=60)  # the co2 node answers
         topics = [f"obsmesh.consumer.{n}.live" for n in [*nodes, "co2"]]
         events = logs / "events.txt"
         subs = Proc(
@@ -246,8 +233,7 @@ def phase(k, router, procs, radars, units, nodes, events) -> dict:
 
 def co2_rows(radars: Proc) -> int:
     """Rows the co2 node has stored (its `rows` counter), through the radar host's session."""
-    radars.send("status co2")
-    return json.loads(radars.read("{"))["counters"].get("rows", 0)
+    return radars.ask("status co2").get("counters", {}).get("rows", 0)
 
 
 def latencies(path: pathlib.Path, start: float, end: float, radar_topics: int) -> list[float]:

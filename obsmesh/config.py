@@ -26,7 +26,7 @@ MESH_DEFAULTS: dict[str, Any] = {
     "point_budget": 1_000_000,  # values in one reply before too_many_points
     "live_interval": 0.1,  # longest a sample waits for its live batch, in seconds
     "live_batch_values": 4096,  # a live batch this full is published at once
-    "heartbeat": 5.0,  # seconds between liveness probes to the router (0: none); 3 missed: reconnect
+    "heartbeat": 10.0,  # seconds between liveness probes to the router (0: none); 3 missed: reconnect
     "state_dir": ".obsmesh",  # local state for `obsmesh up` (simulated data, logs)
     # Authentication (WAMP-CRA). The mesh's secrets file (router, local services);
     # a service elsewhere is given its own secret instead, never that file.

@@ -250,9 +250,13 @@ def test_loss_and_delay_on_a_node_hosts_link(lane):
     during = [x for x in batches if start + 2 < x["at"] < end and not x["backfill"]]
     lat = [x["at"] - t for x in during for t in x["t"]]
     before = [x["at"] - t for x in batches if x["at"] < start and not x["backfill"] for t in x["t"]]
-    # live keeps flowing: batches arrive throughout, with no interruption reported
+    # live keeps flowing: batches arrive throughout (a retransmission stall long
+    # enough for the heartbeat to reconnect is possible at 20 % loss, rare; it
+    # must then be reported and backfilled), and the subscriber misses nothing
     assert len(during) >= CUT_SECONDS, f"only {len(during)} live batches while impaired"
-    assert gaps == [], f"the live stream was interrupted: {gaps}"
+    assert all(g["backfilled"] for g in gaps), gaps
+    missing, dup = contiguous([k for x in batches for k in x["k"]])
+    assert missing == 0 and dup == 0, f"subscriber: {missing} missing, {dup} twice"
     figures = check_history(lane, "a-n2", lane.c, lane.router_a)
     assert figures["history_lost"] == 0 and figures["history_duplicates"] == 0
     lane.figures["20% loss + 200 ms delay (both ways, 30 s)"] = {
@@ -263,6 +267,7 @@ def test_loss_and_delay_on_a_node_hosts_link(lane):
         "latency_p99_ms": round(1000 * percentile(lat, 0.99), 1),
         "latency_max_ms": round(1000 * max(lat), 1),
         "gaps_reported": len(gaps),
+        "subscriber_lost": missing,
         **figures,
     }
 

@@ -229,6 +229,8 @@ class Lane:
             OBSMESH_SECRET=secret,
             OBSMESH_TLS_CA=str(self.certs / "ca.pem"),
             OBSMESH_STATE_DIR=str(self.dir / name),
+            # a dead path is noticed in 15 s (3 x 5 s): well within the 30 s cut
+            OBSMESH_HEARTBEAT="5",
         )
         if redis:
             rdir = self.dir / f"redis-{name}"
