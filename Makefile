@@ -26,7 +26,14 @@ consumers/web/node_modules/.installed: consumers/web/package.json consumers/web/
 	cd consumers/web && npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
+# The example node kind lives outside obsmesh (examples/tidegauge, a package of its own):
+# the tests install it as a user would, and obsmesh finds it through its entry point.
+$(VENV)/.example-kind: examples/tidegauge/pyproject.toml $(VENV)/.installed
+	$(VENV)/bin/pip install $(PIP_QUIET) --no-deps -e examples/tidegauge
+	touch $@
+
 # Tests start their own redis-server and drive Debian's Chromium; install them when missing.
+# systemd-analyze checks the units `obsmesh systemd` writes (Debian's systemd, no daemon started).
 system-deps:
 	@command -v redis-server >/dev/null || { \
 		echo "installing redis-server from Debian's packages"; \
@@ -37,6 +44,9 @@ system-deps:
 	@command -v ip >/dev/null || [ "$$(id -u)" != 0 ] || { \
 		echo "installing iproute2 from Debian's packages (multi-host lane)"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iproute2 >/dev/null; }
+	@command -v systemd-analyze >/dev/null || { \
+		echo "installing systemd from Debian's packages (systemd-analyze verify)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends systemd >/dev/null || true; }
 
 run: setup
 	$(VENV)/bin/obsmesh up
@@ -45,7 +55,7 @@ lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-test: setup system-deps lint
+test: setup system-deps lint $(VENV)/.example-kind
 	$(VENV)/bin/python -m pytest
 
 # The multi-host lane alone (also part of `make test`): simulated hosts in network

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from obsmesh.router import REPO
-from tests.harness import cmdline, free_port, port_open, process_tree, wait_for
+from tests.harness import cmdline, free_port_range, port_open, process_tree, wait_for
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -42,13 +42,13 @@ def main() -> int:
     seconds = float(os.environ.get("SOAK_SECONDS", "600"))
     subscribers = int(os.environ.get("SOAK_SUBSCRIBERS", "200"))
     state = Path(tempfile.mkdtemp(prefix="obsmesh-soak-"))
-    public, backend = free_port(), free_port()
+    base = free_port_range(64)  # every port of the mesh, simulators included
+    public, backend = base, base + 1
     env = dict(
         os.environ,
         OBSMESH_STATE_DIR=str(state),
+        OBSMESH_PORT_BASE=str(base),
         OBSMESH_PUBLIC_URL=f"ws://127.0.0.1:{public}/ws",
-        OBSMESH_ROUTER_URL=f"rs://127.0.0.1:{backend}",
-        OBSMESH_CO2_PORT=str(free_port()),
     )
     up = subprocess.Popen(
         [sys.executable, "-m", "obsmesh", "up"],

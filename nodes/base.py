@@ -110,8 +110,12 @@ class DataNode:
         """Stop ingest."""
 
     def info(self) -> dict[str, Any]:
-        """Extra keys announced to the hub with the name and description."""
-        return {"kind": self.kind}
+        """Extra keys announced to the hub with the name and description: the kind,
+        and the dashboard view its declaration names (obsmesh/kinds.py), if any."""
+        from obsmesh.kinds import registry
+
+        view = registry().view_of(self.kind)
+        return {"kind": self.kind, **({"view": view} if view else {})}
 
     # -- what a node kind calls -------------------------------------------
     def declare(

@@ -8,30 +8,7 @@ import os
 import sys
 from urllib.parse import urlparse
 
-from obsmesh import config
-
-# Node kinds: `obsmesh node KIND`. Each module has configure(parser) and build(args, settings).
-NODE_KINDS = {
-    "sensors": "nodes.sensors.node",
-    "weather": "nodes.weather.node",
-    "co2": "nodes.co2.node",
-    "dataflow": "nodes.dataflow.node",
-    "superdarn": "nodes.superdarn.node",
-    "das2": "nodes.das2.node",
-    "canada": "nodes.canada.node",
-}
-# Simulators of the outside world: `obsmesh simulate KIND`. Each has configure(parser) and main(args).
-SIMULATORS = {
-    "weather": "nodes.weather.simulator",
-    "co2": "nodes.co2.simulator",
-    "dataflow": "nodes.dataflow.simulator",
-    "radar": "nodes.superdarn.simulator",
-    "canada": "nodes.canada.simulator",
-}
-# Archive loaders: `obsmesh replay KIND FILE...`. Each has configure(parser) and main(args).
-REPLAYERS = {
-    "superdarn": "nodes.superdarn.replay_command",
-}
+from obsmesh import config, kinds
 
 
 def _port(url: str) -> int:
@@ -106,7 +83,9 @@ def cmd_router(args: argparse.Namespace) -> int:
         print(sites.router_key(cbdir, exe))
         return 0
     router.write_cbdir(cbdir, router_config(settings, args.host, args.no_hub, args.config, cbdir))
-    os.execv(exe, [exe, "start", "--cbdir", cbdir])
+    env = dict(os.environ)
+    env.pop("PYTHONPATH", None)  # crossbar runs from its own virtualenv
+    os.execve(exe, [exe, "start", "--cbdir", cbdir, "--loglevel", "info"], env)
     return 0  # not reached
 
 
@@ -134,18 +113,47 @@ def cmd_hub(args: argparse.Namespace) -> int:
 def cmd_node(args: argparse.Namespace) -> int:
     from nodes.base import run_node
 
-    module = importlib.import_module(NODE_KINDS[args.kind])
-    settings = config.mesh(args.config)
-    run_node(module.build(args, settings))
+    kind = kinds.registry().get(args.kind)
+    mesh = config.mesh(args.config)
+    options = kind.settings.resolve(args.config, args=args, mesh=mesh)
+    run_node(kind.node_factory()(args.name or kind.name, mesh, options))
     return 0
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    return importlib.import_module(SIMULATORS[args.kind]).main(args) or 0
+    _, sim = kinds.registry().simulators()[args.kind]
+    return importlib.import_module(sim.module).main(args) or 0
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    return importlib.import_module(REPLAYERS[args.kind]).main(args) or 0
+    replay = kinds.registry().get(args.kind).replay
+    return importlib.import_module(replay.module).main(args) or 0
+
+
+def cmd_kinds(args: argparse.Namespace) -> int:
+    reg = kinds.registry()
+    chosen = args.kind or list(reg.entries)
+    unknown = [k for k in chosen if k not in reg.entries]
+    if unknown:
+        print(f"obsmesh: no node kind {', '.join(unknown)}", file=sys.stderr)
+        return 2
+    for name in chosen:
+        entry = reg.entries[name]
+        kind = entry.kind
+        if args.settings:
+            print(f"### `{name}`\n\n{kind.settings.table()}")
+            continue
+        sims = ", ".join(s.name for s in kind.simulators) or "-"
+        extra = [c.name for c in kind.commands] + ([f"replay {name}"] if kind.replay else [])
+        print(f"{name:<12} {kind.description}")
+        print(f"{'':<12} from {entry.source}")
+        print(
+            f"{'':<12} simulators: {sims}; view: {kind.view or '-'}; "
+            f"demo: {'yes' if kind.demo else 'no'}; commands: {', '.join(extra) or '-'}"
+        )
+    for problem in reg.problems:
+        print(f"obsmesh: ignored {problem}", file=sys.stderr)
+    return 1 if reg.problems else 0
 
 
 def cmd_grafana(args: argparse.Namespace) -> int:
@@ -163,7 +171,20 @@ def cmd_client(args: argparse.Namespace) -> int:
 def cmd_up(args: argparse.Namespace) -> int:
     from obsmesh import launcher
 
-    return launcher.up(config.mesh(args.config), args)
+    overrides = {"port_base": args.port_base} if args.port_base is not None else {}
+    return launcher.up(config.mesh(args.config, **overrides), args)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from obsmesh import status
+
+    return status.main(config.mesh(args.config), args)
+
+
+def cmd_systemd(args: argparse.Namespace) -> int:
+    from obsmesh import systemd
+
+    return systemd.main(config.mesh(args.config), args)
 
 
 def cmd_secrets(args: argparse.Namespace) -> int:
@@ -221,7 +242,47 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "up", parents=[common], help="run the whole local mesh (router, hub, nodes, simulators)"
     )
+    p.add_argument(
+        "kinds", nargs="*", metavar="KIND", help="run only these node kinds (default all)"
+    )
+    p.add_argument(
+        "--port-base", type=int, help="move every port of the mesh (OBSMESH_PORT_BASE; see README)"
+    )
+    p.add_argument(
+        "--wait",
+        type=float,
+        default=90.0,
+        help="seconds to wait for every service before saying which have not joined (default 90)",
+    )
     p.set_defaults(func=cmd_up)
+
+    p = sub.add_parser(
+        "status",
+        parents=[common],
+        help="each service of the running local mesh; non-zero if one is down",
+    )
+    p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the router")
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser(
+        "systemd", parents=[common], help="write one systemd unit per service of the local mesh"
+    )
+    p.add_argument("dir", help="where to write the units")
+    p.add_argument("kinds", nargs="*", metavar="KIND", help="only these node kinds (default all)")
+    p.add_argument(
+        "--no-simulators", action="store_true", help="leave the simulators out (real instruments)"
+    )
+    p.add_argument("--user", help="the user the services run as (default: none, i.e. root)")
+    p.set_defaults(func=cmd_systemd)
+
+    p = sub.add_parser(
+        "kinds", parents=[common], help="the installed node kinds and where each comes from"
+    )
+    p.add_argument("kind", nargs="*", help="only these kinds")
+    p.add_argument(
+        "--settings", action="store_true", help="print each kind's settings table (Markdown)"
+    )
+    p.set_defaults(func=cmd_kinds)
 
     p = sub.add_parser("router", parents=[common], help="run the crossbar router (hosting the hub)")
     p.add_argument("--cbdir", help="where to write the rendered router configuration")
@@ -273,44 +334,57 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("hub", parents=[common], help="run the hub standalone")
     p.set_defaults(func=cmd_hub)
 
+    reg = kinds.registry()
     p = sub.add_parser("node", parents=[common], help="run one data node")
-    kinds = p.add_subparsers(dest="kind", required=True)
-    for kind, module in NODE_KINDS.items():
-        kp = kinds.add_parser(kind, parents=[common], help=f"the {kind} node")
-        kp.add_argument("--name", help=f"node name (default {kind})")
-        importlib.import_module(module).configure(kp)
+    subs = p.add_subparsers(dest="kind", required=True)
+    for kind in reg.kinds():
+        kp = subs.add_parser(kind.name, parents=[common], help=kind.description)
+        kp.add_argument("--name", help=f"node name (default {kind.name})")
+        kind.settings.add_arguments(kp)
     p.set_defaults(func=cmd_node)
 
     p = sub.add_parser(
         "simulate", parents=[common], help="simulate an outside system for the demo and the tests"
     )
-    kinds = p.add_subparsers(dest="kind", required=True)
-    for kind, module in SIMULATORS.items():
-        importlib.import_module(module).configure(
-            kinds.add_parser(kind, parents=[common], help=f"simulate {kind}")
+    subs = p.add_subparsers(dest="kind", required=True)
+    for name, (_, sim) in reg.simulators().items():
+        importlib.import_module(sim.module).configure(
+            subs.add_parser(name, parents=[common], help=sim.help)
         )
     p.set_defaults(func=cmd_simulate)
 
     p = sub.add_parser("replay", parents=[common], help="load archived files into a node's history")
-    kinds = p.add_subparsers(dest="kind", required=True)
-    for kind, module in REPLAYERS.items():
-        importlib.import_module(module).configure(
-            kinds.add_parser(kind, parents=[common], help=f"replay {kind} files")
-        )
+    subs = p.add_subparsers(dest="kind", required=True)
+    for kind in reg.kinds():
+        if kind.replay is not None:
+            importlib.import_module(kind.replay.module).configure(
+                subs.add_parser(kind.name, parents=[common], help=kind.replay.help)
+            )
     p.set_defaults(func=cmd_replay)
 
-    p = sub.add_parser(
-        "co2", parents=[common], help="CO2 units: register, revoke, offer firmware updates"
-    )
-    co2_admin = importlib.import_module("nodes.co2.admin")
-    co2_admin.configure(p)
-    p.set_defaults(func=co2_admin.main)
+    for name, (kind, command) in reg.commands().items():  # a kind's own operator commands
+        if name in sub.choices:
+            reg.problems.append(
+                f"command {name!r} of the kind {kind.name}: obsmesh has one already"
+            )
+            continue
+        p = sub.add_parser(name, parents=[common], help=command.help)
+        module = importlib.import_module(command.module)
+        module.configure(p)
+        p.set_defaults(func=module.main)
 
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    from obsmesh.procs import die_with_launcher
+
+    die_with_launcher()  # a service `obsmesh up` started ends when the launcher does
+    parser = build_parser()
+    if kinds.registry().problems and (argv or sys.argv[1:])[:1] != ["kinds"]:
+        for problem in kinds.registry().problems:
+            print(f"obsmesh: ignored {problem} (see `obsmesh kinds`)", file=sys.stderr)
+    args = parser.parse_args(argv)
     try:
         return args.func(args)
     except config.ConfigError as exc:

@@ -13,6 +13,7 @@ import os
 import tomllib
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import urlparse, urlunparse
 
 MESH_DEFAULTS: dict[str, Any] = {
     "realm": "obsmesh",
@@ -28,6 +29,9 @@ MESH_DEFAULTS: dict[str, Any] = {
     "live_batch_values": 4096,  # a live batch this full is published at once
     "heartbeat": 10.0,  # seconds between liveness probes to the router (0: none); 3 missed: reconnect
     "state_dir": ".obsmesh",  # local state for `obsmesh up` (simulated data, logs)
+    # Moves every port of the local mesh (0: the defaults): the public WebSocket on
+    # the base, the backend on base+1, the rest in the order obsmesh/layout.py gives.
+    "port_base": 0,
     # Authentication (WAMP-CRA). The mesh's secrets file (router, local services);
     # a service elsewhere is given its own secret instead, never that file.
     "secrets_file": "",
@@ -116,4 +120,22 @@ def settings(
 def mesh(
     path: str | None = None, environ: Mapping[str, str] | None = None, **overrides: Any
 ) -> dict[str, Any]:
-    return settings(MESH_DEFAULTS, None, path, environ, overrides)
+    """The mesh settings; with `port_base` the router's URLs carry its first two ports,
+    so every command run with the same settings finds that mesh."""
+    out = settings(MESH_DEFAULTS, None, path, environ, overrides)
+    base = out["port_base"]
+    if base:
+        if not 1024 <= base <= 65535 - 64:
+            raise ConfigError(f"port_base must be 0 or a port from 1024 to 65471, got {base}")
+        out["public_url"] = with_port(out["public_url"], base)
+        out["router_url"] = with_port(out["router_url"], base + 1)
+    return out
+
+
+def with_port(url: str, port: int) -> str:
+    """`url` with its port replaced."""
+    parsed = urlparse(url)
+    host = parsed.hostname or "127.0.0.1"
+    if ":" in host:
+        host = f"[{host}]"
+    return urlunparse(parsed._replace(netloc=f"{host}:{port}"))

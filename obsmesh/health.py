@@ -32,9 +32,14 @@ from typing import Any
 from urllib.parse import urlparse
 
 DEFAULT_TIMEOUT = 10.0
-# Simulators that listen: `obsmesh simulate KIND` -> its default port (tests check these).
-SIMULATOR_PORTS = {"radar": 1401, "canada": 9696}
-BRIDGE_PORT = 5000  # `obsmesh grafana` default
+
+
+def simulator_ports() -> dict[str, int]:
+    """`obsmesh simulate NAME` -> the port it listens on by default, as each node kind
+    declares its simulators (obsmesh/kinds.py); simulators that listen on none are absent."""
+    from obsmesh.kinds import registry
+
+    return {name: sim.port for name, (_, sim) in registry().simulators().items() if sim.port}
 
 
 class HealthError(Exception):
@@ -96,8 +101,9 @@ def detect(argv: Sequence[str], environ: Mapping[str, str]) -> Check:
             return Check("hub", config=config)
         if cmd[0] == "grafana":
             return _bridge(cmd[1:], environ)
-        if cmd[0] == "simulate" and len(cmd) > 1 and cmd[1] in SIMULATOR_PORTS:
-            port = _option(cmd[2:], "--port") or str(SIMULATOR_PORTS[cmd[1]])
+        ports = simulator_ports() if cmd[0] == "simulate" else {}
+        if len(cmd) > 1 and cmd[1] in ports:
+            port = _option(cmd[2:], "--port") or str(ports[cmd[1]])
             return Check("tcp", f"127.0.0.1:{port}")
         return Check(
             "none", f"`obsmesh {' '.join(cmd[:2])}` serves nothing to ask; disable its health check"
@@ -106,8 +112,13 @@ def detect(argv: Sequence[str], environ: Mapping[str, str]) -> Check:
 
 
 def _bridge(args: Sequence[str], environ: Mapping[str, str]) -> Check:
-    port = _option(args, "--port") or environ.get("OBSMESH_GRAFANA_PORT") or str(BRIDGE_PORT)
-    return Check("http", f"http://127.0.0.1:{port}/", _option(args, "--config"))
+    """The bridge's `/` on the port it was given, else its `[grafana] port` setting."""
+    from consumers.grafana.cli import DEFAULTS
+    from obsmesh import config
+
+    path = _option(args, "--config")
+    port = _option(args, "--port") or config.settings(DEFAULTS, "grafana", path, environ)["port"]
+    return Check("http", f"http://127.0.0.1:{port}/", path)
 
 
 def pid1_argv() -> list[str]:

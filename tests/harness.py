@@ -42,6 +42,23 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def free_port_range(n: int, lowest: int = 20000, highest: int | None = None) -> int:
+    """A base port B with B .. B+n-1 all free now (for OBSMESH_PORT_BASE), below the
+    ephemeral range, where the kernel would otherwise hand one of them to a client."""
+    import random
+
+    from obsmesh.procs import port_free
+
+    if highest is None:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            highest = int(f.read().split()[0])
+    for _ in range(200):
+        base = random.randrange(lowest, highest - n)
+        if all(port_free("127.0.0.1", p) for p in range(base, base + n)):
+            return base
+    raise RuntimeError(f"no {n} free ports in a row between {lowest} and {highest}")
+
+
 def wait_for(predicate, timeout: float, what: str, interval: float = 0.02) -> None:
     """Poll a condition (not a sleep standing in for synchronisation)."""
     deadline = time.monotonic() + timeout
@@ -309,3 +326,106 @@ async def wait_until(predicate, timeout: float, what: str, interval: float = 0.0
         if time.monotonic() > deadline:
             raise TimeoutError(f"timed out after {timeout} s waiting for {what}")
         await task.deferLater(reactor, interval, lambda: None)
+
+
+class Up:
+    """`obsmesh up` as a user runs it: its own state directory, its ports moved to
+    `port_base`, its own secrets file (written on first use), output in up.log."""
+
+    def __init__(self, directory: pathlib.Path, port_base: int, *args: str, **env: str) -> None:
+        self.dir = pathlib.Path(directory)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.state = self.dir / "state"
+        self.port_base = port_base
+        self.log = self.dir / "up.log"
+        self.args = args
+        self.env = {
+            k: v
+            for k, v in os.environ.items()
+            if k not in ("OBSMESH_SECRETS_FILE", "OBSMESH_TEST_SECRETS_FILE")
+        }
+        self.env.update(OBSMESH_STATE_DIR=str(self.state), OBSMESH_PORT_BASE=str(port_base), **env)
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def public_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port_base}/ws"
+
+    def start(self) -> Up:
+        with open(self.log, "ab") as out:
+            self.proc = subprocess.Popen(
+                [PYTHON, "-m", "obsmesh", "up", *self.args],
+                cwd=str(self.dir),
+                env=self.env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        return self
+
+    def text(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    def wait_text(self, text: str, timeout: float = 240) -> None:
+        def seen() -> bool:
+            if self.proc.poll() is not None:
+                raise AssertionError(
+                    f"obsmesh up exited ({self.proc.returncode}):\n{self.text()[-3000:]}"
+                )
+            return text in self.text()
+
+        try:
+            wait_for(seen, timeout, f"{text!r} from obsmesh up", interval=0.25)
+        except TimeoutError as exc:
+            raise AssertionError(f"{exc}\n{self.text()[-3000:]}") from None
+
+    def obsmesh(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+        """Another `obsmesh` command, run with this mesh's settings."""
+        return subprocess.run(
+            [PYTHON, "-m", "obsmesh", *args],
+            cwd=str(self.dir),
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+
+    def listed(self) -> set[str]:
+        """The nodes the hub lists (asked anonymously over the public WebSocket)."""
+        from consumers.client import Mesh
+
+        try:
+            with Mesh(self.public_url, "obsmesh", timeout=10) as mesh:
+                return {n["name"] for n in mesh.nodes()}
+        except Exception:
+            return set()
+
+    def processes(self) -> list[int]:
+        """The launcher and everything it started (alive, not zombies)."""
+        return [p for p in process_tree(self.proc.pid) if alive(p)]
+
+    def interrupt(self, timeout: float = 60) -> float:
+        """Ctrl-C: the seconds until the launcher exited."""
+        t0 = time.monotonic()
+        os.killpg(self.proc.pid, signal.SIGINT)
+        self.proc.wait(timeout)
+        return time.monotonic() - t0
+
+    def close(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            try:
+                self.interrupt()
+            except subprocess.TimeoutExpired:
+                for p in self.processes():
+                    os.kill(p, signal.SIGKILL)
+                self.proc.wait(10)
+
+
+def alive(pid: int) -> bool:
+    """A process that exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except (OSError, IndexError):
+        return False

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from nodes.co2 import fields as F
 from nodes.co2.pings import Ping
 from nodes.co2.readings import parse_line
-from nodes.co2.settings import endpoint_url, resolve
+from nodes.co2.settings import Settings, endpoint_url
 from nodes.co2.tokens import FILE_NAME, TokenStore
 from obsmesh.config import ConfigError
 from obsmesh.router import REPO
@@ -84,16 +84,19 @@ def test_ping_columns():
 
 def test_settings_default_data_root_env_and_endpoint(tmp_path):
     mesh = {"state_dir": str(tmp_path)}
-    options = resolve(None, mesh)
+    options = Settings.resolve(None, mesh=mesh, environ={})
     assert options["data_root"] == str(tmp_path / "co2") and options["port"] == 8090
     conf = tmp_path / "m.toml"
     conf.write_text('[co2]\ncompat_networks = ["10.0.0.0/8"]\nhost = "0.0.0.0"\nsilence = 60\n')
-    options = resolve(str(conf), mesh)
+    options = Settings.resolve(str(conf), mesh=mesh, environ={})
     assert options["compat_networks"] == ["10.0.0.0/8"] and options["silence"] == 60.0
     assert endpoint_url(options) == "http://127.0.0.1:8090"
     conf.write_text("[co2]\nport_typo = 1\n")
-    with pytest.raises(ConfigError):
-        resolve(str(conf), mesh)
+    with pytest.raises(ConfigError, match="port_typo"):
+        Settings.resolve(str(conf), mesh=mesh, environ={})
+    conf.write_text("[co2]\nsilence = -5\n")
+    with pytest.raises(ConfigError, match=r"\[co2\] silence must be a positive number, got -5.0"):
+        Settings.resolve(str(conf), mesh=mesh, environ={})
 
 
 def _obsmesh(*args: str) -> subprocess.CompletedProcess:

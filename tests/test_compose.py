@@ -39,9 +39,19 @@ import yaml
 from autobahn.wamp.exception import ApplicationError
 from twisted.internet import defer, threads
 
-from obsmesh import config, health
+from obsmesh import config, health, kinds
+from obsmesh import layout as layout_mod
 from tests.docker import compose
-from tests.harness import PYTHON, REPO, connect, free_port, spawn, stop_process, wait_until
+from tests.harness import (
+    PYTHON,
+    REPO,
+    connect,
+    free_port,
+    free_port_range,
+    spawn,
+    stop_process,
+    wait_until,
+)
 
 COMPOSE = REPO / "docker-compose.yml"
 DOCKERFILES = REPO / "Dockerfiles"
@@ -289,37 +299,18 @@ def test_every_command_is_a_real_obsmesh_subcommand():
 
 
 # -- environment -------------------------------------------------------------------
-def section_defaults(kind: str, module_name: str) -> dict:
-    """A node kind's settings: the DEFAULTS of its node module, or of the module of its package
-    that resolves the `[kind]` section (co2 keeps them in settings.py, dataflow in options.py)."""
-    import importlib
-
-    module = importlib.import_module(module_name)
-    if isinstance(getattr(module, "DEFAULTS", None), dict):
-        return module.DEFAULTS
-    package = pathlib.Path(module.__file__).parent
-    section = re.compile(
-        rf"""settings\(\s*DEFAULTS\s*,\s*["']{kind}["']|SECTION\s*=\s*["']{kind}["']"""
-    )
-    for path in sorted(package.glob("*.py")):
-        if section.search(path.read_text()):
-            found = importlib.import_module(f"{module_name.rsplit('.', 1)[0]}.{path.stem}")
-            return found.DEFAULTS
-    raise AssertionError(f"node kind {kind}: no DEFAULTS for its [{kind}] section")
-
-
 def known_settings() -> dict[str, tuple[dict, str | None]]:
-    """Every OBSMESH_* variable a service reads -> (its defaults, its section)."""
+    """Every OBSMESH_* variable a service reads -> (its defaults, its section): the mesh's,
+    the bridge's, and each registered node kind's settings class."""
 
     from consumers.grafana import cli as bridge_cli
-    from obsmesh import cli
 
     out: dict[str, tuple[dict, str | None]] = {
         f"OBSMESH_{k.upper()}": (config.MESH_DEFAULTS, None) for k in config.MESH_DEFAULTS
     }
     sections: dict[str, dict] = {"grafana": bridge_cli.DEFAULTS}
-    for kind, module_name in cli.NODE_KINDS.items():
-        sections[kind] = section_defaults(kind, module_name)
+    for kind in kinds.registry().kinds():
+        sections[kind.name] = kind.settings.defaults()
     for section, defaults in sections.items():
         for key in defaults:
             out[f"OBSMESH_{section.upper()}_{key.upper()}"] = (defaults, section)
@@ -561,12 +552,12 @@ def test_health_check_is_chosen_from_the_command_line(argv, expected):
 def test_health_knows_the_ports_simulators_listen_on():
     import importlib
 
-    from obsmesh import cli
-
-    for kind, port in health.SIMULATOR_PORTS.items():
+    ports = health.simulator_ports()
+    assert ports, "no simulator declares a port"
+    for name, (_, sim) in kinds.registry().simulators().items():
         parser = argparse.ArgumentParser()
-        importlib.import_module(cli.SIMULATORS[kind]).configure(parser)
-        assert parser.get_default("port") == port, kind
+        importlib.import_module(sim.module).configure(parser)
+        assert parser.get_default("port") == ports.get(name), name
 
 
 def test_health_check_of_a_service_that_serves_nothing_says_so():
@@ -588,7 +579,7 @@ class Demo:
     names: dict[str, str]  # kind -> node name
     procs: list = field(default_factory=list)
     logs: list = field(default_factory=list)
-    radar_ports: list[int] = field(default_factory=list)
+    radar_ports: list[int] = field(default_factory=list)  # ports the simulators listen on
 
     def tail(self) -> str:
         return "\n".join(
@@ -598,188 +589,49 @@ class Demo:
         )
 
 
-def _option(argv: list[str], name: str) -> str | None:
-    return argv[argv.index(name) + 1] if name in argv else None
+def _takes(simulator: str, flag: str) -> bool:
+    """Whether `obsmesh simulate SIMULATOR` has the option `flag`."""
+    import importlib
+
+    parser = argparse.ArgumentParser()
+    importlib.import_module(kinds.registry().simulators()[simulator][1].module).configure(parser)
+    return flag in parser._option_string_actions
 
 
 @pytest.fixture(scope="module")
 def demo(router, tmp_path_factory):
-    """Started as the stack starts them, in temporary directories and on free ports."""
-    from nodes.superdarn.node import load_radars
-
-    s = spec()
-    services = node_services(s)
+    """The stack's node kinds as `obsmesh up` runs them (each kind's demo recipe, read from
+    the registry), against the test router, in a temporary state directory on free ports."""
+    services = node_services(spec())
     names = {kind: name for kind, name in services.values()}
+    with_demo = {k.name for k in kinds.registry().kinds() if k.demo is not None}
+    assert set(names) <= with_demo, (
+        f"node kinds of the stack with no demo recipe to start them by: {sorted(set(names) - with_demo)}"
+    )
     tmp = tmp_path_factory.mktemp("demo")
+    mesh = config.mesh(
+        environ={},
+        state_dir=str(tmp),
+        router_url=router.backend_url,
+        public_url=router.ws_url,
+        port_base=free_port_range(64),
+    )
+    lay = layout_mod.local(mesh, sorted(names))
     env = router.env()
     d = Demo(names)
-
-    def start(tag: str, args: list[str]) -> None:
-        log = tmp / f"{tag}.log"
+    for svc in lay.services:
+        if svc.role not in (layout_mod.NODE, layout_mod.SIMULATOR):
+            continue  # the test router and the test's own bridge stand in for the layout's
+        argv = list(svc.argv)
+        if svc.role == layout_mod.NODE and names[svc.kind] != svc.node:
+            argv += ["--name", names[svc.kind]]
+        if svc.role == layout_mod.SIMULATOR:
+            d.radar_ports.extend(x.port for x in svc.listens)
+            if "--speed" not in argv and _takes(svc.argv[1], "--speed"):
+                argv += ["--speed", "40"]  # every dashboard panel gets data within the wait
+        log = tmp / f"{svc.name}.log"
         d.logs.append(log)
-        d.procs.append(spawn(args, env, log))
-
-    known = {"sensors", "weather", "co2", "dataflow", "superdarn", "canada", "das2"}
-    assert set(names) <= known, (
-        f"tests/test_compose.py does not know how to start {sorted(set(names) - known)}"
-    )
-    if "sensors" in names:
-        start("sensors", ["node", "sensors", "--name", names["sensors"]])
-    if "weather" in names:
-        wx = tmp / "weather"
-        start(
-            "weather-simulator",
-            ["simulate", "weather", str(wx), "--once", "--days", "0.05", "--step", "10"],
-        )
-        start("weather", ["node", "weather", "--name", names["weather"], "--dir", str(wx)])
-    if "co2" in names:
-        port = free_port()
-        root = tmp / "co2"
-        start(
-            "co2",
-            ["node", "co2", "--name", names["co2"], "--data-root", str(root), "--port", str(port)],
-        )
-        start(
-            "co2-simulator",
-            [
-                "simulate",
-                "co2",
-                f"http://127.0.0.1:{port}",
-                "--units",
-                "2",
-                "--interval",
-                "0.5",
-                "--data-root",
-                str(root),
-                "--sd-dir",
-                str(tmp / "co2-units"),
-            ],
-        )
-    if "dataflow" in names:
-        svc = s["services"][next(k for k, v in services.items() if v[0] == "dataflow")]
-        radars = _option(svc["command"], "--radars") or "sas,pgr"
-        df = tmp / "dataflow"
-        start(
-            "dataflow-simulator",
-            [
-                "simulate",
-                "dataflow",
-                str(df),
-                "--radars",
-                radars,
-                "--speed",
-                "3600",
-                "--antennas",
-                "1",
-                "--failure-rate",
-                "0.2",
-                "--seed",
-                "3",
-            ],
-        )
-        start(
-            "dataflow",
-            [
-                "node",
-                "dataflow",
-                "--name",
-                names["dataflow"],
-                "--dir",
-                str(df),
-                "--radars",
-                radars,
-                "--period",
-                "2",
-                "--margin",
-                "3",
-            ],
-        )
-    if "superdarn" in names:
-        svc = s["services"][next(k for k, v in services.items() if v[0] == "superdarn")]
-        codes = [ep.key for ep in load_radars(svc["environment"]["OBSMESH_SUPERDARN_RADARS"])]
-        feeds = {}
-        for i, code in enumerate(codes):
-            port = free_port()
-            d.radar_ports.append(port)
-            feeds[code] = f"127.0.0.1:{port}"
-            start(
-                f"radar-{code}",
-                [
-                    "simulate",
-                    "radar",
-                    "--code",
-                    code,
-                    "--port",
-                    str(port),
-                    "--speed",
-                    "40",
-                    "--seed",
-                    str(i + 1),
-                ],
-            )
-        start(
-            "superdarn",
-            [
-                "node",
-                "superdarn",
-                "--name",
-                names["superdarn"],
-                "--radars",
-                json.dumps(feeds),
-                "--echo-db",
-                str(tmp / "echoes.sqlite"),
-            ],
-        )
-    if "canada" in names:
-        sim = next(
-            (
-                svc["command"]
-                for svc in s["services"].values()
-                if (svc.get("command") or [])[:2] == ["simulate", "canada"]
-            ),
-            [],
-        )
-        port = free_port()
-        start(
-            "canada-simulator",
-            [
-                "simulate",
-                "canada",
-                "--port",
-                str(port),
-                "--speed",
-                "40",
-                "--sites",
-                _option(sim, "--sites") or "sas,pgr",
-            ],
-        )
-        start(
-            "canada",
-            [
-                "node",
-                "canada",
-                "--name",
-                names["canada"],
-                "--addr",
-                f"127.0.0.1:{port}",
-                "--echo-db",
-                str(tmp / "canada-echoes.sqlite"),
-            ],
-        )
-    if "das2" in names:  # the example readers, as the stack runs them
-        start(
-            "das2",
-            [
-                "node",
-                "das2",
-                "--name",
-                names["das2"],
-                "--http",
-                f"127.0.0.1:{free_port()}",
-                "--cache-dir",
-                str(tmp / "das2-cache"),
-            ],
-        )
+        d.procs.append(spawn(argv, env, log))
     yield d
     for proc in d.procs:  # all at once: each node leaves the hub gracefully, concurrently
         if proc.poll() is None:

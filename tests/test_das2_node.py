@@ -28,6 +28,7 @@ from nodes.das2.reduce import reduce_stream
 from nodes.das2.stream import (
     Comment,
     Data,
+    PacketHeader,
     StreamException,
     StreamHeader,
     coalesce,
@@ -35,6 +36,7 @@ from nodes.das2.stream import (
 )
 from obsmesh import wire
 from obsmesh.store.reduce import bin_minmax
+from tests.das2c_model import dimensions
 from tests.harness import connect, free_port, port_open, spawn, stop_process, wait_for, wait_until
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "nodes" / "das2" / "examples"
@@ -123,7 +125,7 @@ def columns(raw: bytes, dataset: str) -> tuple[list[float], dict[str, list]]:
         scale = 1e-6 if x.units == "us2000" else 1.0
         t += (ev.columns[0] * scale + T2000).tolist()
         for plane, col in zip(ev.header.planes[1:], ev.columns[1:], strict=True):
-            if "operation" in plane.properties:
+            if plane.properties.get("operation", ("", ""))[1] not in ("", "BIN_AVG"):
                 continue
             fill = float(
                 plane.properties.get("fill", plane.properties.get("zFill", ("", "-1e31")))[1]
@@ -474,6 +476,57 @@ def test_http_dataset_binary_ascii_and_progress(node):
     assert np.array_equal(tdata.columns[0], ref.columns[0])  # microsecond times
     for a, b in zip(tdata.columns[1:], ref.columns[1:], strict=True):
         assert np.array_equal(a.astype(np.float32), b)  # 9 digits: float32 exactly
+
+
+@pytest.mark.parametrize("dataset", sorted(CATALOG))
+def test_every_http_answer_is_what_das2c_clients_load(node, dataset):
+    """das2py cannot be installed here (it needs das2C's headers and library,
+    which no package index ships: see tests/das2c_model.py), so what it depends
+    on is checked on every kind of answer: every plane named; averages marked
+    BIN_AVG with their source, .min/.max beside them as das2C writes them;
+    das2C's builder would make distinct dimensions; every example range, full
+    and reduced (at a level's resolution, at a resolution made from blocks and
+    at one no level divides), binary and ascii."""
+    dsdf = CATALOG[dataset]
+    start = dsdf.examples[0].start_us / 1e6
+    for resolution in (None, dsdf.cache_levels[0].resolution, 120.0, 7.0):
+        for ascii_ in ("", "1"):
+            query = {
+                "server": "dataset",
+                "dataset": dataset,
+                "start_time": fmt_time(start),
+                "end_time": fmt_time(start + 1800),
+            }
+            if resolution:
+                query["resolution"] = str(resolution)
+            if ascii_:
+                query["ascii"] = "1"
+            status, _mime, body = get(node, query)
+            assert status == 200, body[-300:]
+            headers = [e for e in decode(body) if isinstance(e, PacketHeader)]
+            assert headers and any(isinstance(e, Data) for e in decode(body))
+            for h in headers:
+                assert all(p.name for p in h.planes), query
+                dims = dimensions(h)  # raises what das2C would refuse
+                ops = {p.name: p.properties.get("operation", ("", ""))[1] for p in h.planes[1:]}
+                if resolution:
+                    values = [n for n, op in ops.items() if op == "BIN_AVG"]
+                    assert values and set(values) <= set(dims)
+                    for n in values:
+                        assert h.planes[[p.name for p in h.planes].index(n)].properties[
+                            "source"
+                        ] == ("String", n)
+                        if dsdf.minmax:
+                            assert (ops[f"{n}.min"], ops[f"{n}.max"]) == ("BIN_MIN", "BIN_MAX")
+                    assert not any(op in ("BIN_SUM", "BIN_COUNT") for op in ops.values())
+                else:
+                    assert set(ops.values()) == {""}
+
+
+def fmt_time(t: float) -> str:
+    from nodes.das2.timefmt import format_time
+
+    return format_time(round(t * 1e6))
 
 
 def test_http_streams_chunked(node):

@@ -431,7 +431,9 @@ async def test_magnetometer_example_planes_gaps_fill_and_frames() -> None:
     )
     reduced = decode(reduce_stream(raw, 60.0, minmax=True))
     r = next(e for e in reduced if isinstance(e, Data))
-    assert len(r) == 58 and [p.name for p in r.header.planes][:4] == ["", "Bx", "Bx.min", "Bx.max"]
+    names = [p.name for p in r.header.planes]
+    assert len(r) == 58 and names[:5] == ["time", "Bx", "By", "Bz", "Bmag"]
+    assert names[5:7] == ["Bx.min", "Bx.max"]  # das2C's order: the extremes after the averages
     assert reduced[0].properties["xCacheResolution"] == ("Datum", "60 s")
 
 
@@ -469,3 +471,66 @@ def test_pool_works_in_a_reactor_without_signal_handlers(tmp_path: Path) -> None
         [sys.executable, "-c", program], cwd=root, capture_output=True, text=True, timeout=30
     )
     assert done.stdout.strip() == "8", done.stderr
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_reader_cannot_take_more_memory_than_its_limit(tmp_path) -> None:
+    """RLIMIT_AS / RLIMIT_DATA on the reader process (and what it starts): an
+    allocation past the limit fails in the reader, which dies of it; the real
+    spectrogram reader asked for 30 years at full resolution (what drove a
+    reader to 2 GiB in the issue) stops at once instead."""
+    hog = script(
+        tmp_path,
+        "hog.py",
+        """
+        import resource, sys
+        soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+        sys.stderr.write(f"limit {soft}\\n")
+        block = bytearray(3 * 1024**3)
+        sys.stdout.write("allocated")
+    """,
+    )
+    limits = ReaderLimits(timeout=30, memory=512 * 1024**2)
+    result, out = await run(ReaderPool(), [sys.executable, hog], limits)
+    assert result.reason == "exit" and out == b""
+    assert b"limit 536870912" in result.stderr and b"MemoryError" in result.stderr
+    # without a limit the same program gets its memory (the limit is what stops it)
+    small = script(tmp_path, "small.py", "block = bytearray(64 * 1024**2); print('ok')")
+    result, out = await run(ReaderPool(), [sys.executable, small], limits)
+    assert result.ok and out == b"ok\n"
+    req = validate_request(SPEC, "2000-01-01", "2029-12-31")
+    result, out = await run(
+        ReaderPool(), reader_argv(SPEC, req), ReaderLimits(timeout=60, memory=1024**3)
+    )
+    assert result.reason == "exit" and b"MemoryError" in result.stderr
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_paused_reader_lends_its_slot(tmp_path) -> None:
+    """With one slot, a reader whose client stopped reading (its flow paused)
+    lets another reader run; when the client reads again it waits for a slot."""
+    from nodes.das2.readers import ReaderFlow
+
+    flood = script(
+        tmp_path,
+        "flood.py",
+        """
+        import sys
+        chunk = b"x" * 65536
+        for _ in range(400):
+            sys.stdout.buffer.write(chunk)
+    """,
+    )
+    quick = script(tmp_path, "quick.py", "print('done')")
+    pool = ReaderPool(max_concurrent=1, max_processes=2)
+    flow = ReaderFlow()
+    flow.pause()
+    got: list[bytes] = []
+    slow = pool.run([sys.executable, flood], got.append, LIMITS_30S, None, flow)
+    await wait_until(lambda: pool.active == 1 and pool.lent == 1)
+    result, out = await run(pool, [sys.executable, quick])  # runs while the first is paused
+    assert result.ok and out == b"done\n" and not slow.called and got == []
+    flow.resume()
+    result = await slow
+    assert result.ok and sum(len(c) for c in got) == 400 * 65536
+    assert pool.active == 0 and pool.lent == 0

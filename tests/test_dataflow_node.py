@@ -365,20 +365,19 @@ async def test_a_restarted_node_on_a_persistent_store_stores_history_once(
 
 
 def test_options_from_dir_environment_and_command_line(tmp_path, monkeypatch):
-    from nodes.dataflow.node import build, configure
+    from nodes.dataflow.node import build
+    from nodes.dataflow.options import Settings
 
     monkeypatch.setenv("OBSMESH_DATAFLOW_RADARS", "sas, pgr")
     monkeypatch.setenv("OBSMESH_DATAFLOW_MARGIN", "5")
     parser = argparse.ArgumentParser()
-    parser.add_argument("--config")
-    parser.add_argument("--name")
-    configure(parser)
+    Settings.add_arguments(parser)
     args = parser.parse_args(
         ["--dir", str(tmp_path), "--period", "2", "--data-dir", str(tmp_path / "d")]
     )
     from obsmesh import config
 
-    node = build(args, config.mesh())
+    node = build("dataflow", config.mesh(), Settings.resolve(None, args=args))
     o = node.options
     assert o["radars"] == ["sas", "pgr"] and o["period"] == 2.0 and o["margin"] == 5.0
     assert o["summary_roots"] == [str(tmp_path / "summary")]

@@ -384,3 +384,16 @@ def test_simulator_command_line_refuses_bad_input(tmp_path, capsys):
         assert simulator.main(parser.parse_args(args)) == 2  # before any reactor is started
         err = capsys.readouterr().err
         assert ("--speed" in err) if args[0] == "--speed" else ("cannot start" in err)
+
+
+def test_a_record_with_a_non_utf8_string_is_kept_and_counted():
+    h = Harness(stale_after=1e9)
+    h.client.start()
+    protocol, _ = h.accept()
+    record = next(itertools.islice(synth.RadarSynth(5, sounding_every=0).records(T0), 1))
+    raw = dmap.encode_record({**record, "combf": "x@x"}).replace(b"x@x", b"x\xe9x")
+    protocol.dataReceived(frame(raw) + frame(record_bytes(1)))
+    assert len(h.records) == 2 and h.records[0]["combf"] == "x\ufffdx"
+    status = h.client.status()
+    assert status["records"] == 2 and status["bad_records"] == 0
+    assert status["replaced_strings"] == 1

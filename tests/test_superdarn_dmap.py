@@ -439,3 +439,32 @@ def test_empty_array_with_giant_extents_is_refused():
     assert dmap.decode_record(ok)["a"].shape == (3, 0)
     layout = dmap._Layout(dmap._decode_generic(ok, 16, len(ok), 0, 1)[1])
     assert layout.decode(data, 16, len(data)) is None
+
+
+def with_latin1_comment(record: dict) -> bytes:
+    """A record whose `combf` holds 0xE9 (an e-acute written by a Latin-1
+    radar site, as seen in the wild): not UTF-8."""
+    record = dict(record)
+    record["combf"] = "Site x@x comment"
+    raw = dmap.encode_record(record)
+    return raw.replace(b"x@x", b"x\xe9x")
+
+
+def test_a_string_with_bytes_that_are_not_utf8_keeps_its_record():
+    """RST writes strings as bytes; its client decodes such a record, so must we:
+    the bad byte becomes U+FFFD, every other field is as written, and the
+    record says how many strings were mended. Both the generic decoder and a
+    compiled layout (learned from a clean record first) agree."""
+    clean = dict(dmap.decode_record(dmap.encode_record(beam(5, True))))
+    raw = with_latin1_comment(beam(5, True))
+    for lazy in (False, True):
+        got = dmap.decode_record(raw, lazy=lazy)
+        assert got["combf"] == "Site x\ufffdx comment"
+        assert dmap.replaced_strings(got) == 1
+        assert_same(
+            {k: v for k, v in got.items() if k != "combf"},
+            {k: v for k, v in clean.items() if k != "combf"},
+        )
+    assert dmap.replaced_strings(clean) == 0
+    records = dmap.decode_records(dmap.encode_record(beam(3, True)) + raw)
+    assert len(records) == 2 and dmap.replaced_strings(records[1]) == 1

@@ -375,18 +375,14 @@ async def test_simulator_process_killed_and_restarted_is_reconnected(router, tmp
 
 
 def test_node_settings_refuse_bad_radar_config(tmp_path):
-    import argparse
-
     from nodes.superdarn import node
+    from nodes.superdarn.kind import Settings
     from obsmesh import config
 
     bad = tmp_path / "bad.toml"
     bad.write_text('[superdarn]\nradars = [{code = "SAS!", host = "h", port = 1}]\n')
-    args = argparse.Namespace(
-        config=str(bad), name=None, radars=None, stale_after=None, echo_db=None, retention_days=None
-    )
     try:
-        node.build(args, config.mesh(str(bad)))
+        node.build("superdarn", config.mesh(str(bad)), Settings.resolve(str(bad)))
     except config.ConfigError as exc:
         assert "bad radar code" in str(exc)
     else:

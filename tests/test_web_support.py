@@ -347,7 +347,7 @@ class DataflowFeed(DataNode):
         self.ticker = task.LoopingCall(self.tick)
 
     def info(self) -> dict:
-        return {"kind": self.kind, "radars": list(self.radars)}
+        return {**super().info(), "radars": list(self.radars)}
 
     def declare_fields(self) -> None:
         for r in self.radars:

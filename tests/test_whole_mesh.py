@@ -17,10 +17,11 @@ import pytest
 
 from consumers.client import Mesh
 from consumers.client.live import Gap
+from obsmesh import kinds
 from obsmesh.router import REPO
-from tests.harness import children, cmdline, free_port, port_open, wait_for
+from tests.harness import children, cmdline, free_port_range, port_open, wait_for
 
-EXPECTED = {"sensors", "weather", "co2", "dataflow", "superdarn", "das2", "canada"}
+EXPECTED = {k.name for k in kinds.registry().kinds() if k.demo is not None}
 
 
 def crossbar_of(launcher_pid: int) -> int:
@@ -32,16 +33,14 @@ def crossbar_of(launcher_pid: int) -> int:
 
 @pytest.fixture
 def mesh_up(tmp_path):
-    public, backend, grafana = free_port(), free_port(), free_port()
+    base = free_port_range(64)
     env = dict(
         os.environ,
         OBSMESH_STATE_DIR=str(tmp_path / "state"),
-        OBSMESH_PUBLIC_URL=f"ws://127.0.0.1:{public}/ws",
-        OBSMESH_ROUTER_URL=f"rs://127.0.0.1:{backend}",
-        OBSMESH_CO2_PORT=str(free_port()),
-        OBSMESH_GRAFANA_PORT=str(grafana),
-        OBSMESH_DAS2_PORT=str(free_port()),
+        OBSMESH_PORT_BASE=str(base),  # every port of this mesh, simulators included, moved
     )
+    env["OBSMESH_ROUTER_URL"] = f"rs://127.0.0.1:{base + 1}"  # for the test's own client
+    grafana = base + 2
     log = open(tmp_path / "up.log", "wb")  # noqa: SIM115
     proc = subprocess.Popen(
         [sys.executable, "-m", "obsmesh", "up"],
@@ -52,7 +51,7 @@ def mesh_up(tmp_path):
         start_new_session=True,
     )
     try:
-        wait_for(lambda: port_open(backend) or proc.poll() is not None, 120, "the router")
+        wait_for(lambda: port_open(base + 1) or proc.poll() is not None, 120, "the router")
         assert proc.poll() is None, (tmp_path / "up.log").read_text()[-3000:]
         yield proc, env, grafana, tmp_path / "up.log"
     finally:
@@ -128,7 +127,7 @@ def test_whole_mesh_survives_the_router_being_killed(mesh_up):
     assert back < 60
     os.killpg(proc.pid, signal.SIGINT)
     assert proc.wait(60) == 0
-    assert b"stopped." in log.read_bytes()
+    assert b"obsmesh: stopped in" in log.read_bytes()
 
 
 def _first_batch(stream) -> bool:

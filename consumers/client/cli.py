@@ -95,6 +95,8 @@ def _cell(v: Any) -> Any:
 def _json_value(v: Any) -> Any:
     if isinstance(v, float) and not math.isfinite(v):
         return None
+    if isinstance(v, list):  # a row of items (a das2 yscan)
+        return [_json_value(x) for x in v]
     return v
 
 
@@ -248,7 +250,10 @@ def run_get(args: argparse.Namespace) -> int:
 def csv_rows(result: Result, time_style: str = "unix") -> Iterator[list]:
     """Header, then one row per sample ordered by time: time, timeline, and
     every field (empty where the field is on another timeline or missing)."""
-    fields = list(result)
+    fields = []  # a field with items (a das2 yscan) is a column per item: f[0], f[1], ...
+    for f in result:
+        col = result[f]
+        fields += [f"{f}[{i}]" for i in range(col.shape[1])] if col.ndim == 2 else [f]
     yield ["time", "timeline", *fields]
     order = {f: i for i, f in enumerate(fields)}
     parts = []
@@ -261,7 +266,18 @@ def csv_rows(result: Result, time_style: str = "unix") -> Iterator[list]:
     which = np.concatenate([np.full(len(tl), i) for i, tl in enumerate(parts)])
     index = np.concatenate([np.arange(len(tl)) for tl in parts])
     order_rows = np.argsort(all_t, kind="stable")
-    columns = [{f: c.tolist() for f, c in tl.data.items()} for tl in parts]
+    columns = [
+        {
+            name: c.tolist()
+            for f, col in tl.data.items()
+            for name, c in (
+                [(f"{f}[{i}]", col[:, i]) for i in range(col.shape[1])]
+                if col.ndim == 2
+                else [(f, col)]
+            )
+        }
+        for tl in parts
+    ]
     times = all_t[order_rows].tolist()
     for t, w, i in zip(times, which[order_rows].tolist(), index[order_rows].tolist(), strict=True):
         row: list[Any] = [""] * len(fields)

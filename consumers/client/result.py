@@ -2,7 +2,10 @@
 arrays per timeline. Pure: no I/O.
 
 A reply is `{"data": {field: column}, "timeline": {tl: {"t": column,
-"finalized_until": x}}}`. It does not say which timeline a field belongs to;
+"finalized_until": x}}}`. A column is one value a sample, or, for a field with
+items (a das2 `yscan`: a spectrum a sample), one row of items a sample: nested
+lists, or an array of shape (n, items); those come out as 2-D float arrays
+(NaN where the node sent None), and `Result.tidy` gives them as a long frame. It does not say which timeline a field belongs to;
 a progressive chunk carries one timeline, so that is clear, and otherwise
 columns are matched to timelines by length, or by the node's field list when
 lengths are ambiguous (`needs_field_map`).
@@ -20,20 +23,41 @@ from consumers.client.errors import ProtocolError
 from obsmesh import wire
 
 
-def decode_column(value: Any, what: str) -> np.ndarray:
+def decode_column(value: Any, what: str, rows: bool = False) -> np.ndarray:
     """One wire column as numpy: binary arrays as they are, numbers with None as
-    NaN, bools as bool (object with None where missing), strings as object."""
+    NaN, bools as bool (object with None where missing), strings as object.
+    With `rows`, a column of rows (nested lists or an (n, items) array) is a
+    2-D float array."""
     if isinstance(value, list) and value and all(isinstance(v, bool) or v is None for v in value):
         if any(v is None for v in value):
             return np.array(value, dtype=object)
         return np.array(value, dtype=bool)
+    if rows and isinstance(value, list) and value and all(isinstance(v, list) for v in value):
+        return _rows(value, what)
     try:
         column = wire.decode(value)
     except (ValueError, TypeError) as exc:
         raise ProtocolError(f"{what}: {exc}") from None
+    if column.ndim == 2 and rows and column.dtype.kind in "fiu":
+        return column
     if column.ndim != 1:
         raise ProtocolError(f"{what}: expected a flat column, got shape {column.shape}")
     return column
+
+
+def _rows(value: list[list], what: str) -> np.ndarray:
+    """Nested lists of numbers (None: missing) as a 2-D float array."""
+    table = np.array(value, dtype=object)
+    if table.ndim != 2:
+        raise ProtocolError(f"{what}: rows of different lengths")
+    missing = np.equal(table, None)
+    table[missing] = np.nan
+    if any(isinstance(v, bool | str | bytes) for v in table.flat):
+        raise ProtocolError(f"{what}: rows must hold numbers")
+    try:
+        return table.astype(np.float64)
+    except (TypeError, ValueError):
+        raise ProtocolError(f"{what}: rows must hold numbers") from None
 
 
 @dataclass
@@ -48,14 +72,46 @@ class Timeline:
     def __len__(self) -> int:
         return int(self.t.size)
 
-    def frame(self) -> Any:
-        """This timeline as a pandas DataFrame indexed by UTC time."""
+    def _index(self) -> Any:
         pd = _pandas()
         # Microseconds: float UNIX seconds carry no more, and whole numbers avoid
         # float noise in the index (…12.009999990).
         micros = np.round(self.t * 1e6).astype(np.int64)
-        index = pd.DatetimeIndex(pd.to_datetime(micros, unit="us", utc=True), name="time")
-        return pd.DataFrame(dict(self.data), index=index)
+        return pd.DatetimeIndex(pd.to_datetime(micros, unit="us", utc=True), name="time")
+
+    def frame(self) -> Any:
+        """This timeline as a pandas DataFrame indexed by UTC time; a field with
+        items is one column per item, `field[0]`, `field[1]`, ..."""
+        pd = _pandas()
+        columns: dict[str, np.ndarray] = {}
+        for f, col in self.data.items():
+            if col.ndim == 2:
+                columns.update({f"{f}[{i}]": col[:, i] for i in range(col.shape[1])})
+            else:
+                columns[f] = col
+        return pd.DataFrame(columns, index=self._index())
+
+    def tidy(self, name: str, y: Any = None) -> Any:
+        """One field as a long ("tidy") DataFrame: a row per sample and item,
+        columns `time`, `item` (the item's index), `y` (the item's coordinate,
+        e.g. its frequency, when given) and `value`."""
+        pd = _pandas()
+        col = self.data[name]
+        items = col.shape[1] if col.ndim == 2 else 1
+        values = col.reshape(len(col), items)
+        frame = pd.DataFrame(
+            {
+                "time": np.repeat(self._index(), items),
+                "item": np.tile(np.arange(items), len(col)),
+                "value": values.reshape(-1),
+            }
+        )
+        if y is not None:
+            tags = np.asarray(y, dtype=np.float64)
+            if tags.shape != (items,):
+                raise ValueError(f"{name}: {tags.size} y values for {items} items")
+            frame.insert(2, "y", np.tile(tags, len(col)))
+        return frame
 
 
 class Result(Mapping[str, np.ndarray]):
@@ -88,6 +144,12 @@ class Result(Mapping[str, np.ndarray]):
     def time(self, name: str) -> np.ndarray:
         """The time column (UNIX seconds) of a field's timeline."""
         return self.timeline_of(name).t
+
+    def tidy(self, name: str, y: Any = None) -> Any:
+        """One field as a long DataFrame (`Timeline.tidy`): for a field with
+        items, a row per sample and item; `y` are the items' coordinates (a das2
+        field's `y_tags` from `get_fields`)."""
+        return self.timeline_of(name).tidy(name, y)
 
     @property
     def points(self) -> int:
@@ -162,7 +224,9 @@ class Assembler:
                 t.astype(np.float64, copy=False),
                 float(fin) if _is_number(fin) else None,
             )
-        data = {str(f): decode_column(v, f"field {f!r}") for f, v in reply["data"].items()}
+        data = {
+            str(f): decode_column(v, f"field {f!r}", rows=True) for f, v in reply["data"].items()
+        }
         chunk = _Chunk(timelines, data)
         self._attribute(chunk, None, strict=False)
         self.chunks.append(chunk)
@@ -185,13 +249,14 @@ class Assembler:
         sizes = {tl: t.size for tl, (t, _) in chunk.timelines.items()}
         for f, col in chunk.data.items():
             mapped = field_map.get(f) if field_map else None
-            if mapped in sizes and sizes[mapped] == col.size:
+            n = len(col)  # samples (rows, for a field with items)
+            if mapped in sizes and sizes[mapped] == n:
                 out[f] = mapped
                 continue
-            candidates = [tl for tl, n in sizes.items() if n == col.size]
+            candidates = [tl for tl, size in sizes.items() if size == n]
             if not candidates:
                 raise ProtocolError(
-                    f"node {self.node!r}: field {f!r} has {col.size} values but no timeline has that many times"
+                    f"node {self.node!r}: field {f!r} has {n} values but no timeline has that many times"
                 )
             if len(candidates) > 1 and not strict:
                 return None
@@ -218,7 +283,7 @@ class Assembler:
             for f in self.fields:
                 if f in columns[tl]:
                     data[f] = _join(columns[tl][f])
-                    if data[f].size != t.size:
+                    if len(data[f]) != t.size:
                         raise ProtocolError(
                             f"node {self.node!r}: field {f!r} and its times differ in length"
                         )
@@ -230,6 +295,9 @@ def _join(parts: list[np.ndarray]) -> np.ndarray:
     """Concatenate chunks into one writable array (wire arrays are read-only views)."""
     if len(parts) == 1:
         return parts[0].copy()
+    wide = [p for p in parts if p.ndim == 2]
+    if wide:  # rows of items; an empty chunk came as a flat empty list
+        parts = [p if p.ndim == 2 else p.reshape(0, wide[0].shape[1]) for p in parts]
     kinds = {p.dtype.kind for p in parts if p.size}
     if len(kinds) > 1 and "O" not in kinds and not kinds <= set("fiu"):
         parts = [p.astype(object) for p in parts]

@@ -13,14 +13,12 @@ envelope (`sites`), messages by envelope, ignored Borealis topics, unknown
 envelopes and decode errors by reason (`envelopes`, `decode_errors`).
 
 Settings: section `[canada]` of the TOML file, `OBSMESH_CANADA_<KEY>`, or the
-command line; see DEFAULTS and nodes/canada/README.md.
+command line; see `Settings` in kind.py and nodes/canada/README.md.
 """
 
 from __future__ import annotations
 
-import argparse
 import collections
-import math
 import os
 import re
 import sqlite3
@@ -37,25 +35,9 @@ from obsmesh import config
 
 from . import envelopes
 from .feed import RECEIVING, SILENT, ZmqFeed
+from .kind import BOREALIS_PORT, Settings
 
-BOREALIS_PORT = 9696
-DEFAULTS: dict[str, Any] = {
-    "addr": "",  # aggregated feed, host:port (the old CANADA_ADDR); "" = none
-    "borealis": [],  # Borealis sites' PUB sockets: "code=host[:port]" (port 9696)
-    "silence": 10.0,  # seconds without a message before a socket is dropped and re-created
-    "stale_after": 120.0,  # seconds without a record before a radar is marked stale
-    "sites": [],  # site codes accepted ([] = any well-formed code, up to max_sites)
-    "max_sites": 64,  # radars one node takes on (a hostile feed cannot grow it without bound)
-    "max_frame": 1 << 20,  # bytes of one ZeroMQ frame (ZMQ_MAXMSGSIZE)
-    "max_decompressed": 4 << 20,  # bytes one message may inflate to
-    "max_records": 64,  # FITACF records in one message
-    "rcvhwm": 1000,  # messages ZeroMQ queues per socket
-    "batch_messages": 2000,  # messages taken in one reactor turn at most
-    "batch_ms": 2.0,  # and for at most this long (shared by the feeds)
-    "echo_db": "",  # SQLite file of per-scan echo counts ("" = <state_dir>/canada/<name>-echoes.sqlite)
-    "retention_days": 30.0,  # echo counts older than this are purged (0 = keep forever)
-    "purge_interval": 3600.0,  # seconds between purges
-}
+DEFAULTS: dict[str, Any] = Settings.defaults()
 
 _HOST = re.compile(r"^(\[[0-9A-Fa-f:.]{2,45}\]|[A-Za-z0-9._-]{1,253})$")
 
@@ -134,13 +116,6 @@ def feed_specs(options: dict[str, Any]) -> list[FeedSpec]:
     return specs
 
 
-def _positive(options: dict[str, Any], key: str) -> float:
-    value = float(options[key])
-    if not (value > 0 and math.isfinite(value)):
-        raise ValueError(f"{key} must be a positive number, got {options[key]!r}")
-    return value
-
-
 class CanadaNode(DataNode):
     kind = "canada"
     description = "Canadian SuperDARN radars over ZeroMQ: realtime beams, scans and echo counts"
@@ -157,20 +132,11 @@ class CanadaNode(DataNode):
     ) -> None:
         self.options = options
         self.specs = list(specs)
-        self.silence = _positive(options, "silence")
-        stale_after = _positive(options, "stale_after")
-        purge_interval = _positive(options, "purge_interval")
-        self.batch_seconds = _positive(options, "batch_ms") / 1000.0
-        for key in (
-            "max_sites",
-            "max_frame",
-            "max_decompressed",
-            "max_records",
-            "rcvhwm",
-            "batch_messages",
-        ):
-            if int(options[key]) < 1:
-                raise ValueError(f"{key} must be at least 1, got {options[key]!r}")
+        Settings.check(options)
+        self.silence = float(options["silence"])
+        stale_after = float(options["stale_after"])
+        purge_interval = float(options["purge_interval"])
+        self.batch_seconds = float(options["batch_ms"]) / 1000.0
         self.max_bytes = int(options["max_decompressed"])
         self.max_records = int(options["max_records"])
         self.max_sites = int(options["max_sites"])
@@ -205,7 +171,7 @@ class CanadaNode(DataNode):
             )
 
     def info(self) -> dict[str, Any]:
-        return {"kind": self.kind, "feeds": {s.name: s.endpoint for s in self.specs}}
+        return {**super().info(), "feeds": {s.name: s.endpoint for s in self.specs}}
 
     # ------------------------------------------------------------ running
 
@@ -353,46 +319,7 @@ class CanadaNode(DataNode):
         return status
 
 
-# ---------------------------------------------------------------- command line
-
-
-def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--addr", help="aggregated feed host:port, the old CANADA_ADDR (default: [canada] addr)"
-    )
-    parser.add_argument(
-        "--borealis", help="Borealis sites, comma-separated code=host[:port] (port 9696)"
-    )
-    parser.add_argument(
-        "--sites", help="accept only these radar codes, comma-separated (default: any)"
-    )
-    parser.add_argument(
-        "--silence", type=float, help="seconds before a silent socket is re-created (10)"
-    )
-    parser.add_argument(
-        "--stale-after", type=float, help="seconds of silence before a radar is stale (120)"
-    )
-    parser.add_argument("--echo-db", help="SQLite file of per-scan echo counts")
-    parser.add_argument(
-        "--retention-days", type=float, help="days of echo counts kept (30; 0 = forever)"
-    )
-
-
-def options_from(args: argparse.Namespace) -> dict[str, Any]:
-    return config.settings(
-        DEFAULTS,
-        "canada",
-        path=args.config,
-        overrides={
-            "addr": getattr(args, "addr", None),
-            "borealis": getattr(args, "borealis", None),
-            "sites": getattr(args, "sites", None),
-            "silence": getattr(args, "silence", None),
-            "stale_after": getattr(args, "stale_after", None),
-            "echo_db": getattr(args, "echo_db", None),
-            "retention_days": getattr(args, "retention_days", None),
-        },
-    )
+# ---------------------------------------------------------------- building
 
 
 def echo_db_path(options: dict[str, Any], settings: dict[str, Any], name: str) -> str:
@@ -402,16 +329,14 @@ def echo_db_path(options: dict[str, Any], settings: dict[str, Any], name: str) -
     return os.path.abspath(path)
 
 
-def build(args: argparse.Namespace, settings: dict[str, Any]) -> CanadaNode:
+def build(name: str, mesh: dict[str, Any], options: dict[str, Any]) -> CanadaNode:
     from nodes.superdarn.node import open_echo_store
 
-    options = options_from(args)
-    name = args.name or "canada"
     try:
         specs = feed_specs(options)
         echoes = open_echo_store(
-            echo_db_path(options, settings, name), float(options["retention_days"])
+            echo_db_path(options, mesh, name), float(options["retention_days"])
         )
-        return CanadaNode(name, settings, options, specs, echoes=echoes)
+        return CanadaNode(name, mesh, options, specs, echoes=echoes)
     except (ValueError, OSError, sqlite3.Error) as exc:
         raise config.ConfigError(f"canada node: {exc}") from None

@@ -90,11 +90,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     from nodes.co2.errors import Rejected
-    from nodes.co2.settings import resolve
+    from nodes.co2.settings import Settings
     from nodes.co2.tokens import TokenFileError
-    from obsmesh import config
 
-    options = resolve(args.config, config.mesh(args.config), {"data_root": args.data_root})
+    options = Settings.resolve(args.config, overrides={"data_root": args.data_root})
     root, pattern = Path(options["data_root"]), options["unit_pattern"]
     try:
         if args.action == "add-unit":

@@ -21,7 +21,6 @@ connected again. Conflicting uploads (409) are events too.
 
 from __future__ import annotations
 
-import argparse
 import math
 import os
 import re
@@ -37,7 +36,6 @@ from nodes.co2.paths import compile_unit_pattern
 from nodes.co2.pings import Ping
 from nodes.co2.readings import Reading
 from nodes.co2.server import Co2Config, Co2Server
-from nodes.co2.settings import resolve
 from nodes.co2.tokens import TokenFileError
 from obsmesh import config
 
@@ -55,14 +53,6 @@ class Co2Node(DataNode):
         self.options = options
         self.root = Path(options["data_root"])
         self.silence = float(options["silence"])
-        if not (self.silence > 0 and math.isfinite(self.silence)):
-            raise ValueError(
-                f"silence must be a positive number of seconds, got {options['silence']!r}"
-            )
-        if not 0 <= int(options["port"]) <= 65535:
-            raise ValueError(f"port must be within 0..65535, got {options['port']!r}")
-        if int(options["max_body_bytes"]) < 1:
-            raise ValueError("max_body_bytes must be positive")
         self._last: dict[str, float] = {}  # timeline -> last stored time
         self._heard: dict[str, float] = {}  # unit -> last word from it (silence reference)
         self._conflicts: dict[tuple[str, str], float] = {}  # (unit, path) -> last event
@@ -303,38 +293,8 @@ class Co2Node(DataNode):
         return status
 
 
-def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--data-root", help="uploads, pings and unit tokens (default <state_dir>/co2)"
-    )
-    parser.add_argument("--port", type=int, help="HTTP port of the unit endpoint (default 8090)")
-    parser.add_argument("--host", help="interface to listen on (default 127.0.0.1)")
-    parser.add_argument(
-        "--compat-network",
-        action="append",
-        metavar="CIDR",
-        help="accept units that send no token from this network (compatibility mode; repeatable)",
-    )
-    parser.add_argument(
-        "--silence",
-        type=float,
-        help="seconds without a word before a unit is flagged (default 900)",
-    )
-
-
-def build(args: argparse.Namespace, settings: dict[str, Any]) -> Co2Node:
-    options = resolve(
-        args.config,
-        settings,
-        overrides={
-            "data_root": args.data_root,
-            "port": args.port,
-            "host": args.host,
-            "compat_networks": args.compat_network,
-            "silence": args.silence,
-        },
-    )
+def build(name: str, mesh: dict[str, Any], options: dict[str, Any]) -> Co2Node:
     try:
-        return Co2Node(args.name or "co2", settings, options)
+        return Co2Node(name, mesh, options)
     except (ValueError, re.error, TokenFileError, OSError) as exc:
         raise config.ConfigError(f"co2 node: {exc}") from exc

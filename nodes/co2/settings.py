@@ -1,5 +1,6 @@
-"""Settings of the co2 node (`[co2]` in the TOML file, `OBSMESH_CO2_*`), shared
-by the node, the operator commands and the launcher."""
+"""Settings of the co2 node (`[co2]` in the TOML file, `OBSMESH_CO2_*`, the
+flags of `obsmesh node co2`), shared by the node, the operator commands and
+the demo recipe."""
 
 from __future__ import annotations
 
@@ -8,30 +9,40 @@ from collections.abc import Mapping
 from typing import Any
 
 from nodes.co2.paths import DEFAULT_UNIT_PATTERN
-from obsmesh import config
-
-SECTION = "co2"
-DEFAULTS: dict[str, Any] = {
-    "data_root": "",  # empty: <state_dir>/co2
-    "port": 8090,
-    "host": "127.0.0.1",
-    "unit_pattern": DEFAULT_UNIT_PATTERN,
-    "token_header": "X-Unit-Token",  # empty: tokens not taken from a header
-    "token_query": "token",  # empty: tokens not taken from the query string
-    "compat_networks": [],  # CIDRs whose units may send no token (compatibility mode)
-    "max_body_bytes": 1 << 20,
-    "silence": 900.0,  # seconds without a word from a unit before it is flagged silent
-}
+from obsmesh.settings import PORT, POSITIVE, Section, Setting, at_least
 
 
-def resolve(
-    path: str | None, mesh: Mapping[str, Any], overrides: Mapping[str, Any] | None = None
-) -> dict[str, Any]:
-    """The node's settings with the data root made concrete."""
-    options = config.settings(DEFAULTS, SECTION, path=path, overrides=overrides)
-    if not options["data_root"]:
-        options["data_root"] = os.path.join(mesh["state_dir"], "co2")
-    return options
+class Settings(Section):
+    section = "co2"
+    data_root = Setting(
+        "", "uploads, pings and unit tokens (empty: <state_dir>/co2)", flag=True, metavar="DIR"
+    )
+    port = Setting(8090, "HTTP port of the unit endpoint", flag=True, check=PORT)
+    host = Setting("127.0.0.1", "interface the unit endpoint listens on", flag=True)
+    unit_pattern = Setting(DEFAULT_UNIT_PATTERN, "regular expression a unit id must match in full")
+    token_header = Setting("X-Unit-Token", "header carrying a unit's token (empty: none)")
+    token_query = Setting("token", "query parameter carrying a unit's token (empty: none)")
+    compat_networks = Setting(
+        [],
+        "networks (CIDR) whose units may send no token (compatibility mode)",
+        flag="--compat-network",
+        repeat=True,
+        metavar="CIDR",
+    )
+    max_body_bytes = Setting(
+        1 << 20,
+        "largest request body, bytes (a larger one gets 413, never buffered)",
+        check=at_least(1),
+    )
+    silence = Setting(
+        900.0, "seconds without a word from a unit before it is flagged", flag=True, check=POSITIVE
+    )
+
+    @classmethod
+    def validate(cls, values: dict[str, Any], mesh: Mapping[str, Any]) -> dict[str, Any]:
+        if not values["data_root"]:
+            values["data_root"] = os.path.join(mesh["state_dir"], "co2")
+        return values
 
 
 def endpoint_url(options: Mapping[str, Any]) -> str:

@@ -2,10 +2,12 @@
 
 A DSDF's `cacheLevel_NN = 'RESOLUTION | PERIOD'` lines define levels. A block
 is the das2 stream of one period (an UTC hour, day or month) reduced to the
-level's resolution with bins aligned to UNIX 0 (`intrinsic`: the reader's own
-output). A request at resolution r is answered from the coarsest level not
-coarser than r (the caller then reduces to exactly r); a request at full
-resolution only from an intrinsic level.
+level's resolution with bins aligned to UNIX 0, as partial aggregates (sum,
+count, min and max of each bin: `reduce.py`), or the reader's own output for
+an `intrinsic` level. A request at resolution r is answered from the coarsest
+level whose bins divide r (the caller then reduces to exactly r, and gets the
+numbers a reduction of the raw stream gives); a request at full resolution
+only from an intrinsic level.
 
 Blocks live in Redis (shared by every replica of the node, with a TTL) or in
 a local directory. Missing blocks are built in the background: a miss
@@ -67,12 +69,31 @@ class BadJob(ValueError):
 # ---------------------------------------------------------------- pure parts
 
 
+def level_us(level: CacheLevel) -> int | None:
+    """A level's bin width in whole microseconds (0: intrinsic); None when it
+    is not a whole number of microseconds (such a level is never used)."""
+    us = level.resolution * US_PER_S
+    return round(us) if abs(us - round(us)) < 1e-6 else None
+
+
+def divides(resolution: float, level: CacheLevel) -> bool:
+    """Bins of `resolution` seconds, aligned to UNIX 0, are whole runs of the
+    level's bins: then its blocks re-reduce exactly (no level bin straddles two
+    answer bins)."""
+    width = level_us(level)
+    if not width:
+        return False
+    ratio = resolution * US_PER_S / width
+    return ratio >= 1 - 1e-12 and abs(ratio - round(ratio)) < 1e-9
+
+
 def choose_level(levels: Sequence[CacheLevel], resolution: float | None) -> CacheLevel | None:
-    """The coarsest level not coarser than `resolution` (None: full resolution,
-    which only an intrinsic level can give)."""
+    """The coarsest level whose bins divide `resolution`, or an intrinsic level
+    (raw streams reduce exactly to anything). None: full resolution, which only
+    an intrinsic level can give."""
     if resolution is None:
         return next((lv for lv in levels if lv.resolution == 0.0), None)
-    fit = [lv for lv in levels if lv.resolution <= resolution]
+    fit = [lv for lv in levels if lv.resolution == 0.0 or divides(resolution, lv)]
     return max(fit, key=lambda lv: lv.resolution) if fit else None
 
 
@@ -113,9 +134,12 @@ def periods(start_us: int, end_us: int, period: str, limit: int = 100_000) -> li
     return out
 
 
+BLOCK_FORMAT = 2  # 2: partial aggregates (sum, count, min, max per bin)
+
+
 def fingerprint(dsdf: Dsdf) -> str:
-    """Changes whenever the dataset's definition changes."""
-    text = json.dumps([dsdf.name, sorted(dsdf.keys.items())], ensure_ascii=True)
+    """Changes whenever the dataset's definition (or the block format) changes."""
+    text = json.dumps([BLOCK_FORMAT, dsdf.name, sorted(dsdf.keys.items())], ensure_ascii=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -150,7 +174,9 @@ class BlockId:
             )
         )
 
-    def job(self) -> bytes:
+    def job(self, queued: float = 0.0) -> bytes:
+        """The job description; `queued` (UNIX seconds) dates the request that
+        asked for it, so a builder can leave what nobody asked for lately."""
         return json.dumps(
             {
                 "dataset": self.dataset,
@@ -159,6 +185,7 @@ class BlockId:
                 "resolution": self.resolution,
                 "period": self.period,
                 "start": self.start_us,
+                "queued": queued,
             },
             separators=(",", ":"),
         ).encode()
@@ -202,6 +229,16 @@ class BlockId:
         )
 
 
+def queued_at(raw: bytes) -> float:
+    """When a (valid) job was queued; 0 when it does not say."""
+    try:
+        when = json.loads(raw).get("queued", 0.0)
+    except (ValueError, AttributeError):
+        return 0.0
+    ok = isinstance(when, int | float) and not isinstance(when, bool) and math.isfinite(when)
+    return float(when) if ok else 0.0
+
+
 def blocks_for(
     dsdf: Dsdf,
     params: Sequence[str],
@@ -226,7 +263,7 @@ class Backend(Protocol):
 
     async def present(self, blocks: Sequence[BlockId]) -> list[bool]: ...
     async def fetch(self, block: BlockId) -> bytes | None: ...
-    async def enqueue(self, block: BlockId) -> bool: ...
+    async def enqueue(self, block: BlockId, queued: float) -> str: ...
     async def pop(self) -> bytes | None: ...
     async def claim(self, block: BlockId, worker: str) -> bool: ...
     async def put(self, block: BlockId, data: bytes, worker: str) -> None: ...
@@ -234,13 +271,17 @@ class Backend(Protocol):
     async def close(self) -> None: ...
 
 
-# KEYS: blk, job, queue ; ARGV: job description, job ttl
+# KEYS: blk, job, queue ; ARGV: job description, job ttl, most jobs queued
+# returns 1 queued, 0 built or already queued, 2 the queue is full
 ENQUEUE_LUA = b"""
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-if not redis.call('SET', KEYS[2], 'queued', 'NX', 'EX', ARGV[2]) then return 0 end
+if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
+if redis.call('LLEN', KEYS[3]) >= tonumber(ARGV[3]) then return 2 end
+redis.call('SET', KEYS[2], 'queued', 'EX', ARGV[2])
 redis.call('RPUSH', KEYS[3], ARGV[1])
 return 1
 """
+ENQUEUED = {0: "known", 1: "queued", 2: "full"}
 
 # KEYS: blk, job ; ARGV: worker, job ttl
 CLAIM_LUA = b"""
@@ -277,6 +318,7 @@ class RedisBlocks:
         job_ttl: float,
         reply_timeout: float = 5.0,
         reactor: Any = None,
+        queue_cap: int = 256,
     ) -> None:
         import txredisapi
 
@@ -290,6 +332,7 @@ class RedisBlocks:
         self.namespace = namespace
         self.ttl = max(1, int(ttl))
         self.job_ttl = max(1, int(job_ttl))
+        self.queue_cap = max(1, int(queue_cap))
         self.reply_timeout = reply_timeout
         self._handler = txredisapi.lazyConnection(
             reconnect=True,
@@ -350,10 +393,11 @@ class RedisBlocks:
         value = await self._run(lambda c: c.execute_command("GET", self._key("blk", block)))
         return value if isinstance(value, bytes) else None
 
-    async def enqueue(self, block: BlockId) -> bool:
+    async def enqueue(self, block: BlockId, queued: float) -> str:
         keys = [self._key("blk", block), self._key("job", block), self._key("queue")]
-        done = await self._run(lambda c: c.eval(ENQUEUE_LUA, keys, [block.job(), self.job_ttl]))
-        return int(done) == 1
+        args = [block.job(queued), self.job_ttl, self.queue_cap]
+        done = await self._run(lambda c: c.eval(ENQUEUE_LUA, keys, args))
+        return ENQUEUED.get(int(done), "known")
 
     async def pop(self) -> bytes | None:
         value = await self._run(lambda c: c.execute_command("LPOP", self._key("queue")))
@@ -384,9 +428,10 @@ class DiskBlocks:
 
     name = "disk"
 
-    def __init__(self, root: str, ttl: float) -> None:
+    def __init__(self, root: str, ttl: float, queue_cap: int = 256) -> None:
         self.root = os.path.abspath(root)
         self.ttl = float(ttl)
+        self.queue_cap = max(1, int(queue_cap))
         self._queue: collections.deque[bytes] = collections.deque()
         self._jobs: set[str] = set()  # queued or being built
 
@@ -417,12 +462,18 @@ class DiskBlocks:
         except OSError as exc:
             raise CacheUnavailable(f"cache file {path}: {exc}") from None
 
-    async def enqueue(self, block: BlockId) -> bool:
+    async def enqueue(self, block: BlockId, queued: float) -> str:
         if block.key in self._jobs or (await self.present([block]))[0]:
-            return False
+            return "known"
+        if len(self._queue) >= self.queue_cap:
+            return "full"
         self._jobs.add(block.key)
-        self._queue.append(block.job())
-        return True
+        self._queue.append(block.job(queued))
+        return "queued"
+
+    @property
+    def queued(self) -> int:
+        return len(self._queue)
 
     async def pop(self) -> bytes | None:
         return self._queue.popleft() if self._queue else None
@@ -478,6 +529,9 @@ class Cache:
         poll: float = 0.25,
         max_blocks: int = 2000,
         reactor: Any = None,
+        per_request: int = 32,
+        max_age: float = 600.0,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         if reactor is None:
             from twisted.internet import reactor
@@ -488,6 +542,9 @@ class Cache:
         self._count = count or (lambda _name, _n=1: None)
         self.concurrency = max(1, int(concurrency))
         self.max_blocks = int(max_blocks)
+        self.per_request = max(0, int(per_request))
+        self.max_age = float(max_age)
+        self.clock = clock
         self.worker = os.urandom(8).hex()
         self.active = 0
         self.built: list[str] = []  # keys of the blocks this process built (recent)
@@ -524,14 +581,23 @@ class Cache:
             return None
 
     async def request(self, blocks: Sequence[BlockId]) -> int:
-        """Queue builds for missing blocks (each at most once); jobs queued."""
+        """Queue builds for missing blocks: each at most once (deduplicated by
+        its job key), at most `per_request` of one request (the first ones:
+        where a client looks first), none while the queue is full; jobs queued."""
         queued = 0
-        for block in blocks:
+        now = self.clock()
+        for block in blocks[: self.per_request]:
             try:
-                queued += await self.backend.enqueue(block)
+                outcome = await self.backend.enqueue(block, now)
             except CacheUnavailable as exc:
                 self._failed("enqueue", exc)
                 break
+            if outcome == "full":
+                self._count("jobs_refused_queue_full", 1)
+                break
+            queued += outcome == "queued"
+        if len(blocks) > self.per_request:
+            self._count("jobs_not_queued_per_request", len(blocks) - self.per_request)
         if queued:
             self._count("jobs_queued", queued)
             self.kick()
@@ -572,6 +638,15 @@ class Cache:
                     return
                 block = self._accept(raw)
                 if block is None:
+                    continue
+                if self.max_age and self.clock() - queued_at(raw) > self.max_age:
+                    # Nobody asked for it lately: not worth a reader. Its job key goes,
+                    # so a request that wants it again queues it again.
+                    self._count("jobs_stale", 1)
+                    try:
+                        await self.backend.release(block, "queued")
+                    except CacheUnavailable as exc:
+                        self.last_error = f"release: {exc}"
                     continue
                 if block.fingerprint != self.fingerprints.get(block.dataset):
                     # Queued by a replica with another definition of the dataset: not

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from nodes.das2.fill import fill_to_nan
 from nodes.das2.reduce import plane_fill, plane_operation
 from nodes.das2.service import StopStream, x_seconds
 from nodes.das2.stream import (
@@ -25,10 +26,12 @@ from nodes.das2.stream import (
     StreamException,
     StreamHeader,
 )
-from obsmesh.errors import TooManyPoints, Unavailable
+from obsmesh.errors import InvalidArgument, TooManyPoints, Unavailable
 
 
 def field_name(dataset: str, plane: Plane) -> str:
+    """`<dataset>.<plane>`; an unnamed plane by its kind, as the node names it
+    in what it serves (`reduce.plane_names`)."""
     return f"{dataset}.{plane.name or plane.kind}"
 
 
@@ -57,13 +60,9 @@ def plane_meta(dataset: str, description: str, plane: Plane) -> dict:
 
 
 def plane_values(plane: Plane, values: np.ndarray, stream_props: Properties) -> np.ndarray:
-    """Values as float64 with fill and NaN as NaN. The fill is compared in the
-    values' own type: a float32 -1e31 is not the float64 -1e31."""
-    values = np.asarray(values)
-    fill = values.dtype.type(plane_fill(plane, stream_props))
-    v = values.astype(np.float64)
-    v[values == fill] = np.nan
-    return v
+    """Values as float64 with fill (within das2C's relative tolerance, `fill.py`)
+    and NaN as NaN."""
+    return fill_to_nan(values, plane_fill(plane, stream_props))
 
 
 def row_width(col: np.ndarray) -> int:
@@ -97,6 +96,8 @@ class Collector:
                 self.headers.append(ev)
             elif isinstance(ev, Data) and len(ev):
                 self._data(ev)
+            elif isinstance(ev, StreamException) and ev.type == "IllegalArgument":
+                self.error = InvalidArgument(f"{self.dataset}: {ev.message}")  # e.g. too large
             elif isinstance(ev, StreamException) and ev.type != "NoDataInInterval":
                 self.error = Unavailable(f"{self.dataset}: {ev.type}: {ev.message}")
 

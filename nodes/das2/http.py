@@ -9,7 +9,9 @@ mesh's das2 datasets directly.
 
 Streams go out as they are made (chunked transfer, never a whole response in
 memory) with `taskProgress` comments; a slow client pauses the readers (TCP
-back-pressure) and a client that hangs up cancels its request. Datasets whose
+back-pressure), one that reads nothing for `stall_timeout` seconds is cut off,
+and a client that hangs up cancels its request. A request refused before any
+data (too large, `Das2Service.too_large`) gets HTTP 400 and its exception. Datasets whose
 DSDF restricts `readAccess` are not served here.
 """
 
@@ -30,6 +32,7 @@ from nodes.das2.dsdf import Dsdf
 from nodes.das2.readers import ReaderFlow, validate_request
 from nodes.das2.service import Das2Service, StopStream
 from nodes.das2.stream import (
+    Comment,
     Das2StreamError,
     Data,
     Encoder,
@@ -100,19 +103,45 @@ class AsciiEvents:
 
 @implementer(IPushProducer)
 class _Producer:
-    """TCP back-pressure to the readers; a dropped connection cancels."""
+    """TCP back-pressure to the readers; a dropped connection cancels. A client
+    that stays paused (reads nothing) for `stall_timeout` seconds is cut off:
+    `stalled` stops its answer (its reader is killed) and drops the connection."""
 
-    def __init__(self, flow: ReaderFlow, stop: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        flow: ReaderFlow,
+        stop: Callable[[], None],
+        stalled: Callable[[], None],
+        stall_timeout: float,
+        reactor: Any,
+    ) -> None:
         self.flow = flow
         self.stop = stop
+        self.stalled = stalled
+        self.stall_timeout = stall_timeout
+        self.reactor = reactor
+        self._timer: Any = None
+
+    def _disarm(self) -> None:
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
 
     def pauseProducing(self) -> None:  # noqa: N802 - Twisted's names
         self.flow.pause()
+        if self._timer is None and self.stall_timeout > 0:
+            self._timer = self.reactor.callLater(self.stall_timeout, self._stalled)
+
+    def _stalled(self) -> None:
+        self._timer = None
+        self.stalled()
 
     def resumeProducing(self) -> None:  # noqa: N802
+        self._disarm()
         self.flow.resume()
 
     def stopProducing(self) -> None:  # noqa: N802
+        self._disarm()
         self.flow.resume()
         self.stop()
 
@@ -130,12 +159,22 @@ class _StreamWriter:
     def __call__(self, events: list[Event]) -> None:
         if self.gone:
             raise StopStream()
+        if self.bytes == 0 and _refused(events):
+            self.request.setResponseCode(400)  # refused before any data: a client error
         if self.ascii is not None:
             events = self.ascii(events)
         data = self.encoder.encode_all(events)
         if data:
             self.bytes += len(data)
             self.request.write(data)
+
+
+def _refused(events: list[Event]) -> bool:
+    """A stream that is a header and an IllegalArgument exception, no data."""
+    kinds = [e for e in events if not isinstance(e, StreamHeader | Comment)]
+    return bool(kinds) and all(
+        isinstance(e, StreamException) and e.type == "IllegalArgument" for e in kinds
+    )
 
 
 class Das2Resource(resource.Resource):
@@ -146,10 +185,16 @@ class Das2Resource(resource.Resource):
         service: Das2Service,
         server_id: str = "obsmesh-das2",
         count: Callable[[str, int], None] | None = None,
+        stall_timeout: float = 60.0,
+        reactor: Any = None,
     ) -> None:
         super().__init__()
+        if reactor is None:
+            from twisted.internet import reactor
         self.service = service
         self.server_id = server_id
+        self.stall_timeout = float(stall_timeout)
+        self.reactor = reactor
         self._count = count or (lambda _name, _n=1: None)
         self.active: set[defer.Deferred] = set()
 
@@ -258,7 +303,16 @@ class Das2Resource(resource.Resource):
             if d is not None and not d.called:
                 d.cancel()
 
-        request.registerProducer(_Producer(flow, stop), True)
+        def stalled() -> None:
+            self._count("http_stalled", 1)
+            log.info("das2 HTTP: a client read nothing for {s} s: cut off", s=self.stall_timeout)
+            stop()
+            transport = request.channel.transport if request.channel else None
+            if transport is not None:
+                transport.abortConnection()
+
+        producer = _Producer(flow, stop, stalled, self.stall_timeout, self.reactor)
+        request.registerProducer(producer, True)
         request.notifyFinish().addErrback(lambda _f: stop())
         d = self.service.answer(req, writer, progress=True, flow=flow)
         holder["d"] = d

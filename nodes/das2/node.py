@@ -22,7 +22,6 @@ The das2.2 HTTP interface (`http.py`) listens on 127.0.0.1:8091 by default.
 
 from __future__ import annotations
 
-import argparse
 import math
 import os
 from pathlib import Path
@@ -43,6 +42,7 @@ from nodes.das2.columns import (
 )
 from nodes.das2.dsdf import Dsdf, load_catalog
 from nodes.das2.http import Das2Resource, public, site
+from nodes.das2.kind import Settings
 from nodes.das2.readers import ReaderLimits, ReaderPool, ReaderRequest, validate_request
 from nodes.das2.service import Das2Service, StopStream, x_seconds
 from nodes.das2.stream import Data, PacketHeader
@@ -56,33 +56,7 @@ EXAMPLES = Path(__file__).resolve().parent / "examples"
 PROBE_RECORDS = 2000  # records a probe reads before it stops the reader
 PROBE_TIMEOUT = 30.0
 
-DEFAULTS: dict[str, Any] = {
-    "catalog": "",  # directory of DSDF files; "" = the example readers
-    "host": "127.0.0.1",  # das2 HTTP interface
-    "port": 8091,  # 0 = any free port, -1 = no HTTP interface
-    "server_id": "obsmesh-das2",
-    "cache": "auto",  # auto (redis when the mesh's store is redis, else disk) | redis | disk | off
-    "redis_url": "",  # "" = the mesh's redis_url
-    "cache_namespace": "",  # "" = <prefix>:das2cache; replicas sharing it share blocks and jobs
-    "cache_dir": "",  # "" = <state_dir>/das2-cache
-    "cache_ttl": 30 * 86400.0,  # seconds a block is kept
-    "max_block_bytes": 64 * 1024 * 1024,
-    "build_concurrency": 1,  # readers building blocks at once (besides the requests' readers)
-    "readers": 4,  # readers answering requests at once
-    "reader_timeout": 600.0,
-    "reader_output_cap": 2 * 1024**3,
-    "live_poll": 10.0,  # seconds between two reads of a live dataset
-    "live_window": 60.0,  # seconds the first live read reaches back
-    "probe_seconds": 600.0,
-    "max_values": 20_000_000,  # values one get_data may gather (progressive results too)
-}
-
-
-def _address(text: str) -> tuple[str, int]:
-    host, sep, port = text.rpartition(":")
-    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535 or not host:
-        raise ValueError(f"http address must be host:port, got {text!r}")
-    return host.strip("[]"), int(port)
+DEFAULTS: dict[str, Any] = Settings.defaults()
 
 
 def _nice(seconds: float) -> float:
@@ -122,9 +96,8 @@ class Das2Node(DataNode):
         if not root.is_dir():
             raise ValueError(f"das2 catalog {root} is not a directory")
         self.catalog, self.catalog_errors = load_catalog(root)
+        Settings.check(options)
         port = int(options["port"])
-        if not -1 <= port <= 65535:
-            raise ValueError(f"port must be within -1..65535, got {port}")
         self.http_address = (options["host"], port) if port >= 0 else None
         self.cadence: dict[str, float] = {}
         self.http_url: str | None = None
@@ -134,9 +107,19 @@ class Das2Node(DataNode):
         # The store only buffers what goes out live; history comes from the readers.
         kw.setdefault("store", MemoryStore(3600.0, 1_000_000))
         super().__init__(name, settings, **kw)
-        limits = ReaderLimits(float(options["reader_timeout"]), int(options["reader_output_cap"]))
-        self.pool = ReaderPool(int(options["readers"]), reactor=self.reactor)
+        limits = ReaderLimits(
+            float(options["reader_timeout"]),
+            int(options["reader_output_cap"]),
+            memory=int(options["reader_memory"]),
+        )
+        self.pool = ReaderPool(
+            int(options["readers"]),
+            reactor=self.reactor,
+            max_processes=int(options["reader_processes"]),
+        )
         self.build_pool = ReaderPool(int(options["build_concurrency"]), reactor=self.reactor)
+        # live reads have slots of their own: clients cannot take them away
+        self.live_pool = ReaderPool(int(options["live_readers"]), reactor=self.reactor)
         self.service = Das2Service(
             self.catalog,
             self.pool,
@@ -145,6 +128,7 @@ class Das2Node(DataNode):
             count=self.count,
             clock=self.clock,
             max_block_bytes=int(options["max_block_bytes"]),
+            max_request_bytes=int(options["max_request_bytes"]),
         )
         backend = self._backend()
         if backend is not None:
@@ -155,8 +139,17 @@ class Das2Node(DataNode):
                 count=self.count,
                 concurrency=int(options["build_concurrency"]),
                 reactor=self.reactor,
+                per_request=int(options["build_per_request"]),
+                max_age=float(options["build_max_age"]),
+                clock=self.clock,
             )
-        self.resource = Das2Resource(self.service, options["server_id"], self.count)
+        self.resource = Das2Resource(
+            self.service,
+            options["server_id"],
+            self.count,
+            stall_timeout=float(options["stall_timeout"]),
+            reactor=self.reactor,
+        )
         self.register_rpc("get_datasets", self.get_datasets)
         self._live_loop = task.LoopingCall(self._live_tick)
         self._live_loop.clock = self.reactor
@@ -170,12 +163,19 @@ class Das2Node(DataNode):
             namespace = self.options["cache_namespace"] or f"{self.settings['prefix']}:das2cache"
             url = self.options["redis_url"] or self.settings["redis_url"]
             job_ttl = float(self.options["reader_timeout"]) + 60.0
-            return RedisBlocks(url, namespace, ttl, job_ttl, reactor=self.reactor)
+            return RedisBlocks(
+                url,
+                namespace,
+                ttl,
+                job_ttl,
+                reactor=self.reactor,
+                queue_cap=int(self.options["build_queue"]),
+            )
         if mode == "disk":
             where = self.options["cache_dir"] or os.path.join(
                 self.settings["state_dir"], "das2-cache"
             )
-            return DiskBlocks(where, ttl)
+            return DiskBlocks(where, ttl, queue_cap=int(self.options["build_queue"]))
         if mode == "off":
             return None
         raise ValueError(f"cache must be auto, redis, disk or off, got {mode!r}")
@@ -263,6 +263,9 @@ class Das2Node(DataNode):
             steps = steps[steps > 0]
             if steps.size:
                 self.cadence[dsdf.name] = float(np.median(steps))
+                # what its reader writes a second: the request size limit's estimate
+                record = max(h.record_size for h in headers) + 4
+                self.service.rates[dsdf.name] = record / self.cadence[dsdf.name]
 
     def _fields_of(self, dataset: str) -> list[str]:
         return [f for f, m in self.fields.items() if m["timeline"] == dataset]
@@ -343,6 +346,7 @@ class Das2Node(DataNode):
         params=None,
     ):
         names, t0, t1, stride = self._query_args(field, start, end, min_stride, reduce, encoding)
+        t1 = max(t0, min(t1, self.clock()))  # nothing after now: no reader reads the future
         progress = getattr(details, "progress", None)
         budget = int(self.settings["point_budget"])
         groups = self._by_timeline(names)
@@ -424,7 +428,7 @@ class Das2Node(DataNode):
         fields = [f for f in self._fields_of(name) if self.fields[f].get("das2_kind") != "yscan"]
         collector = Collector(name, fields, int(self.options["max_values"]))
         request = ReaderRequest(name, start_us, now_us)
-        await self.service.answer(request, collector, use_cache=False)
+        await self.service.answer(request, collector, use_cache=False, pool=self.live_pool)
         try:
             t, cols = collector.result()
         except MeshError as exc:
@@ -451,14 +455,18 @@ class Das2Node(DataNode):
             "http": self.http_url,
             "readers": {
                 "active": self.pool.active,
+                "paused": self.pool.lent,
                 "waiting": self.pool.waiting,
                 "most_active": self.pool.most_active,
+                "live_active": self.live_pool.active,
+                "building": self.build_pool.active,
             },
             "cache": None
             if cache is None
             else {
                 "backend": cache.backend.name,
                 "building": cache.active,
+                "queued": getattr(cache.backend, "queued", None),  # (Redis: LLEN N:queue)
                 "connected": getattr(cache.backend, "connected", True),
                 "last_error": cache.last_error,
             },
@@ -474,36 +482,8 @@ def _overlaps(dsdf: Dsdf, t0: float, t1: float, now: float) -> bool:
     return t0 < hi_s and t1 > lo / US_PER_S
 
 
-def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--catalog", help="directory of DSDF files (default: the example readers)")
-    parser.add_argument(
-        "--http", help="das2 HTTP interface host:port (default 127.0.0.1:8091; '' for none)"
-    )
-    parser.add_argument("--port", type=int, help="port of the das2 HTTP interface (-1 for none)")
-    parser.add_argument(
-        "--cache", choices=["auto", "redis", "disk", "off"], help="where blocks are cached"
-    )
-    parser.add_argument("--cache-dir", help="directory of the disk cache")
-    parser.add_argument("--redis-url", help="Redis of the cache (default: the mesh's redis_url)")
-    parser.add_argument("--live-poll", type=float, help="seconds between reads of live datasets")
-
-
-def build(args: argparse.Namespace, settings: dict[str, Any]) -> Das2Node:
-    host, port = None, args.port
-    if args.http is not None:  # --http HOST:PORT sets both; --http '' turns the interface off
-        host, port = _address(args.http) if args.http else (None, -1)
-    options = config.settings(
-        DEFAULTS,
-        "das2",
-        path=args.config,
-        overrides={
-            "catalog": args.catalog,
-            "host": host,
-            "port": port,
-            "cache": args.cache,
-            "cache_dir": args.cache_dir,
-            "redis_url": args.redis_url,
-            "live_poll": args.live_poll,
-        },
-    )
-    return Das2Node(args.name or "das2", settings, options)
+def build(name: str, mesh: dict[str, Any], options: dict[str, Any]) -> Das2Node:
+    try:
+        return Das2Node(name, mesh, options)
+    except (ValueError, OSError) as exc:
+        raise config.ConfigError(f"das2 node: {exc}") from None

@@ -40,8 +40,20 @@ MIN_PATH = "/usr/local/bin:/usr/bin:/bin"
 MAX_PARAMS_TEXT = 1024
 MAX_PARAM_TOKENS = 32
 # Runs the reader in a session of its own, so that killing the process group
-# also kills whatever the reader started. Only argv reaches exec: no shell.
-_NEW_SESSION_EXEC = "import os,sys\nos.setsid()\nos.execv(sys.argv[1], sys.argv[1:])"
+# also kills whatever the reader started, under a memory limit (argv[1], bytes
+# of address space and of data, 0: none) that it and its children inherit, and
+# asks the kernel for SIGKILL when the node dies (prctl PR_SET_PDEATHSIG), so
+# no reader outlives its node whatever kills it. Only argv reaches exec: no shell.
+_NEW_SESSION_EXEC = (
+    "import ctypes,os,sys,resource\n"
+    "os.setsid()\n"
+    "ctypes.CDLL(None).prctl(1, 9, 0, 0, 0)\n"
+    "m=int(sys.argv[1])\n"
+    "if m>0:\n"
+    " resource.setrlimit(resource.RLIMIT_AS,(m,m))\n"
+    " resource.setrlimit(resource.RLIMIT_DATA,(m,m))\n"
+    "os.execv(sys.argv[2], sys.argv[2:])"
+)
 READ_SIZE = 1 << 20  # stdout is read in large pieces: decoding cost is per piece
 _F_SETPIPE_SZ = 1031  # Linux fcntl: a 1 MiB pipe lets the reader run ahead of us
 _YEAR_1000_US = -30_610_224_000 * US_PER_S
@@ -183,6 +195,7 @@ class ReaderLimits:
     timeout: float = 600.0  # seconds from start to kill
     output_cap: int = 2 * 1024**3  # stdout bytes; the reader is killed past this
     stderr_cap: int = 64 * 1024  # the last bytes of stderr are kept
+    memory: int = 1024**3  # RLIMIT_AS and RLIMIT_DATA of the reader process (0: none)
 
 
 DEFAULT_LIMITS = ReaderLimits()
@@ -265,33 +278,32 @@ class _StdoutReader(abstract.FileDescriptor):
 
 class ReaderFlow:
     """Back-pressure from a slow consumer: while paused, the readers attached to
-    it are not read, so they block on a full pipe instead of filling our memory.
-    (Their timeout still runs.)"""
+    it are not read, so they block on a full pipe instead of filling our memory
+    (their timeout still runs). A reader's pool may lend its slot meanwhile
+    (`ReaderPool`): a client that does not read holds a process, not a slot."""
 
     def __init__(self) -> None:
         self.paused = False
-        self._readers: set[_StdoutReader] = set()
+        self._readers: set = set()  # handles with pause() and resume()
         self._waiting: list[defer.Deferred] = []
 
-    def attach(self, reader: _StdoutReader) -> None:
+    def attach(self, reader) -> None:
         self._readers.add(reader)
         if self.paused:
-            reader.stopReading()
+            reader.pause()
 
-    def detach(self, reader: _StdoutReader) -> None:
+    def detach(self, reader) -> None:
         self._readers.discard(reader)
 
     def pause(self) -> None:
         self.paused = True
-        for r in self._readers:
-            if r.fd >= 0:
-                r.stopReading()
+        for r in list(self._readers):
+            r.pause()
 
     def resume(self) -> None:
         self.paused = False
-        for r in self._readers:
-            if r.fd >= 0:
-                r.startReading()
+        for r in list(self._readers):
+            r.resume()
         waiting, self._waiting = self._waiting, []
         for d in waiting:
             d.callback(None)
@@ -303,6 +315,74 @@ class ReaderFlow:
         d: defer.Deferred = defer.Deferred()
         self._waiting.append(d)
         return d
+
+
+class _Running:
+    """A running reader as its pool sees it: whether it holds a slot, and its
+    stdout, read only while it holds one and its flow is not paused."""
+
+    def __init__(self, pool: ReaderPool, stdout: _StdoutReader) -> None:
+        self.pool = pool
+        self.stdout = stdout
+        self.holds_slot = True
+        self.paused = False
+        self._acquiring: defer.Deferred | None = None
+        self.ended = False
+
+    def pause(self) -> None:
+        if self.ended or self.paused:
+            return
+        self.paused = True
+        if self.stdout.fd >= 0:
+            self.stdout.stopReading()
+        if self._acquiring is not None:
+            self._acquiring.cancel()
+        elif self.holds_slot:  # lend the slot while the client does not read
+            self.holds_slot = False
+            self.pool.lent += 1
+            self.pool._slots.release()
+
+    def resume(self) -> None:
+        if self.ended or not self.paused:
+            return
+        self.paused = False
+        if self.holds_slot:
+            if self.stdout.fd >= 0:
+                self.stdout.startReading()
+            return
+        d = self._acquiring = self.pool._slots.acquire()
+
+        def got(_: object) -> None:
+            self._acquiring = None
+            self.pool.lent -= 1
+            self.holds_slot = True
+            if self.ended:  # ended while waiting: give it back at once
+                self.pool._slots.release()
+            elif self.paused:  # paused again meanwhile
+                self.holds_slot = False
+                self.pool.lent += 1
+                self.pool._slots.release()
+            elif self.stdout.fd >= 0:
+                self.stdout.startReading()
+
+        def dropped(f: failure.Failure) -> None:
+            f.trap(defer.CancelledError)
+            self._acquiring = None
+
+        d.addCallbacks(got, dropped)
+
+    def end(self) -> None:
+        """The process is gone: its slot (if held) goes back to the pool."""
+        if self.ended:
+            return
+        self.ended = True
+        if self._acquiring is not None:
+            self._acquiring.cancel()
+        if self.holds_slot:
+            self.holds_slot = False
+            self.pool._slots.release()
+        else:
+            self.pool.lent -= 1
 
 
 class _ReaderProtocol(protocol.ProcessProtocol):
@@ -411,27 +491,35 @@ class _ReaderProtocol(protocol.ProcessProtocol):
 
 
 class ReaderPool:
-    """Runs readers, at most `max_concurrent` at a time (the rest wait their turn)."""
+    """Runs readers: at most `max_concurrent` read at a time (slots), at most
+    `max_processes` exist at a time; the rest wait their turn. A reader whose
+    client does not read (its flow paused) lends its slot until the client
+    reads again, so such clients cannot starve the others; the process limit
+    bounds how many of them there can be."""
 
     def __init__(
         self,
         max_concurrent: int = 4,
         env: dict[str, str] | None = None,
         reactor=None,
+        max_processes: int | None = None,
     ) -> None:
         if max_concurrent < 1:
             raise ValueError("max_concurrent must be at least 1")
         if reactor is None:
             from twisted.internet import reactor
         self._reactor = reactor
-        self._semaphore = defer.DeferredSemaphore(max_concurrent)
+        processes = max_processes if max_processes is not None else max_concurrent
+        self._processes = defer.DeferredSemaphore(max(processes, max_concurrent))
+        self._slots = defer.DeferredSemaphore(max_concurrent)
         self._env = minimal_env(env)
-        self.active = 0
+        self.active = 0  # reader processes running
+        self.lent = 0  # of those, paused ones that lent their slot
         self.most_active = 0  # the most that ever ran at once
 
     @property
     def waiting(self) -> int:
-        return len(self._semaphore.waiting)
+        return len(self._processes.waiting) + len(self._slots.waiting)
 
     def run(
         self,
@@ -458,14 +546,31 @@ class ReaderPool:
                 proto.kill("cancelled")  # the slot is freed when it has ended
             else:
                 state["cancelled"] = True
-                acquiring.cancel()
+                acquiring = state.get("acquiring")
+                if isinstance(acquiring, defer.Deferred):
+                    acquiring.cancel()
 
         done: defer.Deferred[ReaderResult] = defer.Deferred(canceller=cancel)
-        acquiring = self._semaphore.acquire()
 
-        def start(_: object) -> None:
+        async def acquire() -> bool:
+            """A process place, then a slot; False when cancelled meanwhile."""
+            for i, sem in enumerate((self._processes, self._slots)):
+                d = state["acquiring"] = sem.acquire()
+                try:
+                    await d
+                except defer.CancelledError:
+                    if i:
+                        self._processes.release()
+                    return False
+            state.pop("acquiring", None)
             if state.get("cancelled"):
-                self._semaphore.release()
+                self._slots.release()
+                self._processes.release()
+                return False
+            return True
+
+        def start(ok: bool) -> None:
+            if not ok:
                 return
             proto = _ReaderProtocol(result, on_output, limits, self._reactor)
             state["proto"] = proto
@@ -477,11 +582,12 @@ class ReaderPool:
                 fcntl.fcntl(write_end, _F_SETPIPE_SZ, READ_SIZE)
             except OSError:  # not Linux, or above the system's limit: a smaller pipe works too
                 pass
+            exec_argv = [sys.executable, "-I", "-S", "-c", _NEW_SESSION_EXEC]
             try:
                 self._reactor.spawnProcess(
                     proto,
                     sys.executable,
-                    [sys.executable, "-I", "-S", "-c", _NEW_SESSION_EXEC, *argv],
+                    [*exec_argv, str(int(limits.memory)), *argv],
                     env=self._env,
                     path=cwd,
                     childFDs={0: "w", 1: write_end, 2: "r"},
@@ -495,20 +601,26 @@ class ReaderPool:
             proto.stdout = _StdoutReader(
                 self._reactor, read_end, proto.stdout_data, proto.stdout_closed
             )
+            running = state["running"] = _Running(self, proto.stdout)
             if flow is not None:
-                flow.attach(proto.stdout)
-                proto.ended.addBoth(lambda r, s=proto.stdout: (flow.detach(s), r)[1])
+                flow.attach(running)
+                proto.ended.addBoth(lambda r: (flow.detach(running), r)[1])
 
         def finish(outcome: object) -> None:
             self.active -= 1
-            self._semaphore.release()
+            running = state.get("running")
+            if isinstance(running, _Running):
+                running.end()
+            else:  # it never started: the slot is still held
+                self._slots.release()
+            self._processes.release()
             if not done.called:
                 if isinstance(outcome, failure.Failure):
                     done.errback(outcome)
                 else:
                     done.callback(outcome)
 
-        acquiring.addCallbacks(start, lambda f: f.trap(defer.CancelledError))
+        defer.ensureDeferred(acquire()).addCallback(start)
         return done
 
 

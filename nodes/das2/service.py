@@ -17,7 +17,7 @@ from __future__ import annotations
 import collections
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -25,7 +25,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.python import failure
 
-from nodes.das2.cache import Cache, CacheLevel, blocks_for, choose_level
+from nodes.das2.cache import Cache, CacheLevel, blocks_for, choose_level, level_us
 from nodes.das2.dsdf import Dsdf
 from nodes.das2.readers import (
     DEFAULT_LIMITS,
@@ -39,7 +39,7 @@ from nodes.das2.readers import (
     reader_argv,
     run_reader_stream,
 )
-from nodes.das2.reduce import Reducer
+from nodes.das2.reduce import Reducer, plane_names
 from nodes.das2.stream import (
     Comment,
     Das2StreamError,
@@ -59,6 +59,21 @@ log = Logger()
 Emit = Callable[[list[Event]], object]
 PROGRESS_COMMENTS = ("taskSize", "taskProgress")
 NO_DATA = "NoDataInInterval"
+TOO_LARGE = "IllegalArgument"  # the das2 exception of a request refused for its size
+
+
+def _size(n: float) -> str:
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.3g} {unit}"
+    return f"{n:.0f} bytes"
+
+
+def _span(seconds: float) -> str:
+    for unit, scale in (("years", 365.25 * 86400), ("days", 86400), ("hours", 3600)):
+        if seconds >= scale:
+            return f"{seconds / scale:.3g} {unit}"
+    return f"{seconds:.3g} s"
 
 
 class StopStream(Exception):
@@ -72,6 +87,38 @@ def x_seconds(plane: Plane, values: np.ndarray) -> np.ndarray | None:
     epoch_us, us_per_unit = TIME_UNITS[time_units(plane.units)]
     v = np.asarray(values, dtype=np.float64)
     return v * (us_per_unit / US_PER_S) + epoch_us / US_PER_S
+
+
+@dataclass(frozen=True)
+class BlockTrim:
+    """Which records of a block to use: those whose samples all lie in [lo, hi).
+
+    A record of a reduced block stands for the samples of its level bin that lie
+    in the block's period; it is used when that span is inside [lo, hi). The
+    bounds are level-bin edges or the block's own, so every sample is used once
+    and the partial bins at a request's edges are left to the reader."""
+
+    lo_us: int
+    hi_us: int
+    block_lo_us: int
+    block_hi_us: int
+    width_us: int  # 0: raw records, kept when their time is in [lo, hi)
+
+    def apply(self, data: Data) -> Data:
+        t = x_seconds(data.header.planes[0], data.columns[0])
+        if t is None:
+            return data
+        us = t * US_PER_S
+        if self.width_us:
+            k = np.floor(us / self.width_us)  # centres sit half a bin inside
+            first = np.maximum(k * self.width_us, self.block_lo_us)
+            last = np.minimum((k + 1) * self.width_us, self.block_hi_us)
+            keep = (first >= self.lo_us) & (last <= self.hi_us)
+        else:
+            keep = (us >= self.lo_us) & (us < self.hi_us)
+        if keep.all():
+            return data
+        return Data(data.header, tuple(c[keep] for c in data.columns))
 
 
 class Assembler:
@@ -97,6 +144,7 @@ class Assembler:
         self.records = 0
         self.stopped = False  # an exception (or the consumer) ended the stream
         self.error: StreamException | None = None
+        self._renamed: dict[int, PacketHeader] = {}
         self._shown = 0  # last taskProgress sent, in percent
         self._shown_at = 0.0
 
@@ -110,7 +158,10 @@ class Assembler:
             raise
 
     def _through(self, events: list[Event]) -> list[Event]:
-        out = self.reducer.feed(events) if self.reducer is not None else events
+        if self.reducer is not None:
+            out = self.reducer.feed(events)  # it names every plane of its output
+        else:
+            out = [self._named(ev) for ev in events]
         # Segments of other origins (raw reader output, reduced blocks) reduce to
         # the same layout: a header equal to the one in force is not repeated.
         kept = []
@@ -122,8 +173,8 @@ class Assembler:
             kept.append(ev)
         return kept
 
-    def feed(self, events: Sequence[Event], trim: bool = False) -> None:
-        """Events of one segment; `trim` drops records outside the request (blocks)."""
+    def feed(self, events: Sequence[Event], trim: BlockTrim | None = None) -> None:
+        """Events of one segment; `trim` keeps a block's records that lie in its part."""
         if self.stopped:
             raise StopStream()
         out: list[Event] = []
@@ -139,8 +190,8 @@ class Assembler:
                     self.headers[ev.packet_id] = ev
                     out += self._through([ev])
             elif isinstance(ev, Data):
-                if trim:
-                    ev = self._trim(ev)
+                if trim is not None:
+                    ev = trim.apply(ev)
                 if len(ev) == 0:
                     continue
                 self.records += len(ev)
@@ -160,14 +211,17 @@ class Assembler:
         if self.stopped:
             raise StopStream()
 
-    def _trim(self, data: Data) -> Data:
-        t = x_seconds(data.header.planes[0], data.columns[0])
-        if t is None:
-            return data
-        keep = (t >= self.start_s) & (t < self.end_s)
-        if keep.all():
-            return data
-        return Data(data.header, tuple(c[keep] for c in data.columns))
+    def _named(self, ev: Event) -> Event:
+        """Full resolution: every plane named (das2C's builder needs names), the
+        data re-pointed at the named header."""
+        if isinstance(ev, PacketHeader):
+            named = plane_names(ev)
+            self._renamed[ev.packet_id] = named
+            return named
+        if isinstance(ev, Data) and ev.packet_id in self._renamed:
+            named = self._renamed[ev.packet_id]
+            return ev if named is ev.header else Data(named, ev.columns)
+        return ev
 
     def _progress(self, data: Data, out: list[Event]) -> None:
         if not self.progress:
@@ -227,6 +281,7 @@ class Segment:
     start_us: int
     end_us: int
     blocks: list | None = None  # BlockIds; None: run the reader
+    width_us: int = 0  # the blocks' bin width (0: intrinsic, records as the reader wrote them)
 
 
 @dataclass
@@ -251,10 +306,14 @@ class Das2Service:
         count: Callable[[str, int], None] | None = None,
         clock: Callable[[], float] = time.time,
         max_block_bytes: int = 64 * 1024 * 1024,
+        max_request_bytes: int = 1024**3,
     ) -> None:
         self.catalog = catalog
         self.pool = pool
         self.build_pool = build_pool or pool
+        self.max_request_bytes = int(max_request_bytes)
+        # bytes a second each dataset's reader writes (learned by the node's probe)
+        self.rates: dict[str, float] = {}
         self.limits = limits
         self.cache: Cache | None = None
         self.clock = clock
@@ -273,37 +332,62 @@ class Das2Service:
 
     async def plan(self, dsdf: Dsdf, request: ReaderRequest) -> list[Segment]:
         """Segments in time order; misses are queued for building on the way."""
+        segments, missing = await self._plan(dsdf, request)
+        if missing:
+            await self.cache.request(missing)
+        return segments
+
+    async def _plan(self, dsdf: Dsdf, request: ReaderRequest) -> tuple[list[Segment], list]:
+        """Segments in time order, and the blocks missing from the cache.
+
+        A block serves only the level bins that lie wholly inside the request:
+        the partial bins at the request's edges come from the reader, so an
+        answer made of blocks has exactly the samples a reader run would."""
         whole = [Segment(request.start_us, request.end_us)]
         level = self.level_for(dsdf, request)
         if level is None:
-            return whole
+            return whole, []
         cache = self.cache
         blocks = blocks_for(
             dsdf, request.params, level, request.start_us, request.end_us, cache.max_blocks + 1
         )
         if len(blocks) > cache.max_blocks:
             self.count("cache_too_many_blocks")
-            return whole
+            return whole, []
         now_us = int(self.clock() * US_PER_S)
         finished = [b for b in blocks if b.end_us <= now_us]  # a period still going may grow
         found = dict(zip([b.key for b in finished], await cache.present(finished), strict=True))
         missing = [b for b in finished if not found[b.key]]
         self.count("cache_hits", len(finished) - len(missing))
         self.count("cache_misses", len(missing))
-        if missing:
-            await cache.request(missing)
-        segments: list[Segment] = []
+        width = level_us(level) or 0
+        inner_lo, inner_hi = request.start_us, request.end_us
+        if width:
+            inner_lo = -(-request.start_us // width) * width
+            inner_hi = request.end_us // width * width
+        pieces: list[tuple[int, int, Any]] = []
         for b in blocks:
             lo, hi = max(b.start_us, request.start_us), min(b.end_us, request.end_us)
-            hit = found.get(b.key, False)
+            if not found.get(b.key, False):
+                pieces.append((lo, hi, None))
+                continue
+            use_lo, use_hi = max(lo, inner_lo), min(hi, inner_hi)
+            if use_hi <= use_lo:
+                pieces.append((lo, hi, None))
+                continue
+            pieces += [(lo, use_lo, None), (use_lo, use_hi, b), (use_hi, hi, None)]
+        segments: list[Segment] = []
+        for lo, hi, b in pieces:
+            if hi <= lo:
+                continue
             last = segments[-1] if segments else None
-            if last is not None and (last.blocks is not None) == hit:
+            if last is not None and (last.blocks is not None) == (b is not None):
                 last.end_us = hi
-                if hit:
+                if b is not None:
                     last.blocks.append(b)
             else:
-                segments.append(Segment(lo, hi, [b] if hit else None))
-        return segments
+                segments.append(Segment(lo, hi, [b] if b is not None else None, width))
+        return segments, missing
 
     # -- answering ---------------------------------------------------------
     def answer(
@@ -313,10 +397,12 @@ class Das2Service:
         progress: bool = False,
         flow: ReaderFlow | None = None,
         use_cache: bool = True,
+        pool: ReaderPool | None = None,
     ) -> defer.Deferred[Outcome]:
         """Stream the answer to `emit` (lists of events); cancelling stops it
-        (and kills a running reader)."""
-        state: dict[str, Any] = {}
+        (and kills a running reader). The interval is clipped to now: nothing
+        past now exists yet. `pool` runs the readers (default: the requests')."""
+        state: dict[str, Any] = {"pool": pool or self.pool}
 
         def cancel(_d: defer.Deferred) -> None:
             state["cancelled"] = True
@@ -340,16 +426,56 @@ class Das2Service:
         work.addBoth(finished)
         return done
 
+    def clip(self, request: ReaderRequest) -> ReaderRequest:
+        """The request ended at now at the latest (an empty interval when it
+        starts after now): a client asking up to 1e10 starts no reader for the
+        future."""
+        now_us = int(self.clock() * US_PER_S)
+        if request.end_us <= now_us:
+            return request
+        return replace(request, end_us=max(now_us, request.start_us))
+
+    def too_large(self, request: ReaderRequest, segments: Sequence[Segment]) -> str | None:
+        """Why the readers this plan would run must not start, or None: their
+        output, estimated from the span they read and the dataset's rate, is
+        over `max_request_bytes`."""
+        rate = self.rates.get(request.dataset)
+        if not rate:
+            return None
+        span_s = sum(s.end_us - s.start_us for s in segments if s.blocks is None) / US_PER_S
+        estimate = span_s * rate
+        if estimate <= self.max_request_bytes:
+            return None
+        return (
+            f"request too large: the reader would write about {_size(estimate)} "
+            f"({_span(span_s)} at full resolution) and the limit (max_request_bytes) is "
+            f"{_size(self.max_request_bytes)}; ask for a shorter interval, or a resolution "
+            "the cache serves"
+        )
+
     async def _answer(self, request, emit, progress, flow, use_cache, state) -> Outcome:
         dsdf = self.catalog[request.dataset]
+        request = self.clip(request)
         asm = Assembler(emit, request, dsdf.minmax, progress)
         outcome = Outcome()
         try:
-            segments = (
-                await self.plan(dsdf, request)
+            if request.end_us <= request.start_us:
+                asm.finish()  # all of it after now: no data yet
+                outcome.error = asm.error
+                return outcome
+            segments, missing = (
+                await self._plan(dsdf, request)
                 if use_cache
-                else [Segment(request.start_us, request.end_us)]
+                else ([Segment(request.start_us, request.end_us)], [])
             )
+            problem = self.too_large(request, segments)
+            if problem is not None:  # refused: no reader starts, no build is queued
+                self.count("requests_refused_too_large")
+                asm.fail(TOO_LARGE, problem)
+                outcome.error = asm.error
+                return outcome
+            if missing:
+                await self.cache.request(missing)
             outcome.segments = len(segments)
             for seg in segments:
                 if state.get("cancelled") or asm.stopped:
@@ -364,9 +490,9 @@ class Das2Service:
                         await flow.wait()
                     if state.get("cancelled") or asm.stopped:
                         break
-                    if not await self._from_block(block, asm):
+                    if not await self._from_block(block, seg, asm):
                         # the cache failed us: the reader gives the rest of this run
-                        lo = max(block.start_us, request.start_us)
+                        lo = max(block.start_us, seg.start_us)
                         await self._read(dsdf, request, lo, seg.end_us, asm, flow, state, outcome)
                         break
                     outcome.blocks_used += 1
@@ -381,8 +507,9 @@ class Das2Service:
         outcome.error = asm.error
         return outcome
 
-    async def _from_block(self, block, asm: Assembler) -> bool:
-        """Feed one cached block; False when it could not be had (nothing fed)."""
+    async def _from_block(self, block, seg: Segment, asm: Assembler) -> bool:
+        """Feed one cached block's bins that fall in the segment; False when it
+        could not be had (nothing fed)."""
         raw = await self.cache.fetch(block)
         if raw is None:
             return False
@@ -394,7 +521,8 @@ class Das2Service:
             self.count("cache_corrupt")
             log.warn("das2 cache block {key} is corrupt: {exc}", key=block.key, exc=exc)
             return False
-        asm.feed(events, trim=True)
+        lo, hi = max(block.start_us, seg.start_us), min(block.end_us, seg.end_us)
+        asm.feed(events, trim=BlockTrim(lo, hi, block.start_us, block.end_us, seg.width_us))
         return True
 
     async def _read(self, dsdf, request, start_us, end_us, asm, flow, state, outcome) -> None:
@@ -408,10 +536,10 @@ class Das2Service:
             log.error("{exc}", exc=exc)
             return
         outcome.reader_runs += 1
-        self.count("reader_runs")
+        self.count("reader_runs" if state["pool"] is self.pool else "live_reader_runs")
         self.reader_log.append((dsdf.name, start_us, end_us))
         gate = StreamGate(on_events=asm.feed)
-        d = self.pool.run(argv, gate.feed, self.limits, dsdf.directory, flow)
+        d = state["pool"].run(argv, gate.feed, self.limits, dsdf.directory, flow)
         state["running"] = d
         try:
             result: ReaderResult = await d
@@ -449,7 +577,10 @@ class Das2Service:
         resolution; None when the reader failed or the block is too large."""
         part = ReaderRequest(dsdf.name, block.start_us, block.end_us, None, block.params)
         argv = reader_argv(dsdf, part)
-        reducer = Reducer(block.resolution, 0.0, dsdf.minmax) if block.resolution else None
+        # partial aggregates: what an exact coarser answer needs (reduce.py)
+        reducer = (
+            Reducer(block.resolution, 0.0, dsdf.minmax, partial=True) if block.resolution else None
+        )
         encoder = Encoder()
         chunks: list[bytes] = []
         size = [0]

@@ -441,6 +441,19 @@ def _decode_values(raw: np.ndarray, plane: Plane) -> np.ndarray:
 _CHECK_WINDOW = 64  # records checked for their tag before doubling the window
 
 
+_LENGTH_RE = re.compile(rb" *[0-9]+ *")
+
+
+def header_length(field: bytes, at: int | None = None) -> int:
+    """The six-byte length after a `[NN]` tag. Writers pad it with zeros
+    (`000072`) or with spaces (`    72`, as das2C's own tools write and read it
+    with `sscanf("%d")`); both are accepted. A sign, a byte that is neither a
+    digit nor a space, or no digit at all is refused."""
+    if not _LENGTH_RE.fullmatch(field):
+        raise Das2StreamError(f"header length {field!r} is not a six-character number", at)
+    return int(field)
+
+
 class Decoder:
     """Incremental das2.2 decoder: `feed(chunk) -> events`, then `finish()`.
 
@@ -515,10 +528,7 @@ class Decoder:
                 raise Das2StreamError("a second [00] stream header", at)
             if n - pos < 10:
                 break
-            digits = buf[pos + 4 : pos + 10]
-            if not digits.isdigit():
-                raise Das2StreamError(f"header length {digits!r} is not six digits", at)
-            length = int(digits)
+            length = header_length(buf[pos + 4 : pos + 10], at)
             if n - pos < 10 + length:
                 break
             ev = _decode_header(buf[pos + 10 : pos + 10 + length], at, packet_id)
@@ -650,7 +660,7 @@ def _encode_plane(p: Plane) -> str:
     if p.kind not in PLANE_KINDS:
         raise Das2StreamError(f"unknown plane kind {p.kind!r}")
     attrs = [f'type="{p.type.name}"']
-    if p.name or p.kind != "x":
+    if p.name:  # name="" would read as no name to some and as "" to others: never written
         attrs.append(f'name="{_attr(p.name)}"')
     if p.kind == "yscan":
         if not 1 <= p.nitems <= MAX_NITEMS:

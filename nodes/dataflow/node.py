@@ -25,7 +25,6 @@ already holds, so nothing is stored twice.
 
 from __future__ import annotations
 
-import argparse
 import collections
 import math
 import os
@@ -131,7 +130,7 @@ class DataflowNode(DataNode):
         self.register_rpc("stage_products", self.stage_products)
 
     def info(self) -> dict[str, Any]:
-        return {"kind": self.kind, "radars": list(self.options["radars"])}
+        return {**super().info(), "radars": list(self.options["radars"])}
 
     def declare_fields(self) -> None:
         for field, kind, units, description in ARRIVAL_FIELDS:
@@ -450,8 +449,5 @@ class DataflowNode(DataNode):
         return status
 
 
-configure = options_mod.configure
-
-
-def build(args: argparse.Namespace, settings: dict[str, Any]) -> DataflowNode:
-    return DataflowNode(args.name or "dataflow", settings, options_mod.from_args(args))
+def build(name: str, mesh: dict[str, Any], options: dict[str, Any]) -> DataflowNode:
+    return DataflowNode(name, mesh, options)

@@ -1,51 +1,52 @@
-"""Settings of the `dataflow` node: defaults, the command line, and checks.
-
-Section `[dataflow]` of the configuration file; every key can be given as
-`OBSMESH_DATAFLOW_<KEY>` (lists comma-separated). `dir` names a tree laid out
-like the simulator's and fills the roots not given explicitly.
+"""Settings of the `dataflow` node (`Settings`): section `[dataflow]` of the
+configuration file, `OBSMESH_DATAFLOW_<KEY>` (lists comma-separated), the flags
+of `obsmesh node dataflow`. `dir` names a tree laid out like the simulator's
+and fills the roots not given explicitly; `resolve_options` derives the
+automatic intervals and refuses what cannot work.
 """
 
 from __future__ import annotations
 
-import argparse
 import math
 import os
 from typing import Any
 
 from nodes.dataflow.names import is_radar_code
 from nodes.dataflow.products import DEFAULT_MARGIN, DEFAULT_PERIOD, DEFAULT_WINDOW
-from obsmesh import config
+from obsmesh.settings import Section, Setting
 
-DEFAULTS: dict[str, Any] = {
-    "dir": "",  # a tree laid out like the simulator's: summary/, data/, flags/
-    "summary_roots": [],
-    "data_dirs": [],
-    "flag_dirs": [],
-    "radars": [],  # radars expected to run (stale if they never do)
-    "period": DEFAULT_PERIOD,
-    "margin": DEFAULT_MARGIN,
-    "window": DEFAULT_WINDOW,
-    "unfinished_after": 0.0,  # 0: period + margin
-    "backlog": 2 * 86400.0,
-    "mode": "auto",  # auto | inotify | poll
-    "poll_interval": 1.0,
-    "check_interval": 0.0,  # 0: period / 10, within [0.1, 10] s
-    "sample_interval": 0.0,  # 0: period / 20, within [1, 60] s
-}
 
-# the keys the command line can set
-CLI_KEYS = (
-    "dir",
-    "summary_roots",
-    "data_dirs",
-    "flag_dirs",
-    "radars",
-    "period",
-    "margin",
-    "window",
-    "unfinished_after",
-    "mode",
-)
+class Settings(Section):
+    section = "dataflow"
+    dir = Setting("", "a tree laid out like the simulator's (summary/, data/, flags/)", flag=True)
+    summary_roots = Setting(
+        [], "directories of summary logs", flag="--summary-root", repeat=True, metavar="DIR"
+    )
+    data_dirs = Setting([], "data directories", flag="--data-dir", repeat=True, metavar="DIR")
+    flag_dirs = Setting([], "flag directories", flag="--flag-dir", repeat=True, metavar="DIR")
+    radars = Setting(
+        [], "radars expected to run, comma-separated (stale if they never do)", flag=True
+    )
+    period = Setting(DEFAULT_PERIOD, "expected seconds between runs of a stage", flag=True)
+    margin = Setting(DEFAULT_MARGIN, "seconds of grace after the period", flag=True)
+    window = Setting(DEFAULT_WINDOW, "seconds of the success-rate window", flag=True)
+    unfinished_after = Setting(0.0, "a run open this long died (0: period + margin)", flag=True)
+    backlog = Setting(
+        2 * 86400.0, "logs modified this many seconds before start are read from their start"
+    )
+    mode = Setting("auto", "how to watch", flag=True, choices=("auto", "inotify", "poll"))
+    poll_interval = Setting(1.0, "seconds between polls (poll mode)")
+    check_interval = Setting(0.0, "seconds between staleness checks (0: period / 10, 0.1-10 s)")
+    sample_interval = Setting(
+        0.0, "seconds between samples of the stages timeline (0: period / 20, 1-60 s)"
+    )
+
+    @classmethod
+    def validate(cls, values: dict[str, Any], mesh: Any) -> dict[str, Any]:
+        return resolve_options(values)
+
+
+DEFAULTS: dict[str, Any] = Settings.defaults()
 
 
 def _clamp(value: float, lo: float, hi: float) -> float:
@@ -95,45 +96,3 @@ def resolve_options(options: dict[str, Any]) -> dict[str, Any]:
     out["check_interval"] = out["check_interval"] or _clamp(period / 10, 0.1, 10.0)
     out["sample_interval"] = out["sample_interval"] or _clamp(period / 20, 1.0, 60.0)
     return out
-
-
-def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--dir", help="a tree laid out like the simulator's (summary/, data/, flags/)"
-    )
-    parser.add_argument(
-        "--summary-root",
-        action="append",
-        dest="summary_roots",
-        help="directory of summary logs (repeatable)",
-    )
-    parser.add_argument(
-        "--data-dir", action="append", dest="data_dirs", help="data directory (repeatable)"
-    )
-    parser.add_argument(
-        "--flag-dir", action="append", dest="flag_dirs", help="flag directory (repeatable)"
-    )
-    parser.add_argument(
-        "--radars", help="comma-separated radars expected to run (stale if they never do)"
-    )
-    parser.add_argument(
-        "--period", type=float, help="expected seconds between runs of a stage (default 7200)"
-    )
-    parser.add_argument(
-        "--margin", type=float, help="seconds of grace after the period (default 1800)"
-    )
-    parser.add_argument(
-        "--window", type=float, help="seconds of the success-rate window (default 86400)"
-    )
-    parser.add_argument(
-        "--unfinished-after", type=float, help="a run open this long died (default period+margin)"
-    )
-    parser.add_argument(
-        "--mode", choices=("auto", "inotify", "poll"), help="how to watch (default auto)"
-    )
-
-
-def from_args(args: argparse.Namespace) -> dict[str, Any]:
-    """Defaults, then the file, the environment and the command line (unchecked)."""
-    overrides = {k: getattr(args, k, None) for k in CLI_KEYS}
-    return config.settings(DEFAULTS, "dataflow", path=args.config, overrides=overrides)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import os
 from typing import Any
 
@@ -10,14 +9,7 @@ from twisted.internet import task
 
 from nodes.base import DataNode
 from nodes.sensors import procfs, sysfs
-from obsmesh import config
 
-DEFAULTS: dict[str, Any] = {
-    "interval": 1.0,
-    "proc_root": "/proc",
-    "sys_root": "/sys/class",
-    "sys_block": "/sys/block",
-}
 TIMELINE = "host"
 
 _GAUGES = {
@@ -129,12 +121,5 @@ class SensorsNode(DataNode):
             self._loop.stop()
 
 
-def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--interval", type=float, help="seconds between readings (default 1)")
-
-
-def build(args: argparse.Namespace, settings: dict[str, Any]) -> SensorsNode:
-    options = config.settings(
-        DEFAULTS, "sensors", path=args.config, overrides={"interval": args.interval}
-    )
-    return SensorsNode(args.name or "sensors", settings, options)
+def build(name: str, mesh: dict[str, Any], options: dict[str, Any]) -> SensorsNode:
+    return SensorsNode(name, mesh, options)

@@ -7,7 +7,7 @@
 radar goes stale (nothing received for `stale_after` seconds) or comes back.
 
 The backoff restarts from its first step only once a connection has delivered
-a frame, so a server that accepts and at once closes (the rtserver has 16
+a frame, so a server that accepts and at once closes (fitacfserver has 16
 client slots) is not hammered. A connection silent for
 `reconnect_after_silence` seconds is dropped and made again: the feed has no
 keep-alive, so a half-open TCP connection would otherwise look like a quiet
@@ -145,6 +145,7 @@ class RadarClient:
         self.connections = 0
         self.records = 0
         self.bad_records = 0
+        self.replaced_strings = 0  # string values with bytes that are not UTF-8, kept mended
         self.last_record: float | None = None  # reactor time of the last record
         self.last_error: str | None = None
         self.next_attempt: float | None = None
@@ -202,6 +203,7 @@ class RadarClient:
             "last_record": self.last_record,
             "records": self.records,
             "bad_records": self.bad_records,
+            "replaced_strings": self.replaced_strings,
             "connections": self.connections,
             "attempts": self.attempts,
             "next_attempt": self.next_attempt,
@@ -247,6 +249,7 @@ class RadarClient:
                 self.last_error = f"bad record: {exc}"
                 continue
             self.records += 1
+            self.replaced_strings += dmap.replaced_strings(record)
             self.last_record = self.reactor.seconds()
             self._arm_stale()
             if self.stale:

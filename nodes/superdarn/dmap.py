@@ -11,7 +11,10 @@ Decoding gives a mapping (a dict, or a read-only `Record`) of Python scalars
 bytes (zero copy): they keep that
 buffer alive, so `.copy()` one to keep it alone. Every count, length and type
 code is checked before anything is allocated; any corruption raises
-`DmapError` carrying the byte offset where it was found.
+`DmapError` carrying the byte offset where it was found. A string value that is
+not UTF-8 is no corruption (RST writes bytes): it is decoded with U+FFFD for
+the bad bytes, the record is kept, and `replaced_strings(record)` says how
+many strings were mended.
 
 Speed: records from one source share their layout (same names, types and
 ndims in the same order; only extents and string contents vary). After a
@@ -297,11 +300,27 @@ def _name(raw: bytes, at: int) -> str:
     return name
 
 
-def _string(raw: bytes, at: int) -> str:
+def _string(raw: bytes, mended: list[int]) -> str:
+    """A string value. RST writes bytes, not text: a byte that is not UTF-8
+    (0xE9 in a `combf` comment, say) becomes U+FFFD and the record is kept,
+    as RST's own client keeps it; `mended` counts such strings."""
     try:
         return raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise DmapError("string is not valid UTF-8", at + exc.start) from None
+    except UnicodeDecodeError:
+        mended.append(1)
+        return raw.decode("utf-8", errors="replace")
+
+
+class MendedRecord(dict):
+    """A decoded record (a plain dict otherwise) in which `replaced` string
+    values held bytes that are not UTF-8 and were decoded with U+FFFD."""
+
+    replaced = 0
+
+
+def replaced_strings(record: Mapping[str, Any]) -> int:
+    """How many string values of a decoded record were not valid UTF-8."""
+    return getattr(record, "replaced", 0)
 
 
 def _decode_generic(
@@ -310,6 +329,7 @@ def _decode_generic(
     """The careful path: every byte checked. Returns the record and its layout
     signature ((name bytes, type) per scalar, (name bytes, type, ndim) per array)."""
     record: dict[str, Any] = {}
+    mended: list[int] = []
     scalars: list[tuple[bytes, int]] = []
     arrays: list[tuple[bytes, int, int]] = []
     find = buf.find
@@ -328,7 +348,7 @@ def _decode_generic(
             z = find(b"\0", pos, end)
             if z < 0:
                 raise DmapError(f"string scalar {name!r} runs past the end of the record", pos)
-            value: Any = _string(buf[pos:z], pos)
+            value: Any = _string(buf[pos:z], mended)
             pos = z + 1
         else:
             size = _SCALAR_SIZE.get(kind)
@@ -374,7 +394,7 @@ def _decode_generic(
                 f"array {name!r} declares absurd extents {list(extents)}", pos - 4 * ndim
             )
         if kind == STRING:
-            value, pos = _string_array(buf, pos, end, count, shape, name)
+            value, pos = _string_array(buf, pos, end, count, shape, name, mended)
         else:
             dtype = _DTYPE[kind]
             nbytes = count * dtype.itemsize
@@ -392,11 +412,14 @@ def _decode_generic(
         arrays.append((raw, kind, ndim))
     if pos != end:
         raise DmapError(f"{end - pos} unread bytes at the end of the record", pos)
+    if mended:
+        record = MendedRecord(record)
+        record.replaced = len(mended)
     return record, (tuple(scalars), tuple(arrays))
 
 
 def _string_array(
-    buf: bytes, pos: int, end: int, count: int, shape: tuple[int, ...], name: str
+    buf: bytes, pos: int, end: int, count: int, shape: tuple[int, ...], name: str, mended: list[int]
 ) -> tuple[np.ndarray, int]:
     if count > end - pos:  # each element takes at least its NUL
         raise DmapError(f"string array {name!r} of {count} elements cannot fit", pos)
@@ -405,7 +428,7 @@ def _string_array(
         z = buf.find(b"\0", pos, end)
         if z < 0:
             raise DmapError(f"string array {name!r} runs past the end of the record", pos)
-        items.append(_string(buf[pos:z], pos))
+        items.append(_string(buf[pos:z], mended))
         pos = z + 1
     return np.array(items, dtype=str).reshape(shape), pos
 

@@ -10,12 +10,11 @@ annotations); `get_status` shows each client's state, attempts and framing
 counters.
 
 Settings (section `[superdarn]` of the TOML file, `OBSMESH_SUPERDARN_<KEY>`,
-or the command line): see DEFAULTS and nodes/superdarn/README.md.
+or the command line): see `Settings` in kind.py and nodes/superdarn/README.md.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
@@ -30,20 +29,11 @@ from obsmesh import config
 
 from .client import Backoff, RadarClient
 from .echoes import EchoStore
+from .kind import Settings
 from .pipeline import RadarPipeline
 from .radars import RadarConfigError, RadarEndpoint, load_radar_config, parse_radar_config
 
-DEFAULTS: dict[str, Any] = {
-    "radars": None,  # a JSON/TOML file, inline JSON text, or (in TOML) a list or table
-    "stale_after": 120.0,  # seconds of silence before a radar is marked stale
-    "echo_db": "",  # SQLite file of per-scan echo counts ("" = <state_dir>/superdarn/<name>-echoes.sqlite)
-    "retention_days": 30.0,  # echo counts older than this are purged (0 = keep forever)
-    "purge_interval": 3600.0,  # seconds between purges
-    "max_payload": 1 << 20,  # larger frames are drained and counted, never buffered
-    "backoff_initial": 1.0,  # first reconnect delay, seconds (doubles, with jitter)
-    "backoff_max": 60.0,  # longest reconnect delay
-    "reconnect_after_silence": 600.0,  # drop and remake a connection silent this long (0 = never)
-}
+DEFAULTS: dict[str, Any] = Settings.defaults()
 
 
 def load_radars(value: Any) -> list[RadarEndpoint]:
@@ -98,11 +88,7 @@ class SuperdarnNode(DataNode):
         self.options = options
         self.endpoints = list(endpoints)
         self.clients: dict[str, RadarClient] = {}
-        for key in ("stale_after", "purge_interval", "backoff_initial", "backoff_max"):
-            if not (float(options[key]) > 0 and math.isfinite(float(options[key]))):
-                raise ValueError(f"{key} must be a positive number, got {options[key]!r}")
-        if int(options["max_payload"]) < 1024:
-            raise ValueError("max_payload must be at least 1024 bytes")
+        Settings.check(options)
         self.backoff = Backoff(
             initial=float(options["backoff_initial"]),
             maximum=max(float(options["backoff_max"]), float(options["backoff_initial"])),
@@ -119,7 +105,7 @@ class SuperdarnNode(DataNode):
             self.log.warn("{name}: no radars configured; serving history only", name=name)
 
     def info(self) -> dict[str, Any]:
-        return {"kind": self.kind, "radars": [ep.key for ep in self.endpoints]}
+        return {**super().info(), "radars": [ep.key for ep in self.endpoints]}
 
     async def start(self) -> None:
         self.pipeline.start()
@@ -167,43 +153,12 @@ class SuperdarnNode(DataNode):
         return status
 
 
-def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--radars",
-        help="radar config: a JSON/TOML file or inline JSON, e.g. "
-        '\'{"sas": "127.0.0.1:1401"}\' (default: [superdarn] radars)',
-    )
-    parser.add_argument(
-        "--stale-after", type=float, help="seconds of silence before a radar is stale (120)"
-    )
-    parser.add_argument("--echo-db", help="SQLite file of per-scan echo counts")
-    parser.add_argument(
-        "--retention-days", type=float, help="days of echo counts kept (30; 0 = forever)"
-    )
-
-
-def options_from(args: argparse.Namespace) -> dict[str, Any]:
-    return config.settings(
-        DEFAULTS,
-        "superdarn",
-        path=args.config,
-        overrides={
-            "radars": getattr(args, "radars", None),
-            "stale_after": getattr(args, "stale_after", None),
-            "echo_db": getattr(args, "echo_db", None),
-            "retention_days": getattr(args, "retention_days", None),
-        },
-    )
-
-
-def build(args: argparse.Namespace, settings: dict[str, Any]) -> SuperdarnNode:
-    options = options_from(args)
-    name = args.name or "superdarn"
+def build(name: str, mesh: dict[str, Any], options: dict[str, Any]) -> SuperdarnNode:
     try:
         endpoints = load_radars(options["radars"])
         echoes = open_echo_store(
-            echo_db_path(options, settings, name), float(options["retention_days"])
+            echo_db_path(options, mesh, name), float(options["retention_days"])
         )
-        return SuperdarnNode(name, settings, options, endpoints, echoes=echoes)
+        return SuperdarnNode(name, mesh, options, endpoints, echoes=echoes)
     except (RadarConfigError, ValueError, OSError, sqlite3.Error) as exc:
         raise config.ConfigError(f"superdarn node: {exc}") from None

@@ -15,7 +15,8 @@ from obsmesh import config
 
 from . import radars
 from .files import FileFormatError, read_file_bytes
-from .node import SuperdarnNode, echo_db_path, open_echo_store, options_from
+from .kind import Settings
+from .node import SuperdarnNode, echo_db_path, open_echo_store
 from .pipeline import KEY, beam_timeline, scan_timeline
 from .products import ProductError, radar_time
 from .replay import iter_file_records, progress_bar
@@ -197,7 +198,7 @@ async def replay(
 
 def main(args: argparse.Namespace) -> int:
     settings = config.mesh(args.config)
-    options = options_from(args)
+    options = Settings.resolve(args.config, args=args, mesh=settings)
     if settings["store"] != "redis" and not args.echoes_only:
         print(
             "obsmesh replay superdarn: the history of a node with the in-memory store lives in that "

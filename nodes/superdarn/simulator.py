@@ -1,5 +1,5 @@
 """A simulated radar site: serves FITACF records over Connex framing on TCP,
-like RST's rtserver (`obsmesh simulate radar`).
+like RST's fitacfserver (`obsmesh simulate radar`).
 
 Records come from the synthesiser (16 beams, 3 s integrations, minute scans,
 scan flags, soundings) or from a fitacf[.bz2] file played in a loop with the

@@ -8,7 +8,6 @@ where inotify sees nothing.
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import os
 from typing import Any
@@ -18,9 +17,7 @@ from twisted.internet import task, threads
 
 from nodes.base import DataNode
 from nodes.weather import files
-from obsmesh import config
 
-DEFAULTS: dict[str, Any] = {"dir": "", "poll": 0.25, "days": 7}
 TIMELINE = "station"
 LIVE_SLACK = 10.0  # rows up to this many seconds older than the node's start are still news
 
@@ -63,8 +60,6 @@ class WeatherNode(DataNode):
     def __init__(
         self, name: str, settings: dict[str, Any], options: dict[str, Any], **kw: Any
     ) -> None:
-        if not options["dir"]:
-            raise ValueError("the weather node needs a directory (--dir or OBSMESH_WEATHER_DIR)")
         self.directory = options["dir"]
         self.options = options
         self.followers: dict[str, _Follower] = {}
@@ -175,13 +170,5 @@ class WeatherNode(DataNode):
             self._loop.stop()
 
 
-def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--dir", help="directory of YYYY-MM-DD.csv station files")
-    parser.add_argument("--days", type=int, help="days of archive to load at start (default 7)")
-
-
-def build(args: argparse.Namespace, settings: dict[str, Any]) -> WeatherNode:
-    options = config.settings(
-        DEFAULTS, "weather", path=args.config, overrides={"dir": args.dir, "days": args.days}
-    )
-    return WeatherNode(args.name or "weather", settings, options)
+def build(name: str, mesh: dict[str, Any], options: dict[str, Any]) -> WeatherNode:
+    return WeatherNode(name, mesh, options)

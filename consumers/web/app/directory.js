@@ -12,6 +12,7 @@ export function cleanEntry(entry) {
     ...entry,
     name: entry.name,
     kind: typeof entry.kind === "string" ? entry.kind : "",
+    view: typeof entry.view === "string" ? entry.view : "",
     description: typeof entry.description === "string" ? entry.description : "",
   };
 }
@@ -61,8 +62,8 @@ export class Directory extends EventTarget {
     return [...this.nodes.values()].sort((a, b) => a.name.localeCompare(b.name));
   }
 
-  ofKinds(kinds) {
-    return this.list().filter((n) => kinds.includes(n.kind));
+  ofView(view) {
+    return this.list().filter((n) => n.view === view);
   }
 
   get(name) {

@@ -1,13 +1,11 @@
-// Which views a node kind lights up.
-
-export const RADAR_KINDS = ["superdarn", "canada"];
-export const CO2_KINDS = ["co2"];
-export const DATAFLOW_KINDS = ["dataflow"];
+// The views a node can light up. A node says which in its hub entry
+// (`view`, from its kind's declaration: obsmesh/kinds.py), so a new kind
+// needs no edit here; a node of no view is in the node list and node view.
 
 export const VIEWS = [
-  { id: "radars", label: "Radars", kinds: RADAR_KINDS },
-  { id: "co2", label: "CO2 units", kinds: CO2_KINDS },
-  { id: "dataflow", label: "Data flow", kinds: DATAFLOW_KINDS },
+  { id: "radars", label: "Radars" },
+  { id: "co2", label: "CO2 units" },
+  { id: "dataflow", label: "Data flow" },
 ];
 
 // Keep a view's per-node panels in step with the nodes listed: destroy and

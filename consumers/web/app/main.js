@@ -176,7 +176,7 @@ class App {
     setText(this.sideCount, String(nodes.length));
     for (const v of VIEWS) {
       const a = this.navLinks.get(v.id);
-      const count = this.directory.ofKinds(v.kinds).length;
+      const count = this.directory.ofView(v.id).length;
       a.classList.toggle("lit", count > 0);
       a.title = count ? `${count} node${count > 1 ? "s" : ""}` : "no such node is listed";
       setText(a.querySelector(".count"), count ? String(count) : "");

@@ -103,7 +103,7 @@ def main(argv: list[str]) -> int:
         packet(
             b"[01]",
             '<packet><x type="sun_real8" units="us2000"/>'
-            f'<yscan type="sun_real4" name="" nitems="{channels}" yUnits="Hz" '
+            f'<yscan type="sun_real4" name="yscan" nitems="{channels}" yUnits="Hz" '
             f'zUnits="V**2 m**-2 Hz**-1" yTags="{tags}">'
             '<properties double:zFill="-1e31"/></yscan></packet>',
         )

@@ -3,7 +3,6 @@
 
 import { h, clear, setText } from "../dom.js";
 import { fmtAge, fmtNum, fmtTime } from "../format.js";
-import { CO2_KINDS } from "../kinds.js";
 import { nodePanelsView } from "./panels.js";
 import { Co2Units } from "../co2-model.js";
 import { strideFromError } from "../liveplot.js";
@@ -140,7 +139,7 @@ export function co2View(ctx) {
   return nodePanelsView(ctx, {
     title: "CO2 units",
     lede: "Observation units' last ping, modem signal and last reading; units silent past the node's limit are highlighted.",
-    kinds: CO2_KINDS,
+    view: "co2",
     make: (entry) => new Co2Node(ctx, entry),
     empty: "No CO2 node is listed. This view lights up when a co2 node joins the mesh.",
     tick(n, ticks) {

@@ -3,7 +3,6 @@
 
 import { h, clear, setText } from "../dom.js";
 import { fmtAge, fmtPercent, fmtTime } from "../format.js";
-import { DATAFLOW_KINDS } from "../kinds.js";
 import { nodePanelsView } from "./panels.js";
 import { Board, STAGES, isFailureEvent } from "../dataflow-model.js";
 
@@ -148,7 +147,7 @@ export function dataflowView(ctx) {
   return nodePanelsView(ctx, {
     title: "Data flow",
     lede: "The radar data pipeline, radar by stage: when each stage last ran, files handled and failed, and stages that have not run within their period.",
-    kinds: DATAFLOW_KINDS,
+    view: "dataflow",
     make: (entry) => new DataflowNode(ctx, entry),
     empty: "No data-flow node is listed. This view lights up when a dataflow node joins the mesh.",
     tick(n, ticks) {

@@ -6,7 +6,7 @@
 import uPlot from "../../node_modules/uplot/dist/uPlot.esm.js";
 import { h, clear, setText } from "../dom.js";
 import { fmtAge, fmtNum } from "../format.js";
-import { RADAR_KINDS, syncNodes } from "../kinds.js";
+import { syncNodes } from "../kinds.js";
 import { axisStyle, utcDate } from "../liveplot.js";
 import { RadarState, echoFields, radarTopic, validCode } from "../radar-model.js";
 import { drawFan } from "../fan.js";
@@ -244,7 +244,7 @@ export function radarView(ctx) {
   let ticks = 0;
 
   function sync() {
-    const listed = directory.ofKinds(RADAR_KINDS);
+    const listed = directory.ofView("radars");
     syncNodes(nodes, listed, (entry) => {
       const grid = h("div", { class: "radar-grid" });
       const empty = h("div", { class: "empty" }, "No radar has published yet.");
