@@ -77,12 +77,14 @@ class Units:
                 with self.wake:
                     self.wake.wait(wait)
 
-    def cycle(self, unit: SimUnit) -> None:
+    def cycle(self, unit: SimUnit) -> bool:
         try:
             unit.communicate(0.0)
             self.count("cycles")
+            return True
         except (OSError, RuntimeError, ValueError):
-            self.count("cycle_failed")
+            self.count("cycle_failed")  # what it measured stays on its card for the next cycle
+            return False
 
     def count(self, key: str) -> None:
         with self.lock:
@@ -94,11 +96,28 @@ class Units:
             self.wake.notify_all()
 
     def flush(self) -> None:
-        threads = [threading.Thread(target=self.cycle, args=(u,)) for u in self.units]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        """A last cycle for every unit, 20 at a time; units whose cycle failed
+        (their rows are still on their cards) try again, up to 3 rounds."""
+        pending = list(self.units)
+        for _ in range(3):
+            failed: list[SimUnit] = []
+            for first in range(0, len(pending), 20):
+                group = pending[first : first + 20]
+                results: dict[str, bool] = {}
+                threads = [
+                    threading.Thread(
+                        target=lambda u=u, r=results: r.__setitem__(u.unit_id, self.cycle(u))
+                    )
+                    for u in group
+                ]
+                for t in threads:
+                    t.start()
+                for t in threads:
+                    t.join()
+                failed += [u for u in group if not results.get(u.unit_id)]
+            if not failed:
+                return
+            pending = failed
 
 
 def main() -> None:
