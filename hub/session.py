@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from autobahn.twisted.wamp import ApplicationSession
 from autobahn.wamp.exception import ApplicationError
-from autobahn.wamp.types import CallOptions, PublishOptions, RegisterOptions
+from autobahn.wamp.types import PublishOptions, RegisterOptions
 from twisted.internet.defer import inlineCallbacks
 from twisted.logger import Logger
 
 from hub.directory import Directory
+from obsmesh.calls import SharedCall
 from obsmesh.uris import DEFAULT_PREFIX, Uris, valid_node_name
 
 # How long the hub waits for a linked site's listing before leaving it out.
@@ -40,6 +41,7 @@ class HubService:
         # listing adds the nodes of every peer site reachable now.
         self.site = site
         self.peers = tuple(peers)
+        self._peer_calls: dict[str, SharedCall] = {}  # one listing call in flight per peer
 
     @inlineCallbacks
     def attach(self, details):
@@ -176,19 +178,21 @@ class HubService:
     @inlineCallbacks
     def _peer_listing(self, peer: str):
         """A linked site's nodes, or none while it is unreachable (partitioned, down)."""
-        # The router times the call out: a call cancelled here instead leaves the
-        # router an answer to deliver for it when a dead link is dropped, which
-        # crossbar 26.10 fails on, half-way through removing the link's
-        # registrations (they then answer nothing, ever).
-        options = CallOptions(timeout=PEER_LISTING_TIMEOUT)
+        call = self._peer_calls.get(peer)
+        if call is None:
+            # Never cancelled and never timed out by the router: crossbar 26.10,
+            # dropping a dead link while it owes an answer to a call that was
+            # cancelled or timed out, fails half-way and leaves the link's
+            # registrations behind for good. The call waits for its answer (or
+            # for the link to be dropped); listings stop waiting for it sooner.
+            d = self.session.call(site_listing_uri(self.uris.prefix, peer))
+            call = self._peer_calls[peer] = SharedCall(d, lambda: self._peer_calls.pop(peer))
         try:
-            nodes = yield self.session.call(
-                site_listing_uri(self.uris.prefix, peer), options=options
-            )
-        except Exception as exc:  # unreachable, not linked yet, or timed out
+            nodes = yield call.wait(PEER_LISTING_TIMEOUT)
+        except Exception as exc:  # unreachable or not linked yet
             self.log.debug("site {peer} not listed: {exc}", peer=peer, exc=exc)
             return []
-        # crossbar's link answers None when the forwarded call failed
+        # None: no answer in time, or crossbar's link answers None when the forwarded call failed
         prefix = f"{peer}-"
         return [
             n

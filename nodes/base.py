@@ -21,13 +21,14 @@ from typing import Any
 
 import numpy as np
 from autobahn.wamp.exception import ApplicationError
-from autobahn.wamp.types import CallOptions, PublishOptions, RegisterOptions
+from autobahn.wamp.types import PublishOptions, RegisterOptions
 from twisted.internet import defer, task
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from obsmesh import config as mesh_config
 from obsmesh import wire
+from obsmesh.calls import SharedCall
 from obsmesh.errors import InvalidArgument, MeshError, NoSuchField, TooManyPoints, to_wamp
 from obsmesh.memtune import keep_freed_memory
 from obsmesh.store import FIELD_TYPES, STRING, Store, StoreError, make_store
@@ -533,16 +534,17 @@ class DataNode:
         """Whether the session holding our procedures answers. One that does not is
         our own earlier session, left behind at the router by a dead network path
         (only a session authenticated as this node may register under its name)."""
-        # Timed out by the router (a call cancelled here would leave the router
-        # an answer to deliver for it later, which ends this session).
-        options = CallOptions(timeout=HOLDER_PROBE_TIMEOUT)
+        # Neither cancelled nor timed out by the router (crossbar 26.10 then fails
+        # to drop the stale session cleanly): the probe is left to finish on its
+        # own, and we stop waiting for it after a while.
+        probe = SharedCall(session.call(self.uris.get_fields(self.name), 1.0, 0.0), lambda: None)
         try:
-            await session.call(self.uris.get_fields(self.name), 1.0, 0.0, options=options)
+            answer = await probe.wait(HOLDER_PROBE_TIMEOUT)
         except ApplicationError as exc:
             return exc.error not in ("wamp.error.no_such_procedure", "wamp.error.canceled")
         except Exception:  # our own session went away meanwhile: the next join retries
             return True
-        return True
+        return answer is not None  # None: no answer in time
 
     def _name_conflict(self, session, why: str) -> None:
         self.last_error = f"name {self.name!r} is taken: {why}; retrying"
