@@ -179,14 +179,14 @@ class HubService:
     def _peer_listing(self, peer: str):
         """A linked site's nodes, or none while it is unreachable (partitioned, down)."""
         call = self._peer_calls.get(peer)
-        if call is None:
+        if call is None or call.finished:
             # Never cancelled and never timed out by the router: crossbar 26.10,
             # dropping a dead link while it owes an answer to a call that was
             # cancelled or timed out, fails half-way and leaves the link's
             # registrations behind for good. The call waits for its answer (or
             # for the link to be dropped); listings stop waiting for it sooner.
             d = self.session.call(site_listing_uri(self.uris.prefix, peer))
-            call = self._peer_calls[peer] = SharedCall(d, lambda: self._peer_calls.pop(peer))
+            call = self._peer_calls[peer] = SharedCall(d, lambda: None)
         try:
             nodes = yield call.wait(PEER_LISTING_TIMEOUT)
         except Exception as exc:  # unreachable or not linked yet
