@@ -30,7 +30,7 @@ from pathlib import Path
 
 from nodes.co2.admin import add_unit
 from nodes.co2.simulator import CHUNK, READINGS_DIR, SimUnit, unit_id_for
-from tests.harness import Router, free_port, port_open, wait_for
+from tests.harness import Router, admit, free_port, port_open, wait_for
 
 NODE = "co2"
 UNITS = 50
@@ -41,6 +41,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def _start_node(router: Router, root: Path, logs: Path) -> tuple[subprocess.Popen, int]:
     port = free_port()
+    admit(NODE)  # a named principal (there is no wildcard)
     proc = subprocess.Popen(
         [
             sys.executable,

@@ -20,7 +20,7 @@ import numpy as np
 from obsmesh.router import REPO
 from obsmesh.store import MemoryStore
 from obsmesh.store.reduce import bin_mean
-from tests.harness import Router, wait_for
+from tests.harness import Router, admit, wait_for
 
 PY = sys.executable
 
@@ -103,6 +103,7 @@ def run() -> list[dict]:
     router = Router()
     router.start()
     url = router.backend_url
+    admit("echo", "history", "feeder")  # bench.feeder's principals (there is no wildcard)
     procs = []
     try:
         procs.append(_spawn("echo", url, log=logs / "echo.log"))

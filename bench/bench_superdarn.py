@@ -43,7 +43,7 @@ def _cpu_seconds(pid: int) -> float:
 
 
 def run() -> list[dict]:
-    from tests.harness import Router, free_port, stop_process
+    from tests.harness import Router, admit, free_port, stop_process
 
     logs = Path(tempfile.mkdtemp(prefix="obsmesh-bench-superdarn-"))
     router = Router()
@@ -54,6 +54,7 @@ def run() -> list[dict]:
         config = logs / "radars.json"
         config.write_text(json.dumps({f"r{i:02d}": f"127.0.0.1:{p}" for i, p in enumerate(ports)}))
         env = router.env()
+        admit(NODE)  # a named principal (there is no wildcard)
         node = subprocess.Popen(
             [
                 PY,

@@ -5,8 +5,9 @@
     .venv/bin/python examples/client_quickstart.py            # first node found
     .venv/bin/python examples/client_quickstart.py weather --minutes 30
 
-The router, realm and credentials come from the usual OBSMESH_* variables or
-the config file; `--url ws://host:8080/ws` reaches a remote mesh anonymously.
+With nothing configured it reads the local mesh through its public WebSocket
+(ws://127.0.0.1:8080/ws), anonymously; `--url ws://host:8080/ws` (or
+OBSMESH_PUBLIC_URL) reaches another mesh.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import sys
 import numpy as np
 
 from consumers.client import Batch, ClientError, Gap, Mesh, MeshTimeout
+from consumers.client.display import value_text
 
 
 def main() -> int:
@@ -60,10 +62,10 @@ def explore(mesh: Mesh, args: argparse.Namespace) -> int:
         if values.size == 0:
             print(f"  {f}: no samples in the last {args.minutes:g} min")
             continue
+        show = lambda v, f=f: value_text(float(v), fields[f])  # noqa: E731 - its precision, its units
         print(
-            f"  {f} [{fields[f].get('units', '')}]: {values.size} samples, "
-            f"min {np.nanmin(values):.4g}, mean {np.nanmean(values):.4g}, max {np.nanmax(values):.4g}, "
-            f"last at {t[-1]:.3f}"
+            f"  {f}: {values.size} samples, min {show(np.nanmin(values))}, "
+            f"mean {show(np.nanmean(values))}, max {show(np.nanmax(values))}, last at {t[-1]:.3f}"
         )
 
     # The same as a DataFrame, binned to one point per minute (pandas is optional).
@@ -88,7 +90,9 @@ def explore(mesh: Mesh, args: argparse.Namespace) -> int:
                     f"  gap of {item.duration:.1f} s ({item.reason}); recovered {item.recovered} samples"
                 )
             elif isinstance(item, Batch):
-                shown = ", ".join(f"{f}={c[-1]:.4g}" for f, c in item.data.items())
+                shown = ", ".join(
+                    f"{f}={value_text(c[-1], fields[f])}" for f, c in item.data.items()
+                )
                 print(f"  {item.timeline}: {len(item)} samples, last {shown}")
     return 0
 

@@ -119,15 +119,7 @@ class HubService:
                 self.uris.error("invalid_argument"), "description must be a string"
             )
         session = self._session_of(session_id, details)
-        authid = getattr(details, "caller_authid", None)
-        if (
-            self.enforce_authid
-            and getattr(details, "caller_authrole", None) == "node"
-            and authid != name
-        ):
-            raise ApplicationError(
-                "wamp.error.not_authorized", f"authenticated as {authid!r}, not {name!r}"
-            )
+        self._check_own(name, details)
         holder = self.directory.holder(name)
         if holder is not None and holder != session:
             alive = yield self._alive(holder)
@@ -155,9 +147,23 @@ class HubService:
             yield self.session.publish(self.uris.added, self.directory.get(name).public())
         return accepted
 
+    def _check_own(self, name: str, details) -> None:
+        """With authentication on, a node may add or subtract only its own authid as a name."""
+        authid = getattr(details, "caller_authid", None)
+        if (
+            self.enforce_authid
+            and getattr(details, "caller_authrole", None) == "node"
+            and authid != name
+        ):
+            self.log.warn("refused {authid!r} naming node {name!r}", authid=authid, name=name)
+            raise ApplicationError(
+                "wamp.error.not_authorized", f"authenticated as {authid!r}, not {name!r}"
+            )
+
     @inlineCallbacks
     def subtract(self, name, session_id=None, details=None):
         session = self._session_of(session_id, details)
+        self._check_own(name, details)
         entry = self.directory.subtract(name, session)
         if entry is not None:
             yield self._announce_gone(entry)

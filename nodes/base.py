@@ -26,6 +26,7 @@ from twisted.internet import defer, task
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from nodes.status_events import status_event
 from obsmesh import config as mesh_config
 from obsmesh import wire
 from obsmesh.calls import SharedCall
@@ -33,6 +34,7 @@ from obsmesh.errors import InvalidArgument, MeshError, NoSuchField, TooManyPoint
 from obsmesh.memtune import keep_freed_memory
 from obsmesh.store import FIELD_TYPES, STRING, Store, StoreError, make_store
 from obsmesh.store.reduce import REDUCERS, max_points
+from obsmesh.suggest import did_you_mean
 from obsmesh.timerules import resolve_interval, resolve_stride
 from obsmesh.uris import Uris, valid_node_name
 from obsmesh.wamp import keep_alive, service_component
@@ -51,6 +53,10 @@ RETAIN = PublishOptions(retain=True)
 class DataNode:
     kind = "node"
     description = "a data node"
+    # The fields a dashboard plots first, in this order: names, or patterns in
+    # which `*` stands for one part of a name (a radar, a unit), such as
+    # "*.velocity". Announced in the hub entry (`info()["plots"]`).
+    plots: tuple[str, ...] = ()
 
     log = Logger()
 
@@ -78,7 +84,8 @@ class DataNode:
             if store is not None
             else make_store(self.settings, f"{self.settings['prefix']}:{name}")
         )
-        self.fields: dict[str, dict[str, str]] = {}  # field -> {description, timeline, type, units}
+        # field -> {description, timeline, type, units[, precision]}
+        self.fields: dict[str, dict[str, Any]] = {}
         self.session = None
         self.started = clock()
         self.sources: dict[str, dict[str, Any]] = {}
@@ -112,11 +119,15 @@ class DataNode:
 
     def info(self) -> dict[str, Any]:
         """Extra keys announced to the hub with the name and description: the kind,
-        and the dashboard view its declaration names (obsmesh/kinds.py), if any."""
+        the dashboard view its declaration names (obsmesh/kinds.py), if any, and
+        the fields a dashboard plots first (`plots`), if the kind says."""
         from obsmesh.kinds import registry
 
         view = registry().view_of(self.kind)
-        return {"kind": self.kind, **({"view": view} if view else {})}
+        out: dict[str, Any] = {"kind": self.kind, **({"view": view} if view else {})}
+        if self.plots:
+            out["plots"] = list(self.plots)
+        return out
 
     # -- what a node kind calls -------------------------------------------
     def declare(
@@ -126,11 +137,16 @@ class DataNode:
         type: str = "number",
         units: str = "",
         description: str = "",
+        precision: int | None = None,
     ) -> None:
+        """A field; `precision` (decimal places the instrument resolves) tells
+        consumers how to show its values (the data itself is never rounded)."""
         if not isinstance(field, str) or not field or len(field) > 200:
             raise ValueError(f"bad field name {field!r}")
         if type not in FIELD_TYPES:
             raise ValueError(f"field type must be one of {FIELD_TYPES}")
+        if precision is not None and not (isinstance(precision, int) and 0 <= precision <= 12):
+            raise ValueError(f"precision must be 0..12 decimal places, got {precision!r}")
         known = self.fields.get(field)
         if known is not None and known["timeline"] != timeline:
             raise ValueError(f"field {field!r} already belongs to timeline {known['timeline']!r}")
@@ -140,6 +156,8 @@ class DataNode:
             "type": type,
             "units": units,
         }
+        if precision is not None:
+            self.fields[field]["precision"] = precision
         self.store.declare(field, type)
 
     def append(
@@ -226,10 +244,13 @@ class DataNode:
         self.sources[key] = new
         if "error" in state and state["error"]:
             self.last_error = f"{key}: {state['error']}"
+        elif "error" in state and (self.last_error or "").startswith(f"{key}: "):
+            self.last_error = None  # that source recovered: its error is history (see the events)
         flips = [k for k in ("connected", "stale") if k in state and old.get(k) != state[k]]
-        if flips and old:
-            what = ", ".join(f"{k}={state[k]}" for k in flips)
-            self.event(self.clock(), f"{key}: {what}", state.get("error") or "", ["status", key])
+        sentence = status_event(key, old, new)
+        if sentence is not None:
+            title, text, tags = sentence
+            self.event(self.clock(), title, text, tags)
         if flips:
             self.publish("status", {"source": key, **new})
 
@@ -346,18 +367,25 @@ class DataNode:
 
     async def get_fields(self, start=-3600.0, end=0.0):
         """Every declared field, and per timeline the mean sample interval in
-        `[start, end)` (None with fewer than two samples there) and the number
-        of samples there (`count`, an obsmesh addition to sisock's shape)."""
+        `[start, end)` (None with fewer than two samples there), the number of
+        samples there (`count`) and the first and newest stored sample times of
+        the whole timeline (`span`, None when it is empty); `count` and `span`
+        are obsmesh additions to sisock's shape."""
         t0, t1 = resolve_interval(start, end, self.clock)
         fields = {f: dict(meta) for f, meta in self.fields.items()}
         timelines: dict[str, dict] = {}
         for timeline, names in self._by_timeline(list(self.fields)).items():
             n = await self.store.count(timeline, t0, t1)
-            span = await self.store.span(timeline) if n > 1 else None
+            span = await self.store.span(timeline)  # cheap: the first/last samples only
             interval = None
-            if span is not None:  # cheap: no sample is read, the first/last ones bound the range
+            if span is not None and n > 1:
                 interval = (min(t1, span[1]) - max(t0, span[0])) / (n - 1)
-            timelines[timeline] = {"interval": interval, "field": names, "count": n}
+            timelines[timeline] = {
+                "interval": interval,
+                "field": names,
+                "count": n,
+                "span": None if span is None else [span[0], span[1]],
+            }
         return [fields, timelines]
 
     def _by_timeline(self, names: Sequence[str]) -> dict[str, list[str]]:
@@ -376,7 +404,10 @@ class DataNode:
             raise InvalidArgument("field must be a field name or a non-empty list of field names")
         unknown = [f for f in names if f not in self.fields]
         if unknown:
-            raise NoSuchField(f"node {self.name!r} has no field {', '.join(map(repr, unknown))}")
+            hint = did_you_mean(unknown[0], self.fields) if len(unknown) == 1 else ""
+            raise NoSuchField(
+                f"node {self.name!r} has no field {', '.join(map(repr, unknown))}{hint}"
+            )
         return list(dict.fromkeys(names))
 
     def _query_args(self, field, start, end, min_stride, reduce, encoding):
@@ -557,10 +588,12 @@ class DataNode:
     async def _announce(self, session) -> None:
         """Tell the hub we exist, retrying while the hub is not there yet."""
         delay = 0.1
+        # Consumers read "encodings" to know this node answers encoding="array" (sisock's do not).
+        announced = {"encodings": list(wire.ENCODINGS), **self.info()}
         while session is self.session and not self._stopping:
             try:
                 ok = await session.call(
-                    self.uris.add, self.name, self.description, session._session_id, **self.info()
+                    self.uris.add, self.name, self.description, session._session_id, **announced
                 )
             except ApplicationError as exc:
                 if exc.error not in ("wamp.error.no_such_procedure", "wamp.error.canceled"):
@@ -664,12 +697,12 @@ async def _with_timeout(reactor, d, seconds: float):
 
 def run_node(node: DataNode) -> None:
     """Run one node as a process: ingest, WAMP, and on SIGTERM/SIGINT subtract then leave."""
-    import sys
 
     from twisted.internet import reactor
-    from twisted.logger import globalLogBeginner, textFileLogObserver
 
-    globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stderr)])
+    from obsmesh import logs
+
+    logs.begin()
     keep_freed_memory()  # queries allocate and free column-sized arrays: keep them warm
     reactor.addSystemEventTrigger(
         "before", "shutdown", lambda: defer.ensureDeferred(node.shutdown())

@@ -22,24 +22,55 @@ def secrets_path(settings: dict) -> str:
     return settings["secrets_file"] or os.path.join(settings["state_dir"], "secrets.json")
 
 
-def ensure_secrets(settings: dict) -> str:
-    """The mesh's secrets file, created on first use (fresh key, local principals)."""
+def ensure_secrets(settings: dict, principals: dict[str, str] | None = None) -> str:
+    """The mesh's secrets file, created on first use with a fresh key and the
+    local principals (`default_principals`); `principals` (authid -> role) are
+    admitted too when missing. A file of an older version (with the `*`
+    wildcard, no longer honoured) gets the local principals instead."""
     from obsmesh import secrets
 
     path = secrets_path(settings)
-    if not os.path.exists(path):
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        secrets.save(path, secrets.new(DEFAULT_PRINCIPALS))
-        print(
-            f"obsmesh: wrote a new secrets file {path} (keep it private; it is git-ignored)",
-            file=sys.stderr,
-        )
+    fresh = not os.path.exists(path)
+    wanted = dict(principals or {})
+    if fresh or _has_wildcard(path):
+        wanted = {**default_principals(), **wanted}
+    if wanted:
+        added = secrets.admit(path, wanted)
+        if fresh:
+            print(
+                f"obsmesh: wrote a new secrets file {path} (keep it private; it is git-ignored)",
+                file=sys.stderr,
+            )
+        elif added:
+            print(f"obsmesh: admitted {', '.join(sorted(added))} in {path}", file=sys.stderr)
     return path
 
 
-# Local principals: any name may be a node (its secret derives from the key),
-# the hub is `hub`, and backend readers such as the Grafana bridge are consumers.
-DEFAULT_PRINCIPALS = {"*": "node", "hub": "hub", "grafana": "consumer"}
+def _has_wildcard(path: str) -> bool:
+    from obsmesh import secrets
+
+    try:
+        return bool(secrets.load(path).ignored)
+    except secrets.SecretsError:
+        return False
+
+
+# Local principals: the hub, and the backend readers: the Grafana bridge, the
+# `obsmesh nodes/fields/get/tail` client and the health checks. Each node is
+# its own principal, named after the node (the layout's `principals()`).
+DEFAULT_PRINCIPALS = {
+    "hub": "hub",
+    "grafana": "consumer",
+    "client": "consumer",
+    "health": "consumer",
+}
+
+
+def default_principals() -> dict[str, str]:
+    """A new secrets file's principals: the local ones and every built-in node
+    kind under its default name (what `obsmesh router` in the container stack
+    needs). Each has a secret derived from the file's key; revoke what you do not run."""
+    return {**DEFAULT_PRINCIPALS, **{k.name: "node" for k in kinds.registry().kinds()}}
 
 
 def router_config(
@@ -92,13 +123,13 @@ def cmd_router(args: argparse.Namespace) -> int:
 def cmd_hub(args: argparse.Namespace) -> int:
     """The hub as its own process (when the router does not host it)."""
     from twisted.internet import reactor
-    from twisted.logger import globalLogBeginner, textFileLogObserver
 
     from hub.session import HubService
+    from obsmesh import logs
     from obsmesh.wamp import service_component
 
     settings = config.mesh(args.config)
-    globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stderr)])
+    logs.begin()
     comp = service_component(settings, "hub")
     enforce = bool(settings["secrets_file"] or settings["secret"] or settings["secret_file"])
     comp.on(
@@ -192,6 +223,16 @@ def cmd_secrets(args: argparse.Namespace) -> int:
 
     settings = config.mesh(args.config)
     path = args.file or secrets_path(settings)
+    try:
+        return _secrets_action(secrets, path, args)
+    except secrets.SecretsError as exc:
+        print(f"obsmesh secrets: {exc}", file=sys.stderr)
+        return 2
+
+
+def _secrets_action(secrets, path: str, args: argparse.Namespace) -> int:
+    """`obsmesh secrets ...`; a running router reads every change at once (a
+    revoked principal's sessions are ended). No secret is ever printed but by `show`."""
     if args.action == "init":
         if os.path.exists(path) and not args.force:
             print(
@@ -200,24 +241,38 @@ def cmd_secrets(args: argparse.Namespace) -> int:
             )
             return 1
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        secrets.save(path, secrets.new(DEFAULT_PRINCIPALS))
+        secrets.save(path, secrets.new(default_principals()))
         print(f"wrote {path}")
         return 0
-    s = secrets.load(path)
+    if args.action != "list" and not args.authid:
+        print(f"obsmesh secrets {args.action}: name the principal", file=sys.stderr)
+        return 2
     if args.action == "show":  # the one secret a remote service needs
+        s = secrets.load(path)
         if s.role_of(args.authid) is None:
             print(f"obsmesh: {args.authid!r} is not a principal of {path}", file=sys.stderr)
             return 1
         print(s.secret_for(args.authid))
     elif args.action == "add":
-        s.principals[args.authid] = args.role
-        secrets.save(path, s)
+        given = secrets.read_secret(args.secret_file) if args.secret_file else None
+        secrets.update(path, lambda s: s.add(args.authid, args.role, given))
+        how = "its given secret" if given is not None else "a secret derived from the key"
+        print(f"{args.authid}: role {args.role}, {how}")
     elif args.action == "revoke":
-        s.principals.pop(args.authid, None)
-        secrets.save(path, s)
+        if not secrets.update(path, lambda s: s.revoke(args.authid)):
+            print(f"obsmesh: {args.authid!r} is not a principal of {path}", file=sys.stderr)
+            return 1
+        print(f"{args.authid}: revoked (its open sessions are ended)")
     elif args.action == "list":
-        for authid, role in sorted(s.principals.items()):
-            print(f"{authid}\t{role}")
+        s = secrets.load(path)
+        for authid, role, how in s.listing():
+            print(f"{authid}\t{role}\t{how}")
+        if s.ignored:
+            print(
+                f"obsmesh: ignored in {path}: {', '.join(s.ignored)} (a wildcard admits no one now; "
+                "`obsmesh secrets add NAME` each principal)",
+                file=sys.stderr,
+            )
     return 0
 
 
@@ -302,6 +357,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("authid", nargs="?", default="", help="principal (for show, add, revoke)")
     p.add_argument(
         "--role", default="node", choices=["node", "hub", "consumer"], help="role for add"
+    )
+    p.add_argument(
+        "--secret-file",
+        help="add: keep this secret (a file, or - for standard input) instead of deriving one",
     )
     p.add_argument("--file", help="secrets file (default: secrets_file, or STATE_DIR/secrets.json)")
     p.add_argument("--force", action="store_true", help="init: replace an existing file")

@@ -435,8 +435,8 @@ def up(settings: dict[str, Any], args: argparse.Namespace | None = None) -> int:
             file=sys.stderr,
         )
         return 1
-    # The secrets file; the principals it must admit are the layout's: lay.principals().
-    secrets_file = os.path.abspath(ensure_secrets(settings))
+    # The secrets file, admitting each service of the layout by name (no wildcard principal).
+    secrets_file = os.path.abspath(ensure_secrets(settings, lay.principals()))
     launcher.env = {
         **os.environ,
         **lay.env(),

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 REPO = pathlib.Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = REPO / ".crossbar" / "config.json"
 ROUTER_VENV = REPO / ".venv-router"
+ANONYMOUS_CONSUMER = {"type": "static", "role": "consumer"}
 
 
 def crossbar_executable() -> str:
@@ -50,6 +51,7 @@ def render_config(
     tls_key: str | os.PathLike | None = None,
     tls_cert: str | os.PathLike | None = None,
     backend_tls: bool = False,
+    auth_cache: bool = True,
     base: dict[str, Any] | None = None,
     site: Site | None = None,
     tls_ca: str | os.PathLike | None = None,
@@ -60,8 +62,11 @@ def render_config(
 
     With `secrets_file` (the default config expects one), backend services
     authenticate with WAMP-CRA through the hosted authenticator and nodes are
-    authorised per name. Without it the backend grants the node role to anyone
-    who can reach it: only for a loopback-only development router.
+    authorised per name, and the public WebSocket takes WAMP-CRA beside
+    anonymous consumers (`consumer_auth` switches anonymous off). Without it
+    the backend grants the node role to anyone who can reach it: only for a
+    loopback-only development router. `auth_cache=False` switches off every
+    authorisation cache (a benchmark's reference).
 
     `site` links this router to peer sites (`obsmesh.sites`); `proxies` moves
     the public transport to that many proxy workers (`obsmesh.router_layout`,
@@ -104,10 +109,13 @@ def render_config(
             t["paths"]["/"]["directory"] = str(
                 pathlib.Path(web_dir or REPO / "consumers" / "web").resolve()
             )
-            if consumer_auth:
-                if not secrets_file:
-                    raise ValueError("consumer authentication needs a secrets file")
-                t["paths"]["ws"]["auth"] = copy.deepcopy(cra)
+            if consumer_auth and not secrets_file:
+                raise ValueError("consumer authentication needs a secrets file")
+            # WAMP-CRA for any principal (a sisock node joins here with its own
+            # secret and role) beside anonymous read-only consumers, unless
+            # consumers must authenticate too.
+            anonymous = {} if consumer_auth else {"anonymous": dict(ANONYMOUS_CONSUMER)}
+            t["paths"]["ws"]["auth"] = {**anonymous, **(copy.deepcopy(cra) if secrets_file else {})}
             if tls:
                 t["endpoint"]["tls"] = dict(tls)
     comps = worker.get("components", [])
@@ -119,6 +127,7 @@ def render_config(
             extra["secrets_file"] = (
                 str(pathlib.Path(secrets_file).resolve()) if secrets_file else ""
             )
+            extra["cache"] = auth_cache
         if c["id"] == "hub":
             extra["auth"] = bool(secrets_file)
     worker["components"] = [

@@ -66,3 +66,18 @@ def decode(value: Any) -> np.ndarray:
             return np.array([np.nan if v is None else v for v in value], dtype=float)
         return np.array(value, dtype=object)
     raise ValueError(f"not a column: {type(value).__name__}")
+
+
+# -- knowing whether a node takes encoding="array" ------------------------------
+def advertises_arrays(entry: object) -> bool:
+    """Whether a hub entry says its node answers `encoding="array"` (obsmesh
+    nodes announce `"encodings": ["list", "array"]`; sisock's announce nothing)."""
+    encodings = entry.get("encodings") if isinstance(entry, dict) else None
+    return isinstance(encodings, list) and ARRAY in encodings
+
+
+def refuses_encoding(error_args: Any) -> bool:
+    """Whether a call failed because the node knows no `encoding` argument: a
+    Python callee answers with its TypeError's text."""
+    message = str(error_args[0]) if isinstance(error_args, list | tuple) and error_args else ""
+    return "unexpected keyword argument" in message and "'encoding'" in message

@@ -17,8 +17,11 @@ from autobahn.twisted.component import Component
 from twisted.internet import defer
 
 from obsmesh import secrets as mesh_secrets
+from obsmesh import wamp as obsmesh_wamp
+from obsmesh.cli import DEFAULT_PRINCIPALS
 from obsmesh.router import REPO, hub_joins, render_config, start_router, wait_ready
 from obsmesh.router import port_open as _port_open
+from obsmesh.uris import valid_node_name
 
 PYTHON = sys.executable
 
@@ -26,14 +29,41 @@ PYTHON = sys.executable
 # backend services with it, and every process the tests start (and every
 # in-process service reading the environment) derives its secret from it.
 # Processes started by the tests that import this module reuse the same file.
+# It names every principal (there is no wildcard): the local ones of a mesh,
+# and each node name a test uses, admitted as the test creates that node's
+# process or session (`admit`, `spawn`, `backend_credentials`, and every
+# secret derived through `obsmesh.wamp.credentials` in a process that
+# imported this module).
 SECRETS_FILE = os.environ.get("OBSMESH_TEST_SECRETS_FILE", "")
 if not SECRETS_FILE or not os.path.exists(SECRETS_FILE):
     SECRETS_FILE = os.path.join(tempfile.mkdtemp(prefix="obsmesh-secrets-"), "secrets.json")
-    mesh_secrets.save(
-        SECRETS_FILE, mesh_secrets.new({"*": "node", "hub": "hub", "grafana": "consumer"})
-    )
+    mesh_secrets.save(SECRETS_FILE, mesh_secrets.new(DEFAULT_PRINCIPALS))
 os.environ["OBSMESH_TEST_SECRETS_FILE"] = SECRETS_FILE
 os.environ["OBSMESH_SECRETS_FILE"] = SECRETS_FILE
+
+
+def admit(*names: str, role: str = "node", secrets_file: str = SECRETS_FILE) -> None:
+    """Make `names` principals of the test secrets file (with `role`), unless
+    they are already (then they keep their role; the file is not rewritten)."""
+    mesh_secrets.admit(secrets_file, {n: role for n in names})
+
+
+def _admitting(credentials):
+    """`obsmesh.wamp.credentials`, admitting a node name first when the secret
+    is derived from the test secrets file (a session a test creates)."""
+
+    def wrapper(settings, authid):
+        path = settings.get("secrets_file") or ""
+        derived = not (settings.get("secret") or settings.get("secret_file"))
+        if derived and path and os.path.abspath(path) == os.path.abspath(SECRETS_FILE):
+            if valid_node_name(authid):
+                admit(authid)
+        return credentials(settings, authid)
+
+    return wrapper
+
+
+obsmesh_wamp.credentials = _admitting(obsmesh_wamp.credentials)
 
 
 def free_port() -> int:
@@ -246,7 +276,10 @@ def rss_kb(pid: int) -> int:
 
 
 def spawn(args: list[str], env: dict[str, str], log: pathlib.Path) -> subprocess.Popen:
-    """A service process (`python -m obsmesh ...`) with its output in `log`."""
+    """A service process (`python -m obsmesh ...`) with its output in `log`; a
+    node's name is admitted as a principal first."""
+    if len(args) >= 2 and args[0] == "node" and env.get("OBSMESH_SECRETS_FILE") == SECRETS_FILE:
+        admit(args[args.index("--name") + 1] if "--name" in args else args[1])
     return subprocess.Popen(
         [PYTHON, "-m", "obsmesh", *args],
         env=env,
@@ -274,6 +307,8 @@ def backend_credentials(
 ) -> dict | None:
     if not secrets_file:
         return None
+    if valid_node_name(authid):
+        admit(authid, secrets_file=secrets_file)
     return {
         "wampcra": {"authid": authid, "secret": mesh_secrets.load(secrets_file).secret_for(authid)}
     }
@@ -396,7 +431,8 @@ class Up:
         from consumers.client import Mesh
 
         try:
-            with Mesh(self.public_url, "obsmesh", timeout=10) as mesh:
+            # secret="": anonymous, whatever OBSMESH_SECRETS_FILE this test process has
+            with Mesh(self.public_url, "obsmesh", timeout=10, secret="") as mesh:
                 return {n["name"] for n in mesh.nodes()}
         except Exception:
             return set()

@@ -23,6 +23,7 @@ from twisted.internet import task  # noqa: E402
 
 from nodes.base import run_node  # noqa: E402
 from obsmesh import config  # noqa: E402
+from tests import harness  # noqa: E402, F401 - admits this node's name as a principal
 from tests.nodes_for_tests import ProbeNode  # noqa: E402
 
 

@@ -20,6 +20,7 @@ from tests.harness import (
     REPO,
     SECRETS_FILE,
     Router,
+    admit,
     backend_credentials,
     connect,
     spawn,
@@ -215,6 +216,7 @@ def test_secrets_command_line(tmp_path):
 
 @pytest_twisted.ensureDeferred
 async def test_node_with_only_its_own_secret_joins_and_secrets_stay_out_of_logs(router, tmp_path):
+    admit("remote")  # `obsmesh secrets add remote` on the mesh's host
     env = router.env()
     env.pop("OBSMESH_SECRETS_FILE")
     env["OBSMESH_SECRET"] = secret("remote")  # what a node on another machine is given

@@ -316,7 +316,7 @@ async def test_publisher_restart_is_followed_and_silence_recreates_the_socket():
         assert feed.state == RECEIVING and slow.sources["sas"]["connected"] is True
         assert states[0] == SILENT and states[-1] == RECEIVING
         events = [e["title"] for e in slow.get_events(-600, 0)]
-        assert "feed:aggregator: connected=False" in events and "sas: connected=False" in events
+        assert "feed:aggregator disconnected" in events and "sas disconnected" in events
     finally:
         for n in (slow, quick):
             await n.stop()

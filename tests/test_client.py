@@ -101,6 +101,7 @@ def mesh(router):
 def test_lists_nodes_and_fetches_exact_history_as_numpy(history, mesh):
     listing = {n["name"]: n for n in mesh.nodes()}
     assert listing["hist"]["kind"] == "probe"
+    assert listing["hist"]["encodings"] == ["list", "array"]  # so the client asks for arrays
     base = history.base
     r = mesh.get("hist", ["x", "y", "label", "ok"], base, base + 3000 * DT)
     t, x, y = expected(base, 0, 3000)

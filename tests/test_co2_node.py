@@ -304,7 +304,7 @@ async def test_silent_unit_changes_status_and_raises_an_event_and_compat_mode_sh
         assert status["sources"][u.unit_id]["connected"] is False
         assert "silent for" in status["sources"][u.unit_id]["error"]
         events = await s.call(node.uri("get_events"), -600, 0)
-        silent = [e for e in events if u.unit_id in e["tags"] and "stale=True" in e["title"]]
+        silent = [e for e in events if u.unit_id in e["tags"] and "stale" in e["tags"]]
         assert len(silent) == 1 and "silent for" in silent[0]["text"]
         await wait_until(
             lambda: any(c["source"] == u.unit_id and c.get("stale") for c in changes),

@@ -549,6 +549,14 @@ def test_http_streams_chunked(node):
     assert len(data) == 1 and len(data[0]) == 3600
 
 
+def test_requests_are_not_logged_one_line_each_at_the_default_level(node):
+    for _ in range(3):
+        assert get(node, {"server": "id"})[0] == 200
+    text = node.log.read_text()
+    assert "starting on" in text  # the log is written: events are in it
+    assert "GET /?server=id" not in text  # per-request lines are debug (OBSMESH_LOG_LEVEL=debug)
+
+
 @pytest_twisted.ensureDeferred
 async def test_a_das2_client_request_equals_the_wamp_answer(node, router):
     s = await session_for(router)

@@ -17,9 +17,9 @@ from twisted.internet import defer, reactor
 from twisted.web.client import Agent, readBody
 from twisted.web.http_headers import Headers
 
-from consumers.grafana import cli
+from consumers.grafana import cli, protocol
 from consumers.grafana.catalog import NodeEntry
-from obsmesh import config
+from obsmesh import config, wire
 from tests.harness import Router, wait_until
 from tests.nodes_for_tests import ProbeNode, probe
 
@@ -112,6 +112,13 @@ async def mesh(router, mesh_parts, names=("probe",), **bridge_settings):
     return nodes, bridge, url
 
 
+def stamps(t, start=BASE, end=BASE + 100, points=1000, interval_ms=0, reduce="mean") -> list:
+    """Where the bridge's bins put samples that each fall in a bin of their own:
+    at the bin's centre (the min_stride the bridge asks for this request)."""
+    stride = protocol.min_stride(start, end, points, reduce, interval_ms / 1000.0)
+    return ((np.floor(np.asarray(t, dtype=float) / stride) + 0.5) * stride * 1000).tolist()
+
+
 def fill(node, n: int = 100, step: float = 1.0) -> np.ndarray:
     t = BASE + np.arange(n) * step
     node.append("fast", t, {"x": np.arange(n) * 0.5, "y": np.arange(n) * -2.0})
@@ -188,14 +195,15 @@ async def test_query_gives_exact_values_tables_and_filters(router, mesh_parts):
         "target": "exact::x",
         "refId": "A",
         "unit": "V",
-        "datapoints": [[i * 0.5, t[i] * 1000] for i in range(100)],
+        "datapoints": [[i * 0.5, ms] for i, ms in enumerate(stamps(t, interval_ms=100))],
     }
-    assert out[1]["datapoints"] == [["one", (BASE + 10) * 1000], ["two", (BASE + 20) * 1000]]
+    slow = stamps([BASE + 10, BASE + 20], interval_ms=100)
+    assert out[1]["datapoints"] == [["one", slow[0]], ["two", slow[1]]]
     assert out[2] == {
         "type": "table",
         "refId": "C",
         "columns": [{"text": "Time", "type": "time"}, {"text": "exact::ok", "type": "boolean"}],
-        "rows": [[(BASE + 10) * 1000, True], [(BASE + 20) * 1000, False]],
+        "rows": [[slow[0], True], [slow[1], False]],
     }
     # a sub-range [start, end) and a wildcard over one timeline
     code, out = await post(
@@ -265,7 +273,8 @@ async def test_answers_over_the_node_point_budget_come_in_chunks_and_are_joined(
         ),
     )
     assert code == 200 and [s["target"] for s in out] == ["budget::x", "budget::y"]
-    assert out[0]["datapoints"] == [[i * 0.5, t[i] * 1000] for i in range(2000)]
+    at = stamps(t, BASE, BASE + 600, 5000)
+    assert out[0]["datapoints"] == [[i * 0.5, at[i]] for i in range(2000)]
     assert [v for v, _ in out[1]["datapoints"]] == [i * -2.0 for i in range(2000)]
 
 
@@ -282,7 +291,9 @@ async def test_a_field_declared_after_start_up_is_queryable_at_once(router, mesh
     )
     assert code == 200
     z = out[0]["datapoints"]
-    assert z[-2:] == [[7.5, (BASE + 200) * 1000], [8.5, (BASE + 201) * 1000]]
+    assert z[-2:] == [[7.5, ms] for ms in stamps([BASE + 200], end=BASE + 300)] + [
+        [8.5, ms] for ms in stamps([BASE + 201], end=BASE + 300)
+    ]
     assert len(z) == 102 and all(
         v is None for v, _ in z[:100]
     )  # no z before it existed: null, not 0
@@ -342,22 +353,34 @@ async def test_nodes_are_asked_concurrently(router, mesh_parts):
 
 
 @pytest_twisted.ensureDeferred
-async def test_a_node_that_leaves_gives_an_empty_series_not_an_error(router, mesh_parts):
+async def test_a_bad_target_gives_its_error_and_the_others_their_data(router, mesh_parts):
+    """Never a 500 for a panel: each target that cannot be drawn carries an error
+    notice (shown in Grafana's panel header) naming the node and field."""
     (stays, leaves), bridge, url = await mesh(router, mesh_parts, ["stays", "leaves"])
     fill(stays)
     fill(leaves)
     body = query_body(
-        [{"target": "stays::x"}, {"target": "leaves::x", "refId": "B"}, {"target": "ghost::x"}]
+        [
+            {"target": "stays::x"},
+            {"target": "leaves::x", "refId": "B"},
+            {"target": "ghost::x"},
+            {"target": "stays::nope", "refId": "D", "payload": {"format": "table"}},
+        ]
     )
     code, out = await post(url + "/query", body)
-    assert [len(s["datapoints"]) for s in out] == [100, 100, 0]
+    assert code == 200
+    assert [len(s.get("datapoints", s.get("rows", []))) for s in out] == [100, 100, 0, 0]
+    assert notice(out[2]) == "ghost::x: no node 'ghost' in the mesh"
+    assert out[3]["type"] == "table" and out[3]["refId"] == "D"
+    assert notice(out[3]) == "stays::nope: node 'stays' has no field 'nope'"
     await leaves.shutdown()
     mesh_parts["nodes"].remove(leaves)
+    await wait_until(lambda: "leaves" not in bridge.catalog.nodes, 20, "the bridge to hear")
     code, out = await post(url + "/query", body)
     assert code == 200
     assert out[0]["target"] == "stays::x" and len(out[0]["datapoints"]) == 100
-    assert out[1] == {"target": "leaves::x", "refId": "B", "datapoints": []}
-    assert out[2] == {"target": "ghost::x", "datapoints": []}
+    assert out[1]["refId"] == "B" and out[1]["datapoints"] == []
+    assert notice(out[1]) == "leaves::x: no node 'leaves' in the mesh"
     # A node the catalog still lists but that is gone from the router (its call fails).
     bridge.catalog.add(
         NodeEntry(
@@ -371,6 +394,75 @@ async def test_a_node_that_leaves_gives_an_empty_series_not_an_error(router, mes
         url + "/query", query_body([{"target": "vanished::x"}, {"target": "stays::y"}])
     )
     assert code == 200 and out[0]["datapoints"] == [] and len(out[1]["datapoints"]) == 100
+    assert notice(out[0]) == (
+        "vanished::x: node 'vanished' does not answer get_data (it left the mesh?)"
+    )
+    assert "meta" not in out[1]
+
+
+class MisfitNode(ProbeNode):
+    """Answers one column shorter than its timeline, as a buggy or hostile node might."""
+
+    async def get_data(self, *args, **kwargs):
+        answer = await super().get_data(*args, **kwargs)
+        if "y" in answer["data"]:
+            y = answer["data"]["y"]
+            encoding = "array" if isinstance(y, dict) else "list"
+            answer["data"]["y"] = wire.encode(wire.decode(y)[:-1], encoding)
+        return answer
+
+
+class PickyNode(ProbeNode):
+    """Fails any call that asks for `y`, as a sisock node raising on one field does."""
+
+    async def get_data(self, field, *args, **kwargs):
+        if "y" in field:
+            raise RuntimeError("y is out of order")
+        return await super().get_data(field, *args, **kwargs)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_column_that_does_not_fit_or_a_failing_field_is_that_targets_error(
+    router, mesh_parts
+):
+    settings = config.mesh(
+        environ={},
+        router_url=router.backend_url,
+        realm=router.realm,
+        prefix=router.prefix,
+        secrets_file=router.options["secrets_file"] or "",
+    )
+    misfit, picky = MisfitNode("misfit", settings), PickyNode("picky", settings)
+    for node in (misfit, picky):
+        await node.launch()
+        mesh_parts["nodes"].append(node)
+        fill(node)
+    await wait_until(lambda: misfit._announced and picky._announced, 20, "the nodes")
+    bridge, port, url = await start_bridge(router)
+    mesh_parts["bridges"].append((bridge, port))
+    await wait_until(lambda: {"misfit", "picky"} <= set(bridge.catalog.nodes), 20, "the catalog")
+    targets = [{"target": f"{n}::{f}"} for n in ("misfit", "picky") for f in ("x", "y")]
+    code, out = await post(url + "/query", query_body(targets))
+    assert code == 200
+    assert [len(s["datapoints"]) for s in out] == [100, 0, 100, 0]
+    assert (
+        notice(out[1])
+        == "misfit::y: node 'misfit', field 'y': 99 values for 100 times of timeline 'fast'"
+    )
+    assert notice(out[3]).startswith("picky::y: node 'picky': ") and "y is out of order" in notice(
+        out[3]
+    )
+    assert "meta" not in out[0] and "meta" not in out[2]
+    code, _, body = await http(
+        url + f"/export?node=misfit&field=x,y&start={BASE:.0f}&end={BASE + 100:.0f}"
+    )
+    assert code == 502 and b"misfit" in body and b"'y'" in body  # a download is never holed
+
+
+def notice(frame: dict) -> str:
+    (only,) = frame["meta"]["notices"]
+    assert only["severity"] == "error"
+    return only["text"]
 
 
 # -- the legacy SimpleJSON plugin ---------------------------------------------------------
@@ -395,8 +487,9 @@ async def test_legacy_plugin_endpoints(router, mesh_parts):
             ]
         ),
     )
-    assert out[0]["datapoints"][:2] == [[0.0, t[0] * 1000], [-2.0, t[1] * 1000]]
-    assert out[1]["type"] == "table" and out[1]["rows"][3] == [t[3] * 1000, 1.5]
+    at = stamps(t)
+    assert out[0]["datapoints"][:2] == [[0.0, at[0]], [-2.0, at[1]]]
+    assert out[1]["type"] == "table" and out[1]["rows"][3] == [at[3], 1.5]
     annotation = {"name": "restarts", "datasource": "obsmesh", "enable": True, "query": "old"}
     code, events = await post(
         url + "/annotations",

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import csv
 import io
+import math
 import os
 import socket
 import subprocess
@@ -22,6 +23,7 @@ from hypothesis import strategies as st
 from schemathesis import checks
 
 from consumers.grafana.http import OPENAPI
+from consumers.grafana.protocol import min_stride
 from nodes.weather import files, simulator
 from obsmesh.router import REPO
 from tests.harness import free_port, port_open, spawn, stop_process, wait_for
@@ -318,4 +320,7 @@ def test_the_bridge_is_still_up_after_all_that(bridge):
         "targets": [{"target": "fz::x"}],
     }
     out = requests.post(url + "/query", json=body, timeout=10).json()
-    assert out[0]["datapoints"] == [[float(k), (PROBE_BASE + k) * 1000] for k in range(10)]
+    # one sample a bin, each stamped at its bin's centre
+    stride = min_stride(PROBE_BASE, PROBE_BASE + 10, 100, "mean")
+    at = [(math.floor((PROBE_BASE + k) / stride) + 0.5) * stride * 1000 for k in range(10)]
+    assert out[0]["datapoints"] == [[float(k), at[k]] for k in range(10)]

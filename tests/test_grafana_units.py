@@ -401,20 +401,45 @@ def answer(encoding: str, n: int = 5) -> dict:
 
 @pytest.mark.parametrize("encoding", ["list", "array"])
 def test_both_column_encodings_decode_to_the_same_values(encoding):
-    cols = replies.columns(answer(encoding), [("x", "fast"), ("s", "slow"), ("gone", "fast")])
-    assert cols["x"][0].tolist() == [100.0, 101.0, 102.0, 103.0, 104.0]
-    assert cols["x"][1].tolist() == [0.0, 1.5, 3.0, 4.5, 6.0]
-    assert cols["s"][1].tolist() == ["a", "a"] and "gone" not in cols
+    cols = replies.joined(
+        [replies.columns(answer(encoding), [("x", "fast"), ("s", "slow"), ("gone", "fast")], "n")],
+        "n",
+    )
+    assert cols.series["x"][0].tolist() == [100.0, 101.0, 102.0, 103.0, 104.0]
+    assert cols.series["x"][1].tolist() == [0.0, 1.5, 3.0, 4.5, 6.0]
+    assert cols.series["s"][1].tolist() == ["a", "a"]
+    assert cols.errors == {"gone": "node 'n', field 'gone': the answer has no column for it"}
 
 
-def test_inconsistent_columns_are_dropped_not_raised():
+def test_a_column_that_does_not_fit_its_timeline_is_an_error_naming_node_and_field():
     bad = answer("array")
     bad["data"]["x"] = wire.encode(np.arange(3.0), "array")  # wrong length
     bad["timeline"]["slow"]["t"] = {"dtype": "|O", "shape": [2], "data": b"xx"}
-    assert replies.columns(bad, [("x", "fast"), ("s", "slow")]) == {}
+    bad["data"]["orphan"] = [1.0, 2.0]  # values, but its timeline is not in the answer
+    bad["data"]["quiet"] = []  # no data and no timeline: sisock's way of saying nothing
+    cols = replies.columns(
+        bad, [("x", "fast"), ("s", "slow"), ("orphan", "other"), ("quiet", "other")], "wx"
+    )
+    assert cols.errors == {
+        "x": "node 'wx', field 'x': 3 values for 5 times of timeline 'fast'",
+        "s": "node 'wx', field 's': timeline 'slow' has unreadable times "
+        "(unsupported wire dtype '|O')",
+        "orphan": "node 'wx', field 'orphan': 2 values but no timeline 'other' in the answer",
+    }
+    assert list(cols.series) == ["quiet"] and cols.series["quiet"][0].size == 0
     for junk in (None, [], {"data": []}, {"data": {}, "timeline": 3}):
         with pytest.raises(replies.BadReply):
             replies.columns(junk, [("x", "fast")])
+
+
+def test_progressive_chunks_join_and_a_field_failing_in_one_fails_whole():
+    first, second = answer("list"), answer("list")
+    del second["data"]["s"]  # a chunk of another timeline: not an error by itself
+    second["data"]["x"] = [1.0]  # does not fit: the whole field fails
+    parts = [replies.columns(p, [("x", "fast"), ("s", "slow")], "n") for p in (first, second)]
+    cols = replies.joined(parts, "n")
+    assert "x" in cols.errors and "x" not in cols.series
+    assert cols.series["s"][1].tolist() == ["a", "a"]
 
 
 hostile_columns = json_values | st.fixed_dictionaries(
@@ -438,9 +463,12 @@ def test_fuzzed_node_answers_never_raise_anything_else(data, t):
         )
     except replies.BadReply:
         return
-    for tt, values in cols.values():
+    assert set(cols.series) | set(cols.errors) | cols.absent == {"x", "y"}
+    for tt, values in cols.series.values():
         assert tt.shape == values.shape
         jsonout.dumps(frames.timeseries("n::x", tt, values, "number"))
+    for why in cols.errors.values():
+        assert why.startswith("node '?', field ")
 
 
 # -- exports -------------------------------------------------------------------------
@@ -536,3 +564,59 @@ def test_refreshes_are_shared_but_never_answered_by_a_call_older_than_the_ask():
     assert len(calls) == 3
     calls[2].errback(RuntimeError("node gone"))
     assert got["again"][0].check(RuntimeError) and bridge._inflight == {}
+
+
+# -- per-target answers ---------------------------------------------------------------
+def test_each_target_gets_its_frames_or_its_error():
+    from consumers.grafana.answers import NodeResult, target_frames
+    from consumers.grafana.catalog import Series
+
+    meta = {"timeline": "fast", "type": "number", "units": "V"}
+    good, bad = Series("n", "x", meta), Series("n", "y", meta)
+    t = np.array([1.0, 2.0])
+    results = {
+        ("n", "mean"): NodeResult(
+            columns=replies.Columns(
+                series={"x": (t, t * 2)}, errors={"y": "node 'n', field 'y': 1 values for 2 times"}
+            )
+        ),
+        ("gone", "mean"): NodeResult(failure="node 'gone' did not answer within 5 s"),
+    }
+
+    def target(text, table=False):
+        return protocol.Target(text, "A", protocol.split_target(text), "mean", None, table)
+
+    frames_out = target_frames(
+        target("n::{x,y,z}"), [good, bad], ["node 'n' has no field 'z'"], results, {}
+    )
+    assert frames_out[0]["datapoints"].tolist() == [[2.0, 1000.0], [4.0, 2000.0]]
+    assert frames_out[1]["meta"]["notices"] == [
+        {"severity": "error", "text": "n::y: node 'n', field 'y': 1 values for 2 times"}
+    ]
+    assert frames_out[2]["target"] == "n::{x,y,z}"
+    assert frames_out[2]["meta"]["notices"][0]["text"] == "n::{x,y,z}: node 'n' has no field 'z'"
+    lost = target_frames(
+        target("gone::x", table=True), [Series("gone", "x", meta)], [], results, {}
+    )
+    assert lost[0]["type"] == "table" and len(lost[0]["rows"]) == 0
+    assert "did not answer" in lost[0]["meta"]["notices"][0]["text"]
+    nothing = target_frames(target("n::*"), [], [], results, {})  # nothing matched: no error
+    assert nothing == [{"target": "n::*", "refId": "A", "datapoints": []}]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    start=st.floats(1.0, 4e9),
+    span=st.floats(1e-3, 4e9),
+    reduce=st.sampled_from(["mean", "minmax"]),
+)
+def test_one_point_for_a_panel_is_stamped_inside_its_range(start, span, reduce):
+    """maxDataPoints=1: one bin holds the whole range and its centre lies inside it."""
+    import math
+
+    end = start + span
+    stride = protocol.min_stride(start, end, 1 if reduce == "mean" else 2, reduce)
+    k = math.floor(start / stride)
+    tol = 8 * math.ulp(end) + 1e-9 * span
+    assert math.floor(math.nextafter(end, 0) / stride) == k or abs(end - (k + 1) * stride) < tol
+    assert start - tol <= (k + 0.5) * stride < end + tol

@@ -29,7 +29,12 @@ async def test_node_is_listed_and_serves_exact_history(router):
     s = await connect(router.backend_url)
     try:
         listing = await s.call("obsmesh.consumer.get_data_node")
-        assert {"name": "exact", "description": "test probe", "kind": "probe"} in listing
+        assert {
+            "name": "exact",
+            "description": "test probe",
+            "kind": "probe",
+            "encodings": ["list", "array"],  # so consumers ask it for binary columns
+        } in listing
         t0 = time.time() - 100
         t = t0 + np.arange(50) * 0.5
         node.append("fast", t, {"x": np.arange(50.0), "y": np.arange(50.0) * 2})
@@ -72,12 +77,24 @@ async def test_reductions_and_nan_travel_as_none(router):
         r = await s.call("obsmesh.consumer.reduce.get_data", ["x"], base, base + 100, min_stride=10)
         assert len(r["data"]["x"]) == 10
         assert r["data"]["x"][0] == pytest.approx(np.nanmean(x[:10]))
+        assert r["timeline"]["fast"]["t"] == [base + 5 + 10 * k for k in range(10)]  # centres
         r = await s.call(
             "obsmesh.consumer.reduce.get_data", ["x"], base, base + 100, 10, reduce="minmax"
         )
         assert max(v for v in r["data"]["x"] if v is not None) == 1000.0
+        assert r["timeline"]["fast"]["t"] == [base + 5 + 10 * (k // 2) for k in range(20)]
+        # each bin's minimum first, then its maximum (the spike in bin 5 survives)
+        assert r["data"]["x"][8:12] == [40.0, 49.0, 51.0, 1000.0]
         r = await s.call("obsmesh.consumer.reduce.get_data", ["x"], base, base + 10)
         assert r["data"]["x"][5] is None
+        # samples late in one bin and early in the next: the points are still one
+        # min_stride apart (mean sample times would put them 61 s apart here)
+        late = 2_000_040.0 + np.arange(60.0, 120.0)
+        node.append("fast", np.concatenate((late, late + 60)), {"x": np.ones(120)})
+        r = await s.call(
+            "obsmesh.consumer.reduce.get_data", ["x"], 2_000_040.0, 2_000_400.0, min_stride=120
+        )
+        assert r["timeline"]["fast"]["t"] == [2_000_100.0, 2_000_220.0]
     finally:
         s.leave()
         await node.shutdown()
@@ -191,3 +208,39 @@ async def test_status_and_graceful_shutdown_subtracts(router):
         assert all(n["name"] != "graceful" for n in await s.call("obsmesh.consumer.get_data_node"))
     finally:
         s.leave()
+
+
+@pytest_twisted.ensureDeferred
+async def test_kind_plots_field_precision_and_typo_suggestions(router):
+    node = probe(router, "plotted")
+    node.plots = ("*.co2_mean", "x")
+    node.declare("u2.co2_mean", "u2", units="ppm", precision=1)
+    with pytest.raises(ValueError):
+        node.declare("bad", "u2", precision=-1)
+    await node.launch()
+    await wait_until(lambda: node._announced, 20, "the node to announce itself")
+    s = await connect(router.backend_url)
+    try:
+        listing = await s.call("obsmesh.consumer.get_data_node")
+        entry = next(n for n in listing if n["name"] == "plotted")
+        assert entry["plots"] == ["*.co2_mean", "x"]  # the dashboard reads the kind's choice here
+        fields, _ = await s.call("obsmesh.consumer.plotted.get_fields", -60, 0)
+        assert fields["u2.co2_mean"]["precision"] == 1 and "precision" not in fields["x"]
+        with pytest.raises(ApplicationError) as info:
+            await s.call("obsmesh.consumer.plotted.get_data", ["u2.co2_maen"], -60, 0)
+        assert "did you mean 'u2.co2_mean'?" in info.value.args[0]
+    finally:
+        s.leave()
+        await node.shutdown()
+
+
+def test_a_recovered_source_clears_its_error(router):
+    node = probe(router, "recovering")
+    node.source("directory", connected=False, error="No such file or directory")
+    assert node.last_error == "directory: No such file or directory"
+    node.source("directory", connected=True, error=None)
+    assert node.last_error is None and node.sources["directory"]["error"] is None
+    assert [e["title"] for e in node.events] == ["directory connected"]
+    node.source("other", connected=False, error="down")
+    node.source("directory", error=None)  # another source's error stays
+    assert node.last_error == "other: down"

@@ -56,7 +56,7 @@ def test_hwmon_and_thermal_read_only_what_exists(tmp_path):
     (zone / "type").write_text("acpitz\n")
     readings = {r.field: (r.value, r.units) for r in sysfs.hwmon(str(tmp_path / "hwmon"))}
     assert readings == {
-        "hwmon.coretemp.package_id_0": (45.5, "degC"),
+        "hwmon.coretemp.package_id_0": (45.5, "°C"),
         "hwmon.coretemp.fan2": (1200.0, "RPM"),
     }
     assert [(r.field, r.value) for r in sysfs.thermal(str(tmp_path / "thermal"))] == [

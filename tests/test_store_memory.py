@@ -153,8 +153,9 @@ def test_mean_and_minmax_match_plain_python(data, stride):
     mt, mc = bin_mean(t, {"v": v}, stride)
     groups = ref_bins(t.tolist(), v.tolist(), stride)
     assert len(mt) == len(groups)
+    centres = [(math.floor(g[0][0] / stride) + 0.5) * stride for g in groups]
     for i, g in enumerate(groups):
-        assert mt[i] == pytest.approx(sum(x[0] for x in g) / len(g), rel=1e-9, abs=1e-9)
+        assert mt[i] == pytest.approx(centres[i], rel=1e-12, abs=1e-9)  # the bin's centre
         good = [x[1] for x in g if math.isfinite(x[1])]
         if good:
             assert mc["v"][i] == pytest.approx(sum(good) / len(good), rel=1e-9, abs=1e-6)
@@ -162,17 +163,22 @@ def test_mean_and_minmax_match_plain_python(data, stride):
             assert math.isnan(mc["v"][i])
     xt, xc = bin_minmax(t, {"v": v}, stride)
     expect_t, expect_v = [], []
-    for g in groups:
+    for g, centre in zip(groups, centres, strict=True):
         good = [x[1] for x in g if math.isfinite(x[1])]
         lo, hi = (min(good), max(good)) if good else (math.nan, math.nan)
         if len(g) == 1:
-            expect_t.append(g[0][0])
+            expect_t.append(centre)
             expect_v.append(lo)
         else:
-            expect_t += [g[0][0], g[-1][0]]
+            expect_t += [centre, centre]  # both at the centre, the minimum first
             expect_v += [lo, hi]
-    assert xt.tolist() == expect_t
+    assert xt.tolist() == pytest.approx(expect_t, rel=1e-12, abs=1e-9)
     assert same(xc["v"].tolist(), expect_v)
+    # sisock's promise: successive points are at least min_stride apart
+    steps = np.diff(mt) / stride
+    assert (steps > 1 - 1e-9).all() and np.allclose(steps, np.round(steps), atol=1e-6)
+    distinct = np.unique(xt)
+    assert distinct.tolist() == pytest.approx(mt.tolist(), rel=1e-12, abs=1e-9)
     assert len(mt) <= max_points(
         len(t), float(t[0]) if len(t) else 0.0, float(t[-1]) if len(t) else 0.0, stride
     )

@@ -133,7 +133,9 @@ def test_going_away_finishes_the_open_scan_as_incomplete():
     cut = node.topic("radar.sas.scan")[-1]
     assert (cut["complete"], cut["beams"]) == (False, 4)
     assert node.sources["sas"]["error"] == "connection lost"
-    assert any(e["title"] == "sas: connected=False" for e in node.events)
+    assert any(
+        e["title"] == "sas disconnected" and e["text"] == "connection lost" for e in node.events
+    )
     pipe.radar_status("sas", connected=False)  # no news: nothing more finished
     assert len(node.topic("radar.sas.scan")) == 2
 
@@ -266,3 +268,34 @@ def test_skip_history_keeps_rows_out_of_the_store_only():
     assert t.size == len(recs) - 1 and held not in t.tolist()
     assert node.published == []  # archived records are not live news
     assert node.counters["beams"] == len(recs)
+
+
+def test_velocity_power_and_the_site_for_the_dashboard():
+    node = Node()
+    pipe = RadarPipeline(node, run_in_thread=now_thread)
+    pipe.add_radar("sas")
+    site = node.sources["sas"]["site"]
+    assert site == {
+        "name": "Saskatoon",
+        "lat": 52.1575,
+        "lon": -106.53031,
+        "boresight": 23.1,
+        "beams": 16,
+    }
+    recs = records(5, 40)
+    for r in recs:
+        pipe.ingest("sas", r)
+    t, cols = node.query("sas.beam", ["sas.velocity", "sas.power"])
+    for r, v, p in zip(
+        recs, cols["sas.velocity"].tolist(), cols["sas.power"].tolist(), strict=True
+    ):
+        iono = [x for x, g in zip(r.get("v", []), r.get("gflg", []), strict=True) if not g]
+        assert (np.isnan(v) and not iono) or v == pytest.approx(float(np.median(iono)), rel=1e-5)
+        pl = list(r.get("p_l", []))
+        assert (np.isnan(p) and not pl) or p == pytest.approx(float(np.mean(pl)), rel=1e-5)
+    meta = node.fields
+    assert meta["sas.velocity"]["units"] == "m/s" and meta["sas.velocity"]["precision"] == 0
+    assert (
+        meta["sas.scan.total"]["precision"] == 0 and meta["sas.scan.mean_total"]["precision"] == 1
+    )
+    assert "plots" not in node.info()  # a bare DataNode announces no plots

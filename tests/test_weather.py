@@ -108,3 +108,36 @@ async def _bad_rows(session):
 
 async def _listed(session, name):
     return name in [n["name"] for n in await session.call("obsmesh.consumer.get_data_node")]
+
+
+@pytest_twisted.ensureDeferred
+async def test_weather_node_started_before_its_station_recovers(router, tmp_path):
+    """`make run` starts the node and the simulated station at once: the node may
+    look before the directory exists. Its health must say so, then clear."""
+    data = tmp_path / "late"
+    proc = spawn(
+        ["node", "weather", "--name", "wxlate", "--dir", str(data)],
+        router.env(),
+        tmp_path / "wxlate.log",
+    )
+    s = await connect(router.backend_url)
+    try:
+        await wait_until(lambda: _listed(s, "wxlate"), 30, "the weather node")
+        await wait_until(lambda: _directory(s, False), 10, "the missing directory reported")
+        status = await s.call("obsmesh.consumer.wxlate.get_status")
+        assert "No such file or directory" in status["sources"]["directory"]["error"]
+        simulator.main(argparse.Namespace(dir=str(data), days=0.01, step=10.0, seed=1, once=True))
+        await wait_until(lambda: _directory(s, True), 10, "the directory listed again")
+        status = await s.call("obsmesh.consumer.wxlate.get_status")
+        assert status["sources"]["directory"]["error"] is None and status["last_error"] is None
+        assert status["sources"]["station"]["connected"] is True
+        events = await s.call("obsmesh.consumer.wxlate.get_events", -600, 0)
+        assert [e["title"] for e in events] == ["directory connected"]
+    finally:
+        stop_process(proc)
+        s.leave()
+
+
+async def _directory(session, connected: bool) -> bool:
+    status = await session.call("obsmesh.consumer.wxlate.get_status")
+    return status["sources"].get("directory", {}).get("connected") is connected

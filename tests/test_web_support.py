@@ -74,7 +74,12 @@ def web_ready() -> None:
     """The dashboard's npm packages must be installed (make setup runs npm ci)."""
     missing = [
         p
-        for p in ("autobahn-browser/autobahn.min.js", "uplot/dist/uPlot.esm.js")
+        for p in (
+            "autobahn-browser/autobahn.min.js",
+            "uplot/dist/uPlot.esm.js",
+            "topojson-client/src/index.js",
+            "world-atlas/land-50m.json",
+        )
         if not (REPO / "consumers" / "web" / "node_modules" / p).exists()
     ]
     if missing:
@@ -104,7 +109,11 @@ class Console:
 
 
 def spawn_feed(args: list[str], env: dict, log: pathlib.Path) -> subprocess.Popen:
-    """A feed node as its own process (`tests/test_web_support.py KIND NAME ...`)."""
+    """A feed node as its own process (`tests/test_web_support.py KIND NAME ...`),
+    its name admitted as a principal first."""
+    from tests.harness import admit
+
+    admit(args[1])
     return subprocess.Popen(
         [sys.executable, str(REPO / "tests" / "test_web_support.py"), *args],
         env=env,
@@ -117,8 +126,22 @@ def spawn_feed(args: list[str], env: dict, log: pathlib.Path) -> subprocess.Pope
 
 
 def screenshot(page, name: str) -> pathlib.Path:
+    """The whole page as a PNG. Plots draw only while on screen, so the page is
+    scrolled through first (each part waits two animation frames)."""
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     path = SCREENSHOTS / f"{name}.png"
+    page.evaluate(
+        """async () => {
+            const frame = () => new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r)));
+            for (let y = 0; y < document.documentElement.scrollHeight; y += window.innerHeight / 2) {
+                window.scrollTo(0, y);
+                await frame();
+                await new Promise((r) => setTimeout(r, 300));
+            }
+            window.scrollTo(0, 0);
+            await frame();
+        }"""
+    )
     page.screenshot(path=str(path), full_page=True)
     return path
 
@@ -137,8 +160,10 @@ class RadarFeed(DataNode):
         stale: list[str],
         integration: float,
         garbage: bool = False,
+        history_minutes: int = 60,
     ) -> None:
         self.garbage = garbage
+        self.history_minutes = history_minutes
         self.codes = codes
         self.stale = set(stale)
         self.integration = integration
@@ -220,10 +245,10 @@ class RadarFeed(DataNode):
         self.publish("radar.x.y.beam", beam)  # a topic no radar code can have
 
     async def start(self) -> None:
-        # an hour of scan history, so echo counts have a past
+        # scan history (an hour by default), so echo counts have a past
         now = time.time()
         for code in self.codes:
-            t = now - 3600 + np.arange(60) * 60.0
+            t = now - 60 * self.history_minutes + np.arange(self.history_minutes) * 60.0
             total = 400 + 120 * np.sin(t / 900)
             ground = 0.3 * total
             self.append(
@@ -340,8 +365,9 @@ class DataflowFeed(DataNode):
     kind = "dataflow"
     description = "data-flow feed (test): the board as the dataflow node serves it"
 
-    def __init__(self, name: str, settings: dict, radars: list[str]) -> None:
+    def __init__(self, name: str, settings: dict, radars: list[str], recover: float = 0) -> None:
         self.radars = radars
+        self.recover = recover  # seconds after which the stale stages run again
         super().__init__(name, settings)
         self.register_rpc("stage_products", self.stage_products)
         self.ticker = task.LoopingCall(self.tick)
@@ -355,14 +381,6 @@ class DataflowFeed(DataNode):
                 for f in ("files_ok", "files_failed", "duration"):
                     self.declare(f"{r}.{s}.{f}", f"{r}.{s}")
                 self.declare(f"{r}.{s}.state", f"{r}.{s}", type="string")
-
-    def stage_products(self) -> list[dict]:
-        now = time.time()
-        return [
-            stage_products(r, s, now, i).as_dict()
-            for r in self.radars
-            for i, s in enumerate(STAGES)
-        ]
 
     def tick(self) -> None:
         now = time.time()
@@ -404,6 +422,27 @@ class DataflowFeed(DataNode):
                     ["dataflow", p.radar, p.stage, "failure"],
                 )
         self.ticker.start(2.0, now=True)
+        if self.recover > 0:
+            self.reactor.callLater(self.recover, self.stale_stages_run)
+
+    def stale_stages_run(self) -> None:
+        """The stages that were stale run again: their sources recover."""
+        self.recovered = True
+        for r in self.radars:
+            self.source(f"{r}.{STAGES[-1]}", stale=False, error=None, last_run=time.time())
+
+    def stage_products(self) -> list[dict]:
+        now = time.time()
+        rows = [
+            stage_products(r, s, now, i).as_dict()
+            for r in self.radars
+            for i, s in enumerate(STAGES)
+        ]
+        if getattr(self, "recovered", False):
+            for row in rows:
+                if row["stale"]:
+                    row.update(stale=False, last_start=now - 5, since_last_run=5.0, overdue=0.0)
+        return rows
 
     async def stop(self) -> None:
         if self.ticker.running:
@@ -469,18 +508,26 @@ def main() -> None:
     p.add_argument("--silent", default="u9")
     p.add_argument("--interval", type=float, default=0.5)
     p.add_argument("--radars", default="sas,pgr")
+    p.add_argument("--recover", type=float, default=0.0)
+    p.add_argument("--history-minutes", type=int, default=60)
     p.add_argument("--fields", type=int, default=20)
     p.add_argument("--rate", type=float, default=100.0)
     a = p.parse_args()
     settings = config.mesh()
     if a.kind == "radar":
         node = RadarFeed(
-            a.name, settings, _names(a.codes), _names(a.stale), a.integration, a.garbage
+            a.name,
+            settings,
+            _names(a.codes),
+            _names(a.stale),
+            a.integration,
+            a.garbage,
+            a.history_minutes,
         )
     elif a.kind == "co2":
         node = Co2Feed(a.name, settings, _names(a.units), _names(a.silent), a.interval)
     elif a.kind == "dataflow":
-        node = DataflowFeed(a.name, settings, _names(a.radars))
+        node = DataflowFeed(a.name, settings, _names(a.radars), a.recover)
     else:
         node = PlotFeed(a.name, settings, a.fields, a.rate)
     run_node(node)

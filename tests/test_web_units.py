@@ -83,14 +83,14 @@ def run(page, module, body, arg=None):
 
 
 def binned(t, v, stride):
-    """The server's mean bins: aligned to multiples of stride, mean time, mean of finite values."""
+    """The server's mean bins: aligned to multiples of stride, stamped at the centre, mean of finite values."""
     bins: dict[int, list] = {}
     for ti, vi in zip(t, v, strict=True):
         bins.setdefault(math.floor(ti / stride), []).append((ti, vi))
     out_t, out_v = [], []
     for k in sorted(bins):
         rows = bins[k]
-        out_t.append(sum(r[0] for r in rows) / len(rows))
+        out_t.append((k + 0.5) * stride)
         vals = [r[1] for r in rows if r[1] is not None]
         out_v.append(sum(vals) / len(vals) if vals else None)
     return out_t, out_v
@@ -145,7 +145,7 @@ def test_history_then_live_continues_the_last_bin_and_trim_keeps_the_range(page)
     """,
     )
     assert got["kept"] == 3
-    assert got["t"] == pytest.approx([(115 + 117 + 119) / 3, 121])
+    assert got["t"] == pytest.approx([115, 125])  # a new bin's point is at its centre
     assert got["v"] == pytest.approx([6, 11])  # mean of 5 and 7; the null is no value
     assert got["stride"] == 1 and got["s300"] == 0.2
 
@@ -271,3 +271,103 @@ def test_co2_silence_and_dataflow_cells(page):
         ["pgr", "rsync_to_nas", "failed"],
     ]
     assert got["stages"] == ["rsync_to_nas", "convert_on_campus", "archive_iq_plots"]
+
+
+def test_values_ticks_and_order_as_the_reader_sees_them(page):
+    got = run(
+        page,
+        "format.js",
+        """
+        return {
+            values: [
+                m.fmtValue(1012.8432, {units: "hPa", precision: 1}),
+                m.fmtValue(1012.8432, {units: "hPa"}),
+                m.fmtValue(6.65e9, {units: "B"}),
+                m.fmtValue(6.65e9, {}),
+                m.fmtValue(48.223350253807105, {units: "%", precision: 1}),
+                m.fmtValue(-2.04, {units: "degC", precision: 1}),
+                m.fmtValue(1800000000, {units: "s since 1970-01-01"}),
+                m.fmtValue(null, {}),
+            ],
+            bytes: m.tickLabels([0, 2e9, 4e9, 6e9], "B", 2e9),
+            big: m.tickLabels([0, 500000, 1000000, 1500000], "", 500000),
+            fine: m.tickLabels([1012.75, 1012.775, 1012.8], "hPa", 0.025),
+            order: ["co2_10", "co2_2", "u10.x", "u2.x", "co2_1"].sort(m.natural),
+            units: [m.unitText("degC"), m.unitText("deg"), m.unitText("s since 1970-01-01"), m.unitText("ppm")],
+        };
+    """,
+    )
+    assert got["values"] == [
+        "1,012.8 hPa",
+        "1,012.8 hPa",
+        "6.65 GB",
+        "6.65 G",
+        "48.2%",
+        "-2.0 °C",
+        "2027-01-15 08:00:00Z",
+        "—",
+    ]
+    assert got["bytes"] == ["0 GB", "2 GB", "4 GB", "6 GB"]
+    assert got["big"] == ["0.0M", "0.5M", "1.0M", "1.5M"]
+    assert got["fine"] == ["1,012.750", "1,012.775", "1,012.800"]
+    assert got["order"] == ["co2_1", "co2_2", "co2_10", "u2.x", "u10.x"]
+    assert got["units"] == ["°C", "°", "UNIX time", "ppm"]
+
+
+def test_default_plots_events_and_suggestions(page):
+    got = run(
+        page,
+        "plots-choice.js",
+        """
+        const ev = await import('/app/events.js');
+        const sg = await import('/app/suggest.js');
+        const n = {type: "number"};
+        const fields = {"sas.velocity": n, "sas.power": n, "sas.noise": n, "sas.scan.noise": n,
+                        "pgr.velocity": n, "pgr.noise": n, "stamp": {type: "number", units: "s since 1970-01-01"},
+                        "a10": n, "a2": n, "flag": {type: "bool"}, "name": {type: "string"}};
+        return {
+            radar: m.defaultPlots(fields, ["*.velocity", "*.power", "*.noise"]),
+            fallback: m.defaultPlots(fields, []),
+            time: m.plottableField(fields.stamp),
+            titles: [ev.eventTitle("sas: connected=False"), ev.eventTitle("u3: connected=False, stale=True"),
+                     ev.eventTitle("x: stale=False"), ev.eventTitle("sas disconnected")],
+            problems: [
+                ev.isProblemEvent({time: 1, title: "x: stale=True"}),
+                ev.isProblemEvent({time: 1, title: "x: stale=False"}),
+                ev.isProblemEvent({time: 1, title: "x recovered (fresh data again)", tags: ["status", "x", "recovered"]}),
+                ev.isProblemEvent({time: 1, title: "x went stale", tags: ["status", "x", "stale"]}),
+                ev.isProblemEvent({time: 1, title: "sas rsync: 2 file(s) failed", tags: ["failure"]}),
+            ],
+            close: sg.closeNames("wether", ["weather", "sensors", "canada"]),
+            none: sg.closeNames("zzzzzz", ["weather"]),
+        };
+    """,
+    )
+    assert got["radar"] == ["pgr.velocity", "pgr.noise", "sas.velocity", "sas.power", "sas.noise"]
+    assert got["fallback"] == ["a2", "a10", "pgr.noise", "pgr.velocity"]  # no time stamp, no flag
+    assert got["time"] is False
+    assert got["titles"] == [
+        "sas disconnected",
+        "u3 disconnected and went stale (nothing new in time)",
+        "x recovered (fresh data again)",
+        "sas disconnected",
+    ]
+    assert got["problems"] == [True, False, False, True, True]
+    assert got["close"] == ["weather"] and got["none"] == []
+
+
+@FUZZ
+@given(json_values, json_values)
+def test_formatting_never_throws(page, value, meta):
+    got = run(
+        page,
+        "format.js",
+        """
+        const out = [m.fmtValue(arg.v, arg.m), m.fmtNum(arg.v), m.fmtTime(arg.v), m.unitText(arg.m && arg.m.units)];
+        const splits = Array.isArray(arg.v) ? arg.v.filter(x => typeof x === "number") : [];
+        out.push(...m.tickLabels(splits, arg.m && arg.m.units, 1));
+        return out.every(x => typeof x === "string");
+    """,
+        {"v": value, "m": meta if isinstance(meta, dict) else None},
+    )
+    assert got is True

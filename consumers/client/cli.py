@@ -14,15 +14,18 @@ from __future__ import annotations
 import argparse
 import csv
 import datetime as _dt
+import functools
 import json
 import math
+import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import IO, Any
 
 import numpy as np
 
-from consumers.client.errors import ClientError, InvalidArgument
+from consumers.client.display import natural_key, unit_text, value_text
+from consumers.client.errors import ClientError, InvalidArgument, NodeUnavailable
 from consumers.client.live import Batch, Gap
 from consumers.client.result import Result
 
@@ -68,6 +71,25 @@ def _fail(command: str, exc: BaseException) -> int:
     return 2 if isinstance(exc, InvalidArgument | ValueError) else 1
 
 
+def quiet_on_closed_pipe(run: Callable[[argparse.Namespace], int]) -> Callable:
+    """`obsmesh get ... | head`: when the reader goes away, stop and exit 0
+    without a traceback (and without Python's complaint at exit)."""
+
+    @functools.wraps(run)
+    def wrapper(args: argparse.Namespace) -> int:
+        try:
+            return run(args)
+        except BrokenPipeError:
+            try:  # the interpreter flushes stdout at exit: point it at /dev/null first
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, sys.stdout.fileno())
+            except OSError:
+                pass
+            return 0
+
+    return wrapper
+
+
 def _open_output(path: str | None) -> IO[str]:
     if path in (None, "-"):
         return sys.stdout
@@ -109,6 +131,7 @@ def configure_nodes(parser: argparse.ArgumentParser) -> None:
     _connection_options(parser)
 
 
+@quiet_on_closed_pipe
 def run_nodes(args: argparse.Namespace) -> int:
     try:
         with _mesh(args) as mesh:
@@ -144,11 +167,12 @@ def configure_fields(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--start", default="-1h", help="UNIX s, ISO time or duration ago like 1h (default 1h ago)"
     )
-    parser.add_argument("--end", default="now", help="default now")
+    parser.add_argument("--end", "--until", dest="end", default="now", help="default now")
     parser.add_argument("--json", action="store_true", help="print JSON ([fields, timelines])")
     _connection_options(parser)
 
 
+@quiet_on_closed_pipe
 def run_fields(args: argparse.Namespace) -> int:
     try:
         with _mesh(args) as mesh:
@@ -160,7 +184,7 @@ def run_fields(args: argparse.Namespace) -> int:
         print()
         return 0
     rows = []
-    for name, info in sorted(fields.items()):
+    for name, info in sorted(fields.items(), key=lambda item: natural_key(item[0])):
         tl = info.get("timeline", "")
         interval = (fields.timelines.get(tl) or {}).get("interval")
         rows.append(
@@ -168,7 +192,7 @@ def run_fields(args: argparse.Namespace) -> int:
                 name,
                 str(tl),
                 str(info.get("type", "")),
-                str(info.get("units", "")),
+                unit_text(info.get("units", "")),
                 "" if interval is None else f"{interval:g} s",
                 str(info.get("description", "")),
             )
@@ -193,7 +217,9 @@ def configure_get(parser: argparse.ArgumentParser) -> None:
         default="-1h",
         help="UNIX s, ISO time or duration ago like 1h (default 1h ago)",
     )
-    parser.add_argument("--end", default="now", help="default now")
+    parser.add_argument(
+        "--end", "--until", dest="end", default="now", help="same forms as --start (default now)"
+    )
     parser.add_argument("--stride", help="min_stride: bin width, seconds or duration like 1m")
     parser.add_argument(
         "--reduce", choices=("mean", "minmax"), help="how to bin with --stride (default mean)"
@@ -214,6 +240,7 @@ def configure_get(parser: argparse.ArgumentParser) -> None:
     _connection_options(parser)
 
 
+@quiet_on_closed_pipe
 def run_get(args: argparse.Namespace) -> int:
     fmt = args.format or ("json" if (args.output or "").lower().endswith(".json") else "csv")
     progress = sys.stderr.isatty() if args.progress is None else args.progress
@@ -335,6 +362,7 @@ def configure_tail(parser: argparse.ArgumentParser) -> None:
     _connection_options(parser)
 
 
+@quiet_on_closed_pipe
 def run_tail(args: argparse.Namespace) -> int:
     if args.count is not None and args.count < 1:
         return _fail("tail", InvalidArgument("--count must be at least 1"))
@@ -342,6 +370,12 @@ def run_tail(args: argparse.Namespace) -> int:
     try:
         with _mesh(args) as mesh:
             fields = args.fields or None
+            meta: Mapping[str, Any] = {}
+            if args.format == "text":  # units and precision to print values with
+                try:
+                    meta = mesh.fields(args.node, 1.0, 0.0)
+                except NodeUnavailable:
+                    meta = {}  # restarting: values print plain until it answers
             if args.format == "csv":
                 # CSV needs its columns up front: every field the node has data for.
                 fields = fields or sorted(mesh.fields(args.node, 1.0, 0.0))
@@ -361,7 +395,7 @@ def run_tail(args: argparse.Namespace) -> int:
                     if isinstance(item, Gap):
                         _print_gap(item, args)
                         continue
-                    for line in tail_lines(item, args.format, args.time, fields):
+                    for line in tail_lines(item, args.format, args.time, fields, meta):
                         print(line)
                         printed += 1
                         if args.count is not None and printed >= args.count:
@@ -371,17 +405,22 @@ def run_tail(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         sys.stdout.flush()
         return 130
-    except BrokenPipeError:  # `obsmesh tail x | head`
-        return 0
     except (ClientError, ValueError) as exc:
         return _fail("tail", exc)
     return 0
 
 
 def tail_lines(
-    batch: Batch, fmt: str, time_style: str = "iso", fields: list[str] | None = None
+    batch: Batch,
+    fmt: str,
+    time_style: str = "iso",
+    fields: list[str] | None = None,
+    meta: Mapping[str, Any] | None = None,
 ) -> Iterator[str]:
-    """One line per sample: text, CSV (columns `fields`) or a JSON object."""
+    """One line per sample: text (values at their field's precision, with
+    units: `meta` is the node's get_fields), CSV (columns `fields`, values as
+    received) or a JSON object."""
+    meta = meta or {}
     cols = {f: c.tolist() for f, c in batch.data.items()}
     names = fields if fields is not None else list(cols)
     for i, t in enumerate(batch.t.tolist()):
@@ -399,7 +438,9 @@ def tail_lines(
             cells = [_csv_text(cols[f][i]) if f in cols else "" for f in names]
             yield ",".join([_time_text(t, time_style), batch.timeline, *cells])
         else:
-            shown = "  ".join(f"{f}={_text(c[i])}" for f, c in cols.items())
+            shown = "  ".join(
+                f"{f}={value_text(cols[f][i], meta.get(f))}" for f in sorted(cols, key=natural_key)
+            )
             mark = " (backfill)" if batch.backfill else ""
             yield f"{_time_text(t, time_style)}  {batch.timeline}  {shown}{mark}"
 
@@ -408,10 +449,6 @@ def _csv_text(v: Any) -> str:
     v = _cell(v)
     s = str(v)
     return f'"{s.replace(chr(34), chr(34) * 2)}"' if any(c in s for c in ',"\n') else s
-
-
-def _text(v: Any) -> str:
-    return "-" if _cell(v) == "" else str(v)
 
 
 def _print_gap(gap: Gap, args: argparse.Namespace) -> None:

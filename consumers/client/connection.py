@@ -20,12 +20,17 @@ from autobahn.wamp.auth import compute_wcs, derive_key
 from autobahn.wamp.exception import ApplicationError, TransportLost
 from autobahn.wamp.types import CallOptions, ComponentConfig
 from twisted.internet import defer
+from twisted.internet.error import ConnectionRefusedError
 from twisted.logger import Logger
 
 from consumers.client.errors import Closed, MeshTimeout, MeshUnavailable
+from consumers.client.hints import refusal_hint, unreachable_hint
 from consumers.client.transport import endpoint, make_factory, parse_url
 
 INITIAL_DELAY = 0.25
+# Connection attempts refused in a row, before any session, after which callers
+# hear at once that nothing listens (the connection keeps retrying meanwhile).
+REFUSED_ATTEMPTS = 3
 MAX_DELAY = 5.0
 GROWTH = 1.6
 JITTER = 0.25
@@ -110,8 +115,10 @@ class Connection:
         serializer: str = "msgpack",
         credentials: Credentials | None = None,
         tls_ca: str | None = None,
+        public_url: str = "",
     ) -> None:
         self.reactor = reactor
+        self.public_url = public_url
         self.credentials = credentials
         self.tls_ca = tls_ca
         self.address = parse_url(url)
@@ -124,6 +131,7 @@ class Connection:
         self.refused: MeshUnavailable | None = None  # the router's last refusal, until a join
         self.listeners: list[Listener] = []
         self.joins = 0
+        self._refused_attempts = 0
         self._delay = INITIAL_DELAY
         self._retry_call: Any = None
         self._waiting: list[defer.Deferred] = []
@@ -157,10 +165,17 @@ class Connection:
 
         def connected(_protocol: Any) -> None:
             self._connecting = None
+            self._refused_attempts = 0
 
         def failed(failure: Any) -> None:
             self._connecting = None
-            self.last_error = f"cannot connect to {self.url}: {failure.getErrorMessage()}"
+            refused = failure.check(ConnectionRefusedError) is not None
+            error = "connection refused" if refused else failure.getErrorMessage()
+            hint = unreachable_hint(error, self.url)
+            self.last_error = f"cannot connect to {self.url}: {error}{'. ' + hint if hint else ''}"
+            self._refused_attempts = self._refused_attempts + 1 if "refused" in error.lower() else 0
+            if self.joins == 0 and self._refused_attempts >= REFUSED_ATTEMPTS:
+                self._refuse(MeshUnavailable(self.last_error))
             self._schedule_retry()
 
         d.addCallbacks(connected, failed)
@@ -199,15 +214,21 @@ class Connection:
             )
             if reason in REFUSALS and self.session is not session:
                 who = f" as {self.credentials.authid!r}" if self.credentials else " anonymously"
-                refusal = MeshUnavailable(
-                    f"the router at {self.url} refused the session{who} (realm {self.realm!r}): "
-                    f"{reason}{': ' + message if message else ''}"
+                hint = refusal_hint(reason, self.url, self.credentials is None, self.public_url)
+                self._refuse(
+                    MeshUnavailable(
+                        f"the router at {self.url} refused the session{who} (realm {self.realm!r}): "
+                        f"{reason}{': ' + message if message else ''}{'. Fix: ' + hint if hint else ''}"
+                    )
                 )
-                self.refused = refusal
-                waiting, self._waiting = self._waiting, []
-                for d in waiting:
-                    d.errback(refusal)
         self._lose(session)
+
+    def _refuse(self, refusal: MeshUnavailable) -> None:
+        """Waiting will not help: callers hear of it now (retries go on)."""
+        self.refused = refusal
+        waiting, self._waiting = self._waiting, []
+        for d in waiting:
+            d.errback(refusal)
 
     def _disconnected(self, session: _Session) -> None:
         self._lose(session)

@@ -1,9 +1,12 @@
 """What the client does on the mesh, as coroutines running in the reactor
 thread. `Mesh` (sync) and `AsyncMesh` (asyncio) are thin fronts over this.
 
-Every call asks for binary columns (`encoding="array"`) and progressive
-results, so no reply is ever refused for its size: large answers arrive as
-chunks, decoded as they come.
+Every call asks for progressive results, so no reply is ever refused for its
+size: large answers arrive as chunks, decoded as they come. Columns come as
+binary arrays (`encoding="array"`) from nodes whose hub entry advertises it
+(`"encodings": [..., "array"]`, as every obsmesh node does), and as plain
+lists from the others: sisock's nodes know no `encoding` argument. A node
+that refuses the argument anyway is asked again without it, and remembered.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from consumers.client.reactor import ReactorThread
 from consumers.client.result import Assembler, Result
 from consumers.client.settings import ClientSettings
 from obsmesh import wire
+from obsmesh.suggest import did_you_mean
 from obsmesh.uris import Uris
 
 Progress = Callable[[str, int], None]  # ("total" | "rows", n)
@@ -44,6 +48,10 @@ class Fields(dict):
         self.timelines = dict(timelines)
 
 
+class _NoArrays(Exception):
+    """The node refused `encoding=` (it knows no such argument)."""
+
+
 class Core:
     def __init__(
         self, rt: ReactorThread, conf: ClientSettings, serializer: str, timeout: float
@@ -54,8 +62,15 @@ class Core:
         self.prefix = conf.prefix
         self.timeout = timeout
         self.conn = Connection(
-            rt.reactor, conf.url, conf.realm, serializer, conf.credentials, conf.tls_ca
+            rt.reactor,
+            conf.url,
+            conf.realm,
+            serializer,
+            conf.credentials,
+            conf.tls_ca,
+            public_url=conf.public_url,
         )
+        self.arrays: dict[str, bool] = {}  # node -> answers encoding="array"
 
     async def call(self, uri: str, *args: Any, node: str | None = None, **kwargs: Any) -> Any:
         try:
@@ -63,6 +78,8 @@ class Core:
         except ApplicationError as exc:
             if self.conn.closed:
                 raise Closed("the client was closed during the call") from None
+            if kwargs.get("encoding") is not None and wire.refuses_encoding(exc.args):
+                raise _NoArrays() from None
             if exc.error == "wamp.error.no_such_procedure" and node is not None:
                 raise await self._missing(node) from None
             if exc.error in (
@@ -81,7 +98,8 @@ class Core:
             names = None
         if names is not None and node not in names:
             known = ", ".join(sorted(str(n) for n in names)) or "none"
-            return UnknownNode(f"no data node named {node!r} on the mesh (nodes: {known})")
+            hint = did_you_mean(node, (str(n) for n in names))
+            return UnknownNode(f"no data node named {node!r} on the mesh{hint} (nodes: {known})")
         return NodeUnavailable(f"node {node!r} is listed but does not answer (restarting?)")
 
     # -- the API ---------------------------------------------------------------
@@ -89,7 +107,30 @@ class Core:
         listing = await self.call(self.uris.get_data_node)
         if not isinstance(listing, list) or not all(isinstance(n, dict) for n in listing):
             raise ProtocolError("the hub's node list is not a list of objects")
+        self.arrays = {
+            e["name"]: wire.advertises_arrays(e) for e in listing if isinstance(e.get("name"), str)
+        }
         return listing
+
+    async def _answers_arrays(self, node: str) -> bool:
+        """From the node's hub entry (read once; refreshed for a node not seen yet)."""
+        if node not in self.arrays:
+            try:
+                await self.nodes()
+            except ClientError:
+                return False
+        return self.arrays.get(node, False)
+
+    async def _get_data(self, node: str, *args: Any, arrays: bool, **kwargs: Any) -> Any:
+        """get_data with binary columns when `arrays`; lists if the node refuses them."""
+        if arrays and self.arrays.get(node, True):
+            try:
+                return await self.call(
+                    self.uris.get_data(node), *args, node=node, encoding=wire.ARRAY, **kwargs
+                )
+            except _NoArrays:
+                self.arrays[node] = False  # its entry said otherwise: believe the node
+        return await self.call(self.uris.get_data(node), *args, node=node, **kwargs)
 
     async def fields(self, node: str, start: float, end: float) -> Fields:
         reply = await self.call(self.uris.get_fields(node), start, end, node=node)
@@ -113,7 +154,7 @@ class Core:
         if fields is None:
             await self.call(self.uris.get_status(node), node=node)
             return
-        await self.call(self.uris.get_data(node), fields, 1.0, 1.0, encoding=wire.ARRAY, node=node)
+        await self._get_data(node, fields, 1.0, 1.0, arrays=await self._answers_arrays(node))
 
     async def get(
         self,
@@ -139,7 +180,8 @@ class Core:
             progress("total", rows)
         cuts = plan_pieces(start, end, values, min_stride)
         pieces = [Assembler(node, fields) for _ in range(len(cuts) - 1)]
-        kwargs: dict[str, Any] = {"encoding": wire.ARRAY}
+        arrays = await self._answers_arrays(node)
+        kwargs: dict[str, Any] = {}
         if min_stride is not None:
             kwargs["min_stride"] = min_stride
         if reduce is not None:
@@ -158,12 +200,12 @@ class Core:
                     progress("rows", -assembler.rows)
                 assembler.reset()
 
-            final = await self.call(
-                self.uris.get_data(node),
+            final = await self._get_data(
+                node,
                 fields,
                 cuts[i],
                 cuts[i + 1],
-                node=node,
+                arrays=arrays,
                 on_progress=chunk,
                 on_retry=restart,
                 **kwargs,

@@ -20,9 +20,10 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from consumers.grafana import frames, protocol, replies
-from consumers.grafana.catalog import Catalog, Series
+from consumers.grafana import answers, frames, protocol, replies
+from consumers.grafana.catalog import Catalog, Resolution, Series
 from consumers.grafana.errors import RequestError, unavailable
+from obsmesh import wire
 from obsmesh.uris import Uris
 from obsmesh.wamp import service_component
 
@@ -30,6 +31,11 @@ FAR_FUTURE = 366 * 86400.0  # get_fields asks up to a year ahead, so clock skew 
 EXPORT_TIMEOUT_FACTOR = 10  # a download may take ten times a panel's query timeout
 HUB_SETTLE = 2.0  # seconds after hub.online before the listing is read again
 EARLIEST = 1e-3  # the mesh reads times <= 0 as "before now"; Grafana's 1970 is absolute
+
+
+def _runtime(exc: ApplicationError) -> bool:
+    """An exception the node raised itself (autobahn's URI for those), not a router refusal."""
+    return exc.error in ("wamp.error.runtime_error", "wamp.error.invalid_argument")
 
 
 class Bridge:
@@ -202,13 +208,13 @@ class Bridge:
         self.stats["refreshes"] += 1
         await self._shared(f"fields:{node}", fetch)
 
-    async def resolve(self, targets: Iterable[protocol.Target], filters=()) -> list[list[Series]]:
+    async def resolve(self, targets: Iterable[protocol.Target], filters=()) -> Resolution:
         """Targets to series; whatever the catalog misses is refreshed once, then looked up again."""
         targets = list(targets)
         res = self.catalog.resolve(targets, filters)
         stale = set(res.stale_nodes) | self._wildcard_nodes(targets)
         if not res.unknown_nodes and not stale:
-            return res.series
+            return res
         if res.unknown_nodes:
             try:
                 await self.refresh_directory()
@@ -223,7 +229,7 @@ class Bridge:
             ],
             consumeErrors=True,
         )
-        return self.catalog.resolve(targets, filters).series
+        return self.catalog.resolve(targets, filters)
 
     def _wildcard_nodes(self, targets: list[protocol.Target]) -> set[str]:
         """Nodes whose whole field list a target asks for: that list is fetched anew, so a
@@ -237,84 +243,122 @@ class Bridge:
 
     # -- /query ------------------------------------------------------------
     async def query(self, q: protocol.Query) -> list[dict[str, Any]]:
-        """Every target of one request; one get_data per (node, reduction), all concurrently."""
+        """Every target of one request; one get_data per (node, reduction), all
+        concurrently. A target that fails gets its error (`answers`), never the others'."""
         self._require()
         self.stats["queries"] += 1
-        resolved = await self.resolve(q.targets, q.filters)
+        res = await self.resolve(q.targets, q.filters)
         groups: dict[tuple[str, str], list[Series]] = {}
-        for target, series in zip(q.targets, resolved, strict=True):
+        for target, series in zip(q.targets, res.series, strict=True):
             for s in series:
                 members = groups.setdefault((s.node, target.reduce), [])
                 if s not in members:
                     members.append(s)
         keys = list(groups)
         events_asked = defer.ensureDeferred(self._events_for_targets(q))  # alongside the data
-        answers = await defer.DeferredList(
+        fetched = await defer.DeferredList(
             [
                 defer.ensureDeferred(self._fetch(node, reduce, groups[(node, reduce)], q))
                 for node, reduce in keys
             ],
             consumeErrors=True,
         )
-        results: dict[tuple[str, str], dict] = {}
-        for key, (ok, value) in zip(keys, answers, strict=True):
-            results[key] = value if ok else {}
-            if not ok:
-                self.stats["node_errors"] += 1
-                self.log.info("{node}: {err}", node=key[0], err=value.getErrorMessage())
+        results: dict[tuple[str, str], answers.NodeResult] = {}
+        for key, (ok, value) in zip(keys, fetched, strict=True):
+            if ok:
+                results[key] = answers.NodeResult(columns=value)
+                continue
+            self.stats["node_errors"] += 1
+            why = self._failure_text(key[0], value)
+            self.log.info("{node}: {why}", node=key[0], why=why)
+            results[key] = answers.NodeResult(failure=why)
         events = await events_asked
         out: list[dict[str, Any]] = []
-        for target, series in zip(q.targets, resolved, strict=True):
-            for s in series:
-                col = results[(s.node, target.reduce)].get(s.field)
-                kind = s.meta["type"]
-                if target.table:
-                    out.append(
-                        frames.table(s.name, *col, kind, target.ref_id)
-                        if col
-                        else frames.empty_table(s.name, kind, target.ref_id)
+        for target, series, problems in zip(q.targets, res.series, res.problems, strict=True):
+            try:
+                out.extend(answers.target_frames(target, series, problems, results, events))
+            except Exception:  # a bug answering one target must not take the panel with it
+                self.log.failure("answering target {t!r}", t=target.text)
+                out.append(
+                    frames.error_frame(
+                        target.text,
+                        f"{target.text}: internal error in the bridge (logged)",
+                        target.ref_id,
+                        target.table,
                     )
-                elif col:
-                    out.append(
-                        frames.timeseries(
-                            s.name, *col, kind, target.ref_id, s.meta.get("units", "")
-                        )
-                    )
-                else:
-                    out.append(frames.empty_series(s.name, target.ref_id))
-                self.stats["series"] += 1
-            if not series:
-                out.extend(self._unresolved(target, events))
+                )
+            self.stats["series"] += len(series)
         return out
 
-    def _unresolved(self, target: protocol.Target, events: dict[str, list]) -> list[dict[str, Any]]:
-        """A target with no series: event tables, or one empty series so the panel shows why."""
-        if any(f == protocol.EVENTS for _, f in target.pairs):
-            rows = sorted(
-                (e for n, f in target.pairs if f == protocol.EVENTS for e in events.get(n, [])),
-                key=lambda e: e["time"],
-            )
-            return [frames.events_table(target.text, rows, target.ref_id)]
-        if target.table:
-            return [frames.empty_table(target.text, "number", target.ref_id)]
-        return [frames.empty_series(target.text, target.ref_id)]
+    def _failure_text(self, node: str, failure: Failure) -> str:
+        """Why a node's call failed, in words for the Grafana user."""
+        exc = failure.value
+        if isinstance(exc, RequestError):
+            return exc.message
+        if isinstance(exc, defer.TimeoutError | defer.CancelledError):
+            return f"node {node!r} did not answer within {self.timeout:g} s"
+        if isinstance(exc, replies.BadReply):
+            return f"node {node!r} sent a malformed answer: {exc}"
+        if isinstance(exc, ApplicationError):
+            if exc.error == "wamp.error.no_such_procedure":
+                return f"node {node!r} does not answer get_data (it left the mesh?)"
+            message = exc.args[0] if exc.args and isinstance(exc.args[0], str) else exc.error
+            return f"node {node!r}: {message}"
+        self.log.failure("asking {node}", failure=failure, node=node)
+        return f"node {node!r}: {type(exc).__name__}: {exc}"
 
-    async def _fetch(self, node: str, reduce: str, series: list[Series], q: protocol.Query) -> dict:
-        """One node's columns; a field the node no longer has is dropped and the rest asked again."""
+    async def _fetch(
+        self, node: str, reduce: str, series: list[Series], q: protocol.Query
+    ) -> replies.Columns:
+        """One node's columns. A field the node no longer has is an error for that
+        field; when the node refuses the whole call, each field is asked alone, so
+        the ones it can answer are still drawn and the failing one says why."""
         wanted = [(s.field, s.timeline) for s in series]
         start = max(q.start, EARLIEST)
         if q.end <= EARLIEST:
-            return {}
+            return replies.Columns()
         stride = protocol.min_stride(start, q.end, q.max_points, reduce, q.interval)
         try:
             return await self._columns(node, wanted, start, q.end, stride, reduce)
         except ApplicationError as exc:
-            if exc.error != self.uris.error("no_such_field"):
-                raise
+            if exc.error == self.uris.error("no_such_field"):
+                return await self._without_gone_fields(node, wanted, start, q.end, stride, reduce)
+            if len(wanted) < 2 or (exc.error.startswith("wamp.error.") and not _runtime(exc)):
+                raise  # one field only, or the router's refusal (no such procedure, cancelled)
+        return await self._field_by_field(node, wanted, start, q.end, stride, reduce)
+
+    async def _without_gone_fields(
+        self, node, wanted, start, end, stride, reduce
+    ) -> replies.Columns:
         await self.refresh_fields(node)
         entry = self.catalog.nodes.get(node)
-        wanted = [(f, tl) for f, tl in wanted if entry is not None and f in entry.fields]
-        return await self._columns(node, wanted, start, q.end, stride, reduce) if wanted else {}
+        known = [(f, tl) for f, tl in wanted if entry is not None and f in entry.fields]
+        cols = (
+            await self._columns(node, known, start, end, stride, reduce)
+            if known
+            else replies.Columns()
+        )
+        for f, _ in wanted:
+            if entry is None or f not in entry.fields:
+                cols.errors[f] = f"node {node!r} has no field {f!r} (any more)"
+        return cols
+
+    async def _field_by_field(self, node, wanted, start, end, stride, reduce) -> replies.Columns:
+        each = await defer.DeferredList(
+            [
+                defer.ensureDeferred(self._columns(node, [w], start, end, stride, reduce))
+                for w in wanted
+            ],
+            consumeErrors=True,
+        )
+        out = replies.Columns()
+        for (name, _), (ok, value) in zip(wanted, each, strict=True):
+            if ok:
+                out.series.update(value.series)
+                out.errors.update(value.errors)
+            else:
+                out.errors[name] = self._failure_text(node, value)
+        return out
 
     async def _columns(
         self,
@@ -324,7 +368,7 @@ class Bridge:
         end: float,
         stride: float,
         reduce: str,
-    ) -> dict:
+    ) -> replies.Columns:
         """Asked with progressive results, so that many fields at a high maxDataPoints come
         in chunks under the node's point budget instead of failing; the chunks are joined."""
         chunks: list[Any] = []
@@ -337,9 +381,7 @@ class Bridge:
         chunks.append(
             await self._get_data(node, [f for f, _ in wanted], start, end, stride, reduce, options)
         )
-        if len(chunks) == 1:
-            return replies.columns(chunks[0], wanted)
-        return replies.joined([replies.columns(c, wanted) for c in chunks])
+        return replies.joined([replies.columns(c, wanted, node) for c in chunks], node)
 
     async def _get_data(
         self,
@@ -358,9 +400,25 @@ class Bridge:
             return await self._call(
                 self.uris.get_data(node), fields, start, end, stride, timeout=timeout
             )
-        kwargs: dict[str, Any] = {"min_stride": stride, "reduce": reduce, "encoding": "array"}
+        kwargs: dict[str, Any] = {"min_stride": stride, "reduce": reduce}
         if options is not None:
             kwargs["options"] = options
+        if entry is None or entry.arrays:
+            try:
+                return await self._call(
+                    self.uris.get_data(node),
+                    fields,
+                    start,
+                    end,
+                    timeout=timeout,
+                    encoding=wire.ARRAY,
+                    **kwargs,
+                )
+            except ApplicationError as exc:
+                if not wire.refuses_encoding(exc.args):
+                    raise
+                if entry is not None:
+                    entry.refuses_arrays = True  # its hub entry said otherwise: believe the node
         return await self._call(
             self.uris.get_data(node), fields, start, end, timeout=timeout, **kwargs
         )

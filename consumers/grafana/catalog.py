@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from consumers.grafana.protocol import EVENTS, SEPARATOR, WILDCARD, Filter, Target
+from obsmesh import wire
 from obsmesh.uris import valid_node_name
 
 FIELD_TYPES = ("number", "string", "bool")
@@ -33,11 +34,17 @@ class NodeEntry:
         default_factory=dict
     )  # timeline -> {interval, field}
     loaded_at: float | None = None  # when `fields` last came from the node
+    refuses_arrays: bool = False  # asked for them anyway, it said it knows no `encoding`
 
     @property
     def obsmesh(self) -> bool:
-        """An obsmesh node (announces its kind) takes `reduce=` and `encoding=`; sisock's nodes do not."""
+        """An obsmesh node (announces its kind) takes `reduce=`; sisock's nodes do not."""
         return "kind" in self.info
+
+    @property
+    def arrays(self) -> bool:
+        """The node answers `encoding="array"` (its hub entry says so)."""
+        return wire.advertises_arrays(self.info) and not self.refuses_arrays
 
 
 @dataclass(frozen=True)
@@ -62,6 +69,7 @@ class Resolution:
     series: list[list[Series]]  # per target, in order
     unknown_nodes: set[str]  # named by a target and not in the directory
     stale_nodes: set[str]  # known, but a named field is missing
+    problems: list[list[str]] = field(default_factory=list)  # per target: names that gave nothing
 
 
 class Catalog:
@@ -120,6 +128,7 @@ class Catalog:
         out = Resolution([], set(), set())
         for target in targets:
             found: list[Series] = []
+            problems: list[str] = []
             for node, fname in target.pairs:
                 if fname == EVENTS:
                     continue  # annotation tables are not series
@@ -128,6 +137,7 @@ class Catalog:
                     entry = self.nodes.get(n)
                     if entry is None:
                         out.unknown_nodes.add(n)
+                        problems.append(f"no node {n!r} in the mesh")
                         continue
                     if entry.loaded_at is None:
                         out.stale_nodes.add(n)
@@ -137,6 +147,7 @@ class Catalog:
                         names = [fname]
                     else:
                         out.stale_nodes.add(n)
+                        problems.append(f"node {n!r} has no field {fname!r}")
                         continue
                     for f in names:
                         s = Series(n, f, entry.fields[f])
@@ -146,6 +157,7 @@ class Catalog:
                             found.append(s)
             unique = {(s.node, s.field): s for s in found}  # a series named twice is drawn once
             out.series.append(list(unique.values()))
+            out.problems.append(list(dict.fromkeys(problems)))
         return out
 
     def tag(self, s: Series, key: str) -> str | None:

@@ -52,6 +52,9 @@ def load(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
         raise config.ConfigError(f"grafana port {settings['port']} is not a TCP port")
     if settings["user"] and not (settings["password"] or settings["password_file"]):
         raise config.ConfigError("grafana user is set without a password or password_file")
+    from consumers.hapi.settings import load as hapi_settings  # [hapi]: served on this port
+
+    settings["hapi"] = hapi_settings(path)
     return mesh, settings
 
 
@@ -64,21 +67,24 @@ def serve(mesh: dict[str, Any], settings: dict[str, Any], reactor: Any = None):
 
     bridge = Bridge(mesh, settings, reactor)
     web = site(bridge, settings)  # reads password_file now: a bad path fails before listening
-    port = reactor.listenTCP(int(settings["port"]), web, interface=settings["host"])
+    # A deep accept queue: a burst of connections waits to be answered instead of being dropped.
+    port = reactor.listenTCP(int(settings["port"]), web, backlog=1024, interface=settings["host"])
     bridge.start()
     return bridge, port
 
 
 def main(args: argparse.Namespace) -> int:
     from twisted.internet import defer, reactor
-    from twisted.logger import Logger, globalLogBeginner, textFileLogObserver
+    from twisted.logger import Logger
+
+    from obsmesh import logs
 
     try:
         mesh, settings = load(args)
     except config.ConfigError as exc:
         print(f"obsmesh grafana: {exc}", file=sys.stderr)
         return 2
-    globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stderr)])
+    logs.begin()
     keep_freed_memory()  # every /query builds and frees column-sized arrays: keep them warm
     try:
         bridge, port = serve(mesh, settings, reactor)

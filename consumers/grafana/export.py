@@ -109,10 +109,13 @@ def _strings(values: np.ndarray, kind: str) -> list[str]:
 class CsvExport:
     """Rows `time,<field>,...` of one timeline; time in UNIX seconds."""
 
-    def __init__(self, fields: Sequence[str], kinds: Mapping[str, str], timeline: str) -> None:
+    def __init__(
+        self, fields: Sequence[str], kinds: Mapping[str, str], timeline: str, node: str = "?"
+    ) -> None:
         self.fields = list(fields)
         self.kinds = dict(kinds)
         self.timeline = timeline
+        self.node = node
 
     def header(self) -> bytes:
         buf = io.StringIO()
@@ -120,7 +123,9 @@ class CsvExport:
         return buf.getvalue().encode()
 
     def rows(self, reply: Any) -> bytes:
-        cols = replies.columns(reply, [(f, self.timeline) for f in self.fields])
+        cols = _checked(
+            replies.columns(reply, [(f, self.timeline) for f in self.fields], self.node)
+        )
         if not cols:
             return b""
         t = next(iter(cols.values()))[0]
@@ -152,7 +157,7 @@ class JsonExport:
         data: dict[str, list[np.ndarray]] = {f: [] for f in r.fields}
         for part in self.parts:
             for tl, fs in by_timeline.items():
-                cols = replies.columns(part, [(f, tl) for f in fs])
+                cols = _checked(replies.columns(part, [(f, tl) for f in fs], r.node))
                 if not cols:
                     continue
                 t = next(iter(cols.values()))[0]
@@ -172,6 +177,13 @@ class JsonExport:
             "data": {f: _joined(parts, self.metas[f]["type"]) for f, parts in data.items()},
         }
         return jsonout.dumps(doc)
+
+
+def _checked(cols: replies.Columns) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """A download is one node's answer: a column that does not fit fails it (never a hole)."""
+    if cols.errors:
+        raise replies.BadReply("; ".join(cols.errors.values()))
+    return {f: tc for f, tc in cols.series.items() if tc[0].shape[0] or tc[1].shape[0]}
 
 
 def _joined(parts: list[np.ndarray], kind: str = "number") -> np.ndarray | list:

@@ -68,6 +68,15 @@ def timeseries(
     return out
 
 
+def error_frame(
+    name: str, message: str, ref_id: str | None = None, table: bool = False, kind: str = "number"
+) -> dict[str, Any]:
+    """An empty series (or table) with an error notice Grafana shows in the panel header."""
+    frame = empty_table(name, kind, ref_id) if table else empty_series(name, ref_id)
+    frame["meta"] = {"notices": [{"severity": "error", "text": message}]}
+    return frame
+
+
 def empty_series(name: str, ref_id: str | None = None) -> dict[str, Any]:
     out: dict[str, Any] = {"target": name, "datapoints": []}
     if ref_id is not None:

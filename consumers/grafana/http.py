@@ -208,7 +208,7 @@ class BridgeResource(Resource):
 
         if req.format == "csv":
             writer = export.CsvExport(
-                req.fields, {f: m["type"] for f, m in metas.items()}, timelines[0]
+                req.fields, {f: m["type"] for f, m in metas.items()}, timelines[0], req.node
             )
 
             def on_chunk(reply, *args, **kwargs) -> None:
@@ -293,4 +293,7 @@ class QuietSite(Site):
 def site(bridge: Bridge, settings: dict[str, Any]) -> QuietSite:
     # Bodies are JSON: Twisted need not parse form submissions (it would parse every
     # POST's Content-Type with the email package, and multipart bodies whole).
-    return QuietSite(BridgeResource(bridge, settings), parsePOSTFormSubmission=False)
+    from consumers.hapi.resource import front_door  # /hapi on the same port
+
+    root = front_door(BridgeResource(bridge, settings), bridge, settings)
+    return QuietSite(root, parsePOSTFormSubmission=False)

@@ -323,10 +323,23 @@ def min_stride(
     if span <= 0:
         return max(interval, 1.0)
     if bins <= 1:
-        # One bin for the whole range: a stride past `end` puts every time in bin 0.
-        return max(interval, abs(end) + span + 1.0)
+        return max(interval, one_bin(start, end))
     stride = span / (bins - 1) * (1.0 + 1e-9)  # a hair wider against rounding
     return max(stride, interval)
+
+
+def one_bin(start: float, end: float) -> float:
+    """A stride whose one aligned bin holds all of [start, end) and has its centre
+    (where the point is stamped) inside the range: the bin starts at `start`,
+    `start / j` wide for the j that makes it at least as wide as the range."""
+    span = end - start
+    j = math.floor(start / span) if start > 0 else 0
+    if j < 1:  # start < span (back towards 1970): bin 0 = [0, 1.5 end), centre 0.75 end
+        return 1.5 * end if end > 0 else 1.0
+    stride = start / j
+    while math.floor(start / stride) < j:  # rounding put `start` at the end of bin j - 1
+        stride = math.nextafter(stride, 0.0)
+    return stride
 
 
 # -- the other bodies --------------------------------------------------------

@@ -119,6 +119,7 @@ def feed_specs(options: dict[str, Any]) -> list[FeedSpec]:
 class CanadaNode(DataNode):
     kind = "canada"
     description = "Canadian SuperDARN radars over ZeroMQ: realtime beams, scans and echo counts"
+    plots = ("*.velocity", "*.power", "*.noise")
 
     def __init__(
         self,

@@ -27,7 +27,7 @@ FUTURE_SLACK = 86400.0  # seconds a unit's clock may be ahead of the server's
 
 # name -> (units, description)
 READINGS = {
-    "temperature": ("degC", "temperature"),
+    "temperature": ("°C", "temperature"),
     "flash_count": ("", "flash count"),
     **{f"co2_{i}": ("ppm", f"CO2 reading {i} of {N_CO2}") for i in range(1, N_CO2 + 1)},
     "co2_mean": ("ppm", f"mean of the valid CO2 readings of a row (of {N_CO2})"),
@@ -35,6 +35,13 @@ READINGS = {
 EXTRA = {
     f"extra_{i}": ("", f"raw sensor field {i} of {N_EXTRA} (newer firmware)")
     for i in range(1, N_EXTRA + 1)
+}
+# decimal places the units resolve, for display (values are stored as read)
+PRECISION = {
+    "temperature": 1,
+    "co2_mean": 1,
+    "rssi_dbm": 0,
+    **{f"co2_{i}": 0 for i in range(1, 11)},
 }
 PINGS = {
     "rssi_dbm": ("dBm", "modem signal strength at the last ping"),

@@ -46,6 +46,7 @@ CONFLICT_EVENT_EVERY = 3600.0  # seconds between events about conflicts on one f
 class Co2Node(DataNode):
     kind = "co2"
     description = "CO2 observation units: readings and alive pings uploaded over HTTP"
+    plots = ("*.co2_mean", "*.temperature")
 
     def __init__(
         self, name: str, settings: dict[str, Any], options: dict[str, Any], **kw: Any
@@ -87,6 +88,7 @@ class Co2Node(DataNode):
                 timeline,
                 units=units,
                 description=f"{unit_id}: {description}",
+                precision=F.PRECISION.get(name),
             )
 
     # -- what the endpoint hands over (reactor thread) ----------------------------

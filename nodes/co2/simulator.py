@@ -23,6 +23,7 @@ import argparse
 import hashlib
 import http.client
 import json
+import math
 import random
 import socket
 import threading
@@ -37,6 +38,9 @@ READINGS_DIR = "data/readings"
 SYNC_DIRS = (READINGS_DIR, "errors")
 FILE_ROLL_BYTES = 100 * 1024
 CHUNK = 4 * 1024
+YEAR_S = 365.2425 * 86400
+DAY_S = 86400.0
+SITE_UTC_OFFSET_H = -10.4  # local solar time at 156.6° W
 
 
 def unit_id_for(seed: int, index: int) -> str:
@@ -53,6 +57,64 @@ class Row:
     flash_count: int
     co2: tuple[int | None, ...]
     extra: tuple[float, ...]
+
+
+class ArcticAir:
+    """The air a unit samples at a high-Arctic coastal site (about 71° N, like
+    NOAA's Utqiaġvik observatory): CO2 on the global background (about
+    426 ppm at the start of 2026, +2.4 ppm a year) with the Arctic's seasonal
+    cycle (highest in spring, drawn down by the tundra in late summer), a
+    diurnal cycle only while plants grow, and slow synoptic swings of a few
+    ppm as air masses pass; air temperature from about -28 °C in midwinter to
+    +5 °C in July, with a diurnal cycle that vanishes in the polar night and
+    synoptic swings of several degrees, larger in winter. Each unit adds its
+    own calibration offset and noise: readings of one site agree to a few ppm
+    and a degree or so."""
+
+    def __init__(self, rng: random.Random) -> None:
+        self.phases = [rng.uniform(0, 2 * math.pi) for _ in range(6)]
+        self.co2_offset = rng.uniform(-1.5, 1.5)  # calibration
+        self.temp_offset = rng.uniform(-0.8, 0.8)  # siting
+        self.rng = rng
+
+    def _season(self, t: float) -> tuple[float, float]:
+        """(year fraction from 1 January, daylight 0..1: 0 in the polar night)."""
+        f = (t / YEAR_S) % 1.0
+        return f, max(0.0, math.cos(2 * math.pi * (f - 0.47))) ** 0.5
+
+    def _synoptic(self, t: float, first: int) -> float:
+        """Weather systems: periods of about 3, 5 and 8 days, unit-free (-1..1)."""
+        days = t / DAY_S
+        waves = zip((2.7, 4.6, 7.9), (0.5, 0.3, 0.2), self.phases[first : first + 3], strict=False)
+        return sum(w * math.sin(2 * math.pi * days / p + ph) for p, w, ph in waves)
+
+    def temperature(self, t: float) -> float:
+        f, light = self._season(t)
+        seasonal = -11.5 + 16.5 * math.cos(2 * math.pi * (f - 0.55))  # max late July
+        local_hour = (t / 3600.0 + SITE_UTC_OFFSET_H) % 24
+        diurnal = (0.2 + 2.8 * light) * math.cos(2 * math.pi * (local_hour - 15) / 24)
+        weather = (2.0 + 4.0 * (1 - light)) * self._synoptic(t, 0)
+        noise = self.rng.gauss(0, 0.15)
+        return seasonal + diurnal + weather + self.temp_offset + noise
+
+    def co2(self, t: float) -> float:
+        f, light = self._season(t)
+        background = 426.0 + 2.4 * (t / YEAR_S - 56.0)  # 56 years after 1970: 2026
+        # two harmonics fitted to Utqiaġvik's detrended monthly means (scaled by 0.6)
+        seasonal = 4.3 * math.cos(2 * math.pi * (f - 0.18)) + 2.1 * math.cos(
+            4 * math.pi * (f - 0.39)
+        )
+        local_hour = (t / 3600.0 + SITE_UTC_OFFSET_H) % 24
+        growing = max(0.0, math.cos(2 * math.pi * (f - 0.53))) ** 2  # June to August
+        diurnal = 2.5 * growing * math.cos(2 * math.pi * (local_hour - 4) / 24)  # night respiration
+        weather = 1.5 * self._synoptic(t, 3)
+        return background + seasonal + diurnal + weather + self.co2_offset
+
+    def readings(self, t: float, n: int) -> tuple[float, tuple[int, ...]]:
+        """(temperature in 1/16 °C steps, `n` CO2 readings in whole ppm)."""
+        temp = round(self.temperature(t) * 16) / 16
+        true = self.co2(t)
+        return temp, tuple(round(true + self.rng.gauss(0, 1.5)) for _ in range(n))
 
 
 def _fmt(value: object) -> str:
@@ -86,6 +148,7 @@ class SimUnit:
         self.chunk = chunk
         self.timeout = timeout
         self.rng = random.Random(seed)
+        self.air = ArcticAir(random.Random(seed + 7919))
         self.rows: list[Row] = []
         self.stats: Counter = Counter()
         self.sync_state: dict[str, list] = {}  # dir -> [fname, progress, totalsize]
@@ -104,8 +167,9 @@ class SimUnit:
         if self.rows and not clock_reset:
             t = max(t, self.rows[-1].t + 1)
         rng = self.rng
-        temp = None if rng.random() < 0.05 else round(rng.uniform(-20, 25) * 16) / 16
-        co2 = tuple(None if rng.random() < 0.02 else rng.randrange(380, 1200) for _ in range(10))
+        temp, readings = self.air.readings(t, 10)
+        temp = None if rng.random() < 0.05 else temp  # a failed sensor read
+        co2 = tuple(None if rng.random() < 0.02 else c for c in readings)
         extra = tuple(round(rng.uniform(0, 5000), 2) for _ in range(5))
         if self.layout == "mixed":
             extra = extra if rng.random() < 0.5 else ()

@@ -334,7 +334,17 @@ class Das2Resource(resource.Resource):
         return server.NOT_DONE_YET
 
 
+class _Site(server.Site):
+    """One access line per request, at debug level (OBSMESH_LOG_LEVEL=debug)."""
+
+    access = Logger(namespace="nodes.das2.http.access")
+    noisy = False
+
+    def log(self, request) -> None:
+        self.access.debug("{line}", line=self._logFormatter(self._logDateTime, request).rstrip())
+
+
 def site(resource_: Das2Resource) -> server.Site:
-    s = server.Site(resource_)
+    s = _Site(resource_)
     s.displayTracebacks = False
     return s

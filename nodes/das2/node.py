@@ -278,7 +278,12 @@ class Das2Node(DataNode):
             names = self._fields_of(name)
             if not names or not _overlaps(dsdf, t0, t1, self.clock()):
                 continue
-            timelines[name] = {"interval": self.cadence.get(name), "field": names}
+            timelines[name] = {
+                "interval": self.cadence.get(name),
+                "field": names,
+                "span": _span(dsdf, self.clock()),  # what a reader may answer for
+                "sample": _sample(dsdf),
+            }
             for f in names:
                 fields[f] = dict(self.fields[f])
         return [fields, timelines]
@@ -472,6 +477,22 @@ class Das2Node(DataNode):
             },
         }
         return status
+
+
+def _span(dsdf: Dsdf, now: float) -> list[float] | None:
+    """The dataset's valid range in UNIX seconds, its open end at now."""
+    if dsdf.valid_range is None:
+        return None
+    lo, hi = dsdf.valid_range
+    return [lo / US_PER_S, min(now, hi / US_PER_S) if hi is not None else now]
+
+
+def _sample(dsdf: Dsdf) -> list[float] | None:
+    """The first example range (a short stretch with data, as its DSDF promises)."""
+    if not dsdf.examples:
+        return None
+    ex = dsdf.examples[0]
+    return [ex.start_us / US_PER_S, ex.end_us / US_PER_S]
 
 
 def _overlaps(dsdf: Dsdf, t0: float, t1: float, now: float) -> bool:

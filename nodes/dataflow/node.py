@@ -78,9 +78,30 @@ ARRIVAL_FIELDS: tuple[tuple[str, str, str, str], ...] = (
     ("arrival.radar", "string", "", "radar the file's name names"),
     ("arrival.kind", "string", "", "file kind from its name (rawacf, antennas_iq, iq_plot...)"),
     ("arrival.size", "number", "B", "size of the file"),
-    ("arrival.file_time", "number", "s", "start time the file's name gives (UNIX s)"),
+    (
+        "arrival.file_time",
+        "number",
+        "s since 1970-01-01",
+        "start time the file's name gives (UNIX time)",
+    ),
     ("arrival.dir", "string", "", "directory the file arrived in"),
 )
+
+
+# decimal places for display by field suffix (values are stored as read)
+PRECISION = {
+    "files_ok": 0,
+    "files_failed": 0,
+    "files_old": 0,
+    "connection_errors": 0,
+    "unknown_lines": 0,
+    "duration": 1,
+    "success_rate": 3,
+    "run_success_rate": 3,
+    "since_last_run": 0,
+    "arrival.size": 0,
+    "arrival.file_time": 0,
+}
 
 
 def _utc(t: float | None) -> str:
@@ -92,6 +113,8 @@ def _utc(t: float | None) -> str:
 class DataflowNode(DataNode):
     kind = "dataflow"
     description = "SuperDARN data-flow telemetry: runs, failures and staleness per radar and stage"
+    # files reaching the pipeline per radar, and how many of them get to campus
+    plots = ("arrivals.*.rawacf", "*.rsync_to_campus.success_rate")
 
     def __init__(
         self, name: str, settings: dict[str, Any] | None, options: dict[str, Any], **kw: Any
@@ -134,7 +157,14 @@ class DataflowNode(DataNode):
 
     def declare_fields(self) -> None:
         for field, kind, units, description in ARRIVAL_FIELDS:
-            self.declare(field, ARRIVALS, type=kind, units=units, description=description)
+            self.declare(
+                field,
+                ARRIVALS,
+                type=kind,
+                units=units,
+                description=description,
+                precision=PRECISION.get(field),
+            )
 
     # -- radar x stage timelines ------------------------------------------
     @staticmethod
@@ -159,12 +189,14 @@ class DataflowNode(DataNode):
                 type=kind,
                 units=units,
                 description=f"{radar} {stage}: {description}",
+                precision=PRECISION.get(field),
             )
         self.declare(
             f"{timeline}.since_last_run",
             STAGES_TIMELINE,
             units="s",
             description=f"{radar} {stage}: time since the last run started",
+            precision=0,
         )
         self.declare(
             f"{timeline}.stale",
@@ -359,6 +391,7 @@ class DataflowNode(DataNode):
                 ARRIVAL_COUNTS,
                 description=f"{kind} files of {radar or 'no radar'} "
                 "arrived since the previous sample",
+                precision=0,
             )
         if field in self._count_fields:
             self._arrival_counts[field] += 1

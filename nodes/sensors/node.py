@@ -11,6 +11,8 @@ from nodes.base import DataNode
 from nodes.sensors import procfs, sysfs
 
 TIMELINE = "host"
+# decimal places shown per unit (values are stored as read)
+PRECISION = {"%": 1, "": 2, "B": 0, "B/s": 0, "°C": 1, "V": 3, "A": 3, "W": 1, "RPM": 0}
 
 _GAUGES = {
     "load1": ("1-minute load average", ""),
@@ -27,6 +29,7 @@ _GAUGES = {
 class SensorsNode(DataNode):
     kind = "sensors"
     description = "Linux host sensors: load, CPU, memory, disks, network, hwmon and thermal zones"
+    plots = ("cpu", "load1", "mem_used_pct", "disk.*.write")
 
     def __init__(
         self, name: str, settings: dict[str, Any], options: dict[str, Any], **kw: Any
@@ -54,7 +57,13 @@ class SensorsNode(DataNode):
 
     def _ensure(self, field: str, units: str, description: str) -> None:
         if field not in self.fields:
-            self.declare(field, TIMELINE, units=units, description=description)
+            self.declare(
+                field,
+                TIMELINE,
+                units=units,
+                description=description,
+                precision=PRECISION.get(units),
+            )
 
     def read(self, now: float) -> dict[str, float]:
         """One reading of every gauge the host has (rates need a previous reading)."""

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 # hwmon input files: kind prefix -> (scale to SI-ish unit, units)
 _HWMON = {
-    "temp": (1e-3, "degC"),
+    "temp": (1e-3, "°C"),
     "fan": (1.0, "RPM"),
     "in": (1e-3, "V"),
     "power": (1e-6, "W"),
@@ -90,7 +90,5 @@ def thermal(root: str = "/sys/class/thermal") -> list[Reading]:
         if value is None:
             continue
         kind = _slug(_read(os.path.join(root, zone, "type")) or zone)
-        out.append(
-            Reading(f"thermal.{zone}.{kind}", value, "degC", f"thermal zone {zone} ({kind})")
-        )
+        out.append(Reading(f"thermal.{zone}.{kind}", value, "°C", f"thermal zone {zone} ({kind})"))
     return out

@@ -88,6 +88,8 @@ class _FeedProtocol(Protocol):
 
 
 class _Factory(ClientFactory):
+    noisy = False  # no "Starting factory" line per connection attempt: the client logs what matters
+
     def __init__(self, client: RadarClient) -> None:
         self.client = client
 
@@ -274,8 +276,11 @@ class RadarClient:
                 self._stopped.callback(None)
             return
         message = reason.getErrorMessage()
-        self.last_error = ("connection lost: " if was_connected else "connect failed: ") + message
-        self.log.info("radar {name}: {error}", name=self.name, error=self.last_error)
+        error = ("connection lost: " if was_connected else "connect failed: ") + message
+        # the first failure is news; the same failure on every retry is not (debug)
+        emit = self.log.info if error != self.last_error else self.log.debug
+        self.last_error = error
+        emit("radar {name}: {error}", name=self.name, error=error)
         delay = self.backoff.delay(max(self.attempts - 1, 0), self.rand)
         self.state = WAITING
         self.next_attempt = self.reactor.seconds() + delay

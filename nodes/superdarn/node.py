@@ -73,6 +73,7 @@ def open_echo_store(path: str, retention_days: float) -> EchoStore:
 class SuperdarnNode(DataNode):
     kind = "superdarn"
     description = "SuperDARN radars: realtime beams, scans and echo counts (RST realtime feeds)"
+    plots = ("*.velocity", "*.power", "*.noise")
 
     def __init__(
         self,

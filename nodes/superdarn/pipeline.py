@@ -31,6 +31,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 from twisted.internet import defer, task, threads
 from twisted.logger import Logger
 
@@ -56,6 +57,12 @@ BEAM_FIELDS: dict[str, tuple[str, str, str]] = {
     "bmnum": ("number", "", "beam number"),
     "channel": ("number", "", "channel of the record"),
     "noise": ("number", "", "sky noise (noise.sky)"),
+    "velocity": (
+        "number",
+        "m/s",
+        "median line-of-sight velocity of the beam's ionospheric echoes (+ away from the radar)",
+    ),
+    "power": ("number", "dB", "mean echo power (p_l) of the beam's echoes"),
     "tfreq": ("number", "kHz", "transmit frequency"),
     "echoes": ("number", "", "echoes on the beam (range gates with a fit)"),
     "echoes.ionospheric": ("number", "", "ionospheric-scatter echoes on the beam"),
@@ -74,6 +81,33 @@ SCAN_FIELDS: dict[str, tuple[str, str, str]] = {
     "scan.duration": ("number", "s", "first to last beam of the scan"),
     "scan.complete": ("bool", "", "false for a scan cut short by an outage"),
 }
+
+
+# decimal places for display, by suffix (values are stored as received)
+PRECISION = {
+    "velocity": 0,
+    "power": 1,
+    "noise": 1,
+    "tfreq": 0,
+    "scan.noise": 1,
+    "scan.duration": 1,
+    "scan.mean_total": 1,
+    "scan.mean_ionospheric": 1,
+    "scan.mean_ground": 1,
+}
+
+
+def beam_velocity(beam: Mapping[str, Any]) -> float | None:
+    """Median velocity of the ionospheric echoes (None without any): one
+    number per beam that follows flows and is not thrown by a few wild gates."""
+    v = [x for x, g in zip(beam["v"], beam["gflg"], strict=False) if x is not None and not g]
+    return float(np.median(v)) if v else None
+
+
+def beam_power(beam: Mapping[str, Any]) -> float | None:
+    """Mean echo power in dB of all the beam's echoes (None without any)."""
+    p = [x for x in beam["p_l"] if x is not None]
+    return sum(p) / len(p) if p else None
 
 
 def beam_timeline(key: str) -> str:
@@ -175,10 +209,16 @@ class RadarPipeline:
             self._declare(state)
         if live and not state.live:
             state.live = True
+            where = state.info or {}
             self.node.source(
                 key,
                 connected=False,
                 stale=False,
+                # the site from the radar table: the dashboard draws the fan on a map
+                site={
+                    k: where[k] for k in ("name", "lat", "lon", "boresight", "beams") if k in where
+                }
+                or None,
                 last_sample=state.last_time,
                 records=0,
                 beams=0,
@@ -201,6 +241,7 @@ class RadarPipeline:
                     type=kind,
                     units=units,
                     description=f"{name}: {description}",
+                    precision=PRECISION.get(suffix, 0 if kind == "number" and not units else None),
                 )
 
     # ------------------------------------------------------------ records
@@ -276,6 +317,8 @@ class RadarPipeline:
                 f"{k}.bmnum": [beam["beam"]],
                 f"{k}.channel": [beam["channel"]],
                 f"{k}.noise": [beam["noise"]],
+                f"{k}.velocity": [beam_velocity(beam)],
+                f"{k}.power": [beam_power(beam)],
                 f"{k}.tfreq": [beam["tfreq"]],
                 f"{k}.echoes": [beam["echoes_total"]],
                 f"{k}.echoes.ionospheric": [beam["echoes_ionospheric"]],

@@ -220,7 +220,8 @@ def main(args: argparse.Namespace) -> int:
     import sys
 
     from twisted.internet import reactor
-    from twisted.logger import globalLogBeginner, textFileLogObserver
+
+    from obsmesh import logs
 
     if not args.speed > 0 or not math.isfinite(args.speed):
         print("--speed must be a positive number", file=sys.stderr)
@@ -238,7 +239,7 @@ def main(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as exc:  # DmapError is a ValueError
         print(f"cannot start the radar simulator: {exc}", file=sys.stderr)
         return 2
-    globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stderr)])
+    logs.begin()
     start_simulator(reactor, args.port, schedule, interface=args.host, speed=args.speed)
     RadarServer.log.info(
         "radar {code} simulator on {host}:{port} (speed {speed})",

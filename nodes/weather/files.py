@@ -4,8 +4,8 @@ One UTF-8 CSV file a day, named `YYYY-MM-DD.csv` (UTC date), whose first line
 is a header naming the columns. `time` is required: UNIX seconds or an ISO 8601
 UTC time. The known columns and their units:
 
-    temperature (degC), pressure (hPa), humidity (%), wind_speed (m/s),
-    wind_direction (deg)
+    temperature (°C), pressure (hPa), humidity (%), wind_speed (m/s),
+    wind_direction (°)
 
 Any other column is served too, as a number without units. An empty cell is a
 missing value. A malformed row is reported and skipped; the rows around it are
@@ -21,12 +21,14 @@ from dataclasses import dataclass, field
 
 FILE_NAME = re.compile(r"^(\d{4})-(\d{2})-(\d{2})\.csv$")
 KNOWN = {
-    "temperature": ("degC", "air temperature"),
+    "temperature": ("°C", "air temperature"),
     "pressure": ("hPa", "air pressure"),
     "humidity": ("%", "relative humidity"),
     "wind_speed": ("m/s", "wind speed"),
-    "wind_direction": ("deg", "direction the wind blows from"),
+    "wind_direction": ("°", "direction the wind blows from"),
 }
+# decimal places a station resolves, for display (values are stored as read)
+PRECISION = {"temperature": 1, "pressure": 1, "humidity": 1, "wind_speed": 1, "wind_direction": 0}
 COLUMN = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 
 

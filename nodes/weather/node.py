@@ -56,6 +56,7 @@ class _Follower:
 class WeatherNode(DataNode):
     kind = "weather"
     description = "weather station archive (one file a day) with the newest file followed live"
+    plots = ("temperature", "pressure", "humidity", "wind_speed")
 
     def __init__(
         self, name: str, settings: dict[str, Any], options: dict[str, Any], **kw: Any
@@ -64,26 +65,36 @@ class WeatherNode(DataNode):
         self.options = options
         self.followers: dict[str, _Follower] = {}
         self._reading: set[str] = set()  # files with a read in flight
+        self._scanning = False  # a directory listing in flight
         super().__init__(name, settings, **kw)
         self._loop = task.LoopingCall(self.poll)
         self._loop.clock = self.reactor
 
     def declare_fields(self) -> None:
         for column, (units, description) in files.KNOWN.items():
-            self.declare(column, TIMELINE, units=units, description=description)
+            self.declare(
+                column,
+                TIMELINE,
+                units=units,
+                description=description,
+                precision=files.PRECISION.get(column),
+            )
 
-    def _day_files(self) -> list[tuple[dt.date, str]]:
-        try:
-            names = os.listdir(self.directory)
-        except OSError as exc:
-            self.source("directory", connected=False, error=str(exc))
-            return []
-        out = [
-            (d, os.path.join(self.directory, n))
-            for n in names
-            if (d := files.file_date(n)) is not None
-        ]
-        return sorted(out)
+    def _scan(self, first: dt.date) -> list[tuple[str, int]]:
+        """The day files from `first` on, with their sizes, oldest first (worker
+        thread: a slow network share must not stall the reactor). Raises
+        OSError when the directory cannot be listed."""
+        out = []
+        for name in os.listdir(self.directory):
+            day = files.file_date(name)
+            if day is None or day < first:
+                continue
+            path = os.path.join(self.directory, name)
+            try:
+                out.append((day, path, os.stat(path).st_size))
+            except OSError:
+                continue  # gone between the listing and the stat
+        return [(path, size) for _day, path, size in sorted(out)]
 
     @staticmethod
     def parse(follower: _Follower, lines: list[str]) -> files.Rows | None:
@@ -132,21 +143,39 @@ class WeatherNode(DataNode):
     def poll(self) -> None:
         """Follow every day file in the window: files may appear, grow or be
         back-filled at any time (a station catching up after an outage)."""
+        if self._scanning:
+            return
         first = dt.datetime.fromtimestamp(self.clock(), dt.UTC).date() - dt.timedelta(
             days=int(self.options["days"])
         )
-        for day, path in self._day_files():
-            if day < first:
-                continue
+        self._scanning = True
+        d = threads.deferToThread(self._scan, first)
+        d.addCallbacks(self._scanned, self._unlisted)
+        d.addBoth(self._scan_done)
+
+    def _scan_done(self, result: Any) -> Any:
+        self._scanning = False
+        return result
+
+    def _unlisted(self, failure) -> None:
+        failure.trap(OSError)
+        error = failure.getErrorMessage()
+        if self.sources.get("directory", {}).get("error") != error:
+            self.log.warn("cannot list {dir}: {error}", dir=self.directory, error=error)
+            self.source("directory", connected=False, error=error, path=self.directory)
+
+    def _scanned(self, found: list[tuple[str, int]]) -> None:
+        directory = self.sources.get("directory")
+        if directory is None or directory.get("connected") is not True:
+            # listed (again): whatever kept it from being read is over
+            if directory is not None:
+                self.log.info("{dir} can be listed again", dir=self.directory)
+            self.source("directory", connected=True, error=None, path=self.directory)
+        for path, size in found:
             follower = self.followers.get(path)
             if follower is None:
                 follower = self.followers[path] = _Follower(path)
-            if path in self._reading:
-                continue
-            try:
-                if os.stat(path).st_size == follower.offset:
-                    continue
-            except OSError:
+            if path in self._reading or size == follower.offset:
                 continue
             # Reads run in a thread, one per file at a time: a week of rows must not stall the reactor.
             self._reading.add(path)

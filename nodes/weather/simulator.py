@@ -1,8 +1,9 @@
 """`obsmesh simulate weather DIR`: a realistic station writing a row a second,
 after writing a few days of history.
 
-Temperature follows the sun (a diurnal cycle with day-to-day drift), humidity
-moves against it, pressure wanders slowly, wind is gusty and veers.
+A prairie station at 52° N (see `Station`): temperature follows the season
+and the sun, weather systems move pressure, temperature and wind every few
+days, humidity moves against temperature, wind is gusty and veers.
 Deterministic for a given seed.
 """
 
@@ -22,35 +23,73 @@ from nodes.weather import files
 COLUMNS = ["time", "temperature", "pressure", "humidity", "wind_speed", "wind_direction"]
 
 
+YEAR_S = 365.2425 * 86400
+DAY_S = 86400.0
+SITE_UTC_OFFSET_H = -7.1  # local solar time at 106.6° W (a prairie station near Saskatoon, 52° N)
+
+
 class Station:
+    """A prairie station at 52° N: a seasonal cycle from about -16 °C in
+    January to +19 °C in July; a diurnal cycle (warmest mid-afternoon, larger
+    in summer); weather systems passing every few days that move pressure by
+    about ±10 hPa around 1013 hPa, bring wind, and swing temperature by
+    several degrees (more in winter); relative humidity high at night and low
+    in the afternoon; wind veering slowly, with gusts."""
+
     def __init__(self, seed: int = 1) -> None:
         self.rng = np.random.default_rng(seed)
-        self.pressure = 1013.0
+        self.phases = self.rng.uniform(0, 2 * math.pi, 6)
         self.drift = 0.0
         self.wind = 4.0
         self.direction = 240.0
+
+    def _systems(self, t: np.ndarray, first: int) -> np.ndarray:
+        """Passing weather systems (periods of about 3, 5 and 8 days), -1..1."""
+        days = t / DAY_S
+        out = np.zeros_like(t, dtype=float)
+        for p, w, ph in zip(
+            (3.1, 5.3, 8.2), (0.5, 0.3, 0.2), self.phases[first : first + 3], strict=True
+        ):
+            out += w * np.sin(2 * math.pi * days / p + ph)
+        return out
 
     def rows(self, t: np.ndarray) -> dict[str, np.ndarray]:
         """Values at times `t` (seconds, increasing), vectorised."""
         n = t.size
         rng = self.rng
-        hours = (t % 86400) / 3600.0
-        drift = self.drift + np.cumsum(rng.normal(0, 0.002, n))  # weather changing from day to day
+        year = (t / YEAR_S) % 1.0
+        summer = np.cos(2 * math.pi * (year - 0.47))  # +1 at the June solstice, -1 in December
+        hours = ((t / 3600.0) + SITE_UTC_OFFSET_H) % 24.0
+        day_cycle = np.cos(2 * math.pi * (hours - 15.0) / 24.0)  # +1 mid-afternoon
+        systems = self._systems(t, 0)
+        drift = self.drift + np.cumsum(rng.normal(0, 0.001, n))  # what the systems miss
         temp = (
-            4.0 + 7.0 * np.sin(2 * math.pi * (hours - 9.0) / 24.0) + drift + rng.normal(0, 0.05, n)
+            1.5
+            + 17.5 * np.cos(2 * math.pi * (year - 0.55))  # late-July maximum
+            + (5.0 + 1.5 * summer) * day_cycle
+            + (4.0 - 1.5 * summer) * systems
+            + drift
+            + rng.normal(0, 0.05, n)
         )
-        pressure = np.clip(self.pressure + np.cumsum(rng.normal(0, 0.004, n)), 960.0, 1050.0)
-        humidity = np.clip(75.0 - 2.5 * (temp - 4.0) + rng.normal(0, 0.5, n), 5.0, 100.0)
-        wind = np.clip(self.wind + np.cumsum(rng.normal(0, 0.03, n)), 0.0, 25.0)
-        gust = np.abs(rng.normal(0, 1.0, n)) * (rng.random(n) < 0.05) * 4.0
+        pressure = 1013.0 - 10.0 * self._systems(t, 3) + rng.normal(0, 0.03, n)
+        humidity = np.clip(
+            68.0 - 18.0 * day_cycle + 8.0 * systems + 5.0 * summer + rng.normal(0, 0.5, n),
+            15.0,
+            100.0,
+        )
+        # wind follows the pressure gradient: strongest while a system passes
+        tendency = np.abs(np.cos(2 * math.pi * (t / DAY_S) / 5.3 + self.phases[4]))
+        wind = np.clip(self.wind + np.cumsum(rng.normal(0, 0.03, n)), 0.5, 12.0)
+        base_wind = 0.5 * wind + 4.0 * tendency + 1.0 * np.maximum(day_cycle, 0)
+        gust = np.abs(rng.normal(0, 1.0, n)) * (rng.random(n) < 0.05) * 3.0
         direction = (self.direction + np.cumsum(rng.normal(0, 0.5, n))) % 360.0
-        self.drift, self.pressure = float(drift[-1]), float(pressure[-1])
+        self.drift = float(drift[-1])
         self.wind, self.direction = float(wind[-1]), float(direction[-1])
         return {
             "temperature": temp,
             "pressure": pressure,
             "humidity": humidity,
-            "wind_speed": wind + gust,
+            "wind_speed": base_wind + gust,
             "wind_direction": direction,
         }
 

@@ -1,14 +1,18 @@
 """Reductions for `min_stride`, vectorised: bins aligned to integer multiples of
-the stride, one point per non-empty bin.
+the stride, one point per non-empty bin, stamped with the bin's centre
+`(k + 0.5) * stride` (das2's convention), so successive points are always a
+whole number of strides apart: never closer than `min_stride`, as sisock
+promises. (A bin's mean sample time would put the points of two half-filled
+neighbouring bins a fraction of a stride apart.)
 
-- `bin_mean`: the mean time and the mean of the finite values of each bin
-  (a bin with no finite value gives NaN, which travels as None).
+- `bin_mean`: the mean of the finite values of each bin (a bin with no
+  finite value gives NaN, which travels as None).
 - `bin_minmax`: the minimum and the maximum of each bin, so spikes survive. A
-  bin with one sample gives one point; others give two, at the bin's first and
-  last sample times, carrying each field's minimum then maximum.
+  bin with one sample gives one point; others give two, both at the centre,
+  carrying each field's minimum, then its maximum.
 
 Times must be sorted (the stores guarantee it). Non-numeric columns keep the
-first value of each bin.
+first value of each bin (minmax: the first and the last).
 """
 
 from __future__ import annotations
@@ -42,6 +46,11 @@ def bin_starts(t: np.ndarray, stride: float) -> np.ndarray:
     return starts[keep]
 
 
+def bin_centres(t: np.ndarray, starts: np.ndarray, stride: float) -> np.ndarray:
+    """The centre `(k + 0.5) * stride` of each bin k that `starts` opens."""
+    return (np.floor(t[starts] / stride) + 0.5) * stride
+
+
 def _finite_mean(col: np.ndarray, starts: np.ndarray) -> np.ndarray:
     finite = np.isfinite(col)
     if finite.all():
@@ -62,7 +71,7 @@ def bin_mean(
     starts = bin_starts(t, stride)
     if starts.size == 0:
         return t[:0], {k: v[:0] for k, v in columns.items()}
-    out_t = np.add.reduceat(t, starts) / np.diff(np.append(starts, t.size))
+    out_t = bin_centres(t, starts, stride)
     out = {}
     for name, col in columns.items():
         if col.dtype.kind in "fiub":
@@ -83,9 +92,10 @@ def bin_minmax(
     # Output slot of each bin's first point; a two-point bin takes two slots.
     slot = np.concatenate(([0], np.cumsum(1 + pair)[:-1]))
     n_out = int(slot[-1] + 1 + pair[-1])
+    centres = bin_centres(t, starts, stride)
     out_t = np.empty(n_out)
-    out_t[slot] = t[starts]
-    out_t[slot[pair] + 1] = t[ends[pair]]
+    out_t[slot] = centres
+    out_t[slot[pair] + 1] = centres[pair]
     out = {}
     for name, col in columns.items():
         if col.dtype.kind in "fiub":

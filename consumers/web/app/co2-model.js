@@ -3,6 +3,8 @@
 // its live batches (timeline <unit>: <unit>.co2_mean, <unit>.temperature;
 // timeline <unit>.ping: <unit>.rssi_dbm). Pure; payloads are checked.
 
+import { natural } from "./format.js";
+
 export const DEFAULT_SILENCE_S = 900;
 const UNIT = /^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$/;
 const num = (x) => typeof x === "number" && Number.isFinite(x);
@@ -105,7 +107,7 @@ export class Co2Units {
 
   rows(now) {
     return [...this.units.values()]
-      .sort((a, b) => a.id.localeCompare(b.id))
+      .sort((a, b) => natural(a.id, b.id))
       .map((u) => {
         const heard = this.lastHeard(u);
         const s = u.source || {};

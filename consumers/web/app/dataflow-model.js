@@ -137,9 +137,6 @@ export class Board {
   }
 }
 
-// Events worth listing as failures (the node's run events and staleness).
-export function isFailureEvent(ev) {
-  if (!ev || typeof ev !== "object" || !num(ev.time) || typeof ev.title !== "string") return false;
-  const tags = Array.isArray(ev.tags) ? ev.tags : [];
-  return tags.some((t) => ["failure", "died", "connection"].includes(t)) || /stale=True|stale/i.test(ev.title);
-}
+// Events worth listing as failures (the node's run events and staleness);
+// recoveries ("... recovered", stale=False) are not failures.
+export { isProblemEvent as isFailureEvent } from "./events.js";

@@ -2,6 +2,8 @@
 // _subtracted, fetched again on every new session (nodes come and go while
 // the page is offline).
 
+import { natural } from "./format.js";
+
 const NAME = /^[a-z0-9][a-z0-9_-]{0,62}$/;
 
 // A hub entry as the page uses it, or null when it is not a usable node.
@@ -59,7 +61,7 @@ export class Directory extends EventTarget {
   }
 
   list() {
-    return [...this.nodes.values()].sort((a, b) => a.name.localeCompare(b.name));
+    return [...this.nodes.values()].sort((a, b) => natural(a.name, b.name));
   }
 
   ofView(view) {

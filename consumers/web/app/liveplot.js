@@ -1,12 +1,17 @@
 // A live time-series plot of one field: history from get_data (binned to the
 // plot's stride), then the node's live batches appended. Drawing happens in
 // the page's frame loop, at most once per frame, and never while paused.
+// After an outage the history is loaded again and merged with what the plot
+// showed: nothing on screen is thrown away. The plot's points can be saved
+// as CSV, as shown (binned, in the visible time range).
 
 import uPlot from "../node_modules/uplot/dist/uPlot.esm.js";
 import { h, setText } from "./dom.js";
-import { fmtNum, fmtTime } from "./format.js";
+import { fmtClock, fmtNum, fmtTime, fmtValue, tzLabel, unitText } from "./format.js";
+import { prefs } from "./prefs.js";
 import { Series, niceStride } from "./series.js";
-import { utcAxis } from "./timeaxis.js";
+import { tzDate, utcAxis } from "./timeaxis.js";
+import { valueAxis, valueRange } from "./yaxis.js";
 
 const PALETTE = ["#2563eb", "#0d9488", "#d97706", "#7c3aed", "#dc2626", "#0891b2", "#65a30d", "#db2777"];
 const MAX_QUEUED = 2000; // live batches held while history loads
@@ -23,15 +28,36 @@ export const axisStyle = {
   ticks: { stroke: "#e2e8f0", width: 1, size: 4 },
 };
 
-export function utcDate(ts) {
-  return uPlot.tzDate(new Date(ts * 1e3), "Etc/UTC");
-}
+// kept for the views that import it: the reader's chosen clock
+export const utcDate = tzDate;
 
 // The stride a too_many_points error asks for ("... min_stride >= 20 s ..").
 export function strideFromError(message) {
   const m = /min_stride >= ([0-9.eE+-]+)/.exec(message || "");
   const s = m ? Number(m[1]) : NaN;
   return Number.isFinite(s) && s > 0 ? s : null;
+}
+
+// The CSV of points (times ascending) in [left, right]: what a plot shows.
+export function plotCsv(field, units, t, v, left, right) {
+  const head = `time_utc,unix_time,${field}${units ? ` (${units})` : ""}`;
+  const rows = [head];
+  for (let i = 0; i < t.length; i++) {
+    if (!(t[i] >= left && t[i] <= right)) continue;
+    const iso = new Date(t[i] * 1000).toISOString();
+    rows.push(`${iso},${t[i].toFixed(3)},${v[i] === null || v[i] === undefined ? "" : v[i]}`);
+  }
+  return `${rows.join("\n")}\n`;
+}
+
+// A readable reason for a failed history call (no raw WAMP URIs).
+export function historyError(err) {
+  const uri = (err && err.uri) || "";
+  if (uri.endsWith("no_such_procedure")) return "the node does not answer (not on the mesh right now)";
+  if (uri.endsWith("no_such_field")) return (err.message || "no such field").replace(/^node '[^']*' has /, "");
+  if (uri === "obsmesh.offline") return "not connected to the mesh";
+  if (uri === "obsmesh.timeout") return "the node did not answer in time";
+  return err && err.message ? err.message : String(err);
 }
 
 export class LivePlot {
@@ -46,7 +72,7 @@ export class LivePlot {
     this.pausedAt = this.paused ? Date.now() / 1000 : null;
     this.color = PALETTE[(index || 0) % PALETTE.length];
     this.id = `${node}/${field}`;
-    this.stats = { node, field, historyPoints: 0, livePoints: 0, liveBatches: 0, taken: 0, loads: 0, failedLoads: 0, draws: 0, error: null };
+    this.stats = { node, field, historyPoints: 0, livePoints: 0, liveBatches: 0, taken: 0, loads: 0, failedLoads: 0, draws: 0, kept: 0, error: null };
     hooks.plots[this.id] = this.stats;
     hooks.live.set(this.id, this);
     this.hooks = hooks;
@@ -55,6 +81,7 @@ export class LivePlot {
     this.generation = 0;
     this.series = new Series(niceStride(range));
     this.hover = null;
+    this.shown = null; // [left, right] of the last draw
     this._build();
     this.unlisten = mesh.subscribe(mesh.nodeUri(node, "live"), (args) => this.onLive(args[0]), { retained: true });
     this.onOpen = () => this.load(); // first join, or back after an outage: (re)load history
@@ -74,15 +101,19 @@ export class LivePlot {
   // Field metadata that arrived after the plot was made (a plot from the URL).
   setMeta(meta) {
     this.meta = { ...meta, ...this.meta };
-    setText(this.unitsEl, this.meta.units ? ` (${this.meta.units})` : "");
+    const units = unitText(this.meta.units);
+    setText(this.unitsEl, units ? ` (${units})` : "");
     this.titleEl.title = this.meta.description || this.field;
+    this._showValue();
+    this.frames.mark(this);
   }
 
   _build() {
-    const units = this.meta.units ? ` (${this.meta.units})` : "";
-    this.unitsEl = h("span", { class: "muted" }, units);
+    const units = unitText(this.meta.units);
+    this.unitsEl = h("span", { class: "muted" }, units ? ` (${units})` : "");
     this.valueEl = h("span", { class: "plot-value" }, "—");
     this.infoEl = h("span", { class: "plot-info" }, "loading…");
+    this.csvBtn = h("button", { type: "button", class: "btn small csv", title: "download the points shown as CSV", onclick: () => this.download() }, "CSV");
     this.body = h("div", { class: "plot-body" });
     this.el = h(
       "section",
@@ -95,16 +126,17 @@ export class LivePlot {
         this.valueEl,
       ),
       this.body,
-      h("footer", { class: "plot-foot" }, this.infoEl),
+      h("footer", { class: "plot-foot" }, this.infoEl, this.csvBtn),
     );
     const bool = this.meta.type === "bool";
+    const unitsNow = () => this.meta.units;
     const opts = {
       width: 400,
       height: HEIGHT,
-      tzDate: utcDate,
+      tzDate,
       legend: { show: false },
       cursor: { drag: { x: false, y: false }, points: { size: 6 } },
-      scales: { x: { time: true }, y: bool ? { range: [-0.1, 1.1] } : { auto: true } },
+      scales: { x: { time: true }, y: bool ? { range: [-0.1, 1.1] } : { auto: true, range: valueRange(unitsNow) } },
       series: [
         {},
         {
@@ -116,7 +148,7 @@ export class LivePlot {
           paths: bool ? uPlot.paths.stepped({ align: 1 }) : undefined,
         },
       ],
-      axes: [utcAxis(axisStyle), { ...axisStyle, size: 58 }],
+      axes: [utcAxis(axisStyle), bool ? { ...axisStyle, size: 40, splits: [0, 1], values: ["false", "true"] } : valueAxis(axisStyle, unitsNow)],
       hooks: { setCursor: [(u) => this._cursor(u)] },
     };
     this.plot = new uPlot(opts, [[], []], this.body);
@@ -139,9 +171,9 @@ export class LivePlot {
   _showValue() {
     const s = this.series;
     if (this.hover !== null && this.hover < s.t.length) {
-      setText(this.valueEl, `${fmtNum(s.v[this.hover])} @ ${fmtTime(s.t[this.hover]).slice(11)}`);
+      setText(this.valueEl, `${fmtValue(s.v[this.hover], this.meta)} @ ${fmtClock(s.t[this.hover])}`);
     } else {
-      setText(this.valueEl, fmtNum(s.lastV));
+      setText(this.valueEl, fmtValue(s.lastV, this.meta));
     }
   }
 
@@ -166,13 +198,13 @@ export class LivePlot {
           continue;
         }
         this.stats.error = err.message;
-        setText(this.infoEl, `history unavailable: ${err.message}`);
+        this.errorText = `history unavailable: ${historyError(err)}`;
         this.el.classList.add("has-error");
         this._retryLater(generation);
         break;
       }
     }
-    // No history: show live data anyway.
+    // No history: keep what the plot shows and add live data to it.
     this._history(null, stride);
   }
 
@@ -186,18 +218,23 @@ export class LivePlot {
   }
 
   _history(reply, stride) {
-    const series = new Series(stride);
-    let n = 0;
-    const col = reply && reply.data && reply.data[this.field];
-    const tl = reply && reply.timeline && reply.timeline[this.meta.timeline];
-    const times = tl && tl.t ? tl.t : reply && reply.timeline ? Object.values(reply.timeline)[0]?.t : null;
-    if (Array.isArray(col) && Array.isArray(times)) n = series.setHistory(times, col);
+    const old = this.series;
+    let series = old;
+    if (reply || old.stride !== stride) {
+      series = new Series(stride);
+      const col = reply && reply.data && reply.data[this.field];
+      const tl = reply && reply.timeline && reply.timeline[this.meta.timeline];
+      const times = tl && tl.t ? tl.t : reply && reply.timeline ? Object.values(reply.timeline)[0]?.t : null;
+      if (Array.isArray(col) && Array.isArray(times)) this.stats.historyPoints = series.setHistory(times, col);
+      else this.stats.historyPoints = 0;
+      this.stats.kept = series.keepBefore(old);
+    }
     this.series = series;
-    this.stats.historyPoints = n;
     if (reply) {
       this.stats.loads += 1;
       this.retryDelay = 0;
       this.stats.error = null;
+      this.errorText = null;
       this.el.classList.remove("has-error");
     } else {
       this.stats.failedLoads += 1;
@@ -240,10 +277,36 @@ export class LivePlot {
   }
 
   _info() {
+    if (this.errorText) {
+      setText(this.infoEl, this.errorText);
+      return;
+    }
     const s = this.series;
-    const stride = s.stride ? `${fmtNum(s.stride, 3)} s bins` : "raw";
+    const what = s.stride ? `means over ${fmtNum(s.stride, 3)} s` : "every sample";
     const state = this.paused ? "paused · " : "";
-    setText(this.infoEl, `${state}UTC · ${s.length.toLocaleString("en-US")} points · ${stride} · history ${this.stats.historyPoints.toLocaleString("en-US")} · live ${this.stats.livePoints.toLocaleString("en-US")}`);
+    let text = `${state}${what} · ${tzLabel()}`;
+    if (prefs.details) {
+      const n = (x) => x.toLocaleString("en-US");
+      text += ` · ${n(s.length)} points · history ${n(this.stats.historyPoints)} · live ${n(this.stats.livePoints)}`;
+    }
+    setText(this.infoEl, text);
+  }
+
+  // The points shown, as a CSV file the browser saves.
+  csv() {
+    const [left, right] = this.shown || [-Infinity, Infinity];
+    return plotCsv(this.field, unitText(this.meta.units), this.series.t, this.series.v, left, right);
+  }
+
+  download() {
+    const text = this.csv();
+    const [left] = this.shown || [Date.now() / 1000 - this.range];
+    const stamp = fmtTime(left, "utc").replace(/[-: ]/g, "");
+    const a = h("a", { href: URL.createObjectURL(new Blob([text], { type: "text/csv" })), download: `${this.node}_${this.field}_${stamp}.csv` });
+    document.body.append(a);
+    a.click();
+    a.remove();
+    setTimeout(() => URL.revokeObjectURL(a.href), 10000);
   }
 
   draw() {
@@ -257,10 +320,16 @@ export class LivePlot {
       u.setData(this.series.view(), false);
       u.setScale("x", { min: left, max: right });
     });
+    this.shown = [left, right];
     const perPixelMs = (this.range * 1000) / Math.max(1, u.width);
     this.readyAt = performance.now() + Math.min(MAX_REDRAW_MS, Math.max(MIN_REDRAW_MS, perPixelMs));
     this.stats.draws += 1;
     this.stats.points = this.series.length;
+    // what the value axis shows (tests read these: labels, the room they got, the range)
+    const axis = u.axes[1];
+    this.stats.yTicks = Array.isArray(axis._values) ? axis._values.map(String) : [];
+    this.stats.ySize = axis._size;
+    this.stats.yRange = [u.scales.y.min, u.scales.y.max];
     this._showValue();
     this._info();
   }

@@ -6,6 +6,7 @@ import { h, clear, setText } from "./dom.js";
 import { Frames, percentile } from "./frames.js";
 import { VIEWS } from "./kinds.js";
 import { Mesh } from "./mesh.js";
+import { prefs } from "./prefs.js";
 import { co2View } from "./views/co2.js";
 import { dataflowView } from "./views/dataflow.js";
 import { nodeView } from "./views/node.js";
@@ -67,8 +68,14 @@ class App {
     this.mesh.addEventListener("error", (e) => this._error(e.detail.message, e.detail.error));
     this.directory.addEventListener("change", () => this._showDirectory());
     window.addEventListener("hashchange", () => this.route());
+    // a new clock or level of detail: the view is built again with it
+    prefs.addEventListener("change", () => {
+      this._showPrefs();
+      this.route();
+    });
     setInterval(() => this._tick(), 1000);
     this._showState();
+    this._showPrefs();
     this._showDirectory();
     this.route();
     this.mesh.start();
@@ -78,6 +85,14 @@ class App {
     this.stateEl = h("span", { class: "conn-label" }, "Connecting");
     this.stateDetail = h("span", { class: "conn-detail" });
     this.conn = h("div", { class: "conn", id: "connection", role: "status" }, h("span", { class: "dot" }), this.stateEl, this.stateDetail);
+    this.tzButtons = ["utc", "local"].map((tz) => h("button", { type: "button", dataset: { tz }, onclick: () => prefs.setTz(tz) }, tz === "utc" ? "UTC" : "Local"));
+    this.detailsBox = h("input", { type: "checkbox", id: "details-toggle", onchange: (e) => prefs.setDetails(e.target.checked) });
+    const prefBox = h(
+      "div",
+      { class: "prefs" },
+      h("div", { class: "segmented dark", role: "group", "aria-label": "time zone", id: "tz-toggle" }, this.tzButtons),
+      h("label", { class: "details-label", title: "show counters, point counts and frame times" }, this.detailsBox, "Details"),
+    );
     this.navLinks = new Map();
     const nav = h("nav", { class: "nav" });
     const home = h("a", { href: "#/", class: "nav-link" }, "Nodes");
@@ -98,6 +113,7 @@ class App {
         { class: "topbar" },
         h("a", { class: "brand", href: "#/" }, h("span", { class: "brand-mark" }), "obsmesh"),
         nav,
+        prefBox,
         this.conn,
       ),
       h(
@@ -109,7 +125,7 @@ class App {
       h(
         "footer",
         { class: "statusbar" },
-        h("span", {}, `${this.cfg.url} · realm ${this.cfg.realm} · prefix ${this.cfg.prefix} · anonymous consumer`),
+        h("span", { class: "where" }, `${this.cfg.url} · realm ${this.cfg.realm} · prefix ${this.cfg.prefix} · anonymous consumer`),
         this.perfEl,
       ),
     );
@@ -137,6 +153,12 @@ class App {
     this.main.append(view.el);
     for (const [id, a] of this.navLinks) a.classList.toggle("active", id === head || (id === "" && head === "node"));
     this._showDirectory();
+  }
+
+  _showPrefs() {
+    for (const b of this.tzButtons) b.classList.toggle("on", b.dataset.tz === prefs.tz);
+    this.detailsBox.checked = prefs.details;
+    document.body.classList.toggle("details-on", prefs.details);
   }
 
   _showState() {
@@ -188,7 +210,7 @@ class App {
     this._stateDetail();
     const iv = this.frames.intervalsSince(Math.max(0, this.frames.count - 120));
     const p95 = percentile(iv, 95);
-    setText(this.perfEl, p95 === null ? "" : `frame p95 ${p95.toFixed(1)} ms`);
+    setText(this.perfEl, p95 === null || !prefs.details ? "" : `frame p95 ${p95.toFixed(1)} ms`);
     if (this.current && this.current.tick) this.current.tick();
   }
 

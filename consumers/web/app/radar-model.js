@@ -50,9 +50,25 @@ export function cleanBeam(p) {
     tfreq: num(p.tfreq) ? p.tfreq : null,
     noise: num(p.noise) ? p.noise : null,
     name: typeof p.name === "string" ? p.name : null,
+    site: cleanSite(p),
     gates,
     vel,
     ground,
+  };
+}
+
+// A radar's position from the radar table ({name, lat, lon, boresight, beams}), or null.
+export function cleanSite(p) {
+  if (!p || typeof p !== "object") return null;
+  const lat = p.lat;
+  const lon = p.lon;
+  if (!num(lat) || !num(lon) || Math.abs(lat) > 90 || Math.abs(lon) > 360) return null;
+  return {
+    lat,
+    lon,
+    boresight: num(p.boresight) && Math.abs(p.boresight) <= 360 ? p.boresight : 0,
+    beams: int(p.beams, 1, 64) ? p.beams : null,
+    name: typeof p.name === "string" ? p.name.slice(0, 80) : null,
   };
 }
 
@@ -82,6 +98,7 @@ export class RadarState {
     this.lastBeam = null; // radar time of the newest beam
     this.lastHeard = null; // page clock when the newest beam arrived
     this.source = null; // the node's get_status source for this radar, if any
+    this.site = null; // position from the radar table: {lat, lon, boresight, beams, name}
     this.maxBeam = -1;
     this.nrang = 0;
     this.frang = 180;
@@ -107,6 +124,7 @@ export class RadarState {
     this.tfreq = b.tfreq;
     this.noise = b.noise;
     if (b.name) this.name = b.name;
+    if (b.site && !this.site) this.site = b.site;
     if (this.lastBeam === null || b.time >= this.lastBeam) this.lastBeam = b.time;
     this.lastHeard = now;
     return true;
@@ -158,10 +176,20 @@ export class RadarState {
     return now - this.lastHeard > STALE_AFTER_S ? "stale" : "connected";
   }
 
+  // The node's status source for this radar (its `site` holds the position).
+  setSource(src) {
+    this.source = { ...(this.source || {}), ...src };
+    const site = cleanSite(src && src.site);
+    if (site) {
+      this.site = site;
+      if (site.name) this.name = site.name;
+    }
+  }
+
   // Geometry of the fan: beams x gates and their ranges in km.
   grid() {
     return {
-      nbeams: Math.max(16, this.maxBeam + 1),
+      nbeams: Math.max(this.site && this.site.beams ? this.site.beams : 16, this.maxBeam + 1),
       ngates: Math.max(this.nrang, 1) || 75,
       frang: this.frang,
       rsep: this.rsep,
@@ -179,6 +207,7 @@ export class RadarState {
       rejected: this.counts.rejected,
       fanBeams: this.beams.size,
       echoes: [...this.beams.values()].reduce((n, b) => n + b.gates.length, 0),
+      site: this.site ? { lat: this.site.lat, lon: this.site.lon, boresight: this.site.boresight } : null,
     };
   }
 }

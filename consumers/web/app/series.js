@@ -1,7 +1,7 @@
 // A plot's time series: history from get_data, then live samples appended.
 //
 // Live samples are binned like the server bins history (bins aligned to
-// multiples of `stride`, one mean point per bin), so a plot holds about
+// multiples of `stride`, one mean point per bin at the bin's centre), so a plot holds about
 // range / stride points whatever the sample rate: memory and drawing cost stay
 // bounded. Samples not after the last one held are dropped: a retained batch
 // or a batch the history already covered is not drawn twice.
@@ -33,8 +33,8 @@ export class Series {
     this.t = [];
     this.v = [];
     this.head = 0; // points before head are out of range, kept until compaction
-    this.bin = null; // the open live bin: {index, n, sumT, nv, sumV}
-    this.lastRaw = -Infinity; // newest sample time taken (a bin's point sits at its mean time)
+    this.bin = null; // the open live bin: {index, nv, sumV}
+    this.lastRaw = -Infinity; // newest sample time taken (a bin's point sits at its centre)
   }
 
   get length() {
@@ -68,6 +68,26 @@ export class Series {
     return this.t.length;
   }
 
+  // After a reload (the mesh came back): the points of the series shown before
+  // that lie before this history's first point stay, so an outage or a node
+  // restart with a shorter history never wipes what the plot showed.
+  keepBefore(old) {
+    if (!old || old.stride !== this.stride || !old.length) return 0;
+    const first = this.t.length ? this.t[0] : Infinity;
+    const t = [];
+    const v = [];
+    for (let i = old.head; i < old.t.length && old.t[i] < first; i++) {
+      t.push(old.t[i]);
+      v.push(old.v[i]);
+    }
+    if (!t.length) return 0;
+    if (!this.t.length) this.lastRaw = Math.max(this.lastRaw, old.lastRaw);
+    this.t = t.concat(this.t);
+    this.v = v.concat(this.v);
+    this.head = 0;
+    return t.length;
+  }
+
   // Append live samples; returns how many were taken (not dropped as old).
   append(t, v) {
     const n = Math.min(t.length, v.length);
@@ -91,27 +111,23 @@ export class Series {
     }
     const index = Math.floor(t / s);
     let bin = this.bin;
-    const last = this.t.length - 1;
-    if ((!bin || bin.index !== index) && last >= 0 && Math.floor(this.t[last] / s) === index) {
-      // The last point (from history) is in this bin: carry on its mean.
-      const lv = this.v[last];
-      bin = this.bin = { index, n: 1, sumT: this.t[last], nv: lv === null ? 0 : 1, sumV: lv ?? 0 };
-    } else if (!bin || bin.index !== index) {
-      bin = this.bin = { index, n: 0, sumT: 0, nv: 0, sumV: 0 };
-      this.t.push(t);
-      this.v.push(v);
+    if (!bin || bin.index !== index) {
+      const last = this.t.length - 1;
+      if (last >= 0 && Math.floor(this.t[last] / s) === index) {
+        // The last point (from history) is this bin's: carry on its mean.
+        const lv = this.v[last];
+        bin = this.bin = { index, nv: lv === null ? 0 : 1, sumV: lv ?? 0 };
+      } else {
+        bin = this.bin = { index, nv: 0, sumV: 0 };
+        this.t.push((index + 0.5) * s); // the bin's centre, where the server stamps it
+        this.v.push(null);
+      }
     }
-    bin.n++;
-    bin.sumT += t;
     if (v !== null) {
       bin.nv++;
       bin.sumV += v;
     }
-    if (bin.n > 1) {
-      // mean time stays inside the bin and after the previous point
-      this.t[this.t.length - 1] = bin.sumT / bin.n;
-      this.v[this.v.length - 1] = bin.nv ? bin.sumV / bin.nv : null;
-    }
+    this.v[this.v.length - 1] = bin.nv ? bin.sumV / bin.nv : null;
   }
 
   // Forget points before tmin (lazily: arrays are compacted now and then).

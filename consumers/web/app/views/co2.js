@@ -2,7 +2,7 @@
 // silent past the node's limit are highlighted. Lights up for co2 nodes.
 
 import { h, clear, setText } from "../dom.js";
-import { fmtAge, fmtNum, fmtTime } from "../format.js";
+import { fmtAge, fmtNum, fmtTime, fmtValue } from "../format.js";
 import { nodePanelsView } from "./panels.js";
 import { Co2Units } from "../co2-model.js";
 import { strideFromError } from "../liveplot.js";
@@ -28,7 +28,7 @@ class Co2Node {
         h(
           "table",
           { class: "table co2-table" },
-          h("thead", {}, h("tr", {}, h("th", {}, "unit"), h("th", {}, "site"), h("th", {}, "state"), h("th", {}, "last ping"), h("th", {}, "signal"), h("th", { class: "num" }, "CO2"), h("th", { class: "num" }, "temperature"), h("th", {}, "last reading"), h("th", {}, "note"))),
+          h("thead", {}, h("tr", {}, h("th", {}, "unit"), h("th", {}, "state"), h("th", { class: "num" }, "CO2"), h("th", { class: "num" }, "temperature"), h("th", {}, "last reading"), h("th", {}, "last ping"), h("th", {}, "signal"), h("th", {}, "site"), h("th", {}, "note"))),
           this.tbody,
         ),
         this.note,
@@ -110,13 +110,13 @@ class Co2Node {
           "tr",
           { class: r.silent ? "silent" : "", dataset: { unit: r.id } },
           h("td", {}, h("span", { class: "mono" }, r.id), r.nickname ? h("div", { class: "muted" }, r.nickname) : null),
-          h("td", {}, r.site || "—"),
           h("td", {}, h("span", { class: `pill pill-${r.silent ? "warn" : "ok"}` }, state)),
-          h("td", { title: fmtTime(r.heard) }, r.heard === null ? "never" : `${fmtAge(now - r.heard)} ago`),
-          h("td", {}, h("span", { class: "signal", title: `${r.bars}/4` }, [1, 2, 3, 4].map((i) => h("i", { class: i <= r.bars ? "on" : "", style: { height: `${3 + i * 2.2}px` } }))), r.rssi === null ? "—" : `${fmtNum(r.rssi, 3)} dBm`),
-          h("td", { class: "num" }, r.co2 === null ? "—" : `${fmtNum(r.co2, 4)} ppm`),
-          h("td", { class: "num" }, r.temperature === null ? "—" : `${fmtNum(r.temperature, 3)} °C`),
+          h("td", { class: "num" }, r.co2 === null ? "—" : fmtValue(r.co2, { units: "ppm", precision: 1 })),
+          h("td", { class: "num" }, r.temperature === null ? "—" : fmtValue(r.temperature, { units: "°C", precision: 1 })),
           h("td", { title: fmtTime(r.readingT) }, r.readingT === null ? "—" : `${fmtAge(now - r.readingT)} ago`),
+          h("td", { title: fmtTime(r.heard) }, r.heard === null ? "never" : `${fmtAge(now - r.heard)} ago`),
+          h("td", { class: "nowrap" }, h("span", { class: "signal", title: `${r.bars}/4` }, [1, 2, 3, 4].map((i) => h("i", { class: i <= r.bars ? "on" : "", style: { height: `${3 + i * 2.2}px` } }))), r.rssi === null ? "—" : `${fmtNum(r.rssi, 3)} dBm`),
+          h("td", {}, r.site || "—"),
           h("td", { class: "err" }, r.error || ""),
         ),
       );

@@ -5,6 +5,7 @@ import { h, clear, setText } from "../dom.js";
 import { fmtAge, fmtPercent, fmtTime } from "../format.js";
 import { nodePanelsView } from "./panels.js";
 import { Board, STAGES, isFailureEvent } from "../dataflow-model.js";
+import { eventTitle } from "../events.js";
 
 const REFRESH_S = 10;
 const FEED_MAX = 40;
@@ -16,6 +17,7 @@ class DataflowNode {
     this.board = new Board();
     this.events = [];
     this.seen = new Set();
+    this.recovered = new Map(); // source key -> time it last recovered
     this.table = h("table", { class: "board", id: `board-${entry.name}` });
     this.feed = h("ul", { class: "feed" });
     this.note = h("p", { class: "muted" });
@@ -51,12 +53,19 @@ class DataflowNode {
   }
 
   addEvent(ev) {
+    const tags = ev && Array.isArray(ev.tags) ? ev.tags.filter((t) => typeof t === "string") : [];
+    if (tags.includes("recovered") && typeof ev.time === "number" && tags[1]) {
+      // a source that recovered: its earlier stale or down events are marked so
+      if (!(this.recovered.get(tags[1]) >= ev.time)) this.recovered.set(tags[1], ev.time);
+      return true;
+    }
     if (!isFailureEvent(ev)) return false;
     const key = `${ev.time} ${ev.title}`;
     if (this.seen.has(key)) return false;
     this.seen.add(key);
-    const title = String(ev.title).replace(/: stale=True$/, ": stale, no run within its period").slice(0, 300);
-    this.events.push({ time: ev.time, title, text: typeof ev.text === "string" ? ev.text.slice(0, 2000) : "" });
+    const title = eventTitle(ev.title);
+    const source = tags[0] === "status" ? tags[1] : null;
+    this.events.push({ time: ev.time, title, source, text: typeof ev.text === "string" ? ev.text.slice(0, 2000) : "" });
     this.events.sort((a, b) => b.time - a.time);
     this.events.length = Math.min(this.events.length, FEED_MAX);
     return true;
@@ -129,10 +138,20 @@ class DataflowNode {
     if (!radars.length) setText(this.note, this.note.textContent || "No run seen yet.");
     clear(this.feed);
     for (const ev of this.events) {
-      this.feed.append(h("li", {}, h("time", {}, fmtTime(ev.time)), h("div", {}, h("span", { class: "bad" }, ev.title), ev.text ? h("div", { class: "muted" }, ev.text.split("\n")[0]) : null)));
+      const back = ev.source ? this.recovered.get(ev.source) : undefined;
+      const resolved = back !== undefined && back >= ev.time;
+      this.feed.append(
+        h(
+          "li",
+          { class: resolved ? "resolved" : "", dataset: { resolved: resolved ? "yes" : "no" } },
+          h("time", {}, fmtTime(ev.time)),
+          h("div", {}, h("span", { class: resolved ? "" : "bad" }, ev.title), resolved ? h("span", { class: "ok-note" }, ` · recovered ${fmtAge(now - back)} ago`) : null, ev.text ? h("div", { class: "muted" }, ev.text.split("\n")[0]) : null),
+        ),
+      );
     }
     if (!this.events.length) this.feed.append(h("li", { class: "muted" }, h("span", {}, ""), "No failure in the last 24 hours."));
-    this.ctx.hooks.dataflow[this.name] = { radars, stages, cells: b.cells.size, failing, stale, failures: this.events.length };
+    const resolved = this.events.filter((ev) => ev.source && this.recovered.get(ev.source) >= ev.time).length;
+    this.ctx.hooks.dataflow[this.name] = { radars, stages, cells: b.cells.size, failing, stale, failures: this.events.length, resolved, titles: this.events.map((ev) => ev.title) };
   }
 
   destroy() {

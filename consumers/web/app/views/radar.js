@@ -6,13 +6,25 @@
 import uPlot from "../../node_modules/uplot/dist/uPlot.esm.js";
 import { h, clear, setText } from "../dom.js";
 import { fmtAge, fmtNum } from "../format.js";
+import { coastAround, loadLand } from "../geo.js";
 import { syncNodes } from "../kinds.js";
-import { axisStyle, utcDate } from "../liveplot.js";
+import { axisStyle } from "../liveplot.js";
 import { RadarState, echoFields, radarTopic, validCode } from "../radar-model.js";
 import { drawFan } from "../fan.js";
-import { utcAxis } from "../timeaxis.js";
+import { tzDate, utcAxis } from "../timeaxis.js";
+import { valueAxis } from "../yaxis.js";
 
+// Echo counts: the last two hours at most; the axis spans the scans there are
+// (at least ten minutes), so minutes of data fill it.
 const ECHO_WINDOW_S = 2 * 3600;
+const ECHO_MIN_SPAN_S = 600;
+
+// The time axis of the echo counts: from the first scan shown to now.
+export function echoSpan(times, now) {
+  const first = times.find((t) => t >= now - ECHO_WINDOW_S);
+  const start = first === undefined ? now - ECHO_MIN_SPAN_S : Math.min(first, now - ECHO_MIN_SPAN_S);
+  return [Math.max(start - 0.03 * (now - start), now - ECHO_WINDOW_S), now];
+}
 const STATUS_EVERY_S = 10;
 const SERIES = [
   { key: "total", label: "total", color: "#0f172a" },
@@ -29,7 +41,9 @@ class RadarCard {
     this.facts = h("div", { class: "radar-facts" });
     this.errorEl = h("div", { class: "radar-error" });
     this.canvas = h("canvas", { class: "fan", width: 250, height: 200 });
+    this.coast = null; // projected coastlines around the site, once the land outlines load
     this.echoBox = h("div", { class: "echo-plot" });
+    this.fanNote = h("p", { class: "fan-note", hidden: true }, "Position unknown (not in the radar table): drawn relative to the boresight, without a map.");
     this.el = h(
       "section",
       { class: "card radar-card", dataset: { radar: `${state.node}/${state.code}` } },
@@ -37,7 +51,7 @@ class RadarCard {
       h(
         "div",
         { class: "radar-body" },
-        h("div", {}, this.canvas, h("div", { class: "legend" }, "−600", h("span", { class: "colorbar" }), "+600 m/s", h("span", {}, h("i", { style: { background: "#64748b", height: "8px" } }), "ground"))),
+        h("div", {}, this.canvas, this.fanNote, h("div", { class: "legend" }, "−600", h("span", { class: "colorbar" }), "+600 m/s", h("span", {}, h("i", { style: { background: "#64748b", height: "8px" } }), "ground"))),
         h(
           "div",
           {},
@@ -53,12 +67,12 @@ class RadarCard {
       {
         width: 240,
         height: 150,
-        tzDate: utcDate,
+        tzDate,
         legend: { show: false },
         cursor: { drag: { x: false, y: false } },
         scales: { x: { time: true }, y: { auto: true, range: (u, min, max) => [0, Math.max(10, max * 1.1)] } },
         series: [{}, ...SERIES.map((s) => ({ label: s.label, stroke: s.color, width: s.key === "total" ? 1.5 : 1.2, points: { show: false } }))],
-        axes: [utcAxis(axisStyle), { ...axisStyle, size: 44 }],
+        axes: [utcAxis(axisStyle), valueAxis(axisStyle)],
       },
       [[], [], [], []],
       this.echoBox,
@@ -93,7 +107,9 @@ class RadarCard {
     ];
     for (const [k, v] of facts) this.facts.append(h("span", {}, k), h("span", {}, v));
     setText(this.errorEl, s.source && s.source.error ? String(s.source.error) : "");
-    drawFan(this.canvas, s);
+    if (s.site && !this.coast && !this.coastLoading) this._loadCoast(s.site);
+    const fan = drawFan(this.canvas, s, this.coast);
+    this.fanNote.hidden = fan.mapped;
     const t = [];
     const cols = SERIES.map(() => []);
     for (const scan of s.scans) {
@@ -101,11 +117,25 @@ class RadarCard {
       t.push(scan.time);
       SERIES.forEach((ser, i) => cols[i].push(scan[ser.key]));
     }
+    const [left, right] = echoSpan(t, now);
     this.plot.batch(() => {
       this.plot.setData([t, ...cols], false);
-      this.plot.setScale("x", { min: now - ECHO_WINDOW_S, max: now });
+      this.plot.setScale("x", { min: left, max: right });
     });
-    this.ctx.hooks.radar[`${s.node}/${s.code}`] = s.summary(now);
+    this.ctx.hooks.radar[`${s.node}/${s.code}`] = { ...s.summary(now), mapped: fan.mapped, coast: fan.coast, echoSpan: right - left, echoPoints: t.length };
+  }
+
+  _loadCoast(site) {
+    this.coastLoading = true;
+    loadLand()
+      .then((rings) => {
+        this.coast = coastAround(rings, site.lat, site.lon);
+        this.ctx.frames.mark(this);
+      })
+      .catch((err) => {
+        this.coastLoading = false; // drawn without coastlines; tried again on a later draw
+        this.ctx.hooks.errors.push({ message: "land outlines", error: String(err) });
+      });
   }
 
   destroy() {
@@ -130,7 +160,10 @@ class RadarNode {
       // connected / stale flips of a source, as the node publishes them
       mesh.subscribe(mesh.nodeUri(name, "status"), (args) => this._source(args[0] && args[0].source, args[0])),
     ];
-    this.onOpen = () => this.refresh();
+    this.onOpen = () => {
+      for (const r of this.radars.values()) r.history = false; // back after an outage: fill the gap
+      this.refresh();
+    };
     mesh.addEventListener("open", this.onOpen);
     if (mesh.connected) this.refresh();
   }
@@ -160,7 +193,7 @@ class RadarNode {
     if (!validCode(code) || !("connected" in src || "stale" in src)) return;
     const r = this.radar(code);
     if (r) {
-      r.state.source = { ...(r.state.source || {}), ...src };
+      r.state.setSource(src);
       this.ctx.frames.mark(r.card);
     }
   }
@@ -191,20 +224,23 @@ class RadarNode {
     } catch {
       // status is optional for the view: radars still come from their topics
     }
-    if (this.fields === null) {
+    // fields again while a radar has no echo history yet: a radar that appeared
+    // after the last look declares its fields then
+    const missing = [...this.radars.values()].filter((r) => !r.history);
+    if (this.fields === null || missing.length) {
       try {
         const [fields] = await mesh.call(mesh.nodeUri(this.name, "get_fields"), [-ECHO_WINDOW_S, 0]);
         this.fields = fields && typeof fields === "object" ? fields : {};
-        for (const r of this.radars.values()) this._history(r);
+        for (const r of missing) this._history(r);
       } catch {
-        this.fields = null;
+        // no fields now: live scans only, until the next refresh
       }
     }
   }
 
   async _history(r) {
     const names = echoFields(this.fields, r.state.code);
-    if (!names) return;
+    if (!names || r.history) return;
     const { mesh } = this.ctx;
     try {
       const keys = Object.keys(names);
@@ -214,6 +250,7 @@ class RadarNode {
       const cols = {};
       for (const k of keys) cols[k] = reply.data[names[k]] || [];
       r.state.addHistory(tl.t, cols);
+      r.history = true;
       this.ctx.frames.mark(r.card);
     } catch {
       // no history: live scans only
@@ -254,7 +291,7 @@ export function radarView(ctx) {
       n.el = section;
       return n;
     }, (n) => body.append(n.el));
-    setText(lede, listed.length ? "Fans show each beam's latest line-of-sight velocities by range gate (relative to the boresight); echo counts are per completed scan." : "");
+    setText(lede, listed.length ? "Each fan shows the latest line-of-sight velocity of every beam and range gate, on a map around the radar (north up; red away from the radar, blue towards it, grey ground scatter). Echo counts are per completed scan." : "");
     if (!listed.length && !body.querySelector(".empty.no-node")) {
       clear(body);
       body.append(h("div", { class: "empty no-node" }, "No radar node is listed. This view lights up when a superdarn or canada node joins the mesh."));

@@ -1,0 +1,2 @@
+"""HAPI 3.3: the mesh's timelines for heliophysics clients, served at `/hapi` on the
+Grafana bridge's HTTP port (see README.md)."""
