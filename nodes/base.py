@@ -29,6 +29,7 @@ from twisted.python.failure import Failure
 from nodes.status_events import status_event
 from obsmesh import config as mesh_config
 from obsmesh import wire
+from obsmesh.calls import SharedCall
 from obsmesh.errors import InvalidArgument, MeshError, NoSuchField, TooManyPoints, to_wamp
 from obsmesh.memtune import keep_freed_memory
 from obsmesh.store import FIELD_TYPES, STRING, Store, StoreError, make_store
@@ -37,13 +38,16 @@ from obsmesh.store.reduce import REDUCERS, max_points
 from obsmesh.suggest import did_you_mean
 from obsmesh.timerules import resolve_interval, resolve_stride
 from obsmesh.uris import Uris, valid_node_name
-from obsmesh.wamp import service_component
+from obsmesh.wamp import keep_alive, service_component
 
 # Values in one live event or one progressive chunk. Messages stay around 1 MB:
 # the router reassembles a rawsocket message at a cost that grows faster than
 # its size, so several 1 MB messages pass far quicker than one 8 MB message.
 MAX_EVENT_VALUES = 131_072
 MAX_EVENTS_KEPT = 10_000
+# Seconds a session holding this node's procedures has to answer before it is
+# taken for a dead one of ours (see `_holder_answers`).
+HOLDER_PROBE_TIMEOUT = 5
 RETAIN = PublishOptions(retain=True)
 STORE_RETRY = 2.0  # seconds between attempts to open a store another process holds
 
@@ -542,26 +546,57 @@ class DataNode:
         session holds the name, retry every few seconds in the same session."""
         if session is not self._joined or self._stopping:
             return
-        done = []
         try:
-            for suffix, fn in self._procedures().items():
-                opts = RegisterOptions(details_arg="details") if suffix == "get_data" else None
-                done.append(
-                    await session.register(
-                        self._guarded(fn), self.uris.node(self.name, suffix), options=opts
-                    )
-                )
+            await self._register_all(session)
         except ApplicationError as exc:
             if exc.error != "wamp.error.procedure_already_exists":
                 raise
-            for reg in done:
-                await reg.unregister()
-            self._name_conflict(session, "its procedures are registered by another session")
-            return
+            if await self._holder_answers(session):
+                self._name_conflict(session, "its procedures are registered by another session")
+                return
+            # Our own earlier session, left at the router by a dead network path:
+            # take the procedures back; the hub then lists this session instead.
+            self.log.warn(
+                "{name}: taking over from a session that no longer answers", name=self.name
+            )
+            self.count("sessions_taken_over")
+            await self._register_all(session, force=True)
         await self._follow_subscriptions(session)
         self.session = session
         await session.subscribe(lambda *a, **kw: self._announce(session), self.uris.hub_online)
         await self._announce(session)
+
+    async def _register_all(self, session, force: bool = False) -> None:
+        """Register every procedure; on failure none stays registered."""
+        done = []
+        try:
+            for suffix, fn in self._procedures().items():
+                opts = RegisterOptions(
+                    details_arg="details" if suffix == "get_data" else None,
+                    force_reregister=force or None,
+                )
+                uri = self.uris.node(self.name, suffix)
+                done.append(await session.register(self._guarded(fn), uri, options=opts))
+        except ApplicationError:
+            for reg in done:
+                await reg.unregister()
+            raise
+
+    async def _holder_answers(self, session) -> bool:
+        """Whether the session holding our procedures answers. One that does not is
+        our own earlier session, left behind at the router by a dead network path
+        (only a session authenticated as this node may register under its name)."""
+        # Neither cancelled nor timed out by the router (crossbar 26.10 then fails
+        # to drop the stale session cleanly): the probe is left to finish on its
+        # own, and we stop waiting for it after a while.
+        probe = SharedCall(session.call(self.uris.get_fields(self.name), 1.0, 0.0), lambda: None)
+        try:
+            answer = await probe.wait(HOLDER_PROBE_TIMEOUT)
+        except ApplicationError as exc:
+            return exc.error not in ("wamp.error.no_such_procedure", "wamp.error.canceled")
+        except Exception:  # our own session went away meanwhile: the next join retries
+            return True
+        return answer is not None  # None: no answer in time
 
     def _name_conflict(self, session, why: str) -> None:
         self.last_error = f"name {self.name!r} is taken: {why}; retrying"
@@ -617,6 +652,7 @@ class DataNode:
     def run_component(self):
         """Connect to the router (forever), authenticated as the node's name."""
         comp = service_component(self.settings, self.name)
+        keep_alive(comp, float(self.settings.get("heartbeat", 0.0)), reactor=self.reactor)
         comp.on("join", lambda s, d: defer.ensureDeferred(self.on_join(s, d)))
         comp.on("leave", self.on_leave)
         self._component = comp

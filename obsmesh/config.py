@@ -30,6 +30,7 @@ MESH_DEFAULTS: dict[str, Any] = {
     "point_budget": 1_000_000,  # values in one reply before too_many_points
     "live_interval": 0.1,  # longest a sample waits for its live batch, in seconds
     "live_batch_values": 4096,  # a live batch this full is published at once
+    "heartbeat": 10.0,  # seconds between liveness probes to the router (0: none); 3 missed: reconnect
     "state_dir": ".obsmesh",  # local state: simulated data, logs, the durable stores
     # Moves every port of the local mesh (0: the defaults): the public WebSocket on
     # the base, the backend on base+1, the rest in the order obsmesh/layout.py gives.
