@@ -5,7 +5,7 @@ ROUTER_VENV := .venv-router
 CROSSBAR_VERSION := 26.10.1
 PIP_QUIET := --quiet --disable-pip-version-check
 
-.PHONY: setup run test lint bench bench-soak system-deps test-docker
+.PHONY: setup run test lint bench bench-soak system-deps test-docker test-hosts bench-network
 
 setup: $(VENV)/.installed $(ROUTER_VENV)/.installed consumers/web/node_modules/.installed
 
@@ -41,6 +41,9 @@ system-deps:
 	@test -x /usr/bin/chromium || { \
 		echo "installing chromium from Debian's packages (browser tests)"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+	@command -v ip >/dev/null || [ "$$(id -u)" != 0 ] || { \
+		echo "installing iproute2 from Debian's packages (multi-host lane)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iproute2 >/dev/null; }
 	@command -v systemd-analyze >/dev/null || { \
 		echo "installing systemd from Debian's packages (systemd-analyze verify)"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends systemd >/dev/null || true; }
@@ -55,12 +58,21 @@ lint: setup
 test: setup system-deps lint $(VENV)/.example-kind
 	$(VENV)/bin/python -m pytest
 
+# The multi-host lane alone (also part of `make test`): simulated hosts in network
+# namespaces (root); it says what it needs where it cannot run. tests/test_hosts.py
+test-hosts: setup system-deps
+	$(VENV)/bin/python -m pytest tests/test_hosts.py -v -rs
+
 # The Grafana benchmark's load generator is wrk (a Python loop stands in without it).
 bench: setup system-deps
 	@command -v wrk >/dev/null || { \
 		echo "installing wrk from Debian's packages (load generator)"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null || true; }
 	$(VENV)/bin/python -m bench.run
+
+# 200 radar sites, 500 CO2 units and 50 WebSocket subscribers through real nodes and router
+bench-network: setup system-deps
+	$(VENV)/bin/python -m bench.network
 
 # 10 minutes of the whole mesh plus 200 subscribers (SOAK_SECONDS, SOAK_SUBSCRIBERS)
 bench-soak: setup

@@ -43,6 +43,8 @@ class Auth(ApplicationSession):
 
         extra = self.config.extra or {}
         self.prefix = extra.get("prefix", DEFAULT_PREFIX)
+        # At a linked site every node name starts with "<site>-" (obsmesh.sites).
+        self.site = extra.get("site", "")
         self.cache = bool(extra.get("cache", True))
         self.rule = permissions.cached_rule if self.cache else permissions.node_permission
         self.principals = PrincipalsFile(extra["secrets_file"], reactor, self._lost)
@@ -73,6 +75,14 @@ class Auth(ApplicationSession):
         if role is None:
             self.log.warn("refused unknown authid {authid!r}", authid=authid)
             raise ApplicationError("wamp.error.not_authorized", f"no principal {authid!r}")
+        if role == "node" and self.site and not authid.startswith(f"{self.site}-"):
+            self.log.warn(
+                "refused node {authid!r}: not of site {site}", authid=authid, site=self.site
+            )
+            raise ApplicationError(
+                "wamp.error.not_authorized",
+                f"node names at site {self.site!r} start with {self.site + '-'!r}",
+            )
         secret = secrets.secret_for(authid)
         self._remember(details, (role, secret))
         return {"secret": secret, "role": role}
@@ -140,6 +150,9 @@ class Auth(ApplicationSession):
         decision = self.rule(self.prefix, session.get("authid", ""), uri, action)
         if not self.cache:
             decision = permissions.uncached(decision)
+        if self.site and decision["allow"] and action in ("call", "publish"):
+            # crossbar's site links forward only calls and events whose origin is disclosed
+            decision = {**decision, "disclose": True}
         if not decision["allow"]:
             self.log.warn(
                 "refused {authid} {action} {uri}",

@@ -29,26 +29,36 @@ from twisted.python.failure import Failure
 from nodes.status_events import status_event
 from obsmesh import config as mesh_config
 from obsmesh import wire
+from obsmesh.calls import SharedCall
 from obsmesh.errors import InvalidArgument, MeshError, NoSuchField, TooManyPoints, to_wamp
 from obsmesh.memtune import keep_freed_memory
 from obsmesh.store import FIELD_TYPES, STRING, Store, StoreError, make_store
+from obsmesh.store.dirlock import StoreLocked
 from obsmesh.store.reduce import REDUCERS, max_points
 from obsmesh.suggest import did_you_mean
 from obsmesh.timerules import resolve_interval, resolve_stride
 from obsmesh.uris import Uris, valid_node_name
-from obsmesh.wamp import service_component
+from obsmesh.wamp import keep_alive, service_component
 
 # Values in one live event or one progressive chunk. Messages stay around 1 MB:
 # the router reassembles a rawsocket message at a cost that grows faster than
 # its size, so several 1 MB messages pass far quicker than one 8 MB message.
 MAX_EVENT_VALUES = 131_072
 MAX_EVENTS_KEPT = 10_000
+# Seconds a session holding this node's procedures has to answer before it is
+# taken for a dead one of ours (see `_holder_answers`).
+HOLDER_PROBE_TIMEOUT = 5
 RETAIN = PublishOptions(retain=True)
+STORE_RETRY = 2.0  # seconds between attempts to open a store another process holds
 
 
 class DataNode:
     kind = "node"
     description = "a data node"
+    # True for a kind whose history is rebuilt at start from files of its own
+    # (weather, co2, dataflow): a durable store would hold it twice, so such a
+    # kind keeps it in memory unless told otherwise (store = "redis").
+    history_from_own_files = False
     # The fields a dashboard plots first, in this order: names, or patterns in
     # which `*` stands for one part of a name (a radar, a unit), such as
     # "*.velocity". Announced in the hub entry (`info()["plots"]`).
@@ -78,8 +88,17 @@ class DataNode:
         self.store = (
             store
             if store is not None
-            else make_store(self.settings, f"{self.settings['prefix']}:{name}")
+            else make_store(
+                {**self.settings, "store": "memory"}
+                if self.history_from_own_files and self.settings["store"] == "durable"
+                else self.settings,
+                f"{self.settings['prefix']}:{name}",
+                node=name,
+                reactor=reactor,
+                clock=clock,
+            )
         )
+        self.store.on_problem = self._store_problem
         # field -> {description, timeline, type, units[, precision]}
         self.fields: dict[str, dict[str, Any]] = {}
         self.session = None
@@ -181,16 +200,11 @@ class DataNode:
             return
         if times.size == 0:
             return
-        append_now = getattr(self.store, "append_now", None)
-        if append_now is not None:  # the in-memory store never waits: no coroutine, no Deferred
-            try:
-                append_now(timeline, times, cols)
-            except Exception:  # as the Deferred path: logged and counted, never raised into ingest
-                self._store_failed(Failure(), timeline)
-                return
-        else:
-            d = defer.ensureDeferred(self.store.append(timeline, times, cols))
-            d.addErrback(self._store_failed, timeline)
+        try:  # every store accepts at once (no coroutine, no Deferred per batch)
+            self.store.append_now(timeline, times, cols)
+        except Exception:  # logged and counted, never raised into ingest
+            self._store_failed(Failure(), timeline)
+            return
         self.counters["samples"] += int(times.size)
         self.last_sample[timeline] = max(
             self.last_sample.get(timeline, -math.inf), float(times[-1])
@@ -215,6 +229,17 @@ class DataNode:
         self.counters["store_errors"] += 1
         self.last_error = f"store: {failure.getErrorMessage()}"
         self.log.failure("store append to {timeline} failed", failure=failure, timeline=timeline)
+
+    def _store_problem(self, text: str | None) -> None:
+        """The store's news: a problem (disk full, read-only, damage found), or None once over."""
+        if text is None:
+            self.event(self.clock(), "store: writing again", "", ["status", "store"])
+            if self.last_error and self.last_error.startswith("store:"):
+                self.last_error = None
+            return
+        self.counters["store_problems"] += 1
+        self.last_error = f"store: {text}"
+        self.event(self.clock(), "store problem", text, ["status", "store"])
 
     def publish(self, suffix: str, payload: Any, retain: bool = True) -> None:
         """Publish on an extra topic `P.consumer.<name>.<suffix>` (one event per batch)."""
@@ -489,7 +514,7 @@ class DataNode:
             "counters": dict(self.counters),
             "last_sample": dict(self.last_sample),
             "last_error": self.last_error,
-            "store": type(self.store).__name__,
+            "store": self.store.status(),
         }
 
     def get_events(self, start=-86400.0, end=0.0) -> list[dict]:
@@ -521,26 +546,57 @@ class DataNode:
         session holds the name, retry every few seconds in the same session."""
         if session is not self._joined or self._stopping:
             return
-        done = []
         try:
-            for suffix, fn in self._procedures().items():
-                opts = RegisterOptions(details_arg="details") if suffix == "get_data" else None
-                done.append(
-                    await session.register(
-                        self._guarded(fn), self.uris.node(self.name, suffix), options=opts
-                    )
-                )
+            await self._register_all(session)
         except ApplicationError as exc:
             if exc.error != "wamp.error.procedure_already_exists":
                 raise
-            for reg in done:
-                await reg.unregister()
-            self._name_conflict(session, "its procedures are registered by another session")
-            return
+            if await self._holder_answers(session):
+                self._name_conflict(session, "its procedures are registered by another session")
+                return
+            # Our own earlier session, left at the router by a dead network path:
+            # take the procedures back; the hub then lists this session instead.
+            self.log.warn(
+                "{name}: taking over from a session that no longer answers", name=self.name
+            )
+            self.count("sessions_taken_over")
+            await self._register_all(session, force=True)
         await self._follow_subscriptions(session)
         self.session = session
         await session.subscribe(lambda *a, **kw: self._announce(session), self.uris.hub_online)
         await self._announce(session)
+
+    async def _register_all(self, session, force: bool = False) -> None:
+        """Register every procedure; on failure none stays registered."""
+        done = []
+        try:
+            for suffix, fn in self._procedures().items():
+                opts = RegisterOptions(
+                    details_arg="details" if suffix == "get_data" else None,
+                    force_reregister=force or None,
+                )
+                uri = self.uris.node(self.name, suffix)
+                done.append(await session.register(self._guarded(fn), uri, options=opts))
+        except ApplicationError:
+            for reg in done:
+                await reg.unregister()
+            raise
+
+    async def _holder_answers(self, session) -> bool:
+        """Whether the session holding our procedures answers. One that does not is
+        our own earlier session, left behind at the router by a dead network path
+        (only a session authenticated as this node may register under its name)."""
+        # Neither cancelled nor timed out by the router (crossbar 26.10 then fails
+        # to drop the stale session cleanly): the probe is left to finish on its
+        # own, and we stop waiting for it after a while.
+        probe = SharedCall(session.call(self.uris.get_fields(self.name), 1.0, 0.0), lambda: None)
+        try:
+            answer = await probe.wait(HOLDER_PROBE_TIMEOUT)
+        except ApplicationError as exc:
+            return exc.error not in ("wamp.error.no_such_procedure", "wamp.error.canceled")
+        except Exception:  # our own session went away meanwhile: the next join retries
+            return True
+        return answer is not None  # None: no answer in time
 
     def _name_conflict(self, session, why: str) -> None:
         self.last_error = f"name {self.name!r} is taken: {why}; retrying"
@@ -596,17 +652,40 @@ class DataNode:
     def run_component(self):
         """Connect to the router (forever), authenticated as the node's name."""
         comp = service_component(self.settings, self.name)
+        keep_alive(comp, float(self.settings.get("heartbeat", 0.0)), reactor=self.reactor)
         comp.on("join", lambda s, d: defer.ensureDeferred(self.on_join(s, d)))
         comp.on("leave", self.on_leave)
         self._component = comp
         return comp.start(self.reactor)
 
     async def launch(self) -> None:
-        """Start ingest, live flushing and the WAMP connection (returns at once)."""
+        """Open the store (its history served at once), then start ingest, live
+        flushing and the WAMP connection. A store that cannot open (its directory
+        held by another process, say) fails the launch with its error."""
+        await self._open_store()
+        for timeline in {meta["timeline"] for meta in self.fields.values()}:
+            span = await self.store.span(timeline)  # history from before a restart
+            if span is not None:
+                self.last_sample[timeline] = max(self.last_sample.get(timeline, -math.inf), span[1])
         self._flusher.start(float(self.settings["live_interval"]), now=False)
         await self.start()
         self._run = self.run_component()
         self._run.addErrback(lambda f: self.log.failure("WAMP component ended", failure=f))
+
+    async def _open_store(self) -> None:
+        """Open the store; while another process holds its directory (a standby
+        of this node on the same host), say so and try again every few seconds."""
+        while True:
+            try:
+                await self.store.open()
+                return
+            except StoreLocked as exc:
+                if self.last_error != f"store: {exc}":
+                    self.last_error = f"store: {exc}"
+                    self.log.error("{exc}; retrying every {s:g} s", exc=exc, s=STORE_RETRY)
+                await task.deferLater(self.reactor, STORE_RETRY, lambda: None)
+                if self._stopping:
+                    raise
 
     async def shutdown(self) -> None:
         """Graceful stop: stop ingest, flush, subtract from the hub, leave."""
@@ -635,7 +714,7 @@ class DataNode:
                 await _with_timeout(self.reactor, self._component.stop(), 2.0)
             except Exception as exc:
                 self.log.debug("leaving: {exc}", exc=exc)
-        await self.store.close()
+        await self.store.close()  # flushes first: what was accepted is stored before exit
 
 
 def _missing(kind: str, n: int) -> np.ndarray:

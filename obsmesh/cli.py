@@ -73,9 +73,16 @@ def default_principals() -> dict[str, str]:
     return {**DEFAULT_PRINCIPALS, **{k.name: "node" for k in kinds.registry().kinds()}}
 
 
-def router_config(settings: dict, host: str = "127.0.0.1", no_hub: bool = False) -> dict:
-    from obsmesh import router
+def router_config(
+    settings: dict,
+    host: str = "127.0.0.1",
+    no_hub: bool = False,
+    path: str | None = None,
+    cbdir: str | None = None,
+) -> dict:
+    from obsmesh import router, router_layout, sites
 
+    layout = config.settings(router_layout.ROUTER_DEFAULTS, "router", path)
     return router.render_config(
         realm=settings["realm"],
         prefix=settings["prefix"],
@@ -87,6 +94,11 @@ def router_config(settings: dict, host: str = "127.0.0.1", no_hub: bool = False)
         consumer_auth=settings["consumer_auth"],
         tls_key=settings["tls_key"] or None,
         tls_cert=settings["tls_cert"] or None,
+        backend_tls=layout["backend_tls"],
+        proxies=layout["proxies"],
+        site=sites.resolve(config.settings(sites.SITE_DEFAULTS, "site", path)),
+        tls_ca=settings["tls_ca"] or None,
+        cbdir=cbdir or os.path.abspath(os.path.join(settings["state_dir"], "router")),
         max_queued_bytes=settings["max_queued_bytes"],
     )
 
@@ -96,8 +108,13 @@ def cmd_router(args: argparse.Namespace) -> int:
 
     settings = config.mesh(args.config)
     cbdir = os.path.abspath(args.cbdir or os.path.join(settings["state_dir"], "router"))
-    router.write_cbdir(cbdir, router_config(settings, args.host, args.no_hub))
     exe = router.crossbar_executable()
+    if args.show_key:  # what peer sites put in their [site] peers (obsmesh.sites)
+        from obsmesh import sites
+
+        print(sites.router_key(cbdir, exe))
+        return 0
+    router.write_cbdir(cbdir, router_config(settings, args.host, args.no_hub, args.config, cbdir))
     env = dict(os.environ)
     env.pop("PYTHONPATH", None)  # crossbar runs from its own virtualenv
     os.execve(exe, [exe, "start", "--cbdir", cbdir, "--loglevel", "info"], env)
@@ -328,6 +345,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1)")
     p.add_argument(
         "--no-hub", action="store_true", help="do not host the hub (run `obsmesh hub` instead)"
+    )
+    p.add_argument(
+        "--show-key",
+        action="store_true",
+        help="print this router's public key for linked sites' [site] peers, and exit",
     )
     p.set_defaults(func=cmd_router)
 

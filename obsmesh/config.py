@@ -20,7 +20,10 @@ MESH_DEFAULTS: dict[str, Any] = {
     "prefix": "obsmesh",
     "router_url": "rs://127.0.0.1:8081",  # backend rawsocket
     "public_url": "ws://127.0.0.1:8080/ws",  # WebSocket for browsers and remote consumers
-    "store": "memory",  # memory | redis
+    "store": "durable",  # durable (on disk, survives restarts) | memory | redis
+    "store_dir": "",  # durable store root ("" = <state_dir>/store); a node uses <root>/<name>
+    "store_sync_ms": 50.0,  # durability window: fsync at least this often while ingesting
+    "store_max_bytes": 0,  # segment bytes on disk per node (0 = no limit)
     "redis_url": "redis://127.0.0.1:6379/0",
     "max_age": 7 * 86400.0,  # seconds of history kept per timeline
     "max_samples": 10_000_000,  # samples kept per timeline
@@ -28,7 +31,8 @@ MESH_DEFAULTS: dict[str, Any] = {
     "live_interval": 0.1,  # longest a sample waits for its live batch, in seconds
     "live_batch_values": 4096,  # a live batch this full is published at once
     "max_queued_bytes": 32 << 20,  # the router drops a peer with more queued for it
-    "state_dir": ".obsmesh",  # local state for `obsmesh up` (simulated data, logs)
+    "heartbeat": 10.0,  # seconds between liveness probes to the router (0: none); 3 missed: reconnect
+    "state_dir": ".obsmesh",  # local state: simulated data, logs, the durable stores
     # Moves every port of the local mesh (0: the defaults): the public WebSocket on
     # the base, the backend on base+1, the rest in the order obsmesh/layout.py gives.
     "port_base": 0,

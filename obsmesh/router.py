@@ -14,7 +14,10 @@ import socket
 import subprocess
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from obsmesh.sites import Site
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = REPO / ".crossbar" / "config.json"
@@ -50,6 +53,10 @@ def render_config(
     backend_tls: bool = False,
     auth_cache: bool = True,
     base: dict[str, Any] | None = None,
+    site: Site | None = None,
+    tls_ca: str | os.PathLike | None = None,
+    proxies: int = 0,
+    cbdir: str | os.PathLike | None = None,
     max_queued_bytes: int | None = None,
 ) -> dict[str, Any]:
     """The router configuration for one run, derived from the committed default.
@@ -61,6 +68,10 @@ def render_config(
     the backend grants the node role to anyone who can reach it: only for a
     loopback-only development router. `auth_cache=False` switches off every
     authorisation cache (a benchmark's reference).
+
+    `site` links this router to peer sites (`obsmesh.sites`); `proxies` moves
+    the public transport to that many proxy workers (`obsmesh.router_layout`,
+    which needs `cbdir` for the router's key).
     """
     cfg = copy.deepcopy(base or json.loads(DEFAULT_CONFIG.read_text()))
     worker = cfg["workers"][0]
@@ -125,7 +136,23 @@ def render_config(
     worker["components"] = [
         c for c in comps if (c["id"] != "hub" or host_hub) and (c["id"] != "auth" or secrets_file)
     ]
+    _extend(
+        cfg, site, proxies, cbdir, realm=realm, prefix=prefix, host=host, tls=tls, tls_ca=tls_ca
+    )
     return cfg
+
+
+def _extend(cfg: dict[str, Any], site: Site | None, proxies: int, cbdir: Any, **where: Any) -> None:
+    """Site links (`obsmesh.sites`) and proxy workers (`obsmesh.router_layout`), when asked for."""
+    from obsmesh import router_layout, sites
+
+    if site is not None:
+        sites.apply(cfg, site, **where)
+    if proxies:
+        if cbdir is None:
+            raise ValueError("proxy workers need the router's node directory (cbdir) for its key")
+        key = sites.router_key(cbdir, crossbar_executable())
+        router_layout.apply_proxies(cfg, proxies, where["realm"], key)
 
 
 def _private(host: str) -> bool:

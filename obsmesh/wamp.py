@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import os
 import struct
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import urlparse
 
 from autobahn.twisted.component import Component
 from autobahn.twisted.rawsocket import WampRawSocketClientProtocol
+from twisted.internet import task
+from twisted.logger import Logger
 
 from obsmesh import secrets as mesh_secrets
 
@@ -24,23 +27,38 @@ RETRY = {
 }
 
 
-def transport(url: str, serializer: str = "msgpack") -> dict[str, Any]:
-    """An autobahn transport description for `rs://`, `tcp://`, `ws://` or `wss://` URLs."""
+def transport(url: str, serializer: str = "msgpack", tls_ca: str = "") -> dict[str, Any]:
+    """An autobahn transport description for `rs://`, `rss://`, `tcp://`, `ws://` or
+    `wss://` URLs; `rss://` and `wss://` trust `tls_ca` (a PEM file) when given,
+    the system's roots otherwise."""
     parsed = urlparse(url)
     if parsed.scheme in ("rs", "rss", "tcp"):
-        return {
+        spec = {
             "type": "rawsocket",
             "url": f"{'rss' if parsed.scheme == 'rss' else 'rs'}://{parsed.hostname}:{parsed.port}",
             "serializer": serializer,
             **RETRY,
         }
-    if parsed.scheme in ("ws", "wss"):
-        return {"type": "websocket", "url": url, "serializers": [serializer], **RETRY}
-    raise ValueError(f"router URL must be rs://, tcp://, ws:// or wss://, got {url!r}")
+    elif parsed.scheme in ("ws", "wss"):
+        spec = {"type": "websocket", "url": url, "serializers": [serializer], **RETRY}
+    else:
+        raise ValueError(f"router URL must be rs://, rss://, tcp://, ws:// or wss://, got {url!r}")
+    if tls_ca and parsed.scheme in ("rss", "wss"):
+        spec["endpoint"] = {
+            "type": "tcp",
+            "host": parsed.hostname,
+            "port": parsed.port,
+            "tls": {"hostname": parsed.hostname, "trust_root": tls_ca},
+        }
+    return spec
 
 
 def component(
-    url: str, realm: str, authentication: dict | None = None, serializer: str = "msgpack"
+    url: str,
+    realm: str,
+    authentication: dict | None = None,
+    serializer: str = "msgpack",
+    tls_ca: str | None = None,
 ) -> Component:
     """A Component on `url`. Without explicit `authentication`, a backend
     (rawsocket) client authenticates from the environment, as `OBSMESH_AUTHID`
@@ -53,9 +71,11 @@ def component(
             if k.startswith("OBSMESH_")
         }
         authentication = credentials(env, os.environ.get("OBSMESH_AUTHID") or "service")
+    if tls_ca is None:
+        tls_ca = os.environ.get("OBSMESH_TLS_CA", "")
     return no_delay(
         Component(
-            transports=[transport(url, serializer)],
+            transports=[transport(url, serializer, tls_ca)],
             realm=realm,
             authentication=authentication or {},
         )
@@ -78,6 +98,77 @@ def no_delay(comp: Component) -> Component:
 
     comp.on("connect", connected)
     return comp
+
+
+def keep_alive(
+    comp: Component,
+    interval: float,
+    probe: str = "wamp.subscription.lookup",
+    on_answer: Callable[[float], None] | None = None,
+    reactor: Any = None,
+) -> Component:
+    """Notice a dead connection and drop it, so `comp` reconnects.
+
+    A pulled cable or a host that vanished sends no reset: TCP keeps the
+    connection open for many minutes while everything sent into it is lost, and
+    rawsocket has no pings. Every `interval` seconds the session calls `probe`,
+    a meta procedure the router answers itself (any answer, an error included,
+    proves the path works); after `3 * interval` seconds without one, the
+    connection is aborted. `on_answer(sent)` gets the monotonic time the
+    answered probe was sent: everything sent before it has reached the router.
+    """
+    if interval <= 0:
+        return comp
+    if reactor is None:
+        from twisted.internet import reactor
+    log = Logger()
+    beats: dict[int, task.LoopingCall] = {}
+
+    def joined(session, details):
+        state = {"answered": time.monotonic(), "outstanding": False}
+
+        def answered(_result, sent):
+            state["answered"] = time.monotonic()
+            state["outstanding"] = False
+            if on_answer is not None:
+                on_answer(sent)
+
+        def beat():
+            now = time.monotonic()
+            if now - state["answered"] > 3 * interval:
+                log.warn(
+                    "no answer from the router for {s:.0f} s: dropping the connection",
+                    s=now - state["answered"],
+                )
+                _abort(session)
+                return
+            if not state["outstanding"]:
+                state["outstanding"] = True
+                d = session.call(probe, "heartbeat")
+                d.addBoth(answered, now)
+
+        loop = task.LoopingCall(beat)
+        loop.clock = reactor
+        beats[id(session)] = loop
+        loop.start(interval, now=False)
+
+    def left(session, *args):
+        loop = beats.pop(id(session), None)
+        if loop is not None and loop.running:
+            loop.stop()
+
+    comp.on("join", joined)
+    comp.on("leave", left)
+    return comp
+
+
+def _abort(session: Any) -> None:
+    wamp_transport = getattr(session, "_transport", None)
+    tcp = getattr(wamp_transport, "transport", None)
+    if tcp is not None and hasattr(tcp, "abortConnection"):
+        tcp.abortConnection()
+    elif wamp_transport is not None:
+        wamp_transport.close()
 
 
 def linear_framing(protocol: Any) -> None:
@@ -166,5 +257,9 @@ def service_component(
 ) -> Component:
     """A backend service's Component: the mesh settings' router, realm and credentials."""
     return component(
-        settings["router_url"], settings["realm"], credentials(settings, authid), serializer
+        settings["router_url"],
+        settings["realm"],
+        credentials(settings, authid),
+        serializer,
+        settings.get("tls_ca") or "",
     )

@@ -28,7 +28,10 @@ class Node(DataNode):
         self.fake = Clock()
         self.fake.advance(now)
         super().__init__(
-            "sdunit", config.mesh(environ={}), clock=self.fake.seconds, reactor=self.fake
+            "sdunit",
+            config.mesh(environ={}, store="memory"),
+            clock=self.fake.seconds,
+            reactor=self.fake,
         )
 
     def publish(self, suffix, payload, retain=True):

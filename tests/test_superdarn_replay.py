@@ -99,7 +99,7 @@ def test_replay_refuses_the_memory_store_unless_echoes_only(tmp_path):
     path = tmp_path / "sas.fitacf"
     path.write_bytes(darn.write_fitacf(records))
     conf = tmp_path / "mesh.toml"
-    conf.write_text(f'[superdarn]\necho_db = "{tmp_path / "echoes.sqlite"}"\n')
+    conf.write_text(f'store = "memory"\n[superdarn]\necho_db = "{tmp_path / "echoes.sqlite"}"\n')
     refused = run_replay(["--config", str(conf), str(path)], {"PYTHONPATH": str(REPO)})
     assert refused.returncode == 2 and "in-memory store" in refused.stderr
     done = run_replay(

@@ -149,3 +149,101 @@ def _grafana_answers(port: int, body: bytes) -> bool:
         return bool(series and series[0]["datapoints"])
     except Exception:
         return False
+
+
+# Per node kept by its store: the fields whose history a restart must keep (the
+# radars' per-scan totals included: every radar the launcher simulates). weather,
+# co2 and dataflow rebuild theirs from their own files, which `obsmesh up`'s
+# simulators write anew at start.
+# A name, or a suffix (".scan.total": that field of every radar).
+KEPT = {"sensors": "load1", "superdarn": ".scan.total", "canada": ".scan.total"}
+
+
+def _kept_fields(mesh: Mesh) -> dict[str, list[str]]:
+    out = {}
+    for node, want in KEPT.items():
+        names = mesh.fields(node)
+        out[node] = sorted(f for f in names if f == want or (want[0] == "." and f.endswith(want)))
+    return out
+
+
+def _up(tmp_path, env: dict, log_name: str) -> subprocess.Popen:
+    log = open(tmp_path / log_name, "wb")  # noqa: SIM115 (closed with the process)
+    return subprocess.Popen(
+        [sys.executable, "-m", "obsmesh", "up"],
+        cwd=REPO,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
+def _down(proc: subprocess.Popen) -> int:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGINT)
+        try:
+            return proc.wait(60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+    return proc.wait(10)
+
+
+def _history(mesh: Mesh, fields: dict[str, list[str]], since: dict | None = None) -> dict:
+    """(node, field) -> (times, values) of the last day, or of the interval that
+    `since` (an earlier answer) covered."""
+    out = {}
+    for node, names in fields.items():
+        for field in names:
+            if since is None:
+                r = mesh.get(node, field, -86400, 0)
+            else:
+                t = since[node, field][0] or [0.0]
+                r = mesh.get(node, field, t[0], t[-1] + 1e-6)
+            out[node, field] = (r.time(field).tolist(), r[field].tolist())
+    return out
+
+
+@pytest.mark.timeout(600)
+def test_whole_mesh_restart_keeps_every_nodes_history(tmp_path):
+    """`obsmesh up`, history on every node (a completed radar scan included),
+    stop, `obsmesh up` again on the same state directory: the first answers
+    already hold all of it."""
+    base = free_port_range(64)
+    env = dict(
+        os.environ,
+        OBSMESH_STATE_DIR=str(tmp_path / "state"),
+        OBSMESH_PORT_BASE=str(base),  # every port of this mesh, simulators included, moved
+    )
+    backend = base + 1
+    env["OBSMESH_ROUTER_URL"] = f"rs://127.0.0.1:{backend}"  # for the test's own client
+    proc = _up(tmp_path, env, "up1.log")
+    try:
+        wait_for(lambda: port_open(backend) or proc.poll() is not None, 120, "the router")
+        with Mesh(env["OBSMESH_ROUTER_URL"], timeout=20) as mesh:
+            wait_for(lambda: EXPECTED <= listed(mesh), 120, "every node", interval=0.5)
+
+            def filled() -> bool:
+                try:
+                    fields = _kept_fields(mesh)
+                    got = _history(mesh, fields)
+                except Exception:
+                    return False
+                # Minute scans: the first complete one ends when the second begins.
+                return all(
+                    names and any(got[node, f][0] for f in names) for node, names in fields.items()
+                )
+
+            wait_for(filled, 240, f"history on {sorted(KEPT)}", interval=2)
+            fields = _kept_fields(mesh)
+            before = _history(mesh, fields)
+        assert _down(proc) == 0
+        proc = _up(tmp_path, env, "up2.log")
+        wait_for(lambda: port_open(backend) or proc.poll() is not None, 120, "the router again")
+        with Mesh(env["OBSMESH_ROUTER_URL"], timeout=20) as mesh:
+            wait_for(lambda: EXPECTED <= listed(mesh), 120, "every node again", interval=0.5)
+            after = _history(mesh, fields, since=before)  # the first answers after the restart
+        assert after == before
+        assert sum(len(t) for t, _ in before.values()) > 0
+    finally:
+        _down(proc)

@@ -19,7 +19,8 @@ from urllib.parse import urlparse
 from autobahn.twisted.rawsocket import WampRawSocketClientFactory, WampRawSocketClientProtocol
 from autobahn.twisted.websocket import WampWebSocketClientFactory
 from autobahn.wamp.serializer import JsonSerializer, MsgPackSerializer
-from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
+from twisted.internet.endpoints import HostnameEndpoint
+from twisted.protocols.tls import TLSMemoryBIOFactory
 
 from consumers.client.errors import InvalidArgument
 from obsmesh.wamp import send_at_once
@@ -167,5 +168,19 @@ def endpoint(address: Address, reactor: Any, tls_ca: str | None = None) -> Any:
         if tls_ca:
             with open(tls_ca, "rb") as f:
                 trust = Certificate.loadPEM(f.read())
-        ep = wrapClientTLS(optionsForClientTLS(address.host, trustRoot=trust), ep)
+        ep = _TLSEndpoint(ep, optionsForClientTLS(address.host, trustRoot=trust), reactor)
     return ep
+
+
+class _TLSEndpoint:
+    """TLS over another endpoint, timed by our reactor. Twisted's wrapClientTLS
+    flushes small writes on the global reactor, which never runs in a plain
+    script (the client's reactor is private): the WebSocket handshake would
+    wait forever."""
+
+    def __init__(self, inner: Any, creator: Any, reactor: Any) -> None:
+        self.inner, self.creator, self.reactor = inner, creator, reactor
+
+    def connect(self, factory: Any) -> Any:
+        tls = TLSMemoryBIOFactory(self.creator, True, factory, clock=self.reactor)
+        return self.inner.connect(tls).addCallback(lambda proto: proto.wrappedProtocol)

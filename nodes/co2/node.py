@@ -53,6 +53,7 @@ CLOCK_EVENT_EVERY = 3600.0  # seconds between events (and warnings) about one un
 
 class Co2Node(DataNode):
     kind = "co2"
+    history_from_own_files = True  # rebuilt from its files at start
     description = "CO2 observation units: readings and alive pings uploaded over HTTP"
     plots = ("*.co2_mean", "*.temperature")
 

@@ -112,6 +112,7 @@ def _utc(t: float | None) -> str:
 
 class DataflowNode(DataNode):
     kind = "dataflow"
+    history_from_own_files = True  # rebuilt from its files at start
     description = "SuperDARN data-flow telemetry: runs, failures and staleness per radar and stage"
     # files reaching the pipeline per radar, and how many of them get to campus
     plots = ("arrivals.*.rawacf", "*.rsync_to_campus.success_rate")

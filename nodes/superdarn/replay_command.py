@@ -123,6 +123,7 @@ async def replay(
         name, settings, options, [], echoes=echoes, timelines=not args.echoes_only, reactor=reactor
     )
     pipeline, store, known = node.pipeline, node.store, _Known()
+    await store.open()  # a durable store held by the running node refuses: stop the node first
     pipeline.skip_history = known.skip
     errors: list[str] = []
     unknown = 0
@@ -173,13 +174,13 @@ async def replay(
             if i % YIELD_EVERY == 0:
                 progress(done_before + size * offset // max(len(data), 1))
                 await task.deferLater(reactor, 0, lambda: None)
-                if hasattr(store, "pending_rows") and store.pending_rows() > PENDING_LIMIT:
+                if store.pending_rows() > PENDING_LIMIT:
                     await store.flush()
         done_before += size
         progress(done_before)
     pipeline.flush(live=False)
     await pipeline.drain()
-    if hasattr(store, "flush") and not await store.flush(60.0):
+    if not await store.flush(60.0):
         errors.append(f"the store did not take every row within 60 s ({store.pending_rows()} left)")
     await store.close()
     echoes.close()
@@ -199,12 +200,12 @@ async def replay(
 def main(args: argparse.Namespace) -> int:
     settings = config.mesh(args.config)
     options = Settings.resolve(args.config, args=args, mesh=settings)
-    if settings["store"] != "redis" and not args.echoes_only:
+    if settings["store"] == "memory" and not args.echoes_only:
         print(
             "obsmesh replay superdarn: the history of a node with the in-memory store lives in that "
-            'node\'s process, so a replay cannot reach it. Set store = "redis" (and redis_url) in the '
-            "mesh configuration for the node and this command, or pass --echoes-only to fill only the "
-            "echo database.",
+            "node's process, so a replay cannot reach it. Use the durable store (the default; stop "
+            'the node while replaying) or store = "redis" (and redis_url) in the mesh configuration '
+            "for the node and this command, or pass --echoes-only to fill only the echo database.",
             file=sys.stderr,
         )
         return 2

@@ -55,6 +55,7 @@ class _Follower:
 
 class WeatherNode(DataNode):
     kind = "weather"
+    history_from_own_files = True  # rebuilt from its files at start
     description = "weather station archive (one file a day) with the newest file followed live"
     plots = ("temperature", "pressure", "humidity", "wind_speed")
 

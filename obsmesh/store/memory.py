@@ -8,7 +8,9 @@ and within `max_age` seconds of the timeline's newest sample.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -82,19 +84,41 @@ class _Timeline:
 
 
 class MemoryStore(Store):
-    def __init__(self, max_age: float = 7 * 86400.0, max_samples: int = 10_000_000) -> None:
-        super().__init__()
+    """History in this process only: gone when the process ends (`store = "memory"`);
+    also the durable store's hot tier."""
+
+    kind = "memory"
+
+    def __init__(
+        self,
+        max_age: float = 7 * 86400.0,
+        max_samples: int = 10_000_000,
+        *,
+        reactor: Any = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        super().__init__(reactor, clock)
         self.max_age = float(max_age)
         self.max_samples = int(max_samples)
         self._timelines: dict[str, _Timeline] = {}
 
     # -- writing ---------------------------------------------------------
-    async def append(self, timeline: str, t, columns: Mapping[str, Sequence | np.ndarray]) -> int:
-        return self.append_now(timeline, t, columns)
-
     def append_now(self, timeline: str, t, columns: Mapping[str, Sequence | np.ndarray]) -> int:
-        """Synchronous append (the in-memory store never waits)."""
         times, cols = as_batch(t, columns, self.types)
+        return self.put(timeline, times, cols)
+
+    def put(
+        self,
+        timeline: str,
+        times: np.ndarray,
+        cols: Mapping[str, np.ndarray],
+        views: list | None = None,
+    ) -> int:
+        """Append a batch already validated by `as_batch` (sorted numpy columns).
+        `views`, if given, receives (times, columns) views of the stored copy, in
+        order, when the batch went in at the end (rows once written in a chunk are
+        never changed, so the views stay valid); it stays empty for a batch
+        that reached back in time."""
         if times.size == 0:
             return 0
         tl = self._timelines.setdefault(timeline, _Timeline())
@@ -102,11 +126,17 @@ class MemoryStore(Store):
         if last is not None and times[0] < last:
             self._merge(tl, times, cols)
         else:
-            self._extend(tl, times, cols)
+            self._extend(tl, times, cols, views)
         self._evict(tl)
         return int(times.size)
 
-    def _extend(self, tl: _Timeline, times: np.ndarray, cols: Mapping[str, np.ndarray]) -> None:
+    def _extend(
+        self,
+        tl: _Timeline,
+        times: np.ndarray,
+        cols: Mapping[str, np.ndarray],
+        views: list | None = None,
+    ) -> None:
         done = 0
         total = times.shape[0]
         while done < total:
@@ -117,11 +147,16 @@ class MemoryStore(Store):
                 need = chunk.n + total - done
                 chunk.grow(min(CHUNK_ROWS, max(need, 2 * chunk.capacity)))
             take = min(total - done, chunk.capacity - chunk.n)
+            a = chunk.n
             chunk.put(
                 times[done : done + take],
                 {k: v[done : done + take] for k, v in cols.items()},
                 self.types,
             )
+            if views is not None:
+                views.append(
+                    (chunk.t[a : a + take], {k: chunk.cols[k][a : a + take] for k in cols})
+                )
             done += take
         tl.size += total
 

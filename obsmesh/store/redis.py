@@ -40,14 +40,15 @@ import bisect
 import os
 import time
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
 import msgpack
 import numpy as np
 import txredisapi
-from twisted.internet import defer, reactor, task
+from twisted.internet import defer, task
 from twisted.logger import Logger
 
 from obsmesh.store.base import (
@@ -57,6 +58,7 @@ from obsmesh.store.base import (
     Store,
     StoreError,
     as_batch,
+    as_kind,
     missing_column,
 )
 
@@ -166,25 +168,6 @@ def decode_times(raw: object, rows: int) -> np.ndarray:
     if not np.isfinite(t).all() or (rows > 1 and (np.diff(t) < 0).any()):
         raise StoreError("a stored segment is corrupt: times not finite or not sorted")
     return t
-
-
-def as_kind(col: np.ndarray, kind: str) -> np.ndarray:
-    """A column as the field's type now (only differs when a field changed type)."""
-    if kind == STRING:
-        if col.dtype == object:
-            return col
-        out = np.empty(col.shape[0], dtype=object)
-        out[:] = [None if np.isnan(v) else repr(float(v)) for v in col]
-        return out
-    if col.dtype != object:
-        return col
-    out = np.full(col.shape[0], np.nan)
-    for i, v in enumerate(col):
-        try:
-            out[i] = float(v)
-        except (TypeError, ValueError):
-            pass
-    return out
 
 
 def decode_column(raw_n: object, raw_s: object, rows: int, kind: str | None) -> np.ndarray:
@@ -359,9 +342,12 @@ class _Timeline:
 
 
 class RedisStore(Store):
-    """The Store interface over Redis. Beyond it: `flush(timeout)`, `maintain(timeline)`,
-    `pending_rows(timeline)`, `segment_count`/`stored_rows` (for tests and benchmarks),
-    the counters `dropped` and `rereads`, and `close(timeout)` that flushes first."""
+    """The Store protocol over Redis. Beyond it: `maintain(timeline)`,
+    `segment_count`/`stored_rows` (for tests and benchmarks), the counters
+    `dropped` and `rereads`. The connection itself runs on the global reactor
+    (txredisapi takes no other); timers use the injected one."""
+
+    kind = "redis"
 
     def __init__(
         self,
@@ -377,8 +363,12 @@ class RedisStore(Store):
         segment_rows: int = 1 << 16,
         small_rows: int = 1 << 14,
         max_small: int = 32,
+        reactor: Any = None,
+        clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
-        super().__init__()
+        super().__init__(reactor, clock)
+        self.monotonic = monotonic
         if not isinstance(namespace, str) or not namespace:
             raise StoreError("the redis namespace must be a non-empty string")
         if not float(max_age) > 0 or int(max_samples) < 1 or int(max_pending) < 1:
@@ -402,7 +392,7 @@ class RedisStore(Store):
         self._sleeps: set[defer.Deferred] = set()
         self._synced: object = None  # the connection the types were exchanged on
         self._outage: str | None = None
-        self._born = time.monotonic()
+        self._born = monotonic()
         args = parse_url(redis_url)
         self._handler = txredisapi.lazyConnection(
             reconnect=True,
@@ -440,8 +430,8 @@ class RedisStore(Store):
         conn = self._live()
         if conn is None and self._synced is None and not self._stopped:
             deadline = self._born + self.connect_wait  # just started: give it a moment
-            while conn is None and time.monotonic() < deadline:
-                await task.deferLater(reactor, 0.01, lambda: None)
+            while conn is None and self.monotonic() < deadline:
+                await task.deferLater(self.reactor, 0.01, lambda: None)
                 conn = self._live()
         if conn is None or self._stopped:
             raise StoreUnavailable(f"redis at {self.url} is unreachable")
@@ -501,15 +491,28 @@ class RedisStore(Store):
     def _note_outage(self, exc: Exception) -> None:
         if self._outage is None:
             log.warn("redis store {ns}: {err}; keeping appends pending", ns=self.namespace, err=exc)
+            self._outage = str(exc)
+            self._problem(f"redis unreachable ({exc}); appends kept pending")
         self._outage = str(exc)
 
     def _note_recovery(self) -> None:
         if self._outage is not None:
             log.info("redis store {ns}: redis is back, writing pending rows", ns=self.namespace)
             self._outage = None
+            self._problem(None)
+
+    def status(self) -> dict:
+        return {
+            "kind": self.kind,
+            "url": self.url,
+            "namespace": self.namespace,
+            "pending_rows": self.pending_rows(),
+            "dropped_rows": self.dropped,
+            "error": self._outage,
+        }
 
     # -- writing -------------------------------------------------------------
-    async def append(self, timeline: str, t, columns: Mapping[str, Sequence | np.ndarray]) -> int:
+    def append_now(self, timeline: str, t, columns: Mapping[str, Sequence | np.ndarray]) -> int:
         if self._closed:
             raise StoreError("the store is closed")
         times, cols = as_batch(t, columns, self.types)
@@ -652,7 +655,7 @@ class RedisStore(Store):
     async def _sleep(self, seconds: float) -> None:
         if self._stopped:
             raise defer.CancelledError()
-        d = task.deferLater(reactor, seconds, lambda: None)
+        d = task.deferLater(self.reactor, seconds, lambda: None)
         self._sleeps.add(d)
         try:
             await d
@@ -672,7 +675,7 @@ class RedisStore(Store):
             return True
         done = defer.gatherResults(waits, consumeErrors=True)
         if timeout is not None:
-            done.addTimeout(timeout, reactor)
+            done.addTimeout(timeout, self.reactor)
         try:
             await done
         except defer.TimeoutError:
@@ -696,7 +699,7 @@ class RedisStore(Store):
         for d in list(self._sleeps):
             d.cancel()
         done = self._factory.disconnect()
-        done.addTimeout(5, reactor)
+        done.addTimeout(5, self.reactor)
         try:
             await done
         except defer.TimeoutError:
