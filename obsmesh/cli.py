@@ -99,6 +99,7 @@ def router_config(
         site=sites.resolve(config.settings(sites.SITE_DEFAULTS, "site", path)),
         tls_ca=settings["tls_ca"] or None,
         cbdir=cbdir or os.path.abspath(os.path.join(settings["state_dir"], "router")),
+        max_queued_bytes=settings["max_queued_bytes"],
     )
 
 

@@ -30,6 +30,7 @@ MESH_DEFAULTS: dict[str, Any] = {
     "point_budget": 1_000_000,  # values in one reply before too_many_points
     "live_interval": 0.1,  # longest a sample waits for its live batch, in seconds
     "live_batch_values": 4096,  # a live batch this full is published at once
+    "max_queued_bytes": 32 << 20,  # the router drops a peer with more queued for it
     "heartbeat": 10.0,  # seconds between liveness probes to the router (0: none); 3 missed: reconnect
     "state_dir": ".obsmesh",  # local state: simulated data, logs, the durable stores
     # Moves every port of the local mesh (0: the defaults): the public WebSocket on

@@ -57,6 +57,7 @@ def render_config(
     tls_ca: str | os.PathLike | None = None,
     proxies: int = 0,
     cbdir: str | os.PathLike | None = None,
+    max_queued_bytes: int | None = None,
 ) -> dict[str, Any]:
     """The router configuration for one run, derived from the committed default.
 
@@ -130,6 +131,8 @@ def render_config(
             extra["cache"] = auth_cache
         if c["id"] == "hub":
             extra["auth"] = bool(secrets_file)
+        if c["id"] == "outbound" and max_queued_bytes:  # obsmesh/routerguard.py
+            extra["max_queued_bytes"] = int(max_queued_bytes)
     worker["components"] = [
         c for c in comps if (c["id"] != "hub" or host_hub) and (c["id"] != "auth" or secrets_file)
     ]

@@ -27,3 +27,40 @@ def probe(router, name: str = "probe", **overrides) -> ProbeNode:
         **overrides,
     )
     return ProbeNode(name, settings)
+
+
+class WideNode(DataNode):
+    """Many number fields on one timeline, filled with `samples` seconds of history
+    at start (a node that makes a query expensive). Run as a process:
+
+        python -m tests.nodes_for_tests NAME FIELDS SAMPLES
+    """
+
+    kind = "probe"
+    description = "test node with many fields"
+
+    def __init__(self, name: str, settings: dict, fields: int, samples: int) -> None:
+        self.n_fields, self.samples = fields, samples
+        super().__init__(name, settings)
+
+    def declare_fields(self) -> None:
+        for i in range(self.n_fields):
+            self.declare(f"f{i:05d}", "wide", units="V")
+
+    async def start(self) -> None:
+        import time
+
+        import numpy as np
+
+        t = time.time() - self.samples + np.arange(self.samples, dtype=np.float64)
+        values = np.sin(np.arange(self.samples) / 50.0)
+        self.append("wide", t, {f: values for f in self.fields}, live=False)
+
+
+if __name__ == "__main__":
+    import sys
+
+    from nodes.base import run_node
+
+    name, n_fields, n_samples = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+    run_node(WideNode(name, config.mesh(), n_fields, n_samples))

@@ -1,4 +1,4 @@
-"""Readings and pings as columns, the forward-only rule, the node's settings and
+"""Readings and pings as columns, the node's settings and
 the operator commands (`obsmesh co2 ...` as a real process)."""
 
 from __future__ import annotations
@@ -9,8 +9,6 @@ import sys
 
 import numpy as np
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
 
 from nodes.co2 import fields as F
 from nodes.co2.pings import Ping
@@ -21,35 +19,6 @@ from obsmesh.config import ConfigError
 from obsmesh.router import REPO
 
 UNIT = "co2unit-30aea42a50bc"
-times = st.lists(
-    st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(0, 50).map(float)),
-    max_size=40,
-)
-
-
-@given(times, st.floats(-10, 60), st.floats(0, 60))
-def test_keep_forward_keeps_a_strictly_rising_run_within_bounds(ts, last, ahead):
-    latest = last + ahead
-    kept = F.keep_forward(ts, last, latest)
-    chosen = [ts[i] for i in kept.index]
-    assert all(last < t <= latest for t in chosen)
-    assert all(a < b for a, b in zip(chosen, chosen[1:], strict=False))
-    assert len(kept.index) + kept.not_after_last + kept.in_future == len(ts)
-    assert kept.last == (chosen[-1] if chosen else last)
-    # Greedy: every sample skipped as "not after" is at or before what was kept before it.
-    running = last
-    for i, t in enumerate(ts):
-        if i in kept.index:
-            running = t
-        elif not t > latest:
-            assert not t > running
-
-
-def test_a_replayed_batch_is_skipped_whole():
-    ts = [10.0, 20.0, 30.0]
-    first = F.keep_forward(ts, -math.inf, 100)
-    again = F.keep_forward(ts, first.last, 100)
-    assert first.index == [0, 1, 2] and again.index == [] and again.not_after_last == 3
 
 
 def _row(date: str, temp: str, co2: list[str], extra: list[str] | None = None):

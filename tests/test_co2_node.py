@@ -357,7 +357,7 @@ async def test_restart_restores_history_without_duplicates(router, tmp_path, req
         counters = (await _status(s, node))["counters"]
         if store == "redis":  # everything was in the store already: all skipped, none doubled
             assert counters.get("history_rows", 0) + counters.get("rows", 0) == 0
-            assert counters["history_pings_not_after_last"] == 1
+            assert counters["history_pings_duplicate"] == 1
         else:
             assert counters.get("history_rows", 0) + counters.get("rows", 0) == 20
 
@@ -388,3 +388,36 @@ async def _source_is(session, node: NodeProc, key: str, **state) -> bool:
 
 async def _not_listed(session, name: str) -> bool:
     return name not in [n["name"] for n in await session.call("obsmesh.consumer.get_data_node")]
+
+
+@pytest_twisted.ensureDeferred
+@pytest.mark.parametrize("level", ["info", "debug"])
+async def test_requests_are_logged_at_debug_only(router, tmp_path, level):
+    """Issue 20: a line per event worth reading at the default level, one per
+    request only at debug (OBSMESH_LOG_LEVEL)."""
+    node = NodeProc(router, tmp_path, f"co2log{level}", env={"OBSMESH_LOG_LEVEL": level})
+    node.root.mkdir()
+    u = unit(node, tmp_path, 3, "base")
+    s = await connect(router.backend_url)
+    try:
+        await node.start(s)
+        for k in range(5):  # five communication cycles of a unit
+            u.measure(time.time() - 600 + k)
+            await threads.deferToThread(u.ping)
+            await threads.deferToThread(u.push_dir, READINGS_DIR)
+        names = [f"{u.unit_id}.co2_mean"]
+
+        async def stored() -> bool:
+            r = await s.call(node.uri("get_data"), names, time.time() - 3600, time.time())
+            return len(r["data"][names[0]]) == 5
+
+        await wait_until(stored, 20, "the five rows")
+    finally:
+        node.stop()
+        s.leave()
+    text = node.log.read_text()
+    requests = text.count("push-sequential") + text.count("/alive")
+    if level == "info":
+        assert requests == 0 and len(text.splitlines()) < 20, text
+    else:
+        assert requests >= 10

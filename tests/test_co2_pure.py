@@ -216,8 +216,10 @@ def test_routes():
 
 def _apply(stored: bytes, offset: int, body: bytes, cap: int = 1 << 20):
     start, length = upload.overlap(len(stored), offset, len(body))
-    d = upload.decide(len(stored), offset, body, stored[start : start + length], cap)
-    after = stored[: d.append_at] + d.tail if d.action == "append" else stored
+    matches = body[:length] == stored[start : start + length]
+    d = upload.decide(len(stored), offset, len(body), matches, cap)
+    tail = body[d.tail_from : d.tail_from + d.tail_len]
+    after = stored[: d.append_at] + tail if d.action == "append" else stored
     return d, after
 
 

@@ -18,6 +18,7 @@ from nodes.co2.admin import add_unit, add_update, revoke_unit
 from nodes.co2.pings import unescape_tsv
 from nodes.co2.server import Co2Config, Co2Server
 from nodes.co2.simulator import SimUnit, unit_id_for
+from tests.harness import wait_until
 
 UNIT = "co2unit-30aea42a50bc"
 OTHER = "co2unit-0000000000aa"
@@ -93,7 +94,7 @@ def put_raw(path: str, body: bytes, token: str, extra: str = "") -> bytes:
 async def start_server(root: Path, **config) -> tuple[Co2Server, Harness]:
     harness = Harness(None, 0, root)  # type: ignore[arg-type]
     server = Co2Server(
-        Co2Config(root=root, max_body_bytes=CAP, **config),
+        Co2Config(root=root, **{"max_body_bytes": CAP, **config}),
         on_rows=lambda u, rows: harness.rows.append((u, rows)),
         on_ping=lambda u, p: harness.pings.append(p),
     )
@@ -644,3 +645,143 @@ def test_ping_files_roll_and_continue_after_restart(tmp_path):
     lines = [line for f in files for line in f.read_text().splitlines()]
     assert [line.split("\t")[2] for line in lines] == [f"site-{i}" for i in range(6)] + ["after"]
     assert all(f.stat().st_size < 200 + 80 for f in files)
+
+
+# -- the door: heads judged before bodies, bodies on disk, caps and deadlines -------------------
+
+
+def _head_answer(port: int, head: bytes, source: str = "127.0.0.1") -> tuple[bytes, int]:
+    """Send a request head only (no body byte) and read the answer the server gives
+    anyway; (answer, body bytes the client had sent: always 0)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=20, source_address=(source, 0)) as s:
+        s.sendall(head)
+        chunks = []
+        while chunk := s.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks), 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_credentials_and_offsets_are_judged_from_the_head_before_any_body_byte(co2):
+    big = CAP - 1  # a length the body cap allows: only the head can refuse it
+    for extra, want in [
+        ("", b"HTTP/1.1 401"),  # no token
+        ("X-Unit-Token: wrong\r\n", b"HTTP/1.1 401"),
+        ("Expect: 100-continue\r\n", b"HTTP/1.1 401"),  # refused, never "100 Continue"
+    ]:
+        head = (
+            f"PUT {push_path()} HTTP/1.1\r\nHost: x\r\n{extra}Content-Length: {big}\r\n\r\n"
+        ).encode()
+        answer, _ = await threads.deferToThread(_head_answer, co2.port, head)
+        assert answer.startswith(want), answer[:80]
+        assert b"100 Continue" not in answer
+    head = (
+        f"PUT /ou/{UNIT}/push-sequential/{READINGS}?offset=-1 HTTP/1.1\r\nHost: x\r\n"
+        f"X-Unit-Token: {co2.tokens[UNIT]}\r\nContent-Length: {big}\r\n\r\n"
+    ).encode()
+    answer, _ = await threads.deferToThread(_head_answer, co2.port, head)
+    assert answer.startswith(b"HTTP/1.1 400")
+    assert co2.server.counters["refused_token_required"] >= 2
+    assert not co2.unit_file(UNIT, READINGS).exists()
+
+
+def _spooled(root: Path) -> list[str]:
+    """This process's open files under the data root's spool directory."""
+    out = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith(str(root / "spool")):
+            out.append(target)
+    return out
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_push_body_goes_to_a_spool_file_while_it_arrives(tmp_path):
+    root = tmp_path / "root"
+    token = add_unit(root, UNIT)
+    server, h = await start_server(root, max_body_bytes=1 << 20)
+    body = readings_bytes(8000)[: (1 << 20) - 1]  # more than a few 64 KiB blocks
+    head = put_raw(push_path(), b"", token).replace(
+        b"Content-Length: 0", b"Content-Length: %d" % len(body)
+    )
+    sock = socket.create_connection(("127.0.0.1", h.port), timeout=20)
+    try:
+        await threads.deferToThread(sock.sendall, head + body[: len(body) // 2])
+        await wait_until(lambda: _spooled(root), 10, "a spool file for the body")
+        assert not h.unit_file(UNIT, READINGS).exists()  # nothing stored before the whole body
+        await threads.deferToThread(sock.sendall, body[len(body) // 2 :])
+        answer = await threads.deferToThread(_read_all, sock)
+        assert answer.startswith(b"HTTP/1.1 200")
+        assert h.unit_file(UNIT, READINGS).read_bytes() == body
+        await wait_until(lambda: not _spooled(root), 10, "the spool file to be closed")
+    finally:
+        sock.close()
+        await server.stop()
+
+
+def _until_cut(sock: socket.socket) -> bytes:
+    """What the server sends before it cuts the connection (a reset is a cut)."""
+    try:
+        return _read_all(sock)
+    except ConnectionResetError:
+        return b""
+
+
+def _read_all(sock: socket.socket) -> bytes:
+    chunks = []
+    while chunk := sock.recv(65536):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+@pytest_twisted.ensureDeferred
+async def test_slow_heads_and_bodies_are_cut(tmp_path):
+    root = tmp_path / "root"
+    token = add_unit(root, UNIT)
+    server, h = await start_server(root, header_timeout=0.5, body_timeout=0.5)
+    try:
+        for data in (
+            b"PUT /ou/x HTTP/1.1\r\nHost: x\r\n",  # half a head, never finished
+            put_raw(push_path(), b"", token).replace(b"Content-Length: 0", b"Content-Length: 9"),
+        ):
+            with socket.create_connection(("127.0.0.1", h.port), timeout=20) as s:
+                s.sendall(data)
+                rest = await threads.deferToThread(_until_cut, s)
+            assert rest == b""
+        assert server.counters["cut_slow_head"] == 1 and server.counters["cut_slow_body"] == 1
+        status, _ = await h.call("POST", f"/ou/{UNIT}/alive", token=token)
+        assert status == 200
+    finally:
+        await server.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_waiting_connections_make_room_for_a_unit_at_the_caps(tmp_path):
+    root = tmp_path / "root"
+    token = add_unit(root, UNIT)
+    server, h = await start_server(root, max_connections=8, max_connections_per_client=4)
+    held = []
+    try:
+        for i in range(12):  # half heads from three addresses: 8 fit, 4 per address
+            s = socket.create_connection(
+                ("127.0.0.1", h.port), timeout=20, source_address=(f"127.0.9.{i % 3 + 1}", 0)
+            )
+            s.sendall(b"PUT /ou/x HTTP/1.1\r\n")
+            held.append(s)
+        # 8 fit; the 4 others wait in the kernel's queue until the oldest have waited a
+        # second, then take their places (a burst never pushes itself out).
+        await wait_until(
+            lambda: server.counters["pushed_out_waiting"] == 4, 20, "4 pushed out to make room"
+        )
+        assert server.connections == 8
+        pushed = server.counters["pushed_out_waiting"]
+        status, _ = await h.call("POST", f"/ou/{UNIT}/alive", token=token)
+        assert status == 200 and server.counters["pushed_out_waiting"] == pushed + 1
+        assert server.connections <= 8
+    finally:
+        for s in held:
+            s.close()
+        await server.stop()

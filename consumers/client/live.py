@@ -8,6 +8,12 @@ data can flow again it puts a `Gap` in the inbox and (unless backfill is off)
 fetches the missed samples from the node's history, delivered as batches with
 `backfill=True`, before live batches resume. Samples are never delivered twice:
 after a gap, a timeline only yields samples later than the last one delivered.
+
+A backfill asks for history up to now, never past it: a node passes the end
+of a query on to its readers, and an end in the far future made one (das2)
+read years of archive. Samples stamped after now reach the stream live: the
+subscription outlives the node's restart, and batches that arrive while the
+backfill runs are held and delivered after it.
 """
 
 from __future__ import annotations
@@ -38,8 +44,6 @@ from consumers.client.result import decode_column
 
 if TYPE_CHECKING:
     from consumers.client.core import Core
-
-FAR_FUTURE = 1e10  # an end time after any sample (year 2286): backfill takes all that is stored
 
 
 @dataclass
@@ -330,10 +334,10 @@ class StreamCore:
         names = [f for f in data if self.fields is None or f in self.fields]
         if not names:
             return None
-        cols = {f: decode_column(data[f], f"live field {f!r}") for f in names}
+        cols = {f: decode_column(data[f], f"live field {f!r}", rows=True) for f in names}
         for f, c in cols.items():
-            if c.size != t.size:
-                raise ProtocolError(f"live field {f!r}: {c.size} values for {t.size} times")
+            if len(c) != t.size:
+                raise ProtocolError(f"live field {f!r}: {len(c)} values for {t.size} times")
         return Batch(self.node, timeline, t, cols)
 
     def _deliver(self, payload: Any) -> None:
@@ -370,7 +374,10 @@ class StreamCore:
         assert self.pending is not None
         floor = self._floor if self._floor is not None else self.opened
         start = min([*self.last.values(), floor]) if self.last else floor
-        result = await self.core.get(self.node, self.fields, start, FAR_FUTURE)  # None: every field
+        end = time.time()  # never past now (see the module docstring)
+        if not start < end:
+            return []
+        result = await self.core.get(self.node, self.fields, start, end)  # None: every field
         batches = []
         for tl in result.timelines.values():
             batch = Batch(self.node, tl.name, tl.t, tl.data, backfill=True)

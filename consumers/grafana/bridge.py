@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 from typing import Any
 
 from autobahn.wamp.exception import ApplicationError
 from autobahn.wamp.types import CallOptions
-from twisted.internet import defer
+from twisted.internet import defer, task
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -31,6 +32,7 @@ FAR_FUTURE = 366 * 86400.0  # get_fields asks up to a year ahead, so clock skew 
 EXPORT_TIMEOUT_FACTOR = 10  # a download may take ten times a panel's query timeout
 HUB_SETTLE = 2.0  # seconds after hub.online before the listing is read again
 EARLIEST = 1e-3  # the mesh reads times <= 0 as "before now"; Grafana's 1970 is absolute
+SLICE = 0.02  # seconds of CPU one request takes before it gives the reactor back
 
 
 def _runtime(exc: ApplicationError) -> bool:
@@ -208,10 +210,30 @@ class Bridge:
         self.stats["refreshes"] += 1
         await self._shared(f"fields:{node}", fetch)
 
+    async def _expand(self, targets: list[protocol.Target], filters, deadline: float) -> Resolution:
+        """catalog.resolve in slices of SLICE seconds that give the reactor back in
+        between, so other requests go on; past `deadline` (monotonic) a clear 400."""
+        steps = self.catalog.resolve_steps(targets, filters, int(self.settings["max_series"]))
+        while True:
+            slice_end = time.monotonic() + SLICE
+            try:
+                while time.monotonic() < slice_end:
+                    next(steps)
+            except StopIteration as done:
+                return done.value
+            if time.monotonic() > deadline:
+                steps.close()
+                raise RequestError(
+                    f"expanding the targets took more than {self.settings['expand_seconds']:g} s "
+                    "(expand_seconds): name fewer nodes or fields, or narrow the filters"
+                )
+            await task.deferLater(self.reactor, 0, lambda: None)
+
     async def resolve(self, targets: Iterable[protocol.Target], filters=()) -> Resolution:
         """Targets to series; whatever the catalog misses is refreshed once, then looked up again."""
         targets = list(targets)
-        res = self.catalog.resolve(targets, filters)
+        deadline = time.monotonic() + float(self.settings["expand_seconds"])
+        res = await self._expand(targets, filters, deadline)
         stale = set(res.stale_nodes) | self._wildcard_nodes(targets)
         if not res.unknown_nodes and not stale:
             return res
@@ -229,7 +251,22 @@ class Bridge:
             ],
             consumeErrors=True,
         )
-        return self.catalog.resolve(targets, filters)
+        return await self._expand(targets, filters, deadline)
+
+    def _within_values(self, q: protocol.Query, n_series: int) -> protocol.Query:
+        """Many series share the answer's `max_values`: each gets fewer points."""
+        budget = int(self.settings["max_values"])
+        if n_series and n_series * q.max_points > budget:
+            points = max(2, budget // n_series)
+            self.log.debug(
+                "{n} series at {p} points exceed max_values {b}: {each} points each",
+                n=n_series,
+                p=q.max_points,
+                b=budget,
+                each=points,
+            )
+            return replace(q, max_points=points)
+        return q
 
     def _wildcard_nodes(self, targets: list[protocol.Target]) -> set[str]:
         """Nodes whose whole field list a target asks for: that list is fetched anew, so a
@@ -248,6 +285,7 @@ class Bridge:
         self._require()
         self.stats["queries"] += 1
         res = await self.resolve(q.targets, q.filters)
+        q = self._within_values(q, sum(len(series) for series in res.series))
         groups: dict[tuple[str, str], list[Series]] = {}
         for target, series in zip(q.targets, res.series, strict=True):
             for s in series:
@@ -274,7 +312,11 @@ class Bridge:
             results[key] = answers.NodeResult(failure=why)
         events = await events_asked
         out: list[dict[str, Any]] = []
+        turn = time.monotonic() + SLICE
         for target, series, problems in zip(q.targets, res.series, res.problems, strict=True):
+            if time.monotonic() > turn:  # many targets: give other requests their turn
+                await task.deferLater(self.reactor, 0, lambda: None)
+                turn = time.monotonic() + SLICE
             try:
                 out.extend(answers.target_frames(target, series, problems, results, events))
             except Exception:  # a bug answering one target must not take the panel with it

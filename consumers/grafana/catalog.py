@@ -10,16 +10,25 @@ Everything a node or the hub sends is checked; a malformed entry is skipped.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Generator, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from consumers.grafana.protocol import EVENTS, SEPARATOR, WILDCARD, Filter, Target
+from consumers.grafana.protocol import (
+    DEFAULT_MAX_SERIES,
+    EVENTS,
+    SEPARATOR,
+    WILDCARD,
+    Filter,
+    Target,
+    too_many_series,
+)
 from obsmesh import wire
 from obsmesh.uris import valid_node_name
 
 FIELD_TYPES = ("number", "string", "bool")
 MAX_FIELDS = 100_000  # per node: more is a node bug, not something to mirror
+STEP = 512  # candidates looked at between two yields of resolve_steps
 
 
 @dataclass
@@ -123,13 +132,38 @@ class Catalog:
         return True
 
     # -- asking ------------------------------------------------------------
-    def resolve(self, targets: Iterable[Target], filters: Iterable[Filter] = ()) -> Resolution:
+    def resolve(
+        self,
+        targets: Iterable[Target],
+        filters: Iterable[Filter] = (),
+        max_series: int = DEFAULT_MAX_SERIES,
+    ) -> Resolution:
+        steps = self.resolve_steps(targets, filters, max_series)
+        while True:
+            try:
+                next(steps)
+            except StopIteration as done:
+                return done.value
+
+    def resolve_steps(
+        self,
+        targets: Iterable[Target],
+        filters: Iterable[Filter] = (),
+        max_series: int = DEFAULT_MAX_SERIES,
+    ) -> Generator[None, None, Resolution]:
+        """`resolve` in steps: it yields every STEP candidates, so a caller can
+        spread a large expansion over several reactor turns (and give up on it).
+        More than `max_series` series in all raise TooManySeries."""
         filters = tuple(filters)
         out = Resolution([], set(), set())
+        total = work = 0
         for target in targets:
             found: list[Series] = []
             problems: list[str] = []
             for node, fname in target.pairs:
+                work += 1
+                if work % STEP == 0:
+                    yield
                 if fname == EVENTS:
                     continue  # annotation tables are not series
                 nodes = sorted(self.nodes) if node == WILDCARD else [node]
@@ -150,11 +184,22 @@ class Catalog:
                         problems.append(f"node {n!r} has no field {fname!r}")
                         continue
                     for f in names:
-                        s = Series(n, f, entry.fields[f])
+                        work += 1
+                        if work % STEP == 0:
+                            yield
+                        meta = entry.fields.get(f)
+                        if meta is None:  # the node's fields changed between two steps
+                            continue
+                        s = Series(n, f, meta)
                         if target.timeline and s.timeline != target.timeline and fname == WILDCARD:
                             continue
                         if all(flt.accepts(self.tag(s, flt.key)) for flt in filters):
                             found.append(s)
+                            total += 1
+                            if total > max_series:
+                                raise too_many_series(
+                                    total, max_series, "this request (wildcards expanded)"
+                                )
             unique = {(s.node, s.field): s for s in found}  # a series named twice is drawn once
             out.series.append(list(unique.values()))
             out.problems.append(list(dict.fromkeys(problems)))

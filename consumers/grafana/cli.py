@@ -24,8 +24,17 @@ DEFAULTS: dict[str, Any] = {
     "password_file": "",
     "cors_origins": [],  # origins allowed to call from a browser; "*" for any
     "query_timeout": 10.0,  # seconds a node may take to answer one call
-    "max_body": 1_048_576,  # bytes of one request body
+    "max_body": 1_048_576,  # bytes of one request body; over it: 413 before it is read
     "max_points": 100_000,  # cap on maxDataPoints
+    # The front door (obsmesh.httpguard), for every path on this port.
+    "max_connections": 1024,  # in all; fewer if the descriptor limit is lower
+    "max_connections_per_client": 1024,  # from one address (a Grafana server is one client)
+    "header_timeout": 10.0,  # seconds to send a request head
+    "body_timeout": 30.0,  # seconds to send a body once its head is accepted
+    # Bounded work per request.
+    "max_series": 10_000,  # series one request may name, after expanding {a,b} and wildcards
+    "expand_seconds": 2.0,  # longest time spent expanding one request's targets
+    "max_values": 2_000_000,  # values in one answer: more series get fewer points each
 }
 
 
@@ -64,11 +73,12 @@ def serve(mesh: dict[str, Any], settings: dict[str, Any], reactor: Any = None):
         from twisted.internet import reactor
     from consumers.grafana.bridge import Bridge
     from consumers.grafana.http import site
+    from obsmesh.httpguard import listen_tcp, raise_nofile_limit
 
     bridge = Bridge(mesh, settings, reactor)
+    raise_nofile_limit()  # the door's caps hold anyway; the limit only sets how many fit
     web = site(bridge, settings)  # reads password_file now: a bad path fails before listening
-    # A deep accept queue: a burst of connections waits to be answered instead of being dropped.
-    port = reactor.listenTCP(int(settings["port"]), web, backlog=1024, interface=settings["host"])
+    port = listen_tcp(reactor, int(settings["port"]), web, interface=settings["host"])
     bridge.start()
     return bridge, port
 

@@ -142,7 +142,9 @@ async def metric_payload_options(bridge: Bridge, body: Any) -> list[dict[str, st
 
 async def query(bridge: Bridge, body: Any) -> list[dict[str, Any]]:
     _connected(bridge)
-    return await bridge.query(protocol.parse_query(body, int(bridge.settings["max_points"])))
+    settings = bridge.settings
+    q = protocol.parse_query(body, int(settings["max_points"]), int(settings["max_series"]))
+    return await bridge.query(q)
 
 
 def _listing(bridge: Bridge, text: str) -> list[tuple[str, str]]:

@@ -4,6 +4,13 @@ and the streamed `/export` download.
 Every answer is JSON (except downloads and the OpenAPI document). Errors are
 `{"error": message}` with 400 (malformed), 401, 404, 405, 413 or 503 (router
 unreachable); a 500 only ever means a bug in the bridge, and it is logged.
+
+The whole front door (every path served on this port) sits behind
+obsmesh.httpguard: caps on connections and on the time to send a request head
+and body, credentials and a declared body length judged from the head before
+any body byte is read (413 at once, nothing spooled), chunked bodies counted
+as they stream. Large answers are encoded off the reactor thread, so one big
+query does not hold up the others.
 """
 
 from __future__ import annotations
@@ -17,17 +24,18 @@ from typing import Any
 
 from twisted.internet import defer, threads
 from twisted.logger import Logger
-from twisted.web.http import HTTPChannel
 from twisted.web.resource import Resource
-from twisted.web.server import NOT_DONE_YET, Site
+from twisted.web.server import NOT_DONE_YET
 
 from consumers.grafana import endpoints, export, protocol, replies
 from consumers.grafana.bridge import Bridge
 from consumers.grafana.errors import RequestError
 from consumers.grafana.jsonout import dumps
+from obsmesh.httpguard import GuardedChannel, GuardedSite, HttpLimits, Refusal
 
 OPENAPI = pathlib.Path(__file__).with_name("openapi.yaml")
 JSON_TYPE = b"application/json"
+THREAD_ENCODE_VALUES = 200_000  # answers with more values than this are encoded off the reactor
 _HEADER_LIST = re.compile(rb"^[A-Za-z0-9!#$%&'*+.^_`|~-]+(\s*,\s*[A-Za-z0-9!#$%&'*+.^_`|~-]+)*$")
 
 
@@ -93,6 +101,11 @@ class BridgeResource(Resource):
             value = await handler(
                 self.bridge, protocol.parse_json(body) if request.method == b"POST" else {}
             )
+            if _values(value) > THREAD_ENCODE_VALUES:  # CPU work: off the reactor thread
+                data = await threads.deferToThread(dumps, value)
+                request.setHeader(b"content-type", JSON_TYPE)
+                self._write(request, gone, 200, data)
+                return
             self._send(request, gone, 200, value)
         except RequestError as exc:
             self._send(request, gone, exc.status, {"error": exc.message})
@@ -114,6 +127,21 @@ class BridgeResource(Resource):
             raise RequestError(f"the body is larger than {self.max_body} bytes", 413)
         content.seek(0)
         return content.read()
+
+    def check_head(self, request, method: bytes, path: bytes, length: int | None) -> int:
+        """The door's head check: credentials before any body byte is read (a CORS
+        preflight carries none); returns the body cap."""
+        if method != b"OPTIONS":
+            try:
+                self._authorize(request)
+            except RequestError as exc:
+                raise Refusal(
+                    401,
+                    "unauthorized",
+                    exc.message,
+                    {b"WWW-Authenticate": b'Basic realm="obsmesh", charset="UTF-8"'},
+                ) from None
+        return self.max_body
 
     def _authorize(self, request) -> None:
         if not self.user:
@@ -272,7 +300,17 @@ def _password(settings: dict[str, Any]) -> str:
     return settings.get("password") or ""
 
 
-class RoomyChannel(HTTPChannel):
+def _values(value: Any) -> int:
+    """About how many numbers an answer holds (its arrays' sizes), to decide where to encode it."""
+    if isinstance(value, list):
+        return sum(_values(v) for v in value) if len(value) < 100_000 else len(value)
+    if isinstance(value, dict):
+        points = value.get("datapoints", value.get("rows"))
+        return getattr(points, "size", None) or (len(points) if isinstance(points, list) else 1)
+    return 1
+
+
+class RoomyChannel(GuardedChannel):
     """A download's URL may name many fields: allow request lines and headers up to 256 KiB
     (Twisted's 16 KiB default would drop such a request without an answer)."""
 
@@ -280,7 +318,7 @@ class RoomyChannel(HTTPChannel):
     totalHeadersSize = 256 * 1024
 
 
-class QuietSite(Site):
+class QuietSite(GuardedSite):
     """No access log line per request: at hundreds of requests a second it would cost more than the answer."""
 
     displayTracebacks = False
@@ -290,10 +328,34 @@ class QuietSite(Site):
         pass
 
 
-def site(bridge: Bridge, settings: dict[str, Any]) -> QuietSite:
+def limits(settings: dict[str, Any]) -> HttpLimits:
+    return HttpLimits(
+        max_connections=int(settings["max_connections"]),
+        max_per_client=int(settings["max_connections_per_client"]),
+        header_timeout=float(settings["header_timeout"]),
+        body_timeout=float(settings["body_timeout"]),
+        max_body_bytes=int(settings["max_body"]),
+        drain_bytes=max(int(settings["max_body"]), 1 << 20),  # so a client sees its 413
+    )
+
+
+def _error_body(status: int, reason: str, message: str) -> tuple[bytes, bytes]:
+    return JSON_TYPE, dumps({"error": message})
+
+
+def site(bridge: Bridge, settings: dict[str, Any], resource: Resource | None = None) -> QuietSite:
+    """The bridge's front door; `resource` (default: the bridge's own) is what it serves."""
+    bridge_resource = BridgeResource(bridge, settings)
     # Bodies are JSON: Twisted need not parse form submissions (it would parse every
     # POST's Content-Type with the email package, and multipart bodies whole).
-    from consumers.hapi.resource import front_door  # /hapi on the same port
+    from consumers.hapi.resource import front_door  # /hapi on the same port, same door
 
-    root = front_door(BridgeResource(bridge, settings), bridge, settings)
-    return QuietSite(root, parsePOSTFormSubmission=False)
+    root = resource or front_door(bridge_resource, bridge, settings)
+    return QuietSite(
+        root,
+        limits(settings),
+        name="grafana bridge",
+        head_check=bridge_resource.check_head,
+        error_body=_error_body,
+        parsePOSTFormSubmission=False,
+    )

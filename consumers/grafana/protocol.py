@@ -20,6 +20,7 @@ from consumers.grafana.errors import RequestError
 REDUCTIONS = ("mean", "minmax")
 DEFAULT_POINTS = 1000  # when a request names no maxDataPoints
 MAX_TARGETS = 100  # targets in one request
+DEFAULT_MAX_SERIES = 10_000  # (node, field) pairs one request may name after expanding {a,b}
 MAX_TEXT = 16384  # characters of a target, key or value (Grafana "All" over many fields is long)
 SEPARATOR = "::"  # sisock's `<node>::<field>`
 EVENTS = "@events"  # `<node>::@events`: the node's annotation events as a table
@@ -203,12 +204,30 @@ def alternatives(part: str) -> tuple[str, ...]:
     return names
 
 
-def split_target(name: str) -> tuple[tuple[str, str], ...]:
-    """`<node>::<field>` → (node, field) pairs; node names never hold ':' so the first `::` splits."""
+class TooManySeries(RequestError):
+    def __init__(self, message: str, count: int) -> None:
+        super().__init__(message)
+        self.count = count
+
+
+def too_many_series(count: int, cap: int, what: str) -> TooManySeries:
+    return TooManySeries(
+        f"{what} names {count:,} series, more than the {cap:,} one request may ask for "
+        "(max_series): choose fewer values of the dashboard variables, or fewer targets",
+        count,
+    )
+
+
+def split_target(name: str, max_pairs: int = DEFAULT_MAX_SERIES) -> tuple[tuple[str, str], ...]:
+    """`<node>::<field>` → (node, field) pairs; node names never hold ':' so the first `::` splits.
+    The number of combinations is checked before any is made."""
     node, sep, field = name.partition(SEPARATOR)
     if not sep or not node or not field:
         raise RequestError(f"target {name!r} must be <node>::<field>")
-    return tuple((n, f) for n in alternatives(node.strip()) for f in alternatives(field))
+    nodes, fields = alternatives(node.strip()), alternatives(field)
+    if len(nodes) * len(fields) > max_pairs:
+        raise too_many_series(len(nodes) * len(fields), max_pairs, f"target {name[:40]!r}…")
+    return tuple((n, f) for n in nodes for f in fields)
 
 
 def _payload(raw: dict[str, Any]) -> dict[str, Any]:
@@ -226,7 +245,7 @@ def _choice(value: Any, what: str, allowed: tuple[str, ...]) -> str | None:
     return value
 
 
-def parse_target(raw: Any, index: int) -> Target | None:
+def parse_target(raw: Any, index: int, max_pairs: int = DEFAULT_MAX_SERIES) -> Target | None:
     """One entry of `targets`, checked whole; None for a hidden or still empty one
     (a panel being edited)."""
     where = f"targets[{index}]"
@@ -247,7 +266,7 @@ def parse_target(raw: Any, index: int) -> Target | None:
     return Target(
         text=name,
         ref_id=ref_id,
-        pairs=split_target(name),
+        pairs=split_target(name, max_pairs),
         reduce=reduce,
         timeline=timeline,
         table=kind == "table",
@@ -282,8 +301,9 @@ def parse_filters(body: dict[str, Any]) -> tuple[Filter, ...]:
     return tuple(out)
 
 
-def parse_query(body: Any, max_points_cap: int) -> Query:
-    """A `/query` body of either plugin."""
+def parse_query(body: Any, max_points_cap: int, max_series: int = DEFAULT_MAX_SERIES) -> Query:
+    """A `/query` body of either plugin; its targets may name at most `max_series`
+    (node, field) pairs in all (wildcards are counted when the bridge resolves them)."""
     body = as_body(body)
     start, end = parse_range(body)
     points = body.get("maxDataPoints")
@@ -303,10 +323,17 @@ def parse_query(body: Any, max_points_cap: int) -> Query:
         raise RequestError(f"targets must be an array, got {_kind(raw_targets)}")
     if len(raw_targets) > MAX_TARGETS:
         raise RequestError(f"at most {MAX_TARGETS} targets per request")
-    targets = tuple(
-        t for i, raw in enumerate(raw_targets) if (t := parse_target(raw, i)) is not None
-    )
-    return Query(start, end, max_points, interval, targets, parse_filters(body))
+    targets: list[Target] = []
+    pairs = 0
+    for i, raw in enumerate(raw_targets):
+        try:
+            t = parse_target(raw, i, max_series - pairs)
+        except TooManySeries as exc:
+            raise too_many_series(pairs + exc.count, max_series, "this request") from None
+        if t is not None:
+            targets.append(t)
+            pairs += len(t.pairs)
+    return Query(start, end, max_points, interval, tuple(targets), parse_filters(body))
 
 
 def min_stride(

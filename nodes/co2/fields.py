@@ -4,26 +4,19 @@ Each unit has two timelines: `<unit>` for its readings rows (measurement time,
 from the unit's clock) and `<unit>.ping` for its alive pings (server receive
 time). Fields are named `<unit>.<name>`.
 
-A unit's timelines only move forward: a row whose time is not after the last
-one stored for that unit is not stored again. That makes rows delivered twice
-(the readings ingest is at-least-once across restarts) harmless; the price is
-that rows a unit dates back in time (its clock corrected backwards) stay in
-the uploaded files but are not in the store. Rows dated too far in the future
-are refused too, or one bad clock would hide every later row of the unit.
+Which samples are stored (implausible times, replays, rows out of order) is
+decided by timecheck.py.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 
 from nodes.co2.pings import Ping
 from nodes.co2.readings import N_CO2, N_EXTRA, Reading
-
-FUTURE_SLACK = 86400.0  # seconds a unit's clock may be ahead of the server's
 
 # name -> (units, description)
 READINGS = {
@@ -60,30 +53,6 @@ def ping_timeline(unit_id: str) -> str:
 
 def field(unit_id: str, name: str) -> str:
     return f"{unit_id}.{name}"
-
-
-@dataclass(frozen=True)
-class Kept:
-    """Which samples of a batch to store (indices), and why the others are not."""
-
-    index: list[int]
-    not_after_last: int  # already stored (a replay) or dated back in time
-    in_future: int
-    last: float  # the timeline's last stored time after this batch
-
-
-def keep_forward(times: Sequence[float], last: float, latest: float) -> Kept:
-    """Samples strictly after `last` (and after each other), none after `latest`."""
-    index, stale, future = [], 0, 0
-    for i, t in enumerate(times):
-        if not t > last:  # also catches NaN
-            stale += 1
-        elif t > latest:
-            future += 1
-        else:
-            index.append(i)
-            last = t
-    return Kept(index, stale, future, last)
 
 
 def _nan(value: float | int | None) -> float:

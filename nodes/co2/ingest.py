@@ -24,7 +24,7 @@ from twisted.logger import Logger
 
 from nodes.co2.pinglog import PingLog
 from nodes.co2.readings import Batch, Reading, ReadingsParser
-from nodes.co2.storage import PushResult, Storage, Workers
+from nodes.co2.storage import BLOCK, PushResult, Storage, Workers
 
 OnRows = Callable[[str, list[Reading]], object]
 FileKey = tuple[str, str]  # (unit id, "data/readings/readings-0000.tsv")
@@ -85,10 +85,8 @@ class ReadingsIngest:
     async def _history(
         self, history: OnRows, unit_id: str, names: tuple[str, ...], end: int
     ) -> None:
-        def parse() -> list[Reading]:
-            return ReadingsParser(unit_id, 0).feed(self.storage.read(unit_id, names, 0, end)).rows
-
-        rows = await self.workers.in_files(parse)
+        parser = ReadingsParser(unit_id, 0)
+        rows = (await self.workers.in_files(self._feed, parser, unit_id, names, 0, end)).rows
         if rows:
             try:
                 history(unit_id, rows)
@@ -113,27 +111,46 @@ class ReadingsIngest:
 
     # -- growth of a file ----------------------------------------------------------
 
-    async def appended(self, unit_id: str, names: tuple[str, ...], result: PushResult) -> None:
-        """Called after a durable append, with the file's lock held."""
+    def parse_appended(self, unit_id: str, names: tuple[str, ...], result: PushResult) -> Batch:
+        """Parse what a durable append added. Blocking: the server runs it in the
+        push's own file thread, with the file's lock held; `deliver` the batch
+        on the reactor thread afterwards."""
         key = (unit_id, "/".join(names))
         parser = self._parsers.get(key)
+        begin = result.size_before
         if parser is None and result.size_before == 0 and key not in self._progress:
-            parser = self._parsers[key] = ReadingsParser(unit_id, 0)
+            parser = ReadingsParser(unit_id, 0)
         if parser is None or parser.complete_until + parser.pending != result.size_before:
             # State unknown (a file that was not seen growing): re-read from what
             # was delivered last.
             start = parser.complete_until if parser else self._progress.get(key, 0)
-            await self._resync(unit_id, names, min(start, result.size_after), result.size_after)
-            return
-        self._deliver(unit_id, key, parser.feed(result.tail))
+            begin = min(start, result.size_after)
+            parser = ReadingsParser(unit_id, begin)
+        batch = self._feed(parser, unit_id, names, begin, result.size_after)
+        self._parsers[key] = parser
+        return batch
+
+    def deliver(self, unit_id: str, names: tuple[str, ...], batch: Batch) -> None:
+        """Hand a parsed batch on (reactor thread)."""
+        self._deliver(unit_id, (unit_id, "/".join(names)), batch)
+
+    def _feed(
+        self, parser: ReadingsParser, unit_id: str, names: tuple[str, ...], start: int, end: int
+    ) -> Batch:
+        """Feed bytes [start, end) of a stored file to `parser`, a block at a time
+        (blocking: runs in a file thread)."""
+        batch = Batch(complete_until=parser.complete_until)
+        while start < end:
+            data = self.storage.read(unit_id, names, start, min(BLOCK, end - start))
+            if not data:
+                break
+            batch.extend(parser.feed(data))
+            start += len(data)
+        return batch
 
     async def _resync(self, unit_id: str, names: tuple[str, ...], start: int, end: int) -> None:
-        def parse() -> tuple[ReadingsParser, Batch]:
-            data = self.storage.read(unit_id, names, start, end - start)
-            parser = ReadingsParser(unit_id, start)
-            return parser, parser.feed(data)
-
-        parser, batch = await self.workers.in_files(parse)
+        parser = ReadingsParser(unit_id, start)
+        batch = await self.workers.in_files(self._feed, parser, unit_id, names, start, end)
         key = (unit_id, "/".join(names))
         self._parsers[key] = parser
         self._deliver(unit_id, key, batch)
@@ -152,16 +169,28 @@ class ReadingsIngest:
                 path=key[1],
                 n=len(batch.clock_errors),
             )
-        for err in batch.errors:
+        for err in batch.errors:  # each at debug; one line a batch at the default level
             self.counters["rows_malformed"] += 1
             unit["malformed"] += 1
-            log.warn(
+            log.debug(
                 "{unit} {path} at byte {offset}: malformed row: {reason} [{preview}]",
                 unit=unit_id,
                 path=key[1],
                 offset=err.offset,
                 reason=err.reason,
                 preview=err.preview,
+            )
+        if batch.errors:
+            first = batch.errors[0]
+            log.warn(
+                "{unit} {path}: {n} malformed rows skipped, the first at byte {offset}: "
+                "{reason} [{preview}]",
+                unit=unit_id,
+                path=key[1],
+                n=len(batch.errors),
+                offset=first.offset,
+                reason=first.reason,
+                preview=first.preview,
             )
         if batch.complete_until != self._progress.get(key):
             self._progress[key] = self._dirty[key] = batch.complete_until

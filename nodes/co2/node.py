@@ -6,12 +6,18 @@ unit first shows up. Rows and pings go to the store and, batched by the base,
 live on `P.consumer.<name>.live`. Rows dated 1970 never reach the node (the
 server counts them: `co2.counters.rows_clock_error` in get_status).
 
+A unit's clock is outside input (timecheck.py): a row dated implausibly (too
+far ahead of the server's clock, or before `unit_epoch`) stays in the uploaded
+file, is flagged (the unit's source, an event at most hourly, a warning) and
+counted, and never holds back the correct rows after it. Rows out of order by
+up to `reorder_tolerance` are merged in time order.
+
 At start the node gets its history back from the data root: the readings
 rows delivered by earlier runs (files written within the mesh's `max_age`)
-and the pings of that period, stored without live publication. Since a unit's
-timelines only move forward (fields.keep_forward), rows delivered again after
-a restart, or already kept by a Redis store that outlived the node, are
-skipped and counted, never stored twice.
+and the pings of that period, stored without live publication. The times
+stored within the reorder window are read back from the store first, so rows
+delivered again after a restart, or already kept by a Redis store that
+outlived the node, are skipped and counted, never stored twice.
 
 A unit that sends nothing for `silence` seconds is marked `connected=False,
 stale=True` (the base publishes the change on `.status` and keeps it as an
@@ -36,11 +42,13 @@ from nodes.co2.paths import compile_unit_pattern
 from nodes.co2.pings import Ping
 from nodes.co2.readings import Reading
 from nodes.co2.server import Co2Config, Co2Server
+from nodes.co2.timecheck import Admission, Admitted, TimeRules
 from nodes.co2.tokens import TokenFileError
 from obsmesh import config
 
 MAX_HISTORY_PINGS = 200_000  # newest pings reloaded at start (a week of 5 demo units at 10 s)
 CONFLICT_EVENT_EVERY = 3600.0  # seconds between events about conflicts on one file
+CLOCK_EVENT_EVERY = 3600.0  # seconds between events (and warnings) about one unit's clock
 
 
 class Co2Node(DataNode):
@@ -55,7 +63,13 @@ class Co2Node(DataNode):
         self.options = options
         self.root = Path(options["data_root"])
         self.silence = float(options["silence"])
-        self._last: dict[str, float] = {}  # timeline -> last stored time
+        self.rules = TimeRules(
+            future_tolerance=float(options["future_tolerance"]),
+            reorder_tolerance=float(options["reorder_tolerance"]),
+            epoch=float(options["unit_epoch"]),
+        )
+        self._admission: dict[str, Admission] = {}  # timeline -> what it has stored
+        self._clock_flagged: dict[str, float] = {}  # unit -> last event about its clock
         self._heard: dict[str, float] = {}  # unit -> last word from it (silence reference)
         self._conflicts: dict[tuple[str, str], float] = {}  # (unit, path) -> last event
         self.port: Any = None
@@ -68,6 +82,10 @@ class Co2Node(DataNode):
                 token_header=options["token_header"] or None,
                 token_query=options["token_query"] or None,
                 compat_networks=tuple(options["compat_networks"]),
+                max_connections=int(options["max_connections"]),
+                max_connections_per_client=int(options["max_connections_per_client"]),
+                header_timeout=float(options["header_timeout"]),
+                body_timeout=float(options["body_timeout"]),
             ),
             on_rows=self._on_rows,
             on_ping=self._on_ping,
@@ -130,7 +148,7 @@ class Co2Node(DataNode):
         rows = rows if len(kept) == len(rows) else [rows[i] for i in kept]
         t, cols = F.readings_columns(unit_id, rows)
         self.append(timeline, t, cols, live=live)
-        self.source(unit_id, last_sample=rows[-1].t, nickname=rows[-1].nickname)
+        self.source(unit_id, last_sample=max(r.t for r in rows), nickname=rows[-1].nickname)
 
     def _on_ping(self, unit_id: str, ping: Ping) -> None:
         self._store_pings(unit_id, [ping], live=True)
@@ -149,35 +167,72 @@ class Co2Node(DataNode):
         last = pings[-1]
         self.source(unit_id, last_ping=last.t, site_code=last.site_code, rssi_dbm=last.rssi_dbm)
 
+    def _admission_of(self, timeline: str) -> Admission:
+        adm = self._admission.get(timeline)
+        if adm is None:
+            adm = self._admission[timeline] = Admission(self.rules)
+        return adm
+
     def _keep(
         self, timeline: str, times: list[float], counter: str, unit_id: str, live: bool
     ) -> list[int]:
-        """Indices of the samples to store; the rest counted (and logged when live)."""
-        kept = F.keep_forward(
-            times, self._last.get(timeline, -math.inf), self.clock() + F.FUTURE_SLACK
-        )
-        self._last[timeline] = kept.last
-        if kept.index:
-            self.count(counter, len(kept.index))
-        if kept.not_after_last:
-            self.count(f"{counter}_not_after_last", kept.not_after_last)
-            if live:
-                self.log.info(
-                    "{unit}: {n} samples of {tl} not after the last stored one, not stored again",
-                    unit=unit_id,
-                    n=kept.not_after_last,
-                    tl=timeline,
-                )
-        if kept.in_future:
-            self.count(f"{counter}_in_future", kept.in_future)
-            self.log.warn(
-                "{unit}: {n} samples of {tl} dated more than {slack:g} s ahead, not stored",
+        """Indices of the samples to store; the rest counted (implausible ones flagged)."""
+        verdict = self._admission_of(timeline).admit(times, self.clock())
+        if verdict.index:
+            self.count(counter, len(verdict.index))
+        if verdict.duplicate:  # a replay: harmless, and frequent after a restart
+            self.count(f"{counter}_duplicate", verdict.duplicate)
+            self.log.debug(
+                "{unit}: {n} samples of {tl} stored already, not stored again",
                 unit=unit_id,
-                n=kept.in_future,
+                n=verdict.duplicate,
                 tl=timeline,
-                slack=F.FUTURE_SLACK,
             )
-        return kept.index
+        if verdict.too_late:
+            self.count(f"{counter}_too_late", verdict.too_late)
+            self.log.debug(
+                "{unit}: {n} samples of {tl} more than {tol:g} s older than the newest, not stored",
+                unit=unit_id,
+                n=verdict.too_late,
+                tl=timeline,
+                tol=self.rules.reorder_tolerance,
+            )
+        if verdict.implausible:
+            self.count(f"{counter}_implausible_time", len(verdict.implausible))
+            self._flag_clock(unit_id, timeline, times, verdict)
+        return verdict.index
+
+    def _flag_clock(
+        self, unit_id: str, timeline: str, times: list[float], verdict: Admitted
+    ) -> None:
+        """Samples dated implausibly: kept in the uploaded file, flagged on the
+        unit's source, an event and a warning at most once an hour per unit."""
+        now = self.clock()
+        worst = times[verdict.ahead[-1]] if verdict.ahead else times[verdict.before_epoch[0]]
+        src = self.sources.get(unit_id, {})
+        total = int(src.get("implausible_times", 0)) + len(verdict.implausible)
+        what = (
+            f"{len(verdict.ahead)} dated up to {(worst - now) / 3600:.1f} h ahead of the server's clock"
+            if verdict.ahead
+            else f"{len(verdict.before_epoch)} dated before the unit epoch"
+        )
+        self.source(
+            unit_id,
+            implausible_times=total,
+            last_implausible={"t": worst, "seen": now, "timeline": timeline},
+        )
+        if now - self._clock_flagged.get(unit_id, -math.inf) < CLOCK_EVENT_EVERY:
+            self.log.debug(
+                "{unit}: {what} ({tl}), not stored", unit=unit_id, what=what, tl=timeline
+            )
+            return
+        self._clock_flagged[unit_id] = now
+        text = (
+            f"{what} on {timeline}: kept in the uploaded file, not stored; the samples after "
+            f"them are stored as usual (more are counted in implausible_times, one event an hour)"
+        )
+        self.log.warn("{unit}: {text}", unit=unit_id, text=text)
+        self.event(now, f"{unit_id}: implausible sample times", text, ["co2", "clock", unit_id])
 
     def _on_conflict(self, unit_id: str, path: str, offset: int, size: int) -> None:
         now = self.clock()
@@ -233,7 +288,7 @@ class Co2Node(DataNode):
         for unit_id in sorted(self._units_on_disk()):
             self._track(unit_id, now)
         for unit_id in [u for u in self.sources if u != "endpoint"]:
-            await self._seed_last(unit_id)
+            await self._seed(unit_id)
         await self.server.start(history=self._history_rows, history_since=since)
         await self._load_pings(since, now)
         if self.server.networks:
@@ -249,13 +304,22 @@ class Co2Node(DataNode):
         )
         self._watch.start(max(0.05, min(self.silence / 4, 10.0)), now=False)
 
-    async def _seed_last(self, unit_id: str) -> None:
-        """The last stored times of a unit (a store that outlived the node keeps them)."""
+    async def _seed(self, unit_id: str) -> None:
+        """The times a unit has stored within the reorder window (a store that
+        outlived the node keeps them), so that nothing is stored twice."""
         for timeline in (F.readings_timeline(unit_id), F.ping_timeline(unit_id)):
-            if timeline not in self._last:
-                span = await self.store.span(timeline)
-                if span is not None:
-                    self._last[timeline] = span[1]
+            if timeline in self._admission:
+                continue
+            span = await self.store.span(timeline)
+            if span is not None:
+                last = span[1]
+                t, _ = await self.store.query(
+                    timeline,
+                    [],
+                    last - self.rules.reorder_tolerance,
+                    math.nextafter(last, math.inf),
+                )
+                self._admission_of(timeline).seed([float(x) for x in t])
 
     async def _load_pings(self, since: float, now: float) -> None:
         pings = await self.server.workers.in_db(self.server.pings.since, since, MAX_HISTORY_PINGS)
@@ -264,7 +328,7 @@ class Co2Node(DataNode):
             by_unit[p.unit_id].append(p)
         for unit_id, group in by_unit.items():
             self._track(unit_id, now)
-            await self._seed_last(unit_id)
+            await self._seed(unit_id)
             self._store_pings(unit_id, group, live=False)
             self._heard[unit_id] = group[-1].t  # silence counts from its last ping
             self.source(unit_id, last_heard=group[-1].t)

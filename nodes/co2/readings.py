@@ -72,6 +72,13 @@ class Batch:
     errors: list[LineError] = field(default_factory=list)
     complete_until: int = 0  # file offset just past the last complete line
 
+    def extend(self, later: Batch) -> None:
+        """Append what a later feed of the same parser produced."""
+        self.rows += later.rows
+        self.clock_errors += later.clock_errors
+        self.errors += later.errors
+        self.complete_until = later.complete_until
+
 
 def _number(text: str, name: str) -> float:
     if text == _MISSING:

@@ -8,9 +8,14 @@ run on the reactor thread. Two more callbacks tell the node about units:
 `on_conflict(unit_id, path, offset, stored_size)` when an upload's bytes
 differ from the bytes already stored (409).
 
-Request bodies are capped while they stream in (`web.Co2Request`): a body over the
-cap is answered 413 at once and dropped, never buffered. Every refusal is a
-JSON `{"error", "message"}` with a 4xx status and writes nothing.
+The endpoint sits behind obsmesh.httpguard's door (caps on connections and
+on the time to send a request head and body). Each request head is judged
+before any body byte is read (`check_head`: route, offset, token), so an
+unauthenticated client never gets a body byte buffered; a push body is then
+streamed to a spool file on disk (`web.BodySpool`) and compared and appended
+block by block. Every refusal is a JSON `{"error", "message"}` with a 4xx
+status and writes nothing. Refusals are logged once per (reason, unit,
+address) an hour at the default level, each one at debug.
 """
 
 from __future__ import annotations
@@ -45,12 +50,13 @@ from nodes.co2.paths import (
 from nodes.co2.pinglog import PingLog
 from nodes.co2.pings import Ping, parse_ping
 from nodes.co2.query import parse_flag, parse_limit, parse_offset, parse_query
-from nodes.co2.readings import Reading
+from nodes.co2.readings import Batch, Reading
 from nodes.co2.routes import Route, route
 from nodes.co2.storage import PushResult, Storage, Workers
 from nodes.co2.tokens import FILE_NAME as TOKENS_FILE
 from nodes.co2.tokens import TokenStore
-from nodes.co2.web import Co2Site, peer
+from nodes.co2.web import Co2Request, Co2Site, peer
+from obsmesh.httpguard import HttpLimits, listen_tcp, raise_nofile_limit
 
 log = Logger(namespace="obsmesh.co2")
 
@@ -74,8 +80,27 @@ class Co2Config:
     upload_dirs: tuple[str, ...] = DEFAULT_UPLOAD_DIRS
     ping_file_bytes: int = 100 * 1024
     file_threads: int = 4
-    drain_bytes: int = 16 << 20  # of a refused body, read and dropped before hanging up
-    drain_seconds: float = 10.0
+    max_connections: int = 1024  # in all (fewer if the descriptor limit is lower)
+    max_connections_per_client: int = 64  # from one address
+    header_timeout: float = 10.0  # seconds to send a request head
+    body_timeout: float = 60.0  # seconds to send a body once its head is in
+    drain_bytes: int = 1 << 20  # of a refused body, read and dropped before hanging up
+    drain_seconds: float = 5.0
+
+    def limits(self) -> HttpLimits:
+        return HttpLimits(
+            max_connections=self.max_connections,
+            max_per_client=self.max_connections_per_client,
+            header_timeout=self.header_timeout,
+            body_timeout=self.body_timeout,
+            max_body_bytes=self.max_body_bytes,
+            drain_bytes=self.drain_bytes,
+            drain_seconds=self.drain_seconds,
+        )
+
+
+SMALL_BODY = 4096  # bytes of body accepted (and dropped) on requests other than a push
+REFUSAL_LOG_EVERY = 3600.0  # seconds between log lines about one (reason, unit, address)
 
 
 class _FileLocks:
@@ -153,6 +178,8 @@ class Co2Server:
         self._locks = _FileLocks()
         self._compat_seen: set[str] = set()
         self._port = None
+        self._site: Co2Site | None = None
+        self._refusals_logged: dict[tuple[str, str, str], float] = {}
         self._stopped = False
         self.started_at = time.time()
 
@@ -175,17 +202,29 @@ class Co2Server:
             log.warn(COMPAT_WARNING, nets=", ".join(map(str, self.networks)))
 
     def site(self) -> Site:
-        return Co2Site(self.respond, self.config, self.counters, self.reactor)
+        self._site = Co2Site(self)
+        return self._site
 
-    def listen(self, port: int, interface: str = "127.0.0.1") -> Any:
-        self._port = self.reactor.listenTCP(port, self.site(), interface=interface)
+    def listen(self, port: int, interface: str = "127.0.0.1", backlog: int = 1024) -> Any:
+        soft, _ = raise_nofile_limit()  # caps hold anyway; the limit only sets how many fit
+        site = self.site()
+        self._port = listen_tcp(self.reactor, port, site, backlog, interface)
         log.info(
-            "CO2 unit endpoint on http://{host}:{port}/ data root {root}",
+            "CO2 unit endpoint on http://{host}:{port}/ data root {root} (at most {cap} "
+            "connections, {per} per address; descriptor limit {soft})",
             host=interface,
             port=self._port.getHost().port,
             root=str(self.root),
+            cap=site.cap,
+            per=site.table.max_per_client,
+            soft=soft,
         )
         return self._port
+
+    @property
+    def connections(self) -> int:
+        """Connections open now (the door's count)."""
+        return self._site.connections if self._site is not None else 0
 
     async def stop(self) -> None:
         if self._stopped:
@@ -214,20 +253,72 @@ class Co2Server:
             "units_with_token": sorted(u for u, e in units.items() if e.token_hash),
             "units_revoked": sorted(u for u, e in units.items() if e.token_hash is None),
             "started_at": self.started_at,
+            "connections": self.connections,
         }
 
     # -- requests -----------------------------------------------------------------------
 
-    async def respond(self, request: Request) -> None:
+    def check_head(
+        self, request: Co2Request, method: bytes, raw_uri: bytes, length: int | None
+    ) -> int:
+        """Judge a request from its head alone, before any body byte is read:
+        route, query, offset and credentials. Returns the body cap; raises Rejected."""
+        path, _, raw_query = raw_uri.partition(b"?")
+        r = route(method, path, self.unit_pattern, self.config.upload_dirs)
+        query = parse_query(raw_query)
+        if r.kind == "push":
+            parse_offset(query)
+        if r.unit_id is not None:
+            self._authenticate(request, r.unit_id, query)
+            _notify(self.on_unit, r.unit_id)
+        request.route, request.query = r, query
+        return self.config.max_body_bytes if r.kind == "push" else SMALL_BODY
+
+    def refused(self, refusal: Exception, channel: Any) -> None:
+        """A request refused at its head or while its body streamed in: one
+        line at debug each, at the default level once an hour per (reason, unit, address)."""
+        request = channel.requests[-1] if channel.requests else None
+        status = getattr(refusal, "status", 0)
+        reason = getattr(refusal, "reason", "refused")
+        addr = channel.transport.getPeer() if channel.transport is not None else None
+        who = getattr(addr, "host", "?")
+        raw = getattr(channel, "_path", b"") or b""
+        path = raw.partition(b"?")[0][:200].decode("ascii", "replace")
+        unit = request.route.unit_id if request is not None and request.route else ""
+        message = getattr(refusal, "message", str(refusal))
+        log.debug(
+            "{status} {path} from {peer}: {message}",
+            status=status,
+            path=path,
+            peer=who,
+            message=message,
+        )
+        key = (reason, unit, who)
+        now = self.reactor.seconds()
+        if status == 404 or now - self._refusals_logged.get(key, -math.inf) < REFUSAL_LOG_EVERY:
+            return
+        if len(self._refusals_logged) > 10_000:
+            self._refusals_logged.clear()
+        self._refusals_logged[key] = now
+        log.warn(
+            "{status} {path} from {peer}: {message} (further refusals like this one are "
+            "counted in co2.counters, logged at debug)",
+            status=status,
+            path=path,
+            peer=who,
+            message=message,
+        )
+
+    async def respond(self, request: Co2Request) -> None:
         gone: list[bool] = []
         request.notifyFinish().addErrback(lambda _: gone.append(True))
         try:
-            r = route(request.method, request.path, self.unit_pattern, self.config.upload_dirs)
-            status, ctype, body = await self._handle(request, r)
+            if request.route is None:  # judged at its head, always; kept for safety
+                self.check_head(request, request.method, request.uri, None)
+            status, ctype, body = await self._handle(request, request.route, request.query)
         except Rejected as exc:
             self.counters[f"rejected_{exc.code}"] += 1
-            emit = log.info if exc.status == 404 else log.warn  # a unit asking for updates: 404
-            emit(
+            log.debug(
                 "{status} {method} {path} from {peer}: {message}",
                 status=exc.status,
                 method=request.method.decode("ascii", "replace"),
@@ -244,6 +335,8 @@ class Co2Server:
             status, ctype, body = _json_response(
                 500, {"error": "internal_error", "message": "internal error"}
             )
+        finally:
+            request.release()
         if gone:  # client went away; whatever was stored stays stored
             self.counters["client_gone"] += 1
             return
@@ -253,11 +346,7 @@ class Co2Server:
         request.write(body)
         request.finish()
 
-    async def _handle(self, request: Request, r: Route) -> Response:
-        query = parse_query(request.uri.partition(b"?")[2])
-        if r.unit_id is not None:
-            self._authenticate(request, r.unit_id, query)
-            _notify(self.on_unit, r.unit_id)
+    async def _handle(self, request: Co2Request, r: Route, query: dict[str, str]) -> Response:
         if r.kind == "push":
             return await self._push(request, r.unit_id, r.path, query)
         if r.kind == "alive":
@@ -282,7 +371,13 @@ class Co2Server:
 
     def _authenticate(self, request: Request, unit_id: str, query: dict[str, str]) -> None:
         cfg = self.config
-        from_header = request.getHeader(cfg.token_header) if cfg.token_header else None
+        from_header = (
+            request.requestHeaders.getRawHeaders(cfg.token_header, [None])[-1]
+            if cfg.token_header
+            else None
+        )
+        if isinstance(from_header, bytes):
+            from_header = from_header.decode("latin-1")
         from_query = query.pop(cfg.token_query, None) if cfg.token_query else None
         if from_header is not None and from_query is not None and from_header != from_query:
             raise Rejected(400, "two_tokens", "different tokens in header and query")
@@ -319,20 +414,38 @@ class Co2Server:
         return any(ip in net for net in self.networks)
 
     async def _push(
-        self, request: Request, unit_id: str, names: tuple[str, ...], query: dict[str, str]
+        self, request: Co2Request, unit_id: str, names: tuple[str, ...], query: dict[str, str]
     ) -> Response:
         offset = parse_offset(query)
-        body = request.content.getvalue()
+        body_fd, body_len = (None, 0) if request.spool is None else await request.spool.finish()
+
+        def push_and_parse() -> tuple[PushResult, Batch | None, str | None]:
+            """One file-thread call: the durable push, then the parse of what it added."""
+            try:
+                result = self.storage.push(
+                    unit_id, names, offset, body_fd, body_len, self.config.max_file_bytes
+                )
+            finally:
+                if body_fd is not None:
+                    os.close(body_fd)
+            if result.action != "append" or not is_readings_file(names):
+                return result, None, None
+            try:
+                return result, self.ingest.parse_appended(unit_id, names, result), None
+            except Exception as exc:  # the bytes are stored; parsing is retried at start
+                return result, None, repr(exc)
 
         async def store() -> PushResult:
-            result = await self.workers.in_files(
-                self.storage.push, unit_id, names, offset, body, self.config.max_file_bytes
-            )
-            if result.action == "append" and is_readings_file(names):
-                try:
-                    await self.ingest.appended(unit_id, names, result)
-                except Exception:  # the bytes are stored; parsing is retried at start
-                    log.failure("parsing {unit} {path} failed", unit=unit_id, path="/".join(names))
+            result, batch, error = await self.workers.in_files(push_and_parse)
+            if batch is not None:
+                self.ingest.deliver(unit_id, names, batch)
+            if error is not None:
+                log.error(
+                    "parsing {unit} {path} failed: {error}",
+                    unit=unit_id,
+                    path="/".join(names),
+                    error=error,
+                )
             return result
 
         result = await self._locks.run((unit_id, names), store)

@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from nodes.co2.paths import DEFAULT_UNIT_PATTERN
-from obsmesh.settings import PORT, POSITIVE, Section, Setting, at_least
+from obsmesh.settings import NOT_NEGATIVE, PORT, POSITIVE, Section, Setting, at_least
 
 
 class Settings(Section):
@@ -36,6 +36,31 @@ class Settings(Section):
     )
     silence = Setting(
         900.0, "seconds without a word from a unit before it is flagged", flag=True, check=POSITIVE
+    )
+    # The HTTP door (obsmesh/httpguard.py): what slow and anonymous clients can hold.
+    max_connections = Setting(
+        1024,
+        "connections at once, in all (fewer if the descriptor limit is lower)",
+        check=at_least(1),
+    )
+    max_connections_per_client = Setting(
+        64, "connections at once from one address", check=at_least(1)
+    )
+    header_timeout = Setting(10.0, "seconds a client has to send a request head", check=POSITIVE)
+    body_timeout = Setting(
+        60.0, "seconds a client has to send a body once its head is accepted", check=POSITIVE
+    )
+    # A unit's clock (timecheck.py).
+    future_tolerance = Setting(
+        600.0, "seconds a sample may be dated ahead of the server's clock", check=NOT_NEGATIVE
+    )
+    reorder_tolerance = Setting(
+        3600.0,
+        "seconds a row may be older than the unit's newest stored row and still be stored",
+        check=NOT_NEGATIVE,
+    )
+    unit_epoch = Setting(
+        1_514_764_800.0, "UNIX time (2018-01-01) before which a sample's time is implausible"
     )
 
     @classmethod

@@ -6,6 +6,7 @@ Layout of the data root:
     units/<unit>/<path>        uploaded files, exactly as sent
     updates/<unit>/update-X/   firmware updates, placed by the operator only
     pings/pings-NNNN.tsv       alive pings, escaped TSV, rolled at ~100 KiB (pinglog.py)
+    spool/                     request bodies while they arrive (nameless temporary files)
     co2.sqlite3                pings and the readings parse progress (pinglog.py)
     tokens.json                per-unit token hashes (see tokens.py)
 
@@ -21,6 +22,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,12 +39,14 @@ DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 FILE_FLAGS = os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
 
 
+BLOCK = 64 * 1024  # bytes of a body or a stored file handled at a time
+
+
 @dataclass(frozen=True)
 class PushResult:
     action: upload.Action
     size_before: int
-    size_after: int
-    tail: bytes  # the bytes appended (empty unless action == "append")
+    size_after: int  # bytes [size_before, size_after) were appended when action == "append"
 
 
 def _not_regular(what: str) -> Rejected:
@@ -54,7 +58,7 @@ class Storage:
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
-        for sub in ("units", "updates", "pings"):
+        for sub in ("units", "updates", "pings", "spool"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
         self._root_fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         self._units_fd = os.open("units", DIR_FLAGS, dir_fd=self._root_fd)
@@ -113,10 +117,18 @@ class Storage:
     # -- uploads ----------------------------------------------------------------
 
     def push(
-        self, unit_id: str, names: tuple[str, ...], offset: int, body: bytes, max_file_bytes: int
+        self,
+        unit_id: str,
+        names: tuple[str, ...],
+        offset: int,
+        body_fd: int,
+        body_len: int,
+        max_file_bytes: int,
     ) -> PushResult:
-        """Carry out one push-sequential request; durable before it returns.
+        """Carry out one push-sequential request whose body is the first
+        `body_len` bytes of the spool file `body_fd`; durable before it returns.
 
+        The body is compared and copied block by block, never read whole.
         Callers serialise pushes to the same file. Nothing is created unless
         bytes are appended (a refused request leaves no empty file behind).
         """
@@ -126,25 +138,50 @@ class Storage:
             if dir_fd is not None:
                 fd = self._open_file(dir_fd, names[-1], os.O_RDWR)
             size = os.fstat(fd).st_size if fd is not None else 0
-            start, length = upload.overlap(size, offset, len(body))
-            stored = _pread_all(fd, length, start) if length else b""
-            decision = upload.decide(size, offset, body, stored, max_file_bytes)
+            start, length = upload.overlap(size, offset, body_len)
+            matches = _same_bytes(fd, start, body_fd, 0, length) if length else True
+            decision = upload.decide(size, offset, body_len, matches, max_file_bytes)
             if decision.action != "append":
-                return PushResult(decision.action, size, size, b"")
+                return PushResult(decision.action, size, size)
             if fd is None:
                 if dir_fd is None:
                     dir_fd = self._walk(self._units_fd, (unit_id, *names[:-1]), create=True)
                 fd = self._create_file(dir_fd, names[-1])
                 if os.fstat(fd).st_size != 0:  # appeared meanwhile: callers serialise, so never
                     raise Rejected(409, "conflict", "file appeared during the upload")
-            _pwrite_all(fd, decision.tail, decision.append_at)
+            _copy(body_fd, decision.tail_from, fd, decision.append_at, decision.tail_len)
             os.fsync(fd)
-            return PushResult("append", size, decision.size_after, decision.tail)
+            return PushResult("append", size, decision.size_after)
         finally:
             if fd is not None:
                 os.close(fd)
             if dir_fd is not None:
                 os.close(dir_fd)
+
+    # -- request bodies on their way in ----------------------------------------------
+
+    def open_spool(self) -> int:
+        """A nameless temporary file under <root>/spool for one request body; it
+        disappears when closed (or when the process dies)."""
+        directory = self.root / "spool"
+        try:
+            fd = os.open(directory, os.O_TMPFILE | os.O_RDWR | os.O_CLOEXEC, 0o600)
+        except (AttributeError, OSError):
+            fd = None
+        if fd is not None and not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)  # an old kernel or a file system without O_TMPFILE
+            fd = None
+        if fd is None:
+            fd, path = tempfile.mkstemp(dir=directory)
+            os.unlink(path)
+        return fd
+
+    def spool_write(self, fd: int | None, data: bytes, at: int) -> int:
+        """Write a block of a body to its spool file (opened on the first block); the fd."""
+        if fd is None:
+            fd = self.open_spool()
+        _pwrite_all(fd, data, at)
+        return fd
 
     def _create_file(self, dir_fd: int, name: str) -> int:
         try:
@@ -288,6 +325,27 @@ def _pread_all(fd: int | None, length: int, start: int) -> bytes:
         start += len(chunk)
         length -= len(chunk)
     return b"".join(parts)
+
+
+def _same_bytes(a: int | None, a_at: int, b: int, b_at: int, length: int) -> bool:
+    """Whether `length` bytes of two files at the given offsets are equal (blockwise)."""
+    while length > 0:
+        n = min(BLOCK, length)
+        left, right = _pread_all(a, n, a_at), _pread_all(b, n, b_at)
+        if len(left) != n or left != right:
+            return False
+        a_at, b_at, length = a_at + n, b_at + n, length - n
+    return True
+
+
+def _copy(src: int, src_at: int, dst: int, dst_at: int, length: int) -> None:
+    """Copy `length` bytes between files, a block at a time."""
+    while length > 0:
+        block = _pread_all(src, min(BLOCK, length), src_at)
+        if not block:
+            raise OSError(f"spool file ended {length} bytes early")
+        _pwrite_all(dst, block, dst_at)
+        src_at, dst_at, length = src_at + len(block), dst_at + len(block), length - len(block)
 
 
 def _pwrite_all(fd: int, data: bytes, at: int) -> None:

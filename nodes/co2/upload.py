@@ -1,5 +1,5 @@
-"""The push-sequential decision, pure: what to do with `body` sent at `offset`
-for a stored file of `stored_size` bytes.
+"""The push-sequential decision, pure: what to do with a body of `body_len`
+bytes sent at `offset` for a stored file of `stored_size` bytes.
 
 - offset == stored size: append.
 - offset inside the file: the overlapping bytes must equal what is stored
@@ -9,7 +9,9 @@ for a stored file of `stored_size` bytes.
   the unit can resume from it.
 - a file that would grow past `max_file_bytes`: refused.
 
-I/O reads `overlap(...)` bytes of the stored file, then calls `decide(...)`.
+The body itself is never needed whole: I/O compares the `overlap(...)` range
+of the stored file with the start of the body (block by block), then calls
+`decide(...)` and copies `tail_len` bytes from `tail_from` in the body.
 """
 
 from __future__ import annotations
@@ -23,8 +25,9 @@ Action = Literal["append", "duplicate", "conflict", "past_end", "too_large"]
 @dataclass(frozen=True)
 class Decision:
     action: Action
-    append_at: int  # where `tail` goes (the stored size)
-    tail: bytes  # bytes to append; empty unless action == "append"
+    append_at: int  # where the tail goes (the stored size)
+    tail_from: int  # offset in the body of the first byte to append
+    tail_len: int  # bytes to append; 0 unless action == "append"
     size_after: int  # stored size once the decision is carried out
 
 
@@ -36,26 +39,20 @@ def overlap(stored_size: int, offset: int, body_len: int) -> tuple[int, int]:
 
 
 def decide(
-    stored_size: int,
-    offset: int,
-    body: bytes,
-    stored_overlap: bytes,
-    max_file_bytes: int,
+    stored_size: int, offset: int, body_len: int, overlap_matches: bool, max_file_bytes: int
 ) -> Decision:
-    """Decide for one request. `stored_overlap` must be the stored bytes at
-    `overlap(stored_size, offset, len(body))`."""
-    if stored_size < 0 or offset < 0:
+    """Decide for one request. `overlap_matches`: whether the stored bytes at
+    `overlap(stored_size, offset, body_len)` equal the body's first bytes."""
+    if stored_size < 0 or offset < 0 or body_len < 0:
         raise ValueError("sizes and offsets are non-negative")
     if offset > stored_size:
-        return Decision("past_end", stored_size, b"", stored_size)
-    start, length = overlap(stored_size, offset, len(body))
-    if len(stored_overlap) != length:
-        raise ValueError(f"stored_overlap must be {length} bytes from {start}")
-    if body[:length] != stored_overlap:
-        return Decision("conflict", stored_size, b"", stored_size)
-    tail = body[length:]
-    if not tail:
-        return Decision("duplicate", stored_size, b"", stored_size)
-    if stored_size + len(tail) > max_file_bytes:
-        return Decision("too_large", stored_size, b"", stored_size)
-    return Decision("append", stored_size, bytes(tail), stored_size + len(tail))
+        return Decision("past_end", stored_size, 0, 0, stored_size)
+    _, length = overlap(stored_size, offset, body_len)
+    if not overlap_matches:
+        return Decision("conflict", stored_size, 0, 0, stored_size)
+    tail_len = body_len - length
+    if not tail_len:
+        return Decision("duplicate", stored_size, 0, 0, stored_size)
+    if stored_size + tail_len > max_file_bytes:
+        return Decision("too_large", stored_size, 0, 0, stored_size)
+    return Decision("append", stored_size, length, tail_len, stored_size + tail_len)

@@ -1,21 +1,35 @@
-"""twisted.web plumbing of the CO2 endpoint: a request whose body is capped
-while it streams in, an access log without query strings (a unit may send its
-token there), and the one resource that hands every request to the server.
+"""twisted.web plumbing of the CO2 endpoint, behind obsmesh.httpguard's door.
+
+The door caps connections (in all and per address) and the time to send a
+request head and body. The server judges each request head (route, token,
+offset) before any body byte is read (`Co2Server.check_head`). A push body is
+then streamed to a nameless spool file by the file threads (`BodySpool`): at
+most `SPOOL_WINDOW` bytes of it are in memory, and the client is paused while
+the disk catches up. Bodies of other requests are counted and dropped. The
+access log (one line per request, without query strings: a unit may send its
+token there) is at debug level.
 """
 
 from __future__ import annotations
 
-import io
-import json
+import os
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from twisted.internet.defer import ensureDeferred
+from twisted.internet.defer import Deferred, ensureDeferred, succeed
 from twisted.logger import Logger
 from twisted.web.resource import Resource
-from twisted.web.server import NOT_DONE_YET, Request, Site
+from twisted.web.server import NOT_DONE_YET, Request
+
+from nodes.co2.storage import BLOCK, Storage, Workers
+from obsmesh.httpguard import GuardedRequest, GuardedSite
+
+if TYPE_CHECKING:
+    from nodes.co2.routes import Route
 
 log = Logger(namespace="obsmesh.co2")
+
+SPOOL_WINDOW = 4 * BLOCK  # body bytes in memory before the client is paused
 
 
 def peer(request: Request) -> str:
@@ -23,70 +37,111 @@ def peer(request: Request) -> str:
     return getattr(addr, "host", str(addr))
 
 
-class Co2Request(Request):
-    """A request whose body is capped while it streams in.
+class BodySpool:
+    """A request body on its way to a spool file, written in order by the file
+    threads; `finish()` gives (descriptor, size) once all of it is on disk."""
 
-    Over the cap (by Content-Length, or counted for chunked bodies) the client
-    gets 413 at once, the write side is closed and the rest of the body is read
-    and dropped (up to `drain_bytes` / `drain_seconds`, then the connection is
-    cut): nothing beyond the cap is ever held in memory.
-    """
+    def __init__(self, storage: Storage, workers: Workers, transport: Any) -> None:
+        self.storage = storage
+        self.workers = workers
+        self.transport = transport
+        self.size = 0
+        self.fd: int | None = None
+        self.failure: Any = None
+        self._buf = bytearray()
+        self._queued = 0  # bytes handed to the threads and not yet written
+        self._paused = False
+        self._chain: Deferred = succeed(None)
 
-    _refused = False
-    _seen = 0
-    _dropped = 0
+    def _opened(self, fd: int) -> None:
+        self.fd = fd
 
-    def gotLength(self, length: int | None) -> None:
-        self.content = io.BytesIO()
-        if length is not None and length > self.channel.site.config.max_body_bytes:
-            self._refuse_too_large()
+    def _failed(self, failure: Any) -> None:
+        if self.failure is None:
+            self.failure = failure
+            log.failure("spooling a request body failed", failure)
 
-    def handleContentChunk(self, data: bytes) -> None:
-        config = self.channel.site.config
-        if self._refused:
-            self._dropped += len(data)
-            if self._dropped > config.drain_bytes:
-                self.channel.transport.abortConnection()
-            return
-        self._seen += len(data)
-        if self._seen > config.max_body_bytes:
-            self.content = io.BytesIO()
-            self._refuse_too_large()
-            return
-        self.content.write(data)
+    def write(self, data: bytes) -> None:
+        self._buf += data
+        self.size += len(data)
+        if len(self._buf) >= BLOCK:
+            self._hand_over()
+        if not self._paused and self._queued + len(self._buf) > SPOOL_WINDOW:
+            self._paused = True
+            self.transport.pauseProducing()
+
+    def _hand_over(self) -> None:
+        data, self._buf = bytes(self._buf), bytearray()
+        at = self.size - len(data)
+        self._queued += len(data)
+
+        def write(_: Any) -> Any:
+            if self.failure is not None:
+                return None
+            d = self.workers.in_files(self.storage.spool_write, self.fd, data, at)
+            return d.addCallback(self._opened)
+
+        def written(_: Any) -> None:
+            self._queued -= len(data)
+            if self._paused and self._queued <= SPOOL_WINDOW // 2:
+                self._paused = False
+                self.transport.resumeProducing()
+
+        self._chain.addCallback(write).addErrback(self._failed).addCallback(written)
+
+    async def finish(self) -> tuple[int | None, int]:
+        """(descriptor, size) once the whole body is on disk; the caller owns the
+        descriptor from then on (and closes it)."""
+        if self._buf:
+            self._hand_over()
+        await self._chain
+        if self.failure is not None:
+            raise OSError("the request body could not be spooled to disk")
+        fd, self.fd = self.fd, None
+        return fd, self.size
+
+    def close(self) -> None:
+        def close(_: Any) -> None:
+            fd, self.fd = self.fd, None
+            if fd is not None:
+                self.workers.in_files(os.close, fd).addErrback(self._failed)
+
+        self._chain.addBoth(close)
+
+
+class Co2Request(GuardedRequest):
+    """A request whose head the server has judged: `route` and `query` are set
+    before the body arrives; a push body goes to `spool`."""
+
+    route: Route | None = None
+    query: dict[str, str] | None = None
+    spool: BodySpool | None = None
+
+    def open_body(self, length: int | None) -> None:
+        server = self.channel.site.server
+        if self.route is not None and self.route.kind == "push" and length != 0:
+            self.spool = BodySpool(server.storage, server.workers, self.channel.transport)
+
+    def body_chunk(self, data: bytes) -> None:
+        if self.spool is not None:
+            self.spool.write(data)
+        # the bodies of other requests are counted against their cap and dropped
+
+    handed_on = False  # the whole body is in: the server owns the spool from now on
 
     def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
-        if self._refused:  # answered already; the whole body has been drained
-            self.channel.transport.loseConnection()
-            return
+        self.handed_on = True
         super().requestReceived(command, path, version)
 
-    def _refuse_too_large(self) -> None:
-        site = self.channel.site
-        self._refused = True
-        site.counters["rejected_body_too_large"] += 1
-        self.requestHeaders.removeHeader(b"expect")  # no "100 Continue" after a 413
-        body = json.dumps(
-            {
-                "error": "body_too_large",
-                "message": f"request body over {site.config.max_body_bytes} bytes",
-            }
-        ).encode()
-        transport = self.channel.transport
-        transport.write(
-            b"HTTP/1.1 413 Payload Too Large\r\nContent-Type: application/json\r\n"
-            b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(body), body)
-        )
-        half_close = getattr(transport, "loseWriteConnection", None)
-        if half_close is None:
-            transport.loseConnection()
-        else:
-            half_close()
-        call = site.reactor.callLater(site.config.drain_seconds, transport.abortConnection)
-        self.notifyFinish().addBoth(lambda _: call.cancel() if call.active() else None)
-        log.warn(
-            "413 body over {cap} bytes from {peer}", cap=site.config.max_body_bytes, peer=peer(self)
-        )
+    def release(self) -> None:
+        spool, self.spool = self.spool, None
+        if spool is not None:
+            spool.close()
+
+    def connectionLost(self, reason: Any) -> None:
+        super().connectionLost(reason)
+        if not self.handed_on:  # cut mid-body: nothing of it is used
+            self.release()
 
 
 def _access_line(timestamp: str, request: Request) -> str:
@@ -99,28 +154,27 @@ def _access_line(timestamp: str, request: Request) -> str:
     )
 
 
-class Co2Site(Site):
-    """`config` (a Co2Config) gives the body limits; `counters` counts refusals."""
+class Co2Site(GuardedSite):
+    """The endpoint's door; `server` is the Co2Server (head check, storage, counters)."""
 
     noisy = False
 
-    def __init__(
-        self,
-        handler: Callable[[Request], Awaitable[None]],
-        config: Any,
-        counters: Any,
-        reactor: Any,
-    ) -> None:
+    def __init__(self, server: Any) -> None:
         super().__init__(
-            Co2Resource(handler),
+            Co2Resource(server.respond),
+            server.config.limits(),
+            name="co2 unit endpoint",
+            counters=server.counters,
+            head_check=server.check_head,
+            on_refusal=server.refused,
             requestFactory=Co2Request,
+            reactor=server.reactor,
             parsePOSTFormSubmission=False,
-            reactor=reactor,
-            logFormatter=_access_line,
         )
-        self.config = config
-        self.counters = counters
-        self.reactor = reactor
+        self.server = server
+
+    def log(self, request: Request) -> None:
+        log.debug("{line}", line=_access_line(self._logDateTime, request))
 
 
 class Co2Resource(Resource):
