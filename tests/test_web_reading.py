@@ -54,12 +54,12 @@ def wait(page, expression, arg=None):
     page.wait_for_function(expression, arg=arg, timeout=WAIT_MS)
 
 
-def showcase(router, name, tmp_path, *args):
+def showcase(router, name, tmp_path, *args, env=None):
     """tests/showcase_process.py: units, precision, a time field, `plots` patterns."""
     admit(name)  # a node is a named principal of the mesh
     return subprocess.Popen(
         [PYTHON, "tests/showcase_process.py", name, *args],
-        env=router.env(),
+        env={**router.env(), **(env or {})},
         cwd=str(REPO),
         stdout=open(tmp_path / f"{name}.log", "ab"),  # noqa: SIM115
         stderr=subprocess.STDOUT,
@@ -234,9 +234,14 @@ def test_health_is_unknown_while_disconnected_and_plots_keep_their_history(
 
 
 def test_plot_history_survives_an_outage_in_one_page(own_router, browser, tmp_path):
-    """The same page across the outage: the reload merges, nothing shown is lost."""
+    """The same page across the outage: the reload merges, nothing shown is lost.
+
+    The node keeps its history in memory here, so after its restart it answers
+    only what came since: what the page showed before must stay (a durable
+    store would answer all of it, and the page would have nothing to merge)."""
     router = own_router
-    proc = showcase(router, "webmerge", tmp_path, "--history", "600")
+    memory = {"OBSMESH_STORE": "memory"}
+    proc = showcase(router, "webmerge", tmp_path, "--history", "600", env=memory)
     page = new_page(browser)
     try:
         page.goto(f"{router.http_url}#/node/webmerge?fields=pressure")
@@ -247,7 +252,7 @@ def test_plot_history_survives_an_outage_in_one_page(own_router, browser, tmp_pa
         wait(page, "window.obsmesh.connection.state === 'reconnecting'")
         restarted = time.time()
         router.start()
-        proc = showcase(router, "webmerge", tmp_path, "--history", "0")
+        proc = showcase(router, "webmerge", tmp_path, "--history", "0", env=memory)
         wait(page, "window.obsmesh.connection.opens === 2")
         wait(page, "(window.obsmesh.plots['webmerge/pressure'] || {}).loads >= 2")
         wait(page, f"window.obsmesh.tail('webmerge/pressure', 5).t.at(-1) > {restarted}")
