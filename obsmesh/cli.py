@@ -95,6 +95,7 @@ def router_config(
         tls_key=settings["tls_key"] or None,
         tls_cert=settings["tls_cert"] or None,
         backend_tls=layout["backend_tls"],
+        backend_plain=layout["backend_plain"],
         proxies=layout["proxies"],
         site=sites.resolve(config.settings(sites.SITE_DEFAULTS, "site", path)),
         tls_ca=settings["tls_ca"] or None,

@@ -51,6 +51,7 @@ def render_config(
     tls_key: str | os.PathLike | None = None,
     tls_cert: str | os.PathLike | None = None,
     backend_tls: bool = False,
+    backend_plain: bool = False,
     auth_cache: bool = True,
     base: dict[str, Any] | None = None,
     site: Site | None = None,
@@ -80,6 +81,14 @@ def render_config(
         raise ValueError("a router listening beyond loopback needs authentication (a secrets file)")
     if host not in ("127.0.0.1", "::1", "localhost") and not backend_tls and not _private(host):
         raise ValueError(f"the backend transport on public address {host} needs TLS (backend_tls)")
+    if _wildcard(host) and not backend_tls and not backend_plain:
+        # 0.0.0.0 / :: listen on every interface, public ones included: a plain
+        # backend there is only safe where the operator knows the network is
+        # private (a container's own network: the compose stack says so).
+        raise ValueError(
+            f"the backend transport on every interface ({host}) needs TLS (backend_tls), or "
+            "backend_plain = true where every interface is on a private network (a container)"
+        )
     for r in worker["realms"]:
         r["name"] = realm
         for role in r["roles"]:
@@ -156,12 +165,23 @@ def _extend(cfg: dict[str, Any], site: Site | None, proxies: int, cbdir: Any, **
 
 
 def _private(host: str) -> bool:
+    """A private address (10/8, 192.168/16, ...); the wildcards count too, and
+    are checked on their own (`_wildcard`)."""
     import ipaddress
 
     try:
         return ipaddress.ip_address(host).is_private
     except ValueError:
         return False
+
+
+def _wildcard(host: str) -> bool:
+    import ipaddress
+
+    try:
+        return ipaddress.ip_address(host).is_unspecified
+    except ValueError:
+        return host == ""
 
 
 def _static_node_role(prefix: str) -> dict[str, Any]:

@@ -1,7 +1,11 @@
 """The router's process layout: the `[router]` section (`OBSMESH_ROUTER_<KEY>`).
 
 - `backend_tls`: the backend rawsocket speaks TLS (`rss://`) with the mesh's
-  certificate; needed to open it beyond loopback on a public address.
+  certificate; needed to open it beyond loopback on a public address, and on
+  every interface (`--host 0.0.0.0`) unless `backend_plain` is set.
+- `backend_plain`: a plain backend on every interface is acceptable because
+  every interface is on a private network (a container's own network, whose
+  published ports the host binds; the compose stack sets it).
 - `proxies = N`: N crossbar proxy workers serve the public web transport
   (static dashboard, WebSocket) and the router worker keeps only the routing.
   The proxies share the public port (SO_REUSEPORT: the kernel spreads new
@@ -25,6 +29,7 @@ from typing import Any
 ROUTER_DEFAULTS: dict[str, Any] = {
     "proxies": 0,
     "backend_tls": False,
+    "backend_plain": False,
 }
 
 SOCKET = "router.sock"  # in the router's node directory

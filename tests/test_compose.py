@@ -301,14 +301,19 @@ def test_every_command_is_a_real_obsmesh_subcommand():
 # -- environment -------------------------------------------------------------------
 def known_settings() -> dict[str, tuple[dict, str | None]]:
     """Every OBSMESH_* variable a service reads -> (its defaults, its section): the mesh's,
-    the bridge's, and each registered node kind's settings class."""
+    the bridge's, the router's own sections, and each registered node kind's settings class."""
 
     from consumers.grafana import cli as bridge_cli
+    from obsmesh import router_layout, sites
 
     out: dict[str, tuple[dict, str | None]] = {
         f"OBSMESH_{k.upper()}": (config.MESH_DEFAULTS, None) for k in config.MESH_DEFAULTS
     }
-    sections: dict[str, dict] = {"grafana": bridge_cli.DEFAULTS}
+    sections: dict[str, dict] = {
+        "grafana": bridge_cli.DEFAULTS,
+        "router": router_layout.ROUTER_DEFAULTS,
+        "site": sites.SITE_DEFAULTS,
+    }
     for kind in kinds.registry().kinds():
         sections[kind.name] = kind.settings.defaults()
     for section, defaults in sections.items():
@@ -334,9 +339,12 @@ def test_every_variable_a_service_reads_is_a_setting_with_a_valid_value():
                 defaults, section, path="", environ={key: str(value)}
             )  # ConfigError if bad
             if section is not None:  # a node kind's setting on a service running that kind
+                command = argv_of(svc)[1:2]
                 runs = nodes.get(name, (None,))[0] or (
-                    "grafana" if argv_of(svc)[:2] == ["obsmesh", "grafana"] else None
+                    {"grafana": "grafana", "router": "router"}.get(command[0]) if command else None
                 )
+                if section == "site":  # a site link is the router's too
+                    section = "router"
                 assert runs == section, f"{name}: sets {key} but does not run a {section} service"
             if key == "OBSMESH_SUPERDARN_RADARS":
                 assert load_radars(value), f"{name}: no radar in {value!r}"
@@ -902,3 +910,28 @@ def test_the_lane_says_so_and_fails_without_an_engine():
     )
     assert done.returncode != 0
     assert "no Docker engine is reachable" in done.stdout and "nothing was tested" in done.stdout
+
+
+def test_the_stack_router_renders_its_configuration(tmp_path):
+    """The router service's command and environment give a configuration the router
+    accepts: its backend on the container's network (0.0.0.0) with authentication,
+    plain only because the stack says every interface there is private."""
+    from obsmesh import router, router_layout
+    from obsmesh import secrets as mesh_secrets
+
+    svc = spec()["services"]["router"]
+    argv = argv_of(svc)
+    host = argv[argv.index("--host") + 1]
+    env = {k: str(v) for k, v in (svc.get("environment") or {}).items()}
+    layout = config.settings(router_layout.ROUTER_DEFAULTS, "router", path="", environ=env)
+    secrets = tmp_path / "secrets.json"
+    mesh_secrets.save(str(secrets), mesh_secrets.new({}))
+    with pytest.raises(ValueError, match="backend_plain"):
+        router.render_config(host=host, secrets_file=str(secrets))  # without the stack's word
+    cfg = router.render_config(
+        host=host, secrets_file=str(secrets), backend_plain=layout["backend_plain"]
+    )
+    backend = next(t for t in cfg["workers"][0]["transports"] if t["id"] == "backend")
+    assert backend["endpoint"]["interface"] == "0.0.0.0" and "wampcra" in backend["auth"]
+    published = [p for p in svc["ports"] if p.endswith(":8081")]
+    assert published and all(p.startswith("127.0.0.1:") for p in published)  # the host: loopback

@@ -167,6 +167,15 @@ def test_router_refuses_an_open_backend_beyond_loopback(tmp_path):
     mesh_secrets.save(str(secrets), mesh_secrets.new({}))
     with pytest.raises(ValueError, match="TLS"):
         render_config(host="8.8.8.8", secrets_file=str(secrets))
+    # every interface means the public ones too: TLS, or the operator's word that all are private
+    for wildcard in ("0.0.0.0", "::"):
+        with pytest.raises(ValueError, match="backend_plain"):
+            render_config(host=wildcard, secrets_file=str(secrets))
+        plain = render_config(host=wildcard, secrets_file=str(secrets), backend_plain=True)
+        backend = next(t for t in plain["workers"][0]["transports"] if t["id"] == "backend")
+        assert "tls" not in backend["endpoint"] and "wampcra" in backend["auth"]
+    # a private site address stays the operator's choice
+    render_config(host="10.77.1.1", secrets_file=str(secrets))
     cfg = render_config(
         host="8.8.8.8",
         secrets_file=str(secrets),
