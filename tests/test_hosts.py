@@ -94,6 +94,17 @@ def tail_items(lane: Lane, key: str) -> tuple[list[dict], list[dict]]:
     return [x for x in lines if "k" in x], [x["gap"] for x in lines if "gap" in x]
 
 
+def live(lane: Lane, key: str, node: str, host, router) -> None:
+    """Wait for a tail's first live batches; when none come, say what the node says."""
+    try:
+        wait(lambda: len(tail_items(lane, key)[0]) >= 5, 60, f"live {node}")
+    except TimeoutError as exc:
+        st = lane.status(host, router, node)
+        keys = ("connected", "announced", "counters", "last_error", "sources")
+        said = {k: st.get(k) for k in keys} if "counters" in st else st
+        raise TimeoutError(f"{exc}; {node} says {json.dumps(said)}") from None
+
+
 def percentile(values: list[float], q: float) -> float:
     s = sorted(values)
     return s[min(len(s) - 1, int(q * (len(s) - 1) + 0.5))] if s else float("nan")
@@ -359,7 +370,7 @@ def test_partition_between_the_sites(lane):
 
 def test_router_host_restarted(lane):
     lane.consumer("tail-r", lane.c, lane.router_a, "tail", "a-n2")
-    wait(lambda: len(tail_items(lane, "tail-r")[0]) >= 5, 60, "live a-n2")
+    live(lane, "tail-r", "a-n2", lane.c, lane.router_a)
     down = time.time()
     # the host goes away: its links drop and its processes die with it
     for name in ("n1", "n2", "c", "wan"):

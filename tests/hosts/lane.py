@@ -280,6 +280,14 @@ class Lane:
             raise RuntimeError(self.log(key).read_text()[-2000:])
         return lines[-1]
 
+    def status(self, host: Host, router: Router, node: str) -> dict:
+        """The node's get_status, asked from `host` (what a test reports when it fails)."""
+        key = f"status-{node}-{time.monotonic_ns()}"
+        self.consumer(key, host, router, "status", node)
+        wait(lambda: self.procs[key].poll() is not None, 60, f"the status of {node}")
+        lines = [x for x in json_lines(self.log(key)) if "status" in x]
+        return lines[-1]["status"] if lines else {"error": self.log(key).read_text()[-2000:]}
+
     # -- the network ---------------------------------------------------------
     def impair(self, name: str, delay: float, loss: float) -> str:
         """Delay and loss, both ways, on one host's link; returns what did it."""

@@ -4,6 +4,7 @@ script does), printing JSON lines for the test to read:
     python -m tests.hosts.probe URL watch          # the node listing, twice a second
     python -m tests.hosts.probe URL tail NODE      # live batches, gaps, backfill
     python -m tests.hosts.probe URL history NODE FIELD   # the whole history, once
+    python -m tests.hosts.probe URL status NODE    # the node's get_status, once
 
 Every line carries `at`, this host's wall clock when it was printed.
 """
@@ -54,14 +55,20 @@ def history(mesh: Mesh, node: str, field: str) -> None:
     out(t=r.time(field).tolist(), k=r[field].tolist())
 
 
+def status(mesh: Mesh, node: str) -> None:
+    out(status=mesh.status(node))
+
+
 def main() -> int:
     p = argparse.ArgumentParser()
     p.add_argument("url")
-    p.add_argument("command", choices=("watch", "tail", "history"))
+    p.add_argument("command", choices=("watch", "tail", "history", "status"))
     p.add_argument("args", nargs="*")
     a = p.parse_args()
     with Mesh(a.url, timeout=10) as mesh:
-        {"watch": watch, "tail": tail, "history": history}[a.command](mesh, *a.args)
+        {"watch": watch, "tail": tail, "history": history, "status": status}[a.command](
+            mesh, *a.args
+        )
     return 0
 
 
