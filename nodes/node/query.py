@@ -79,15 +79,15 @@ class Source(Protocol):
 
     def plan(
         self,
-        timeline: str,
+        timelines: Sequence[str],
         start: float,
         end: float,
         stride: float | None,
         reduce: str,
         params: Any,
-    ) -> Any:
+    ) -> Mapping[str, Any]:
         """Check the call's source-specific arguments before anything is read
-        (raising a MeshError); the result travels as `Ask.request`."""
+        (raising a MeshError); per timeline, what travels as `Ask.request`."""
         ...
 
     async def query(self, ask: Ask) -> tuple[np.ndarray, Columns]:
@@ -122,16 +122,16 @@ class StoreSource:
 
     def plan(
         self,
-        timeline: str,
+        timelines: Sequence[str],
         start: float,
         end: float,
         stride: float | None,
         reduce: str,
         params: Any,
-    ) -> Any:
+    ) -> Mapping[str, Any]:
         if params is not None:
             raise InvalidArgument("this node takes no params")
-        return None
+        return {}
 
     async def query(self, ask: Ask) -> tuple[np.ndarray, Columns]:
         return await self.store.query(ask.timeline, ask.fields, ask.start, ask.end)
@@ -251,7 +251,7 @@ class QueryEngine:
             return f"more than {budget} values for one reply: {advice}"
 
         # Every argument checked before anything is read.
-        plans = {tl: self.source.plan(tl, t0, t1, stride, reduce, params) for tl in groups}
+        plans = self.source.plan(list(groups), t0, t1, stride, reduce, params)
         # Size the answer before building it, where the source can: refuse early, cheaply.
         values = 0
         for timeline, fs in groups.items():
@@ -276,7 +276,7 @@ class QueryEngine:
                 reduce,
                 None if cap is None else max(0, cap - used),
                 too_many,
-                plans[timeline],
+                plans.get(timeline),
             )
             t, cols = await self.source.query(ask)
             if stride is not None and not self.source.reduces(reduce):
