@@ -40,10 +40,10 @@ class WideNode(DataNode):
     description = "test node with many fields"
 
     def __init__(self, name: str, settings: dict, fields: int, samples: int) -> None:
-        self.n_fields, self.samples = fields, samples
         super().__init__(name, settings)
+        self.n_fields, self.samples = fields, samples
 
-    def declare_fields(self) -> None:
+    def setup(self) -> None:
         for i in range(self.n_fields):
             self.declare(f"f{i:05d}", "wide", units="V")
 
