@@ -19,7 +19,7 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-import txredisapi
+import txredisapi  # type: ignore[import-untyped]
 from twisted.internet import defer
 from twisted.internet.endpoints import HostnameEndpoint
 from twisted.logger import Logger

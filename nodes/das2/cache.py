@@ -262,6 +262,14 @@ def blocks_for(
 class Backend(Protocol):
     name: str
 
+    @property
+    def queued(self) -> int | None:
+        """Jobs waiting, where the backend counts them (None: it does not say)."""
+        ...
+
+    @property
+    def connected(self) -> bool: ...
+
     async def present(self, blocks: Sequence[BlockId]) -> list[bool]: ...
     async def fetch(self, block: BlockId) -> bytes | None: ...
     async def enqueue(self, block: BlockId, queued: float) -> str: ...
@@ -307,9 +315,10 @@ return 1
 
 
 class RedisBlocks:
-    """Blocks and the shared work queue in Redis (txredisapi, one lazy connection)."""
+    """Blocks and the shared work queue in Redis (one connection, obsmesh/redisconn.py)."""
 
     name = "redis"
+    queued: int | None = None
 
     def __init__(
         self,
@@ -417,6 +426,7 @@ class DiskBlocks:
     (replicas on one directory share blocks, not jobs)."""
 
     name = "disk"
+    connected = True  # a directory is always there
 
     def __init__(self, root: str, ttl: float, queue_cap: int = 256) -> None:
         self.root = os.path.abspath(root)

@@ -376,8 +376,8 @@ class Das2Node(DataNode):
             else {
                 "backend": cache.backend.name,
                 "building": cache.active,
-                "queued": getattr(cache.backend, "queued", None),  # (Redis: LLEN N:queue)
-                "connected": getattr(cache.backend, "connected", True),
+                "queued": cache.backend.queued,
+                "connected": cache.backend.connected,
                 "last_error": cache.last_error,
             },
         }

@@ -3,7 +3,7 @@ subtract from the hub, then leave."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from twisted.internet import defer
 from twisted.python.failure import Failure
@@ -17,13 +17,15 @@ if TYPE_CHECKING:
 def run_node(node: DataNode) -> None:
     """Run one node as a process: ingest, WAMP, and on SIGTERM/SIGINT subtract then leave."""
 
-    from twisted.internet import reactor
+    from twisted.internet import reactor as global_reactor
 
     from obsmesh import logs
 
+    reactor: Any = global_reactor  # (Twisted's module-level reactor is not typed usefully)
+
     logs.begin()
     keep_freed_memory()  # queries allocate and free column-sized arrays: keep them warm
-    reactor.addSystemEventTrigger(  # type: ignore[attr-defined]
+    reactor.addSystemEventTrigger(
         "before", "shutdown", lambda: defer.ensureDeferred(node.shutdown())
     )
 
@@ -32,9 +34,9 @@ def run_node(node: DataNode) -> None:
 
         def failed(f: Failure) -> None:
             node.log.failure("node failed to start", failure=f)
-            reactor.stop()  # type: ignore[attr-defined]
+            reactor.stop()
 
         d.addErrback(failed)
 
-    reactor.callWhenRunning(begin)  # type: ignore[attr-defined]
-    reactor.run()  # type: ignore[attr-defined]
+    reactor.callWhenRunning(begin)
+    reactor.run()
