@@ -18,7 +18,6 @@ first, then sets its own state; `setup()` runs once construction finished.
 
 from __future__ import annotations
 
-import collections
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -29,22 +28,20 @@ from twisted.internet import task
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from nodes.node.health import NodeHealth
 from nodes.node.live import RETAIN, LiveBatcher
 from nodes.node.query import QueryEngine, Source, StoreSource
 from nodes.node.runner import run_node
 from nodes.node.session import NodeSession
 from nodes.node.setup import SetUpAfterInit
-from nodes.status_events import status_event
 from obsmesh import config as mesh_config
 from obsmesh.store import FIELD_TYPES, Store, StoreError, make_store
 from obsmesh.store.base import as_batch
 from obsmesh.store.dirlock import StoreLocked
-from obsmesh.timerules import resolve_interval
 from obsmesh.uris import Uris, valid_node_name
 
 __all__ = ["DataNode", "run_node"]
 
-MAX_EVENTS_KEPT = 10_000
 STORE_RETRY = 2.0  # seconds between attempts to open a store another process holds
 
 
@@ -82,14 +79,17 @@ class DataNode(metaclass=SetUpAfterInit):
         self.uris = Uris(self.settings["prefix"])
         self.clock = clock
         self.store = store if store is not None else self._make_store()
-        self.store.on_problem = self._store_problem
         # field -> {description, timeline, type, units[, precision]}
         self.fields: dict[str, dict[str, Any]] = {}
         self.started = clock()
-        self.sources: dict[str, dict[str, Any]] = {}
-        self.counters: collections.Counter[str] = collections.Counter()
-        self.last_error: str | None = None
-        self.events: collections.deque[dict] = collections.deque(maxlen=MAX_EVENTS_KEPT)
+        self.health = NodeHealth(
+            clock, lambda suffix, payload, retain: self.publish(suffix, payload, retain)
+        )
+        self.store.on_problem = self.health.store_problem
+        # (the health's own containers, under the names kinds and tests use)
+        self.sources = self.health.sources
+        self.counters = self.health.counters
+        self.events = self.health.events
         self.last_sample: dict[str, float] = {}
         self._rpcs: dict[str, Callable[..., Any]] = {}
         self._stopping = False
@@ -203,19 +203,19 @@ class DataNode(metaclass=SetUpAfterInit):
         for f in data:
             meta = self.fields.get(f)
             if meta is None or meta["timeline"] != timeline:
-                self._fail_batch(f"field {f!r} is not declared on timeline {timeline!r}")
+                self.health.rejected_batch(f"field {f!r} is not declared on timeline {timeline!r}")
                 return
         try:
             times, cols = as_batch(t, data, self.store.types)
         except StoreError as exc:
-            self._fail_batch(str(exc))
+            self.health.rejected_batch(str(exc))
             return
         if times.size == 0:
             return
         try:  # every store accepts at once (no coroutine, no Deferred per batch)
             self.store.append_now(timeline, times, cols)
         except Exception:  # logged and counted, never raised into ingest
-            self._store_failed(Failure(), timeline)
+            self.health.store_failed(Failure(), timeline)
             return
         self.counters["samples"] += int(times.size)
         self.last_sample[timeline] = max(
@@ -223,27 +223,6 @@ class DataNode(metaclass=SetUpAfterInit):
         )
         if live:
             self.live.add(timeline, times, cols)
-
-    def _fail_batch(self, message: str) -> None:
-        self.counters["rejected_batches"] += 1
-        self.last_error = message
-        self.log.error("rejected a batch: {message}", message=message)
-
-    def _store_failed(self, failure: Failure, timeline: str) -> None:
-        self.counters["store_errors"] += 1
-        self.last_error = f"store: {failure.getErrorMessage()}"
-        self.log.failure("store append to {timeline} failed", failure=failure, timeline=timeline)
-
-    def _store_problem(self, text: str | None) -> None:
-        """The store's news: a problem (disk full, read-only, damage found), or None once over."""
-        if text is None:
-            self.event(self.clock(), "store: writing again", "", ["status", "store"])
-            if self.last_error and self.last_error.startswith("store:"):
-                self.last_error = None
-            return
-        self.counters["store_problems"] += 1
-        self.last_error = f"store: {text}"
-        self.event(self.clock(), "store problem", text, ["status", "store"])
 
     def publish(self, suffix: str, payload: Any, retain: bool = True) -> None:
         """Publish on an extra topic `P.consumer.<name>.<suffix>` (one event per batch)."""
@@ -264,34 +243,23 @@ class DataNode(metaclass=SetUpAfterInit):
         """Update the health of one input (shown by get_status). A change of
         `connected` or `stale` is published on `P.consumer.<name>.status` and
         kept as an event."""
-        old = self.sources.get(key, {})
-        new = {**old, **state, "updated": self.clock()}
-        self.sources[key] = new
-        if "error" in state and state["error"]:
-            self.last_error = f"{key}: {state['error']}"
-        elif "error" in state and (self.last_error or "").startswith(f"{key}: "):
-            self.last_error = None  # that source recovered: its error is history (see the events)
-        flips = [k for k in ("connected", "stale") if k in state and old.get(k) != state[k]]
-        sentence = status_event(key, old, new)
-        if sentence is not None:
-            title, text, tags = sentence
-            self.event(self.clock(), title, text, tags)
-        if flips:
-            self.publish("status", {"source": key, **new})
+        self.health.source(key, **state)
 
     def count(self, counter: str, n: int = 1) -> None:
         self.counters[counter] += n
 
     def event(self, when: float, title: str, text: str = "", tags: Sequence[str] = ()) -> None:
         """An annotation-worthy event (get_events; published on `.event`)."""
-        ev = {
-            "time": float(when),
-            "title": str(title),
-            "text": str(text),
-            "tags": [str(t) for t in tags],
-        }
-        self.events.append(ev)
-        self.publish("event", ev, retain=False)
+        self.health.event(when, title, text, tags)
+
+    @property
+    def last_error(self) -> str | None:
+        """The newest problem still on (shown by get_status)."""
+        return self.health.last_error
+
+    @last_error.setter
+    def last_error(self, text: str | None) -> None:
+        self.health.last_error = text
 
     # -- live batches ------------------------------------------------------
     def flush_live(self) -> None:
@@ -339,8 +307,7 @@ class DataNode(metaclass=SetUpAfterInit):
         }
 
     def get_events(self, start: Any = -86400.0, end: Any = 0.0) -> list[dict]:
-        t0, t1 = resolve_interval(start, end, self.clock)
-        return [e for e in self.events if t0 <= e["time"] < t1]
+        return self.health.events_between(start, end)
 
     # -- the WAMP session (nodes/node/session.py) ----------------------------
     @property
