@@ -10,7 +10,7 @@ class ProbeNode(DataNode):
     kind = "probe"
     description = "test probe"
 
-    def declare_fields(self) -> None:
+    def setup(self) -> None:
         self.declare("x", "fast", units="V", description="a number")
         self.declare("y", "fast", units="A")
         self.declare("label", "slow", type="string")
