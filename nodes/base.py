@@ -82,28 +82,29 @@ class DataNode(metaclass=SetUpAfterInit):
         # field -> {description, timeline, type, units[, precision]}
         self.fields: dict[str, dict[str, Any]] = {}
         self.started = clock()
-        self.health = NodeHealth(
+        # The parts (nodes/node/), under names no kind takes for its own state.
+        self.node_health = NodeHealth(
             clock, lambda suffix, payload, retain: self.publish(suffix, payload, retain)
         )
-        self.store.on_problem = self.health.store_problem
+        self.store.on_problem = self.node_health.store_problem
         # (the health's own containers, under the names kinds and tests use)
-        self.sources = self.health.sources
-        self.counters = self.health.counters
-        self.events = self.health.events
+        self.sources = self.node_health.sources
+        self.counters = self.node_health.counters
+        self.events = self.node_health.events
         self.last_sample: dict[str, float] = {}
         self._rpcs: dict[str, Callable[..., Any]] = {}
         self._stopping = False
-        self.wamp = NodeSession(self, self._procedures, self._on_ready)
-        self.live = LiveBatcher(
+        self.mesh_session = NodeSession(self, self._procedures, self._on_ready)
+        self.live_batcher = LiveBatcher(
             name,
             self.uris,
             self.fields,
             self.counters,
-            lambda: self.wamp.session,
+            lambda: self.mesh_session.session,
             int(self.settings["live_batch_values"]),
             reactor,
         )
-        self.queries = QueryEngine(
+        self.query_engine = QueryEngine(
             name,
             self.fields,
             StoreSource(self.store, self.last_sample),
@@ -155,7 +156,7 @@ class DataNode(metaclass=SetUpAfterInit):
     def serve_queries_from(self, source: Source) -> None:
         """Answer get_data from `source` instead of the store (a kind that reads
         its samples on demand, such as das2)."""
-        self.queries.source = source
+        self.query_engine.source = source
 
     def declare(
         self,
@@ -203,30 +204,32 @@ class DataNode(metaclass=SetUpAfterInit):
         for f in data:
             meta = self.fields.get(f)
             if meta is None or meta["timeline"] != timeline:
-                self.health.rejected_batch(f"field {f!r} is not declared on timeline {timeline!r}")
+                self.node_health.rejected_batch(
+                    f"field {f!r} is not declared on timeline {timeline!r}"
+                )
                 return
         try:
             times, cols = as_batch(t, data, self.store.types)
         except StoreError as exc:
-            self.health.rejected_batch(str(exc))
+            self.node_health.rejected_batch(str(exc))
             return
         if times.size == 0:
             return
         try:  # every store accepts at once (no coroutine, no Deferred per batch)
             self.store.append_now(timeline, times, cols)
         except Exception:  # logged and counted, never raised into ingest
-            self.health.store_failed(Failure(), timeline)
+            self.node_health.store_failed(Failure(), timeline)
             return
         self.counters["samples"] += int(times.size)
         self.last_sample[timeline] = max(
             self.last_sample.get(timeline, -math.inf), float(times[-1])
         )
         if live:
-            self.live.add(timeline, times, cols)
+            self.live_batcher.add(timeline, times, cols)
 
     def publish(self, suffix: str, payload: Any, retain: bool = True) -> None:
         """Publish on an extra topic `P.consumer.<name>.<suffix>` (one event per batch)."""
-        session = self.wamp.session
+        session = self.mesh_session.session
         if session is None:
             self.counters["events_missed_offline"] += 1
             return
@@ -237,44 +240,44 @@ class DataNode(metaclass=SetUpAfterInit):
     def register_rpc(self, suffix: str, fn: Callable[..., Any]) -> None:
         """An extra procedure `P.consumer.<name>.<suffix>`, registered on every join."""
         self._rpcs[suffix] = fn
-        self.wamp.register(suffix, fn)
+        self.mesh_session.register(suffix, fn)
 
     def source(self, key: str, **state: Any) -> None:
         """Update the health of one input (shown by get_status). A change of
         `connected` or `stale` is published on `P.consumer.<name>.status` and
         kept as an event."""
-        self.health.source(key, **state)
+        self.node_health.source(key, **state)
 
     def count(self, counter: str, n: int = 1) -> None:
         self.counters[counter] += n
 
     def event(self, when: float, title: str, text: str = "", tags: Sequence[str] = ()) -> None:
         """An annotation-worthy event (get_events; published on `.event`)."""
-        self.health.event(when, title, text, tags)
+        self.node_health.event(when, title, text, tags)
 
     @property
     def last_error(self) -> str | None:
         """The newest problem still on (shown by get_status)."""
-        return self.health.last_error
+        return self.node_health.last_error
 
     @last_error.setter
     def last_error(self, text: str | None) -> None:
-        self.health.last_error = text
+        self.node_health.last_error = text
 
     # -- live batches ------------------------------------------------------
     def flush_live(self) -> None:
         """Publish what accumulated since the last flush (see nodes/node/live.py)."""
-        self.live.flush()
+        self.live_batcher.flush()
 
     @property
     def _live_wanted(self) -> set[str]:
-        return self.live.wanted
+        return self.live_batcher.wanted
 
     # -- the RPCs ----------------------------------------------------------
     async def get_fields(self, start: Any = -3600.0, end: Any = 0.0) -> list[dict[str, Any]]:
         """Every declared field and, per timeline, its interval, count and span
         (see `QueryEngine.get_fields`)."""
-        return await self.queries.get_fields(start, end)
+        return await self.query_engine.get_fields(start, end)
 
     async def get_data(
         self,
@@ -287,7 +290,9 @@ class DataNode(metaclass=SetUpAfterInit):
         details: Any = None,
     ) -> dict[str, Any]:
         """Samples of `field` (a name or a list) in `[start, end)` (see `QueryEngine.get_data`)."""
-        return await self.queries.get_data(field, start, end, min_stride, reduce, encoding, details)
+        return await self.query_engine.get_data(
+            field, start, end, min_stride, reduce, encoding, details
+        )
 
     def get_status(self) -> dict:
         now = self.clock()
@@ -307,17 +312,17 @@ class DataNode(metaclass=SetUpAfterInit):
         }
 
     def get_events(self, start: Any = -86400.0, end: Any = 0.0) -> list[dict]:
-        return self.health.events_between(start, end)
+        return self.node_health.events_between(start, end)
 
     # -- the WAMP session (nodes/node/session.py) ----------------------------
     @property
     def session(self) -> Any:
         """The joined WAMP session once the node holds its name, else None."""
-        return self.wamp.session
+        return self.mesh_session.session
 
     @property
     def _announced(self) -> bool:
-        return self.wamp.announced
+        return self.mesh_session.announced
 
     def _procedures(self) -> dict[str, Callable[..., Any]]:
         return {
@@ -329,18 +334,18 @@ class DataNode(metaclass=SetUpAfterInit):
         }
 
     async def _on_ready(self, session: Any) -> None:
-        await self.live.follow(session)
+        await self.live_batcher.follow(session)
 
     async def on_join(self, session: Any, details: Any) -> None:
-        await self.wamp.on_join(session, details)
+        await self.mesh_session.on_join(session, details)
 
     def on_leave(self, session: Any, details: Any) -> None:
-        self.wamp.on_leave(session, details)
+        self.mesh_session.on_leave(session, details)
 
     # -- running -----------------------------------------------------------
     def run_component(self) -> Any:
         """Connect to the router (forever), authenticated as the node's name."""
-        return self.wamp.connect()
+        return self.mesh_session.connect()
 
     async def launch(self) -> None:
         """Open the store (its history served at once), then start ingest, live
@@ -351,7 +356,7 @@ class DataNode(metaclass=SetUpAfterInit):
             span = await self.store.span(timeline)  # history from before a restart
             if span is not None:
                 self.last_sample[timeline] = max(self.last_sample.get(timeline, -math.inf), span[1])
-        self.live.start(float(self.settings["live_interval"]))
+        self.live_batcher.start(float(self.settings["live_interval"]))
         await self.start()
         self._run = self.run_component()
         self._run.addErrback(lambda f: self.log.failure("WAMP component ended", failure=f))
@@ -376,11 +381,11 @@ class DataNode(metaclass=SetUpAfterInit):
         if self._stopping:
             return
         self._stopping = True
-        self.wamp.stopping = True
+        self.mesh_session.stopping = True
         try:
             await self.stop()
         except Exception:
             self.log.failure("stopping ingest failed")
-        self.live.stop()
-        await self.wamp.leave(before_leaving=self.flush_live)
+        self.live_batcher.stop()
+        await self.mesh_session.leave(before_leaving=self.flush_live)
         await self.store.close()  # flushes first: what was accepted is stored before exit

@@ -314,7 +314,7 @@ class Das2Node(DataNode):
     ) -> dict[str, Any]:
         """The base's get_data with das2's `params` (a text, a list of texts, or
         {dataset: params}), answered by the readers (`Das2Source`)."""
-        return await self.queries.get_data(
+        return await self.query_engine.get_data(
             field, start, end, min_stride, reduce, encoding, details, params
         )
 
