@@ -19,10 +19,11 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-from twisted.internet import defer, task, threads
+from twisted.internet import defer, threads
 from twisted.logger import Logger
 
 from obsmesh import secrets as mesh_secrets
+from obsmesh.periodic import Periodic
 
 POLL = 2.0  # seconds between safety-net readings
 WATCH_MASK_NAMES = ("IN_CLOSE_WRITE", "IN_MOVED_TO", "IN_CREATE", "IN_DELETE", "IN_MOVED_FROM")
@@ -56,7 +57,7 @@ class PrincipalsFile:
         self._error = ""
         self._reading = False
         self._waiting: list[defer.Deferred] = []  # served by the next reading
-        self._poller: task.LoopingCall | None = None
+        self._poller: Periodic | None = None
         self._notifier: Any = None
 
     # -- readings ------------------------------------------------------------
@@ -121,9 +122,8 @@ class PrincipalsFile:
 
     # -- watching ------------------------------------------------------------
     def watch(self) -> None:
-        self._poller = task.LoopingCall(self.fresh)
-        self._poller.clock = self.reactor
-        self._poller.start(self.poll, now=False)
+        self._poller = Periodic(self.reactor, self.poll, self.fresh, name="principals poll")
+        self._poller.start(now=False)
         try:
             from twisted.internet import inotify
             from twisted.python.filepath import FilePath
@@ -152,7 +152,7 @@ class PrincipalsFile:
             self.fresh()
 
     def stop(self) -> None:
-        if self._poller is not None and self._poller.running:
+        if self._poller is not None:
             self._poller.stop()
         if self._notifier is not None:
             self._notifier.connectionLost(None)

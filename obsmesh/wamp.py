@@ -13,10 +13,10 @@ from urllib.parse import urlparse
 
 from autobahn.twisted.component import Component
 from autobahn.twisted.rawsocket import WampRawSocketClientProtocol
-from twisted.internet import task
 from twisted.logger import Logger
 
 from obsmesh import secrets as mesh_secrets
+from obsmesh.periodic import Periodic
 
 RETRY = {
     "max_retries": -1,  # forever
@@ -122,7 +122,7 @@ def keep_alive(
     if reactor is None:
         from twisted.internet import reactor
     log = Logger()
-    beats: dict[int, task.LoopingCall] = {}
+    beats: dict[int, Periodic] = {}
 
     def joined(session, details):
         state = {"answered": time.monotonic(), "outstanding": False}
@@ -147,14 +147,13 @@ def keep_alive(
                 d = session.call(probe, "heartbeat")
                 d.addBoth(answered, now)
 
-        loop = task.LoopingCall(beat)
-        loop.clock = reactor
+        loop = Periodic(reactor, interval, beat, name="heartbeat")
         beats[id(session)] = loop
-        loop.start(interval, now=False)
+        loop.start(now=False)
 
     def left(session, *args):
         loop = beats.pop(id(session), None)
-        if loop is not None and loop.running:
+        if loop is not None:
             loop.stop()
 
     comp.on("join", joined)

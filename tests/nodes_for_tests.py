@@ -10,7 +10,7 @@ class ProbeNode(DataNode):
     kind = "probe"
     description = "test probe"
 
-    def declare_fields(self) -> None:
+    def setup(self) -> None:
         self.declare("x", "fast", units="V", description="a number")
         self.declare("y", "fast", units="A")
         self.declare("label", "slow", type="string")
@@ -40,10 +40,10 @@ class WideNode(DataNode):
     description = "test node with many fields"
 
     def __init__(self, name: str, settings: dict, fields: int, samples: int) -> None:
-        self.n_fields, self.samples = fields, samples
         super().__init__(name, settings)
+        self.n_fields, self.samples = fields, samples
 
-    def declare_fields(self) -> None:
+    def setup(self) -> None:
         for i in range(self.n_fields):
             self.declare(f"f{i:05d}", "wide", units="V")
 

@@ -54,13 +54,13 @@ class ShowcaseNode(DataNode):
     plots = ("*.co2_mean", "*.temperature")
 
     def __init__(self, name: str, settings: dict, history: float, flap: float) -> None:
+        super().__init__(name, settings)
         self.history = history
         self.flap = flap
         self.next_t: float | None = None
-        super().__init__(name, settings)
         self.ticker = task.LoopingCall(self.tick)
 
-    def declare_fields(self) -> None:
+    def setup(self) -> None:
         self.declare("pressure", "station", units="hPa", description="air pressure", precision=1)
         self.declare("cpu", "host", units="%", description="CPU use", precision=1)
         self.declare("memory", "host", units="B", description="memory in use", precision=0)

@@ -33,10 +33,11 @@ from collections.abc import Callable
 from typing import Any
 
 import zmq
-from twisted.internet import task
 from twisted.internet.interfaces import IReadDescriptor
 from twisted.logger import Logger
 from zope.interface import implementer
+
+from obsmesh.periodic import Periodic
 
 # Frames kept per message: three already means "none of the known shapes".
 MAX_FRAMES = 3
@@ -109,20 +110,18 @@ class ZmqFeed:
         self._last_seen = 0.0  # reactor time of the newest message (or of the socket's creation)
         self._drain_call: Any = None
         self._running = False
-        self._watchdog = task.LoopingCall(self._check_silence)
-        self._watchdog.clock = reactor
+        self._watchdog = Periodic(reactor, min(1.0, self.silence / 4), self._check_silence)
 
     # ------------------------------------------------------------ lifecycle
 
     def start(self) -> None:
         self._running = True
         self._open()
-        self._watchdog.start(min(1.0, self.silence / 4), now=False)
+        self._watchdog.start(now=False)
 
     def stop(self) -> None:
         self._running = False
-        if self._watchdog.running:
-            self._watchdog.stop()
+        self._watchdog.stop()
         self._close()
         self._set_state(STOPPED)
 

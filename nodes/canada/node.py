@@ -131,9 +131,15 @@ class CanadaNode(DataNode):
         echoes: EchoStore | None = None,
         **kw: Any,
     ) -> None:
+        # Settings checked before the base makes a store (a Redis one connects).
+        Settings.check(options)
+        allowed = {str(c).strip().lower() for c in options["sites"] if str(c).strip()}
+        bad = [c for c in allowed if not KEY.match(c) or "." in c]
+        if bad:
+            raise ValueError(f"sites: bad radar code(s) {', '.join(sorted(bad))}")
+        super().__init__(name, settings, **kw)
         self.options = options
         self.specs = list(specs)
-        Settings.check(options)
         self.silence = float(options["silence"])
         stale_after = float(options["stale_after"])
         purge_interval = float(options["purge_interval"])
@@ -141,11 +147,7 @@ class CanadaNode(DataNode):
         self.max_bytes = int(options["max_decompressed"])
         self.max_records = int(options["max_records"])
         self.max_sites = int(options["max_sites"])
-        self.allowed = {str(c).strip().lower() for c in options["sites"] if str(c).strip()}
-        bad = [c for c in self.allowed if not KEY.match(c) or "." in c]
-        if bad:
-            raise ValueError(f"sites: bad radar code(s) {', '.join(sorted(bad))}")
-        super().__init__(name, settings, **kw)
+        self.allowed = allowed
         self.echo_store = echoes
         # The feed has no per-radar connection, so the pipeline watches each
         # radar's silence itself (stale_after).

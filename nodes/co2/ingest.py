@@ -17,14 +17,15 @@ import math
 import time
 from collections import Counter
 from collections.abc import Callable
+from typing import Any
 
 from twisted.internet.defer import Deferred, ensureDeferred, succeed
-from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from nodes.co2.pinglog import PingLog
 from nodes.co2.readings import Batch, Reading, ReadingsParser
 from nodes.co2.storage import BLOCK, PushResult, Storage, Workers
+from obsmesh.periodic import Periodic
 
 OnRows = Callable[[str, list[Reading]], object]
 FileKey = tuple[str, str]  # (unit id, "data/readings/readings-0000.tsv")
@@ -45,6 +46,7 @@ class ReadingsIngest:
         on_rows: OnRows | None,
         counters: Counter,
         flush_interval: float = 1.0,
+        reactor: Any = None,
     ) -> None:
         self.storage = storage
         self.pings = pings
@@ -55,8 +57,9 @@ class ReadingsIngest:
         self._progress: dict[FileKey, int] = {}
         self._dirty: dict[FileKey, int] = {}
         self._units: dict[str, dict[str, object]] = {}
-        self._flusher = LoopingCall(self._flush_soon)
-        self._flush_interval = flush_interval
+        if reactor is None:
+            from twisted.internet import reactor
+        self._flusher = Periodic(reactor, flush_interval, self._flush_soon)
 
     # -- life cycle -------------------------------------------------------------
 
@@ -80,7 +83,7 @@ class ReadingsIngest:
             if history is not None and start > 0 and mtime >= since:
                 await self._history(history, unit_id, names, start)
             await self._resync(unit_id, names, start, size)
-        self._flusher.start(self._flush_interval, now=False)
+        self._flusher.start(now=False)
 
     async def _history(
         self, history: OnRows, unit_id: str, names: tuple[str, ...], end: int
@@ -94,8 +97,7 @@ class ReadingsIngest:
                 log.failure("history callback failed for {unit}", unit=unit_id)
 
     def stop(self) -> Deferred:
-        if self._flusher.running:
-            self._flusher.stop()
+        self._flusher.stop()
         return self.flush()
 
     def flush(self) -> Deferred:

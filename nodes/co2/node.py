@@ -34,8 +34,6 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from twisted.internet import task
-
 from nodes.base import DataNode
 from nodes.co2 import fields as F
 from nodes.co2.paths import compile_unit_pattern
@@ -45,6 +43,7 @@ from nodes.co2.server import Co2Config, Co2Server
 from nodes.co2.timecheck import Admission, Admitted, TimeRules
 from nodes.co2.tokens import TokenFileError
 from obsmesh import config
+from obsmesh.periodic import Periodic
 
 MAX_HISTORY_PINGS = 200_000  # newest pings reloaded at start (a week of 5 demo units at 10 s)
 CONFLICT_EVENT_EVERY = 3600.0  # seconds between events about conflicts on one file
@@ -60,6 +59,7 @@ class Co2Node(DataNode):
     def __init__(
         self, name: str, settings: dict[str, Any], options: dict[str, Any], **kw: Any
     ) -> None:
+        super().__init__(name, settings, **kw)
         self.options = options
         self.root = Path(options["data_root"])
         self.silence = float(options["silence"])
@@ -73,7 +73,6 @@ class Co2Node(DataNode):
         self._heard: dict[str, float] = {}  # unit -> last word from it (silence reference)
         self._conflicts: dict[tuple[str, str], float] = {}  # (unit, path) -> last event
         self.port: Any = None
-        super().__init__(name, settings, **kw)
         self.server = Co2Server(
             Co2Config(
                 root=self.root,
@@ -93,8 +92,9 @@ class Co2Node(DataNode):
             on_unit=self._on_unit,
             on_conflict=self._on_conflict,
         )
-        self._watch = task.LoopingCall(self.check_silence)
-        self._watch.clock = self.reactor
+        self._watch = Periodic(
+            self.reactor, max(0.05, min(self.silence / 4, 10.0)), self.check_silence
+        )
 
     # -- fields ------------------------------------------------------------------
 
@@ -302,7 +302,7 @@ class Co2Node(DataNode):
         self.source(
             "endpoint", connected=True, url=f"http://{host}:{bound}/", data_root=str(self.root)
         )
-        self._watch.start(max(0.05, min(self.silence / 4, 10.0)), now=False)
+        self._watch.start(now=False)
 
     async def _seed(self, unit_id: str) -> None:
         """The times a unit has stored within the reorder window (a store that
@@ -334,8 +334,7 @@ class Co2Node(DataNode):
             self.source(unit_id, last_heard=group[-1].t)
 
     async def stop(self) -> None:
-        if self._watch.running:
-            self._watch.stop()
+        self._watch.stop()
         await self.server.stop()
         self.port = None
 

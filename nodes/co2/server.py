@@ -195,7 +195,12 @@ class Co2Server:
         self.workers.start()
         self.pings = await self.workers.in_db(PingLog, self.root, self.config.ping_file_bytes)
         self.ingest = ReadingsIngest(
-            self.storage, self.pings, self.workers, self.on_rows, self.counters
+            self.storage,
+            self.pings,
+            self.workers,
+            self.on_rows,
+            self.counters,
+            reactor=self.reactor,
         )
         await self.ingest.start(history, history_since)
         if self.networks:

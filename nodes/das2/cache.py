@@ -45,11 +45,12 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import quote
 
-from twisted.internet import defer, task, threads
+from twisted.internet import defer, threads
 from twisted.logger import Logger
 
 from nodes.das2.dsdf import PERIODS, CacheLevel, Dsdf, check_name
 from nodes.das2.timefmt import US_PER_S
+from obsmesh.periodic import Periodic
 
 log = Logger()
 
@@ -261,6 +262,14 @@ def blocks_for(
 class Backend(Protocol):
     name: str
 
+    @property
+    def queued(self) -> int | None:
+        """Jobs waiting, where the backend counts them (None: it does not say)."""
+        ...
+
+    @property
+    def connected(self) -> bool: ...
+
     async def present(self, blocks: Sequence[BlockId]) -> list[bool]: ...
     async def fetch(self, block: BlockId) -> bytes | None: ...
     async def enqueue(self, block: BlockId, queued: float) -> str: ...
@@ -306,9 +315,10 @@ return 1
 
 
 class RedisBlocks:
-    """Blocks and the shared work queue in Redis (txredisapi, one lazy connection)."""
+    """Blocks and the shared work queue in Redis (one connection, obsmesh/redisconn.py)."""
 
     name = "redis"
+    queued: int | None = None
 
     def __init__(
         self,
@@ -322,7 +332,7 @@ class RedisBlocks:
     ) -> None:
         import txredisapi
 
-        from obsmesh.store.redis import parse_url
+        from obsmesh.redisconn import RedisConnection
 
         if reactor is None:
             from twisted.internet import reactor
@@ -334,32 +344,21 @@ class RedisBlocks:
         self.job_ttl = max(1, int(job_ttl))
         self.queue_cap = max(1, int(queue_cap))
         self.reply_timeout = reply_timeout
-        self._handler = txredisapi.lazyConnection(
-            reconnect=True,
-            charset=None,
-            convertNumbers=False,
-            connectTimeout=5,
-            replyTimeout=reply_timeout,
-            **parse_url(url),
+        self.redis = RedisConnection(
+            url, reactor=reactor, reply_timeout=reply_timeout, retry_initial=0.1, retry_max=1.0
         )
-        self._factory = self._handler._factory
-        self._factory.initialDelay = 0.1
-        self._factory.maxDelay = 1.0
-        self._born = time.monotonic()
+        self._born = reactor.seconds()
 
     def _key(self, kind: str, block: BlockId | None = None) -> str:
         return f"{self.namespace}:{kind}" + (f":{block.key}" if block is not None else "")
 
     @property
     def connected(self) -> bool:
-        return any(c.connected for c in self._factory.pool)
+        return self.redis.connected
 
-    async def _conn(self):
-        conn = next((c for c in self._factory.pool if c.connected), None)
+    async def _conn(self) -> Any:
         # just started: the first connection may still be on its way
-        while conn is None and time.monotonic() < self._born + 2.0:
-            await task.deferLater(self._reactor, 0.02, lambda: None)
-            conn = next((c for c in self._factory.pool if c.connected), None)
+        conn = await self.redis.wait(self._born + 2.0 - self._reactor.seconds())
         if conn is None:
             raise CacheUnavailable(f"redis at {self.url} is unreachable")
         return conn
@@ -417,7 +416,7 @@ class RedisBlocks:
 
     async def close(self) -> None:
         try:
-            await self._handler.disconnect()
+            await self.redis.close()
         except Exception as exc:  # already gone: nothing to release
             log.debug("redis disconnect: {exc}", exc=exc)
 
@@ -427,6 +426,7 @@ class DiskBlocks:
     (replicas on one directory share blocks, not jobs)."""
 
     name = "disk"
+    connected = True  # a directory is always there
 
     def __init__(self, root: str, ttl: float, queue_cap: int = 256) -> None:
         self.root = os.path.abspath(root)
@@ -550,9 +550,7 @@ class Cache:
         self.built: list[str] = []  # keys of the blocks this process built (recent)
         self.last_error: str | None = None
         self._reactor = reactor
-        self._loop = task.LoopingCall(self._tick)
-        self._loop.clock = reactor
-        self._poll = float(poll)
+        self._loop = Periodic(reactor, float(poll), self._tick, name="das2 cache builder")
         self._ticking = False
         self._building: set[defer.Deferred] = set()
 
@@ -605,8 +603,7 @@ class Cache:
 
     # -- the builder -------------------------------------------------------
     def start(self) -> None:
-        if not self._loop.running:
-            self._loop.start(self._poll, now=True)
+        self._loop.start(now=True)
 
     def kick(self) -> None:
         """Look at the queue now (jobs this process just queued)."""
@@ -614,8 +611,7 @@ class Cache:
             self._reactor.callLater(0, self._tick)
 
     async def stop(self) -> None:
-        if self._loop.running:
-            self._loop.stop()
+        self._loop.stop()
         for d in list(self._building):
             d.cancel()
         await self.backend.close()

@@ -5,9 +5,10 @@ timeline named after the dataset; each plane of its stream is a field
 (`columns.py`). The fields are learned at start by running each reader over a
 short stretch of its first example range ("probing").
 
-Data are not kept in the node's store: `get_data` runs the request through
-`Das2Service` (cache blocks where present, the reader for the rest) and
-answers in the base's reply shape, with its errors, point budget and
+Data are not kept in the node's store: the base's query engine
+(nodes/node/query.py) answers `get_data` from `Das2Source` (source.py), which
+runs the request through `Das2Service` (cache blocks where present, the reader
+for the rest); the engine gives the reply shape, errors, point budget and
 progressive results. `min_stride` is the das2 resolution: bins aligned to
 multiples of it, one record per non-empty bin at the bin's centre (das2's
 reducer). `reduce="minmax"` is computed from full resolution by the mesh's
@@ -22,21 +23,18 @@ The das2.2 HTTP interface (`http.py`) listens on 127.0.0.1:8091 by default.
 
 from __future__ import annotations
 
-import math
 import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from twisted.internet import defer, task
+from twisted.internet import defer
 
 from nodes.base import DataNode
 from nodes.das2.cache import Cache, DiskBlocks, RedisBlocks
 from nodes.das2.columns import (
     Collector,
-    encode_column,
     field_name,
-    minmax_rows,
     plane_meta,
     value_planes,
 )
@@ -45,10 +43,12 @@ from nodes.das2.http import Das2Resource, public, site
 from nodes.das2.kind import Settings
 from nodes.das2.readers import ReaderLimits, ReaderPool, ReaderRequest, validate_request
 from nodes.das2.service import Das2Service, StopStream, x_seconds
+from nodes.das2.source import Das2Source
 from nodes.das2.stream import Data, PacketHeader
 from nodes.das2.timefmt import US_PER_S
-from obsmesh import config, wire
-from obsmesh.errors import InvalidArgument, MeshError, TooManyPoints
+from obsmesh import config
+from obsmesh.errors import MeshError
+from obsmesh.periodic import Periodic
 from obsmesh.store import MemoryStore
 from obsmesh.timerules import resolve_interval
 
@@ -57,16 +57,6 @@ PROBE_RECORDS = 2000  # records a probe reads before it stops the reader
 PROBE_TIMEOUT = 30.0
 
 DEFAULTS: dict[str, Any] = Settings.defaults()
-
-
-def _nice(seconds: float) -> float:
-    if seconds <= 0:
-        return 1.0
-    exp = math.floor(math.log10(seconds))
-    for m in (1, 2, 5, 10):
-        if m * 10**exp >= seconds:
-            return float(m * 10**exp)
-    return float(10 ** (exp + 1))
 
 
 def probe_windows(dsdf: Dsdf, now_us: int, seconds: float) -> list[tuple[int, int]]:
@@ -91,12 +81,16 @@ class Das2Node(DataNode):
     def __init__(
         self, name: str, settings: dict[str, Any], options: dict[str, Any], **kw: Any
     ) -> None:
-        self.options = options
         root = Path(options["catalog"] or EXAMPLES)
         if not root.is_dir():
             raise ValueError(f"das2 catalog {root} is not a directory")
-        self.catalog, self.catalog_errors = load_catalog(root)
+        catalog, catalog_errors = load_catalog(root)
         Settings.check(options)
+        # The store only buffers what goes out live; history comes from the readers.
+        kw.setdefault("store", MemoryStore(3600.0, 1_000_000))
+        super().__init__(name, settings, **kw)
+        self.options = options
+        self.catalog, self.catalog_errors = catalog, catalog_errors
         port = int(options["port"])
         self.http_address = (options["host"], port) if port >= 0 else None
         self.cadence: dict[str, float] = {}
@@ -104,9 +98,6 @@ class Das2Node(DataNode):
         self._port: Any = None
         self._live_from: dict[str, int] = {}
         self._live_running: set[str] = set()
-        # The store only buffers what goes out live; history comes from the readers.
-        kw.setdefault("store", MemoryStore(3600.0, 1_000_000))
-        super().__init__(name, settings, **kw)
         limits = ReaderLimits(
             float(options["reader_timeout"]),
             int(options["reader_output_cap"]),
@@ -150,9 +141,9 @@ class Das2Node(DataNode):
             stall_timeout=float(options["stall_timeout"]),
             reactor=self.reactor,
         )
+        self.serve_queries_from(Das2Source(self.service, self.clock, int(options["max_values"])))
         self.register_rpc("get_datasets", self.get_datasets)
-        self._live_loop = task.LoopingCall(self._live_tick)
-        self._live_loop.clock = self.reactor
+        self._live_loop = Periodic(self.reactor, float(options["live_poll"]), self._live_tick)
 
     def _backend(self):
         mode = self.options["cache"]
@@ -202,11 +193,10 @@ class Das2Node(DataNode):
             consumeErrors=True,
         )
         if any(d.live for d in self.catalog.values()):
-            self._live_loop.start(float(self.options["live_poll"]), now=True)
+            self._live_loop.start(now=True)
 
     async def stop(self) -> None:
-        if self._live_loop.running:
-            self._live_loop.stop()
+        self._live_loop.stop()
         if self._port is not None:
             await self._port.stopListening()
         for d in list(self.resource.active):
@@ -311,107 +301,22 @@ class Das2Node(DataNode):
         return out
 
     # -- data --------------------------------------------------------------
-    def _width(self, fields) -> int:
-        return 1 + sum(int(np.prod(self.fields[f].get("shape", [1]))) for f in fields)
-
-    def _too_many(self, t0: float, t1: float, groups: dict[str, list[str]], budget: int):
-        width = sum(self._width(fs) for fs in groups.values())
-        stride = _nice((t1 - t0) * width / max(1, budget - width))
-
-        def text(values: int) -> str:
-            return (
-                f"more than {budget} values for one reply: ask for min_stride >= {stride:g} s, "
-                "a shorter interval, or progressive results"
-            )
-
-        return text
-
-    @staticmethod
-    def _params_for(params: Any, datasets: list[str]) -> dict[str, Any]:
-        if params is None or isinstance(params, str | list | tuple):
-            return dict.fromkeys(datasets, params)
-        if isinstance(params, dict):
-            unknown = set(params) - set(datasets)
-            if unknown:
-                raise InvalidArgument(
-                    f"params for datasets not asked: {', '.join(sorted(unknown))}"
-                )
-            return {d: params.get(d) for d in datasets}
-        raise InvalidArgument("params must be a text, a list of texts, or {dataset: params}")
-
     async def get_data(
         self,
-        field,
-        start,
-        end,
-        min_stride=None,
-        reduce="mean",
-        encoding="list",
-        details=None,
-        params=None,
-    ):
-        names, t0, t1, stride = self._query_args(field, start, end, min_stride, reduce, encoding)
-        t1 = max(t0, min(t1, self.clock()))  # nothing after now: no reader reads the future
-        progress = getattr(details, "progress", None)
-        budget = int(self.settings["point_budget"])
-        groups = self._by_timeline(names)
-        per_dataset = self._params_for(params, list(groups))
-        too_many = self._too_many(t0, t1, groups, budget)
-        # Without progressive results nothing past the budget is gathered: the
-        # reader is stopped there and the call refused.
-        cap = budget if progress is None else int(self.options["max_values"])
-        requests = {}
-        for dataset in groups:  # every argument checked before any reader runs
-            if t1 > t0:
-                resolution = stride if reduce == "mean" else None
-                requests[dataset] = validate_request(
-                    self.catalog[dataset], t0, t1, resolution, per_dataset[dataset]
-                )
-        answers = []
-        used = 0
-        for dataset, fs in groups.items():
-            if dataset not in requests:
-                answers.append((dataset, fs, np.zeros(0), {f: np.zeros(0) for f in fs}))
-                continue
-            # min/max bins are made from full resolution, gathered up to max_values
-            raw_minmax = stride is not None and reduce == "minmax"
-            limit = int(self.options["max_values"]) if raw_minmax else cap - used
-            collector = Collector(dataset, fs, max(0, limit), too_many)
-            await self.service.answer(requests[dataset], collector)
-            t, cols = collector.result()
-            if raw_minmax:
-                t, cols = minmax_rows(t, cols, stride)
-            used += t.size * self._width(fs)
-            if used > cap:
-                raise TooManyPoints(too_many(used))
-            answers.append((dataset, fs, t, cols))
-        finalized = min(t1, self.clock())
-        if used <= budget:
-            return self._answer(answers, encoding, finalized)
-        if progress is None:
-            raise TooManyPoints(too_many(used))
-        chunks = list(self._chunks(answers, budget))
-        for chunk in chunks[:-1]:
-            progress(self._answer(chunk, encoding, finalized))
-        return self._answer(chunks[-1], encoding, finalized)
-
-    def _chunks(self, answers, budget: int):
-        for dataset, fs, t, cols in answers:
-            rows = max(1, budget // self._width(fs))
-            for a in range(0, max(t.size, 1), rows):
-                yield [
-                    (dataset, fs, t[a : a + rows], {f: c[a : a + rows] for f, c in cols.items()})
-                ]
-
-    @staticmethod
-    def _answer(answers, encoding: str, finalized: float) -> dict:
-        data: dict[str, Any] = {}
-        timeline: dict[str, Any] = {}
-        for dataset, fs, t, cols in answers:
-            for f in fs:
-                data[f] = encode_column(cols[f], encoding)
-            timeline[dataset] = {"t": wire.encode(t, encoding), "finalized_until": finalized}
-        return {"data": data, "timeline": timeline}
+        field: Any,
+        start: Any,
+        end: Any,
+        min_stride: Any = None,
+        reduce: Any = "mean",
+        encoding: Any = "list",
+        details: Any = None,
+        params: Any = None,
+    ) -> dict[str, Any]:
+        """The base's get_data with das2's `params` (a text, a list of texts, or
+        {dataset: params}), answered by the readers (`Das2Source`)."""
+        return await self.query_engine.get_data(
+            field, start, end, min_stride, reduce, encoding, details, params
+        )
 
     # -- live --------------------------------------------------------------
     def _live_tick(self) -> None:
@@ -471,8 +376,8 @@ class Das2Node(DataNode):
             else {
                 "backend": cache.backend.name,
                 "building": cache.active,
-                "queued": getattr(cache.backend, "queued", None),  # (Redis: LLEN N:queue)
-                "connected": getattr(cache.backend, "connected", True),
+                "queued": cache.backend.queued,
+                "connected": cache.backend.connected,
                 "last_error": cache.last_error,
             },
         }

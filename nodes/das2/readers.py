@@ -20,7 +20,7 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from twisted.internet import abstract, defer, error, main, protocol, task
+from twisted.internet import abstract, defer, error, main, protocol
 from twisted.python import failure
 
 from nodes.das2.dsdf import Dsdf
@@ -35,6 +35,7 @@ from nodes.das2.stream import (
 )
 from nodes.das2.timefmt import US_PER_S, TimeTextError, format_time, parse_time_text
 from obsmesh.errors import InvalidArgument
+from obsmesh.periodic import Periodic
 
 MIN_PATH = "/usr/local/bin:/usr/bin:/bin"
 MAX_PARAMS_TEXT = 1024
@@ -403,7 +404,7 @@ class _ReaderProtocol(protocol.ProcessProtocol):
         self._exited = False
         self._stdout_open = True
         self._timer = None
-        self._reaper: task.LoopingCall | None = None
+        self._reaper: Periodic | None = None
         self._stderr = bytearray()
 
     def connectionMade(self) -> None:  # noqa: N802 - Twisted's name
@@ -434,9 +435,8 @@ class _ReaderProtocol(protocol.ProcessProtocol):
         if not self._exited and self._reaper is None:
             # Twisted learns of the exit from SIGCHLD, which a reactor run without
             # signal handlers never gets: look for the exit ourselves meanwhile.
-            self._reaper = task.LoopingCall(self._reap)
-            self._reaper.clock = self.clock
-            self._reaper.start(0.05, now=False)
+            self._reaper = Periodic(self.clock, 0.05, self._reap, name="das2 reader reaper")
+            self._reaper.start(now=False)
 
     def _reap(self) -> None:
         if not self._exited and self.transport.pid is not None:
@@ -478,7 +478,7 @@ class _ReaderProtocol(protocol.ProcessProtocol):
             return  # (the timeout stays armed: a descendant may still hold stdout)
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
-        if self._reaper is not None and self._reaper.running:
+        if self._reaper is not None:
             self._reaper.stop()
         self.result.stderr = bytes(self._stderr)
         if self.stopping:

@@ -32,7 +32,7 @@ import re
 import time
 from typing import Any
 
-from twisted.internet import defer, task
+from twisted.internet import defer
 
 from nodes.base import DataNode
 from nodes.dataflow import options as options_mod
@@ -40,6 +40,7 @@ from nodes.dataflow.ingest import Arrival, DataflowIngest, FlagEvent
 from nodes.dataflow.names import STAGES, is_radar_code
 from nodes.dataflow.products import ProductBook, run_figures
 from nodes.dataflow.summary import Record, Run, RunStart
+from obsmesh.periodic import Periodic
 from obsmesh.store import StoreError
 
 STAGES_TIMELINE = "stages"
@@ -120,7 +121,9 @@ class DataflowNode(DataNode):
     def __init__(
         self, name: str, settings: dict[str, Any] | None, options: dict[str, Any], **kw: Any
     ) -> None:
-        self.options = options_mod.resolve_options(options)
+        resolved = options_mod.resolve_options(options)  # refused before the store is made
+        super().__init__(name, settings, **kw)
+        self.options = resolved
         self.pairs: dict[tuple[str, str], str] = {}  # (radar, stage) -> timeline
         self.running: dict[str, float | None] = {}  # timeline -> start of the run going on
         # timeline -> its last time stored before this process (in a persistent store)
@@ -132,7 +135,6 @@ class DataflowNode(DataNode):
         self._arrivals_out: list[dict[str, Any]] = []
         self._arrivals_call = None
         self._next_sample = 0.0
-        super().__init__(name, settings, **kw)
         o = self.options
         self.book = ProductBook(period=o["period"], margin=o["margin"], window=o["window"])
         self.ingest = DataflowIngest(
@@ -149,14 +151,15 @@ class DataflowNode(DataNode):
             backlog=o["backlog"],
             unfinished_after=o["unfinished_after"],
         )
-        self._loop = task.LoopingCall(self._tick)
-        self._loop.clock = self.reactor
+        self._loop = Periodic(
+            self.reactor, min(o["check_interval"], o["sample_interval"]), self._tick
+        )
         self.register_rpc("stage_products", self.stage_products)
 
     def info(self) -> dict[str, Any]:
         return {**super().info(), "radars": list(self.options["radars"])}
 
-    def declare_fields(self) -> None:
+    def setup(self) -> None:
         for field, kind, units, description in ARRIVAL_FIELDS:
             self.declare(
                 field,
@@ -444,12 +447,10 @@ class DataflowNode(DataNode):
                 for stage in STAGES:
                     self._pair(radar, stage)
         self.ingest.start()
-        o = self.options
-        self._loop.start(min(o["check_interval"], o["sample_interval"]), now=False)
+        self._loop.start(now=False)
 
     async def stop(self) -> None:
-        if self._loop.running:
-            self._loop.stop()
+        self._loop.stop()
         self.ingest.stop()
         if self._arrivals_call is not None and self._arrivals_call.active():
             self._arrivals_call.cancel()

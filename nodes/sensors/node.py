@@ -5,10 +5,9 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from twisted.internet import task
-
 from nodes.base import DataNode
 from nodes.sensors import procfs, sysfs
+from obsmesh.periodic import Periodic
 
 TIMELINE = "host"
 # decimal places shown per unit (values are stored as read)
@@ -34,13 +33,12 @@ class SensorsNode(DataNode):
     def __init__(
         self, name: str, settings: dict[str, Any], options: dict[str, Any], **kw: Any
     ) -> None:
+        super().__init__(name, settings, **kw)
         self.options = options
         self._prev_cpu: dict[str, tuple[int, int]] = {}
         self._prev_io: dict[str, dict[str, tuple[int, int]]] = {}
         self._prev_time: float | None = None
-        super().__init__(name, settings, **kw)
-        self._loop = task.LoopingCall(self.sample)
-        self._loop.clock = self.reactor
+        self._loop = Periodic(self.reactor, float(options["interval"]), self.sample)
 
     def _proc(self, name: str) -> str | None:
         try:
@@ -123,11 +121,10 @@ class SensorsNode(DataNode):
             self.source("host", connected=True, last_sample=now)
 
     async def start(self) -> None:
-        self._loop.start(float(self.options["interval"]), now=True)
+        self._loop.start(now=True)
 
     async def stop(self) -> None:
-        if self._loop.running:
-            self._loop.stop()
+        self._loop.stop()
 
 
 def build(name: str, mesh: dict[str, Any], options: dict[str, Any]) -> SensorsNode:

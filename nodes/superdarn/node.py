@@ -86,15 +86,15 @@ class SuperdarnNode(DataNode):
         timelines: bool = True,
         **kw: Any,
     ) -> None:
+        Settings.check(options)  # before the base makes a store (a Redis one connects)
+        super().__init__(name, settings, **kw)
         self.options = options
         self.endpoints = list(endpoints)
         self.clients: dict[str, RadarClient] = {}
-        Settings.check(options)
         self.backoff = Backoff(
             initial=float(options["backoff_initial"]),
             maximum=max(float(options["backoff_max"]), float(options["backoff_initial"])),
         )
-        super().__init__(name, settings, **kw)
         self.echo_store = echoes
         self.pipeline = RadarPipeline(
             self, echoes, purge_interval=float(options["purge_interval"]), timelines=timelines

@@ -32,10 +32,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from twisted.internet import defer, task, threads
+from twisted.internet import defer, threads
 from twisted.logger import Logger
 
 from obsmesh.errors import InvalidArgument, TooManyPoints
+from obsmesh.periodic import Periodic
 from obsmesh.timerules import resolve_interval
 
 from . import radars
@@ -190,9 +191,7 @@ class RadarPipeline:
         self._echo_idle: list[defer.Deferred] = []
         self._last_purge: float | None = None
         self._maintaining: defer.Deferred | None = None  # a maintenance pass under way
-        self._maintain = task.LoopingCall(self._maintenance)
-        self._maintain.clock = node.reactor
-        self._maintain_every = float(maintain_every)
+        self._maintain = Periodic(node.reactor, float(maintain_every), self._maintenance)
 
     # ------------------------------------------------------------ radars
 
@@ -523,13 +522,11 @@ class RadarPipeline:
 
     def start(self) -> None:
         """Start the maintenance schedule (purge, radars known from history)."""
-        if not self._maintain.running:
-            self._maintain.start(self._maintain_every, now=True)
+        self._maintain.start(now=True)
 
     async def stop(self) -> None:
         """Stop the schedule and watchdogs; wait for queued echo counts to be written."""
-        if self._maintain.running:
-            self._maintain.stop()
+        self._maintain.stop()
         if self._maintaining is not None and not self._maintaining.called:
             await self._maintaining  # the caller may close the EchoStore next
         for state in self.radars.values():

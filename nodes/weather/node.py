@@ -62,16 +62,16 @@ class WeatherNode(DataNode):
     def __init__(
         self, name: str, settings: dict[str, Any], options: dict[str, Any], **kw: Any
     ) -> None:
+        super().__init__(name, settings, **kw)
         self.directory = options["dir"]
         self.options = options
         self.followers: dict[str, _Follower] = {}
         self._reading: set[str] = set()  # files with a read in flight
         self._scanning = False  # a directory listing in flight
-        super().__init__(name, settings, **kw)
         self._loop = task.LoopingCall(self.poll)
         self._loop.clock = self.reactor
 
-    def declare_fields(self) -> None:
+    def setup(self) -> None:
         for column, (units, description) in files.KNOWN.items():
             self.declare(
                 column,

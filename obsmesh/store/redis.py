@@ -38,12 +38,11 @@ from __future__ import annotations
 
 import bisect
 import os
-import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import quote, unquote, urlsplit
+from urllib.parse import quote
 
 import msgpack
 import numpy as np
@@ -51,6 +50,7 @@ import txredisapi
 from twisted.internet import defer, task
 from twisted.logger import Logger
 
+from obsmesh import redisconn
 from obsmesh.store.base import (
     FIELD_TYPES,
     NUMERIC,
@@ -304,25 +304,12 @@ def split_points(t: np.ndarray, size: int) -> list[int]:
 
 
 def parse_url(url: str) -> dict:
-    """txredisapi connection arguments from redis://[:password@]host[:port][/db]."""
+    """Connection arguments from redis://[:password@]host[:port][/db]; a StoreError
+    when unusable."""
     try:
-        parts = urlsplit(url)
-        port = parts.port or 6379
-    except (ValueError, TypeError) as exc:
-        raise StoreError(f"bad redis url {url!r}: {exc}") from exc
-    if parts.scheme not in ("redis", "rediss") or not parts.hostname:
-        raise StoreError(f"bad redis url {url!r}: use redis://host:port/db")
-    db = parts.path.strip("/")
-    if db and not db.isdigit():
-        raise StoreError(f"bad redis url {url!r}: database must be a number")
-    return {
-        "host": parts.hostname,
-        "port": port,
-        "dbid": int(db) if db else None,
-        "password": unquote(parts.password) if parts.password else None,
-        "username": unquote(parts.username) if parts.username else None,
-        "ssl_context_factory": parts.scheme == "rediss",
-    }
+        return redisconn.parse_url(url)
+    except redisconn.BadRedisUrl as exc:
+        raise StoreError(str(exc)) from None
 
 
 # -- the store ----------------------------------------------------------------
@@ -344,8 +331,8 @@ class _Timeline:
 class RedisStore(Store):
     """The Store protocol over Redis. Beyond it: `maintain(timeline)`,
     `segment_count`/`stored_rows` (for tests and benchmarks), the counters
-    `dropped` and `rereads`. The connection itself runs on the global reactor
-    (txredisapi takes no other); timers use the injected one."""
+    `dropped` and `rereads`. The connection (obsmesh/redisconn.py) and every
+    timer run on the injected reactor (txredisapi's own timers excepted)."""
 
     kind = "redis"
 
@@ -364,11 +351,15 @@ class RedisStore(Store):
         small_rows: int = 1 << 14,
         max_small: int = 32,
         reactor: Any = None,
-        clock: Callable[[], float] = time.time,
-        monotonic: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] | None = None,
+        monotonic: Callable[[], float] | None = None,
     ) -> None:
-        super().__init__(reactor, clock)
-        self.monotonic = monotonic
+        if reactor is None:
+            from twisted.internet import reactor
+        # Both default to the reactor's time (wall time on a real reactor, a
+        # test's own on a task.Clock).
+        super().__init__(reactor, clock or reactor.seconds)
+        self.monotonic = monotonic or reactor.seconds
         if not isinstance(namespace, str) or not namespace:
             raise StoreError("the redis namespace must be a non-empty string")
         if not float(max_age) > 0 or int(max_samples) < 1 or int(max_pending) < 1:
@@ -392,19 +383,15 @@ class RedisStore(Store):
         self._sleeps: set[defer.Deferred] = set()
         self._synced: object = None  # the connection the types were exchanged on
         self._outage: str | None = None
-        self._born = monotonic()
-        args = parse_url(redis_url)
-        self._handler = txredisapi.lazyConnection(
-            reconnect=True,
-            charset=None,
-            convertNumbers=False,
-            connectTimeout=5,
-            replyTimeout=reply_timeout,
-            **args,
+        self._born = self.monotonic()
+        parse_url(redis_url)  # a bad URL is a StoreError before anything connects
+        self.redis = redisconn.RedisConnection(
+            redis_url,
+            reactor=self.reactor,
+            reply_timeout=reply_timeout,
+            retry_initial=min(0.1, self.retry_max_delay),  # reconnect backoff, capped
+            retry_max=max(self.retry_max_delay, 0.1),
         )
-        self._factory = self._handler._factory
-        self._factory.initialDelay = min(0.1, self.retry_max_delay)  # reconnect backoff, capped
-        self._factory.maxDelay = max(self.retry_max_delay, 0.1)
 
     # -- keys --------------------------------------------------------------
     def _key(self, name: str) -> str:
@@ -420,19 +407,14 @@ class RedisStore(Store):
 
     # -- connection ----------------------------------------------------------
     def _live(self):
-        for conn in self._factory.pool:
-            if conn.connected:
-                return conn
-        return None
+        return self.redis.live
 
     async def _connection(self):
         """The live connection, types exchanged; StoreUnavailable when there is none."""
         conn = self._live()
         if conn is None and self._synced is None and not self._stopped:
-            deadline = self._born + self.connect_wait  # just started: give it a moment
-            while conn is None and self.monotonic() < deadline:
-                await task.deferLater(self.reactor, 0.01, lambda: None)
-                conn = self._live()
+            # just started: give the first connection a moment to come
+            conn = await self.redis.wait(self._born + self.connect_wait - self.monotonic())
         if conn is None or self._stopped:
             raise StoreUnavailable(f"redis at {self.url} is unreachable")
         if conn is not self._synced:
@@ -698,12 +680,7 @@ class RedisStore(Store):
         self._stopped = True
         for d in list(self._sleeps):
             d.cancel()
-        done = self._factory.disconnect()
-        done.addTimeout(5, self.reactor)
-        try:
-            await done
-        except defer.TimeoutError:
-            log.warn("redis store {ns}: connection did not close in time", ns=self.namespace)
+        await self.redis.close(5.0)
 
     # -- reading -------------------------------------------------------------
     def _local(self, tl: _Timeline | None) -> list[_Seg]:

@@ -14,9 +14,9 @@ import random
 from typing import Any
 
 import numpy as np
-from twisted.internet import task
 
 from nodes.base import DataNode
+from obsmesh.periodic import Periodic
 
 TIMELINE = "gauge"
 # constituent: (period in hours, amplitude in metres, phase in degrees)
@@ -44,14 +44,15 @@ class TideGaugeNode(DataNode):
     def __init__(
         self, name: str, settings: dict[str, Any], options: dict[str, Any], **kw: Any
     ) -> None:
+        super().__init__(name, settings, **kw)  # first: the base's state, then ours
         self.options = options
         self.rng = random.Random(int(options["seed"]))
         self.surge = 0.0
-        super().__init__(name, settings, **kw)
-        self._loop = task.LoopingCall(self.sample)
-        self._loop.clock = self.reactor
+        # one reading per interval; a reading that fails is logged and the next one comes
+        self._loop = Periodic(self.reactor, float(options["interval"]), self.sample)
 
-    def declare_fields(self) -> None:
+    def setup(self) -> None:
+        """Called once construction finished: the fields known at start."""
         self.declare("level", TIMELINE, units="m", description="water level above datum")
         self.declare("predicted", TIMELINE, units="m", description="harmonic tide prediction")
         self.declare("surge", TIMELINE, units="m", description="level minus prediction")
@@ -80,11 +81,10 @@ class TideGaugeNode(DataNode):
         n = int(float(self.options["history"]) / interval)
         if n:
             self.readings(now - interval * np.arange(n, 0, -1), live=False)
-        self._loop.start(interval, now=True)
+        self._loop.start(now=True)
 
     async def stop(self) -> None:
-        if self._loop.running:
-            self._loop.stop()
+        self._loop.stop()
 
 
 def build(name: str, mesh: dict[str, Any], options: dict[str, Any]) -> TideGaugeNode:
