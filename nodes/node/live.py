@@ -6,6 +6,14 @@ The batcher keeps what `append` queued since the last flush, flushes every
 at high rates), and tracks which of the node's live topics have subscribers
 through the router's meta API: encoding a batch nobody reads would cost more
 than everything else a node does.
+
+The meta events alone are not trusted with that: a node that misses one
+on_create would stay silent for a subscriber for as long as it lives. Router
+links (crossbar rlinks) subscribe and unsubscribe on behalf of other sites, and
+a subscription an rlink still holds when a local consumer joins it fires no
+on_create at all. So every `RESYNC_SECONDS` the batcher also asks the router
+which of its live topics have a subscription (two lookups): a missed event
+costs at most that long, and is counted (`live_subscriptions_resynced`).
 """
 
 from __future__ import annotations
@@ -17,6 +25,7 @@ from typing import Any
 
 import numpy as np
 from autobahn.wamp.types import PublishOptions
+from twisted.logger import Logger
 
 from nodes.node.query import MAX_MESSAGE_VALUES, Columns
 from obsmesh import wire
@@ -25,6 +34,8 @@ from obsmesh.store import STRING
 from obsmesh.uris import Uris
 
 RETAIN = PublishOptions(retain=True)
+RESYNC_SECONDS = 5.0  # how long a missed subscription meta event can keep a topic silent
+log = Logger()
 
 
 class LiveBatcher:
@@ -52,6 +63,7 @@ class LiveBatcher:
         self._subs: dict[int, str] = {}
         self.reactor = reactor
         self._flusher: Periodic | None = None
+        self._resync = Periodic(reactor, RESYNC_SECONDS, self.resync, name=f"{name} live resync")
 
     def start(self, interval: float) -> None:
         """Flush every `interval` seconds from now on."""
@@ -62,6 +74,7 @@ class LiveBatcher:
     def stop(self) -> None:
         if self._flusher is not None:
             self._flusher.stop()
+        self._resync.stop()
 
     @property
     def wanted(self) -> set[str]:
@@ -117,9 +130,45 @@ class LiveBatcher:
             return [None if math.isnan(v) else bool(v) for v in col.tolist()]
         return col
 
+    def _topics(self) -> tuple[str, str]:
+        return self.uris.live(self.name), self.uris.live_array(self.name)
+
+    async def _lookup(self, session: Any) -> dict[int, str]:
+        """The live topics with a subscription at the router now (id -> topic)."""
+        found: dict[int, str] = {}
+        for topic in self._topics():
+            sub_id = await session.call("wamp.subscription.lookup", topic)
+            if sub_id is not None:
+                found[sub_id] = topic
+        return found
+
+    async def resync(self) -> None:
+        """Re-read the subscriptions from the router (see the module's doc).
+
+        A meta event that arrives while the lookups are under way may be
+        overruled by them; the next resync puts that right."""
+        session = self.session()
+        if session is None:
+            return
+        try:
+            found = await self._lookup(session)
+        except Exception as exc:  # the session went away meanwhile: the next join follows again
+            log.debug("{name}: live subscription lookup failed: {exc}", name=self.name, exc=exc)
+            return
+        if session is not self.session() or found == self._subs:
+            return
+        self.counters["live_subscriptions_resynced"] += 1
+        log.info(
+            "{name}: live subscriptions re-read from the router: {old} -> {new}",
+            name=self.name,
+            old=sorted(self._subs.values()),
+            new=sorted(found.values()),
+        )
+        self._subs = found
+
     async def follow(self, session: Any) -> None:
         """Track which live topics have subscribers, through the router's meta API."""
-        topics = {self.uris.live(self.name), self.uris.live_array(self.name)}
+        topics = set(self._topics())
 
         def created(_session_id: Any, sub: dict, *args: Any, **kwargs: Any) -> None:
             if sub.get("uri") in topics and sub.get("match", "exact") == "exact":
@@ -130,11 +179,9 @@ class LiveBatcher:
 
         await session.subscribe(created, "wamp.subscription.on_create")
         await session.subscribe(deleted, "wamp.subscription.on_delete")
-        self._subs = {}
-        for topic in topics:
-            sub_id = await session.call("wamp.subscription.lookup", topic)
-            if sub_id is not None:
-                self._subs[sub_id] = topic
+        self._subs = {}  # events from here on land in it, beside what the lookups find
+        self._subs.update(await self._lookup(session))
+        self._resync.start(now=False)
 
 
 def _missing(kind: str, n: int) -> np.ndarray:
