@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import pytest_twisted
+from autobahn.wamp.exception import ApplicationError
 
 from nodes.dataflow import node as dataflow_node
 from nodes.dataflow import options as dataflow_options
@@ -84,7 +85,14 @@ class DataflowProc:
             stop_process(self.proc, signal.SIGTERM)
 
     async def times(self, session, field: str, t0: float, t1: float) -> list[float]:
-        r = await session.call(self.uri("get_data"), [field], t0, t1)
+        """The times stored for `field`; none before its first run declares it
+        (logs are read in a thread: the first call may come before that)."""
+        try:
+            r = await session.call(self.uri("get_data"), [field], t0, t1)
+        except ApplicationError as e:
+            if e.error != "obsmesh.error.no_such_field":
+                raise
+            return []
         return list(r["timeline"][field.rsplit(".", 1)[0]]["t"])
 
 
