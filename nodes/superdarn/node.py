@@ -130,8 +130,8 @@ class SuperdarnNode(DataNode):
     async def stop(self) -> None:
         await defer.gatherResults([c.stop() for c in self.clients.values()], consumeErrors=True)
         await self.pipeline.stop()
-        if self.echo_store is not None:
-            self.echo_store.close()
+        # closed on the thread every statement ran on (obsmesh.sqlite)
+        await self.pipeline.db.stop(self.echo_store.close if self.echo_store is not None else None)
 
     def _client_status(self, key: str, status: dict[str, Any]) -> None:
         connected = bool(status["connected"])

@@ -183,7 +183,7 @@ async def replay(
     if not await store.flush(60.0):
         errors.append(f"the store did not take every row within 60 s ({store.pending_rows()} left)")
     await store.close()
-    echoes.close()
+    await pipeline.db.stop(echoes.close)  # closed on the thread it was used on
     if not args.quiet:
         err.write("\n")
     c = node.counters
