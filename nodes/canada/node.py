@@ -207,8 +207,8 @@ class CanadaNode(DataNode):
             self.context.term()  # every socket is closed with linger 0: returns at once
             self.context = None
         await self.pipeline.stop()
-        if self.echo_store is not None:
-            self.echo_store.close()
+        # closed on the thread every statement ran on (obsmesh.sqlite)
+        await self.pipeline.db.stop(self.echo_store.close if self.echo_store is not None else None)
 
     # ------------------------------------------------------------ messages
 
