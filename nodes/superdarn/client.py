@@ -29,9 +29,9 @@ from twisted.internet.protocol import ClientFactory, Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from nodes.radar import dmap
 from obsmesh.backoff import Backoff
 
-from . import dmap
 from .framing import DEFAULT_MAX_PAYLOAD, FrameDecoder
 
 _DMAP_CODE = dmap.HEADER.pack(dmap.RECORD_CODE, 0, 0, 0)[:4]

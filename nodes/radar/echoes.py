@@ -10,6 +10,7 @@ store is made (the old server compared a string, so nothing was ever deleted).
 from __future__ import annotations
 
 import math
+import os
 import sqlite3
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -138,3 +139,11 @@ class EchoStore:
 
     def close(self) -> None:
         self._db.close()
+
+
+def open_echo_store(path: str, retention_days: float) -> EchoStore:
+    """The node's SQLite echo store (its directory made if needed); 0 days = keep forever."""
+    if not (math.isfinite(retention_days) and retention_days >= 0):
+        raise ValueError(f"retention_days must be a number >= 0, got {retention_days!r}")
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    return EchoStore(path, retention=retention_days or None)
