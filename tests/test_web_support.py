@@ -34,9 +34,9 @@ from twisted.internet import task  # noqa: E402
 from nodes.base import DataNode, run_node  # noqa: E402
 from nodes.dataflow.names import STAGES  # noqa: E402
 from nodes.dataflow.products import StageProducts  # noqa: E402
+from nodes.radar import products  # noqa: E402
 from nodes.radar.radars import radar as radar_info  # noqa: E402
 from nodes.radar.synth import RadarSynth  # noqa: E402
-from nodes.radar import products  # noqa: E402
 from obsmesh import config  # noqa: E402
 
 BEAMS = 16
