@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import os
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+from twisted.internet import threads
 from twisted.logger import Logger
 
 from nodes.dataflow.names import DataName, parse_data_name, parse_flag_name, parse_log_name
@@ -211,11 +212,30 @@ class Arrival:
 
 
 class DataFiles:
-    """Arrivals of finished files in data directories (`file_event` is a watcher callback)."""
+    """Arrivals of finished files in data directories (`file_event` is a watcher callback).
 
-    def __init__(self, on_arrival: Callable[[Arrival], None], *, remember: int = 200_000) -> None:
+    The files are stat'ed in a thread, a batch of events at a time and in the
+    order they came (a data tree holds hundreds of thousands of files, all
+    reported by the first scan)."""
+
+    def __init__(
+        self,
+        on_arrival: Callable[[Arrival], None],
+        *,
+        reactor=None,
+        remember: int = 200_000,
+        batch: int = 1000,
+    ) -> None:
+        if reactor is None:
+            from twisted.internet import reactor as default_reactor
+
+            reactor = default_reactor
         self.on_arrival = on_arrival
+        self.reactor = reactor
+        self.batch = batch
         self._known = _Seen(remember)  # (path, inode, size, mtime_ns) already reported or found
+        self._queue: deque[tuple[str, str]] = deque()
+        self._stating = False
         self.counters = {"arrivals": 0, "ignored": 0}
 
     def file_event(self, path: str, kind: str) -> None:
@@ -227,18 +247,45 @@ class DataFiles:
             return
         if kind not in (EXISTS, RESCAN, ARRIVED):
             return
+        self._queue.append((path, kind))
+        self._stat_next()
+
+    def _stat_next(self) -> None:
+        if self._stating or not self._queue:
+            return
+        self._stating = True
+        events = [self._queue.popleft() for _ in range(min(self.batch, len(self._queue)))]
+        d = threads.deferToThreadPool(self.reactor, self.reactor.getThreadPool(), _stat_all, events)
+        d.addCallback(self._stated)
+        d.addErrback(lambda f: log.failure("stat of data files failed", f))
+        d.addBoth(self._stat_done)
+
+    def _stat_done(self, _: object) -> None:
+        self._stating = False
+        self._stat_next()
+
+    def _stated(self, found: list[tuple[str, str, os.stat_result]]) -> None:
+        for path, kind, st in found:
+            key = (path, st.st_ino, st.st_size, st.st_mtime_ns)
+            if key in self._known:
+                continue
+            self._known.add(key)
+            if kind == EXISTS:
+                continue  # the inventory at start is not news
+            self.counters["arrivals"] += 1
+            name = os.path.basename(path)
+            self.on_arrival(Arrival(path, st.st_size, st.st_mtime, parse_data_name(name)))
+
+
+def _stat_all(events: list[tuple[str, str]]) -> list[tuple[str, str, os.stat_result]]:
+    """(path, kind, stat) of the files still there (worker thread)."""
+    out = []
+    for path, kind in events:
         try:
-            st = os.stat(path)
+            out.append((path, kind, os.stat(path)))
         except OSError:
-            return
-        key = (path, st.st_ino, st.st_size, st.st_mtime_ns)
-        if key in self._known:
-            return
-        self._known.add(key)
-        if kind == EXISTS:
-            return  # the inventory at start is not news
-        self.counters["arrivals"] += 1
-        self.on_arrival(Arrival(path, st.st_size, st.st_mtime, parse_data_name(name)))
+            continue
+    return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -331,7 +378,7 @@ class DataflowIngest:
         self.flags: FlagFiles | None = None
         data_dirs, flag_dirs = list(data_dirs), list(flag_dirs)
         if data_dirs:
-            self.data = DataFiles(on_arrival or (lambda a: None))
+            self.data = DataFiles(on_arrival or (lambda a: None), reactor=reactor)
             self.watchers.append(
                 TreeWatcher(
                     data_dirs,
