@@ -16,10 +16,12 @@ scans run in a thread: a large data tree must not stall the reactor. A root
 that does not exist (yet) is looked for every `poll_interval`; `on_root` hears
 whether each root can be listed.
 
-Twisted's INotify has two sharp edges handled here: it drops the whole inotify
-connection when any watched directory is deleted, and it ignores the kernel's
-queue-overflow event. `_Notifier` keeps the connection and turns an overflow
-into a full rescan; a lost connection is rebuilt and rescanned.
+Twisted's INotify has three sharp edges handled here: it drops the whole inotify
+connection when any watched directory is deleted, it ignores the kernel's
+queue-overflow event, and it lists a new subdirectory on the reactor.
+`_Notifier` keeps the connection, turns an overflow into a full rescan and
+lists new subdirectories in a thread; a lost connection is rebuilt and
+rescanned.
 """
 
 from __future__ import annotations
@@ -116,6 +118,21 @@ def _scan(roots: list[str]) -> Scan:
     return out
 
 
+def _children(path: FilePath) -> list[tuple[FilePath, bool]]:
+    """The subdirectories (True) and regular files (False) of a directory (worker thread)."""
+    try:
+        children = path.children()
+    except OSError:
+        return []  # removed before it could be listed
+    out = []
+    for child in children:
+        if child.isdir():
+            out.append((child, True))
+        elif child.isfile():
+            out.append((child, False))
+    return out
+
+
 if _inotify_mod is not None:
 
     class _Notifier(_inotify_mod.INotify):
@@ -141,6 +158,28 @@ if _inotify_mod is not None:
             super()._doRead(in_)
             if overflow:
                 self._on_overflow()
+
+        def _addChildren(self, iwp: Any) -> None:  # noqa: N802 - Twisted's name
+            # Twisted lists a directory made under a watched one on the reactor: list it in a thread
+            pool = self.reactor.getThreadPool()
+            d = threads.deferToThreadPool(self.reactor, pool, _children, iwp.path)
+            d.addCallback(self._add_children, iwp)
+            d.addErrback(lambda f: log.failure("listing {path} failed", f, path=iwp.path))
+
+        def _add_children(self, children: list[tuple[FilePath, bool]], iwp: Any) -> None:
+            # what Twisted's _addChildren does with the listing (events for what is already there)
+            if self._closing:
+                return
+            for child, is_dir in children:
+                if is_dir:
+                    try:
+                        wd = self.watch(child, mask=iwp.mask, autoAdd=True, callbacks=iwp.callbacks)
+                    except Exception:  # noqa: BLE001 - gone meanwhile
+                        continue
+                    iwp._notify(child, _IN_ISDIR | _IN_CREATE)
+                    self.reactor.callLater(0, self._addChildren, self._watchpoints[wd])
+                else:
+                    iwp._notify(child, _IN_CREATE | _IN_CLOSE_WRITE)
 
         def loseConnection(self, *args) -> None:  # noqa: N802 - Twisted's name
             # Twisted calls this whenever any watched directory is deleted; only we may close
