@@ -14,7 +14,7 @@ import time
 import dmap as darn
 import numpy as np
 
-from nodes.superdarn import dmap, synth
+from nodes.radar import dmap, synth
 from nodes.superdarn.framing import FrameDecoder, frame
 
 ROUNDS = 5

@@ -157,7 +157,8 @@ async def _probe(reactor, url: str, ports: list[int], node_pid: int) -> dict:
     from autobahn.wamp.types import SubscribeOptions
     from twisted.internet import defer, task
 
-    from nodes.superdarn import simulator, synth
+    from nodes.radar import synth
+    from nodes.superdarn import simulator
     from obsmesh.wamp import component
 
     comp = component(url, "obsmesh")

@@ -22,7 +22,8 @@ import time
 from twisted.internet import defer, reactor, stdio, task
 from twisted.protocols.basic import LineReceiver
 
-from nodes.superdarn import simulator, synth
+from nodes.radar import synth
+from nodes.superdarn import simulator
 from obsmesh.wamp import component
 
 

@@ -37,11 +37,12 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import IO, Any
 
 from obsmesh import layout as layout_mod
 from obsmesh import procs, router
+from obsmesh.backoff import Backoff, Retry
 from obsmesh.layout import LAUNCHER_AUTHID, NODE, ROUTER, Layout, Service
 
 STABLE_AFTER = 30.0  # seconds of running after which an exit counts as the first failure again
@@ -52,9 +53,8 @@ ROUTER_READY = 60.0
 SETTLED = 3.0  # seconds a service with no port and no hub name must run to count as up
 
 
-def restart_delay(failures: int) -> float:
-    """Seconds before restarting a service after `failures` short runs in a row (1 s, 2 s, ... 30 s)."""
-    return min(30.0, 0.5 * 2 ** min(max(failures, 1), 6))
+# seconds before restarting a service after short runs in a row: 1 s, 2 s, ... 30 s
+RESTART = Backoff(initial=1.0, factor=2.0, maximum=30.0, jitter=0.0)
 
 
 @dataclass
@@ -66,7 +66,7 @@ class Running:
     started: float = 0.0  # monotonic
     started_at: float = 0.0  # wall clock
     restarts: int = 0
-    failures: int = 0  # short runs in a row
+    retry: Retry = field(default_factory=lambda: Retry(RESTART, stable_after=STABLE_AFTER))
     next_start: float = 0.0
     last_exit: str | None = None
     up: bool = False
@@ -74,10 +74,9 @@ class Running:
     def exited(self, now: float, code: int | None) -> float:
         """Count an exit at `now`; the delay before the next start."""
         ran = now - self.started
-        self.failures = 1 if ran >= STABLE_AFTER else self.failures + 1
         self.restarts += 1
         self.last_exit = f"exited with {code} after {ran:.1f} s at {time.strftime('%H:%M:%S')}"
-        return restart_delay(self.failures)
+        return self.retry.failed(up_for=ran)
 
     @property
     def alive(self) -> bool:

@@ -15,16 +15,11 @@ from autobahn.twisted.component import Component
 from autobahn.twisted.rawsocket import WampRawSocketClientProtocol
 from twisted.logger import Logger
 
+from obsmesh import backoff
 from obsmesh import secrets as mesh_secrets
 from obsmesh.periodic import Periodic
 
-RETRY = {
-    "max_retries": -1,  # forever
-    "initial_retry_delay": 0.25,
-    "max_retry_delay": 5.0,
-    "retry_delay_growth": 1.6,
-    "retry_delay_jitter": 0.25,
-}
+RETRY = backoff.ROUTER.autobahn()  # forever
 
 
 def transport(url: str, serializer: str = "msgpack", tls_ca: str = "") -> dict[str, Any]:

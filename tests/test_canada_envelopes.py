@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from nodes.canada import envelopes as E
 from nodes.canada.flood import FloodSite
 from nodes.canada.simulator import json_message
-from nodes.superdarn import dmap, products, synth
+from nodes.radar import dmap, products, synth
 
 T0 = 1_700_000_040.0
 

@@ -29,11 +29,11 @@ from twisted.internet.protocol import Factory, Protocol
 from nodes.canada import node as canada
 from nodes.canada.feed import RECEIVING, SILENT
 from nodes.canada.simulator import json_message
-from nodes.superdarn import dmap, synth
+from nodes.radar import dmap, synth
+from nodes.radar.products import radar_time
+from nodes.radar.radars import RadarEndpoint
 from nodes.superdarn import node as superdarn
 from nodes.superdarn.framing import frame
-from nodes.superdarn.products import radar_time
-from nodes.superdarn.radars import RadarEndpoint
 from obsmesh import config
 from tests.harness import free_port, spawn, stop_process, wait_until
 

@@ -18,8 +18,8 @@ from twisted.logger import Logger, globalLogPublisher
 from consumers.client.display import unit_text, value_text
 from consumers.client.hints import refusal_hint, unreachable_hint
 from nodes.co2.simulator import ArcticAir
+from nodes.radar.pipeline import beam_power, beam_velocity
 from nodes.status_events import status_event
-from nodes.superdarn.pipeline import beam_power, beam_velocity
 from nodes.weather.simulator import Station
 from obsmesh import logs
 from obsmesh.suggest import close_names, did_you_mean

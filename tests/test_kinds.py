@@ -251,7 +251,7 @@ def test_the_demo_radar_sites_differ_between_the_tcp_and_the_zeromq_feeds():
     zmq = set(canada.argv[canada.argv.index("--sites") + 1].split(","))
     assert zmq == {"sas", "pgr", "inv", "cly", "rkn"} and len(tcp) == 3
     assert not tcp & zmq
-    from nodes.superdarn.radars import radar
+    from nodes.radar.radars import radar
 
     assert all(radar(code) is not None for code in tcp)  # real sites
 

@@ -20,10 +20,11 @@ from twisted.internet.protocol import ClientFactory, Protocol
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
 
-from nodes.superdarn import dmap, simulator, synth
+from nodes.radar import dmap, synth
+from nodes.radar.products import radar_time
+from nodes.superdarn import simulator
 from nodes.superdarn.client import Backoff, RadarClient
 from nodes.superdarn.framing import frame
-from nodes.superdarn.products import radar_time
 from tests.harness import free_port
 
 T0 = 1_700_000_040.0

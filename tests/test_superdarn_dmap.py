@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from nodes.superdarn import dmap, synth
+from nodes.radar import dmap, synth
 
 # ------------------------------------------------------------------ helpers
 

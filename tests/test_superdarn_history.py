@@ -8,9 +8,10 @@ import itertools
 import dmap as darn
 import pytest
 
-from nodes.superdarn import replay, synth
-from nodes.superdarn.echoes import EchoStore, retention_days
-from nodes.superdarn.products import ScanAccumulator, beam_product
+from nodes.radar import synth
+from nodes.radar.echoes import EchoStore, retention_days
+from nodes.radar.products import ScanAccumulator, beam_product
+from nodes.superdarn import replay
 
 T0 = 1_700_000_040.0
 DAY = 86400.0

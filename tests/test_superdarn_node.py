@@ -14,7 +14,8 @@ import time
 import pytest_twisted
 from twisted.internet import reactor
 
-from nodes.superdarn import radars, simulator, synth
+from nodes.radar import radars, synth
+from nodes.superdarn import simulator
 from nodes.superdarn.framing import HEADER, MAGIC, frame
 from tests.harness import connect, free_port, spawn, stop_process, wait_until
 

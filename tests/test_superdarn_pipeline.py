@@ -11,9 +11,9 @@ from twisted.internet import defer
 from twisted.internet.task import Clock
 
 from nodes.base import DataNode
-from nodes.superdarn import synth
-from nodes.superdarn.echoes import EchoStore
-from nodes.superdarn.pipeline import RadarPipeline
+from nodes.radar import synth
+from nodes.radar.echoes import EchoStore
+from nodes.radar.pipeline import RadarPipeline
 from obsmesh import config
 
 T0 = 1_700_000_040.0
@@ -255,7 +255,7 @@ def test_get_echoes_checks_its_arguments(tmp_path):
 
 
 def test_skip_history_keeps_rows_out_of_the_store_only():
-    from nodes.superdarn.products import radar_time
+    from nodes.radar.products import radar_time
 
     node = Node()
     recs = records(5, 40, sounding_every=0)

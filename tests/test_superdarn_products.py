@@ -8,9 +8,9 @@ import json
 import numpy as np
 import pytest
 
-from nodes.superdarn import dmap, products, synth
-from nodes.superdarn.products import ProductError, ScanAccumulator, beam_product, radar_time
-from nodes.superdarn.radars import radar
+from nodes.radar import dmap, products, synth
+from nodes.radar.products import ProductError, ScanAccumulator, beam_product, radar_time
+from nodes.radar.radars import radar
 
 T0 = 1_700_000_040.0  # 2023-11-14 22:14:00 UTC, a minute boundary
 

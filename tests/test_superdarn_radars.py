@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from nodes.superdarn import radars
-from nodes.superdarn.radars import RadarConfigError, load_radar_config, parse_radar_config
+from nodes.radar import radars
+from nodes.radar.radars import RadarConfigError, load_radar_config, parse_radar_config
 
 
 def test_table_is_consistent():

@@ -11,7 +11,8 @@ import time
 import dmap as darn
 import pytest_twisted
 
-from nodes.superdarn import replay, synth
+from nodes.radar import synth
+from nodes.superdarn import replay
 from tests.harness import PYTHON, REPO, connect, spawn, stop_process, wait_until
 
 NAME = "sdreplay"
@@ -114,7 +115,7 @@ def test_replay_refuses_the_memory_store_unless_echoes_only(tmp_path):
         {"PYTHONPATH": str(REPO)},
     )
     assert done.returncode == 1 and "missing.fitacf" in done.stderr and "40 beams" in done.stdout
-    from nodes.superdarn.echoes import EchoStore
+    from nodes.radar.echoes import EchoStore
 
     store = EchoStore(str(tmp_path / "echoes.sqlite"))
     assert store.codes() == ["sas"] and store.count() == sum(r["scan"] == 1 for r in records)

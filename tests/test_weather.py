@@ -141,3 +141,20 @@ async def test_weather_node_started_before_its_station_recovers(router, tmp_path
 async def _directory(session, connected: bool) -> bool:
     status = await session.call("obsmesh.consumer.wxlate.get_status")
     return status["sources"].get("directory", {}).get("connected") is connected
+
+
+def test_followed_file_parse_across_chunks_and_a_file_read_again_from_its_header():
+    from nodes.weather.node import _File, parse
+
+    state = _File()
+    ((cols, rows),) = parse(state, b"time,temperature\n1700000000,1.5\n")
+    assert cols == ["time", "temperature"] and rows.t == [1700000000.0]
+    ((_, rows),) = parse(state, b"1700000001,x\n1700000002,2.5\n")
+    assert rows.t == [1700000002.0] and "line 3" in rows.errors[0]  # numbered across reads
+    # truncated or replaced: the follower hands out the file from its start, header first
+    parsed = parse(state, b"1700000003,3.5\ntime,temperature,pressure\n1700000004,4.5,1000\n")
+    assert [c for c, _ in parsed] == [["time", "temperature"], ["time", "temperature", "pressure"]]
+    assert parsed[1][1].values["pressure"] == [1000.0] and state.line == 3
+    assert parse(state, b"") == []
+    with pytest.raises(files.FormatError):
+        parse(_File(), b"1700000000,1.5\n")  # a file must start with its header

@@ -17,7 +17,7 @@ import time
 import pytest
 from playwright.sync_api import sync_playwright
 
-from nodes.superdarn.radars import radar as radar_row
+from nodes.radar.radars import radar as radar_row
 from tests.harness import PYTHON, REPO, admit, stop_process
 from tests.test_web_support import Console, launch, screenshot, spawn_feed, web_ready
 

@@ -3,7 +3,7 @@ driven by Playwright, and nodes that publish what the radar, CO2 and
 data-flow nodes publish, fast (with checks that they do).
 
 The radar feed builds its beams and scans with the radar node's own product
-code (`nodes.superdarn.synth` records through `products.beam_product` and
+code (`nodes.radar.synth` records through `products.beam_product` and
 `ScanAccumulator`), the data-flow feed its board with `nodes.dataflow.products`;
 the CO2 feed follows the co2 node's fields and status sources (fields.py,
 node.py). Run as a process:
@@ -34,9 +34,9 @@ from twisted.internet import task  # noqa: E402
 from nodes.base import DataNode, run_node  # noqa: E402
 from nodes.dataflow.names import STAGES  # noqa: E402
 from nodes.dataflow.products import StageProducts  # noqa: E402
-from nodes.superdarn import products  # noqa: E402
-from nodes.superdarn.radars import radar as radar_info  # noqa: E402
-from nodes.superdarn.synth import RadarSynth  # noqa: E402
+from nodes.radar import products  # noqa: E402
+from nodes.radar.radars import radar as radar_info  # noqa: E402
+from nodes.radar.synth import RadarSynth  # noqa: E402
 from obsmesh import config  # noqa: E402
 
 BEAMS = 16

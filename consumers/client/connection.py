@@ -10,7 +10,6 @@ reads and changes nothing, so a retry is safe).
 
 from __future__ import annotations
 
-import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -26,14 +25,12 @@ from twisted.logger import Logger
 from consumers.client.errors import Closed, MeshTimeout, MeshUnavailable
 from consumers.client.hints import refusal_hint, unreachable_hint
 from consumers.client.transport import endpoint, make_factory, parse_url
+from obsmesh import backoff
+from obsmesh.backoff import Retry
 
-INITIAL_DELAY = 0.25
 # Connection attempts refused in a row, before any session, after which callers
 # hear at once that nothing listens (the connection keeps retrying meanwhile).
 REFUSED_ATTEMPTS = 3
-MAX_DELAY = 5.0
-GROWTH = 1.6
-JITTER = 0.25
 
 
 class Listener(Protocol):
@@ -132,7 +129,7 @@ class Connection:
         self.listeners: list[Listener] = []
         self.joins = 0
         self._refused_attempts = 0
-        self._delay = INITIAL_DELAY
+        self._retry = Retry(backoff.ROUTER)
         self._retry_call: Any = None
         self._waiting: list[defer.Deferred] = []
         self._close_waiters: list[defer.Deferred] = []
@@ -183,8 +180,7 @@ class Connection:
     def _schedule_retry(self) -> None:
         if self.closed or self._retry_call is not None:
             return
-        delay = self._delay * (1 + random.uniform(-JITTER, JITTER))
-        self._delay = min(self._delay * GROWTH, MAX_DELAY)
+        delay = self._retry.failed()
         self._retry_call = self.reactor.callLater(delay, self._connect)
 
     def _joined(self, session: _Session) -> None:
@@ -194,7 +190,7 @@ class Connection:
         self.session = session
         self.refused = None
         self.joins += 1
-        self._delay = INITIAL_DELAY
+        self._retry.reset()
         self.last_error = None
         waiting, self._waiting = self._waiting, []
         for d in waiting:

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 from zlib_ng import zlib_ng
 
-from nodes.superdarn import dmap
+from nodes.radar import dmap
 
 AGGREGATOR, BOREALIS, JSON = "aggregator", "borealis", "json"
 ENVELOPES = (AGGREGATOR, BOREALIS, JSON)

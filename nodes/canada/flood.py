@@ -24,7 +24,7 @@ import struct
 import zlib
 from dataclasses import dataclass
 
-from nodes.superdarn import dmap, synth
+from nodes.radar import dmap, synth
 
 _ZLIB_HEADER = b"\x78\x9c"
 _TIME_FIELDS = (

@@ -3,8 +3,8 @@
 It subscribes to the aggregated feed (`addr`, the old server's `CANADA_ADDR`)
 and/or to Borealis sites' own PUB sockets (`borealis`), decodes whichever of
 the three envelopes arrives (nodes/canada/envelopes.py) and hands every FITACF
-record to superdarn's `RadarPipeline`, unchanged: the same beam and scan
-products on `P.consumer.<name>.radar.<code>.beam|scan`, the same history and
+record to the `RadarPipeline` of nodes.radar (superdarn's too), unchanged: the
+same beam and scan products on `P.consumer.<name>.radar.<code>.beam|scan`, the same history and
 echo counts, under this node's own name.
 
 get_status adds, besides the pipeline's per-radar figures: each socket's state
@@ -28,9 +28,9 @@ from typing import Any
 import zmq
 
 from nodes.base import DataNode
-from nodes.superdarn import radars
-from nodes.superdarn.echoes import EchoStore
-from nodes.superdarn.pipeline import KEY, RadarPipeline
+from nodes.radar import radars
+from nodes.radar.echoes import EchoStore
+from nodes.radar.pipeline import KEY, RadarPipeline
 from obsmesh import config
 
 from . import envelopes
@@ -209,8 +209,8 @@ class CanadaNode(DataNode):
             self.context.term()  # every socket is closed with linger 0: returns at once
             self.context = None
         await self.pipeline.stop()
-        if self.echo_store is not None:
-            self.echo_store.close()
+        # closed on the thread every statement ran on (obsmesh.sqlite)
+        await self.pipeline.db.stop(self.echo_store.close if self.echo_store is not None else None)
 
     # ------------------------------------------------------------ messages
 
@@ -333,7 +333,7 @@ def echo_db_path(options: dict[str, Any], settings: dict[str, Any], name: str) -
 
 
 def build(name: str, mesh: dict[str, Any], options: dict[str, Any]) -> CanadaNode:
-    from nodes.superdarn.node import open_echo_store
+    from nodes.radar.echoes import open_echo_store
 
     try:
         specs = feed_specs(options)

@@ -9,8 +9,8 @@
 - `--envelope json`: like borealis, but the older single frame
   `zlib(JSON record)`.
 
-Records come from superdarn's synthesiser (16 beams of 3 s, minute scans,
-soundings), one radar per site with its real station id, stamped with the
+Records come from the radar synthesiser, nodes.radar.synth (16 beams of 3 s,
+minute scans, soundings), one radar per site with its real station id, stamped with the
 time they are sent (so the feed always looks live); `--speed N` runs N times
 faster. `--flood SECONDS` instead sends aggregator messages as fast as it can
 (or at `--rate` per second) for that long and prints how many it sent: the
@@ -34,8 +34,8 @@ from typing import Any
 import numpy as np
 import zmq
 
-from nodes.superdarn import dmap, radars, synth
-from nodes.superdarn.simulator import stamp, synth_schedule
+from nodes.radar import dmap, radars, synth
+from nodes.radar.synth import stamp, synth_schedule
 
 from . import envelopes
 from .flood import FloodSite

@@ -35,7 +35,8 @@ CREATE TABLE IF NOT EXISTS readings_progress (
 
 class PingLog:
     """Ping TSV files and the SQLite database. Use from one thread only (the
-    server's single database worker), which also orders the ping lines."""
+    server's `DatabaseThread`, obsmesh.sqlite), which also orders the ping lines;
+    the connection refuses any other thread."""
 
     def __init__(self, root: Path, file_bytes: int = 100 * 1024) -> None:
         self.root = Path(root)
@@ -44,9 +45,7 @@ class PingLog:
         self._dir.mkdir(parents=True, exist_ok=True)
         self._fd: int | None = None
         self._index = self._last_index()
-        self.db = sqlite3.connect(
-            self.root / "co2.sqlite3", check_same_thread=False, isolation_level=None
-        )
+        self.db = sqlite3.connect(self.root / "co2.sqlite3", isolation_level=None)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=FULL")
         self.db.executescript(_SCHEMA)

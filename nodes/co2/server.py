@@ -240,10 +240,8 @@ class Co2Server:
             self._port = None
         if self.ingest is not None:
             await self.ingest.stop()
-        if self.pings is not None:
-            await self.workers.in_db(self.pings.close)
-            self.pings = None
-        self.workers.stop()
+        pings, self.pings = self.pings, None
+        await self.workers.stop(pings.close if pings is not None else None)
         self.storage.close()
 
     def status(self) -> dict[str, Any]:

@@ -23,6 +23,7 @@ import errno
 import os
 import stat
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +34,7 @@ from twisted.python.threadpool import ThreadPool
 from nodes.co2 import upload
 from nodes.co2.errors import Rejected
 from nodes.co2.paths import READINGS_NAME, is_plain_name
+from obsmesh.sqlite import DatabaseThread
 
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 # O_NONBLOCK: opening a FIFO planted in the tree must not hang a worker.
@@ -357,14 +359,14 @@ def _pwrite_all(fd: int, data: bytes, at: int) -> None:
 
 
 class Workers:
-    """Thread pools for blocking storage work: several threads for files
-    (distinct files in parallel; the server serialises each file), one for the
-    database and the ping files (SQLite connections are single-threaded)."""
+    """Threads for blocking storage work: several for files (distinct files in
+    parallel; the server serialises each file), and the database's one thread
+    (obsmesh.sqlite), which also keeps the ping files in order."""
 
     def __init__(self, reactor, file_threads: int = 4) -> None:
         self.reactor = reactor
         self.files = ThreadPool(1, file_threads, name="co2-files")
-        self.db = ThreadPool(1, 1, name="co2-db")
+        self.db = DatabaseThread(reactor, "co2-db")
         self._running = False
 
     def start(self) -> None:
@@ -373,14 +375,15 @@ class Workers:
             self.db.start()
             self._running = True
 
-    def stop(self) -> None:
+    async def stop(self, close_db: Callable[[], object] | None = None) -> None:
+        """Stop the threads; `close_db` (the database's close) runs on its thread first."""
         if self._running:
             self._running = False
             self.files.stop()
-            self.db.stop()
+            await self.db.stop(close_db)
 
     def in_files(self, fn, *args) -> Deferred:
         return threads.deferToThreadPool(self.reactor, self.files, fn, *args)
 
     def in_db(self, fn, *args) -> Deferred:
-        return threads.deferToThreadPool(self.reactor, self.db, fn, *args)
+        return self.db.run(fn, *args)

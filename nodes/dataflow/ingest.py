@@ -1,10 +1,10 @@
 """Thin I/O around the parser: watched trees -> followers -> parsers -> callbacks.
 
-`SummaryLogs` keeps one `FileFollower` and one `SummaryParser` per summary
-log and turns watcher events into parsed records. `DataFiles` turns finished
+`SummaryLogs` follows every summary log (obsmesh.follow: reads in threads)
+with one `SummaryParser` each, and turns watcher events into parsed records. `DataFiles` turns finished
 files in data directories into `Arrival`s, `FlagFiles` the pipeline's inotify
 flags into `FlagEvent`s. `DataflowIngest` wires the three to `TreeWatcher`s.
-All callbacks run on the reactor thread; reads are bounded per reactor turn.
+All callbacks run on the reactor thread; file reads and stats run in threads.
 
 A run read twice (a log rewritten in a way the follower must re-read from its
 start) is recognised by its identity (script, radar, host, start) and not
@@ -15,17 +15,18 @@ from __future__ import annotations
 
 import os
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+from twisted.internet import threads
 from twisted.logger import Logger
 
 from nodes.dataflow.names import DataName, parse_data_name, parse_flag_name, parse_log_name
 from nodes.dataflow.products import DEFAULT_PERIOD
 from nodes.dataflow.summary import FileLine, Record, Run, RunStart, SummaryParser
-from nodes.dataflow.tail import FileFollower
-from nodes.dataflow.watch import ARRIVED, CHANGED, CREATED, EXISTS, GONE, RESCAN, TreeWatcher
+from obsmesh.follow import Followed, Follower
+from obsmesh.watch import ARRIVED, CHANGED, CREATED, EXISTS, GONE, RESCAN, TreeWatcher
 
 log = Logger()
 
@@ -59,16 +60,12 @@ class _Seen:
 
 
 class _Log:
-    __slots__ = ("follower", "parser", "last_data", "scheduled", "done", "replay", "backlog")
+    __slots__ = ("follower", "parser", "last_data", "done", "replay")
 
-    def __init__(
-        self, follower: FileFollower, parser: SummaryParser, backlog: bool = False
-    ) -> None:
+    def __init__(self, follower: Followed, parser: SummaryParser) -> None:
         self.follower = follower
         self.parser = parser
         self.last_data = 0.0
-        self.scheduled = False
-        self.backlog = backlog  # found at start: its first reads are history, not news
         self.done = _Seen(4096)  # (script, radar, host, start) of runs delivered finished
         self.replay = _Seen(64)  # (script, radar, start) of runs being read a second time
 
@@ -98,8 +95,9 @@ class SummaryLogs:
         self.backlog = backlog
         self.unfinished_after = unfinished_after
         self.idle_close = idle_close
-        self.max_chunk = max_chunk
         self.accept = accept
+        # reads run in threads, one per log at a time (obsmesh.follow)
+        self.follower = Follower(reactor, self._got, max_chunk=max_chunk)
         self.logs: dict[str, _Log] = {}
         self.counters = {"reads": 0, "records": 0, "duplicates": 0, "read_errors": 0}
         # True while `on_records` is given what a log held when the watch began (history
@@ -109,58 +107,32 @@ class SummaryLogs:
     def file_event(self, path: str, kind: str) -> None:
         if not self.accept(path):
             return
-        entry = self.logs.get(path)
-        if entry is None:
+        if path not in self.logs:
             if kind == GONE:
                 return
-            entry = self._new(path, kind)
-        self._schedule(path, entry)
-
-    def _new(self, path: str, kind: str) -> _Log:
-        start = 0
-        if kind in (EXISTS, RESCAN):
             # found by a scan rather than seen being written: replay only recent logs
-            try:
-                st = os.stat(path)
-                if st.st_mtime < self.clock() - self.backlog:
-                    start = st.st_size
-            except OSError:
-                pass
-        entry = _Log(
-            FileFollower(path, start_offset=start, max_chunk=self.max_chunk),
-            SummaryParser(path),
-            backlog=kind == EXISTS,
-        )
-        self.logs[path] = entry
-        return entry
+            scanned = kind in (EXISTS, RESCAN)
+            followed = self.follower.follow(
+                path,
+                old_before=self.clock() - self.backlog if scanned else None,
+                found=kind == EXISTS,
+            )
+            self.logs[path] = _Log(followed, SummaryParser(path))
+        self.follower.changed(path)
 
-    def _schedule(self, path: str, entry: _Log) -> None:
-        # many events per written line (modify, close): one read per reactor turn
-        if not entry.scheduled:
-            entry.scheduled = True
-            self.reactor.callLater(0, self._read, path)
-
-    def _read(self, path: str) -> None:
-        entry = self.logs.get(path)
-        if entry is None:
-            return
-        entry.scheduled = False
-        data = entry.follower.read()
+    def _got(self, followed: Followed, data: bytes) -> None:
+        entry = self.logs[followed.path]
         self.counters["reads"] += 1
-        if entry.follower.error:
+        if followed.tail.error:
             self.counters["read_errors"] += 1
         now = self.clock()
         if data:
             entry.last_data = now
-            self.replaying = entry.backlog
+            self.replaying = followed.found
             try:
                 self._deliver(entry, entry.parser.feed(data, now))
             finally:
                 self.replaying = False
-        if entry.follower.more:
-            self._schedule(path, entry)
-        else:
-            entry.backlog = False  # caught up: what comes next is news
 
     def _deliver(self, entry: _Log, records: list[Record]) -> None:
         out: list[Record] = []
@@ -197,9 +169,7 @@ class SummaryLogs:
             if runs:
                 died.extend(runs)
                 self._deliver(entry, list(runs))
-            if entry.follower.is_open and now - entry.last_data > self.idle_close:
-                entry.follower.close()
-                entry.follower.compact()
+        self.follower.close_idle(lambda f: now - self.logs[f.path].last_data > self.idle_close)
         return died
 
     def running(self) -> list[Run]:
@@ -208,16 +178,16 @@ class SummaryLogs:
     @property
     def catching_up(self) -> bool:
         """Some log found at start is not read to its end yet (history still coming)."""
-        return any(entry.backlog for entry in self.logs.values())
+        return any(entry.follower.found for entry in self.logs.values())
 
     def status(self) -> dict[str, object]:
         totals: dict[str, int] = {}
         follow: dict[str, int] = {}
         for e in self.logs.values():
-            for sums, stats in ((totals, e.parser.stats), (follow, e.follower.stats)):
+            for sums, stats in ((totals, e.parser.stats), (follow, e.follower.tail.stats)):
                 for k, v in stats.as_dict().items():
                     sums[k] = sums.get(k, 0) + v
-        errors = {p: e.follower.error for p, e in self.logs.items() if e.follower.error}
+        errors = {p: e.follower.tail.error for p, e in self.logs.items() if e.follower.tail.error}
         return {
             "logs": len(self.logs),
             "parser": totals,
@@ -242,11 +212,30 @@ class Arrival:
 
 
 class DataFiles:
-    """Arrivals of finished files in data directories (`file_event` is a watcher callback)."""
+    """Arrivals of finished files in data directories (`file_event` is a watcher callback).
 
-    def __init__(self, on_arrival: Callable[[Arrival], None], *, remember: int = 200_000) -> None:
+    The files are stat'ed in a thread, a batch of events at a time and in the
+    order they came (a data tree holds hundreds of thousands of files, all
+    reported by the first scan)."""
+
+    def __init__(
+        self,
+        on_arrival: Callable[[Arrival], None],
+        *,
+        reactor=None,
+        remember: int = 200_000,
+        batch: int = 1000,
+    ) -> None:
+        if reactor is None:
+            from twisted.internet import reactor as default_reactor
+
+            reactor = default_reactor
         self.on_arrival = on_arrival
+        self.reactor = reactor
+        self.batch = batch
         self._known = _Seen(remember)  # (path, inode, size, mtime_ns) already reported or found
+        self._queue: deque[tuple[str, str]] = deque()
+        self._stating = False
         self.counters = {"arrivals": 0, "ignored": 0}
 
     def file_event(self, path: str, kind: str) -> None:
@@ -258,18 +247,45 @@ class DataFiles:
             return
         if kind not in (EXISTS, RESCAN, ARRIVED):
             return
+        self._queue.append((path, kind))
+        self._stat_next()
+
+    def _stat_next(self) -> None:
+        if self._stating or not self._queue:
+            return
+        self._stating = True
+        events = [self._queue.popleft() for _ in range(min(self.batch, len(self._queue)))]
+        d = threads.deferToThreadPool(self.reactor, self.reactor.getThreadPool(), _stat_all, events)
+        d.addCallback(self._stated)
+        d.addErrback(lambda f: log.failure("stat of data files failed", f))
+        d.addBoth(self._stat_done)
+
+    def _stat_done(self, _: object) -> None:
+        self._stating = False
+        self._stat_next()
+
+    def _stated(self, found: list[tuple[str, str, os.stat_result]]) -> None:
+        for path, kind, st in found:
+            key = (path, st.st_ino, st.st_size, st.st_mtime_ns)
+            if key in self._known:
+                continue
+            self._known.add(key)
+            if kind == EXISTS:
+                continue  # the inventory at start is not news
+            self.counters["arrivals"] += 1
+            name = os.path.basename(path)
+            self.on_arrival(Arrival(path, st.st_size, st.st_mtime, parse_data_name(name)))
+
+
+def _stat_all(events: list[tuple[str, str]]) -> list[tuple[str, str, os.stat_result]]:
+    """(path, kind, stat) of the files still there (worker thread)."""
+    out = []
+    for path, kind in events:
         try:
-            st = os.stat(path)
+            out.append((path, kind, os.stat(path)))
         except OSError:
-            return
-        key = (path, st.st_ino, st.st_size, st.st_mtime_ns)
-        if key in self._known:
-            return
-        self._known.add(key)
-        if kind == EXISTS:
-            return  # the inventory at start is not news
-        self.counters["arrivals"] += 1
-        self.on_arrival(Arrival(path, st.st_size, st.st_mtime, parse_data_name(name)))
+            continue
+    return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -362,7 +378,7 @@ class DataflowIngest:
         self.flags: FlagFiles | None = None
         data_dirs, flag_dirs = list(data_dirs), list(flag_dirs)
         if data_dirs:
-            self.data = DataFiles(on_arrival or (lambda a: None))
+            self.data = DataFiles(on_arrival or (lambda a: None), reactor=reactor)
             self.watchers.append(
                 TreeWatcher(
                     data_dirs,
@@ -393,8 +409,7 @@ class DataflowIngest:
     def stop(self) -> None:
         for w in self.watchers:
             w.stop()
-        for entry in self.logs.logs.values():
-            entry.follower.close()
+        self.logs.follower.stop()
 
     def tick(self, now: float | None = None) -> list[Run]:
         return self.logs.tick(now)

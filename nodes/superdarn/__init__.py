@@ -1,3 +1,4 @@
-"""SuperDARN radar node: DMAP records, Connex framing, radar client, products,
-simulator and archive replay. Protocol code is pure (dmap, framing, products,
-synth, radars); client and simulator are thin Twisted layers around it."""
+"""SuperDARN radar node: Connex framing, radar client, simulator and archive
+replay around `nodes.radar` (DMAP, products, pipeline, echo store, synthesiser,
+shared with the `canada` node). Framing is pure; client and simulator are thin
+Twisted layers around it."""

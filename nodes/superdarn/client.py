@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from twisted.internet import defer
@@ -30,7 +29,9 @@ from twisted.internet.protocol import ClientFactory, Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from . import dmap
+from nodes.radar import dmap
+from obsmesh.backoff import Backoff
+
 from .framing import DEFAULT_MAX_PAYLOAD, FrameDecoder
 
 _DMAP_CODE = dmap.HEADER.pack(dmap.RECORD_CODE, 0, 0, 0)[:4]
@@ -45,30 +46,8 @@ IDLE, CONNECTING, CONNECTED, WAITING, STOPPED = (
 )
 
 
-@dataclass(frozen=True)
-class Backoff:
-    """Delay before attempt `n` (0-based) after a failure: `initial * factor**n`
-    capped at `maximum`, times a random factor in [1 - jitter, 1 + jitter],
-    never above `maximum`."""
-
-    initial: float = 1.0
-    factor: float = 2.0
-    maximum: float = 60.0
-    jitter: float = 0.25
-
-    def __post_init__(self) -> None:
-        if not (0 < self.initial <= self.maximum and self.factor >= 1 and 0 <= self.jitter < 1):
-            raise ValueError("backoff needs 0 < initial <= maximum, factor >= 1, 0 <= jitter < 1")
-
-    def delay(self, attempt: int, rand: Callable[[], float] = random.random) -> float:
-        base = self.initial
-        for _ in range(min(attempt, 64)):  # no float overflow, whatever the attempt count
-            base *= self.factor
-            if base >= self.maximum:
-                base = self.maximum
-                break
-        spread = 1.0 + self.jitter * (2.0 * rand() - 1.0)
-        return min(self.maximum, base * spread)
+# 1 s, 2 s, 4 s ... a minute at most between attempts on one radar
+DEFAULT_BACKOFF = Backoff(initial=1.0, factor=2.0, maximum=60.0, jitter=0.25)
 
 
 class _FeedProtocol(Protocol):
@@ -118,7 +97,7 @@ class RadarClient:
         *,
         name: str = "",
         reactor: Any = None,
-        backoff: Backoff = Backoff(),
+        backoff: Backoff = DEFAULT_BACKOFF,
         stale_after: float = 120.0,
         reconnect_after_silence: float | None = 600.0,
         connect_timeout: float = 10.0,

@@ -16,7 +16,6 @@ or the command line): see `Settings` in kind.py and nodes/superdarn/README.md.
 from __future__ import annotations
 
 import json
-import math
 import os
 import sqlite3
 from functools import partial
@@ -25,13 +24,18 @@ from typing import Any
 from twisted.internet import defer
 
 from nodes.base import DataNode
+from nodes.radar.echoes import EchoStore, open_echo_store
+from nodes.radar.pipeline import RadarPipeline
+from nodes.radar.radars import (
+    RadarConfigError,
+    RadarEndpoint,
+    load_radar_config,
+    parse_radar_config,
+)
 from obsmesh import config
 
 from .client import Backoff, RadarClient
-from .echoes import EchoStore
 from .kind import Settings
-from .pipeline import RadarPipeline
-from .radars import RadarConfigError, RadarEndpoint, load_radar_config, parse_radar_config
 
 DEFAULTS: dict[str, Any] = Settings.defaults()
 
@@ -60,14 +64,6 @@ def echo_db_path(options: dict[str, Any], settings: dict[str, Any], name: str) -
         settings["state_dir"], "superdarn", f"{name}-echoes.sqlite"
     )
     return os.path.abspath(path)
-
-
-def open_echo_store(path: str, retention_days: float) -> EchoStore:
-    """The node's SQLite echo store (its directory made if needed); 0 days = keep forever."""
-    if not (math.isfinite(retention_days) and retention_days >= 0):
-        raise ValueError(f"retention_days must be a number >= 0, got {retention_days!r}")
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    return EchoStore(path, retention=retention_days or None)
 
 
 class SuperdarnNode(DataNode):
@@ -130,8 +126,8 @@ class SuperdarnNode(DataNode):
     async def stop(self) -> None:
         await defer.gatherResults([c.stop() for c in self.clients.values()], consumeErrors=True)
         await self.pipeline.stop()
-        if self.echo_store is not None:
-            self.echo_store.close()
+        # closed on the thread every statement ran on (obsmesh.sqlite)
+        await self.pipeline.db.stop(self.echo_store.close if self.echo_store is not None else None)
 
     def _client_status(self, key: str, status: dict[str, Any]) -> None:
         connected = bool(status["connected"])

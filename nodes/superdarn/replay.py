@@ -15,9 +15,10 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import dmap, radars
+from nodes.radar import dmap, radars
+from nodes.radar.products import ProductError, ScanAccumulator, beam_product
+
 from .files import FileFormatError, read_file_bytes
-from .products import ProductError, ScanAccumulator, beam_product
 
 Callback = Callable[[dict[str, Any]], None]
 

@@ -11,14 +11,15 @@ from typing import Any
 
 from twisted.internet import defer, task
 
+from nodes.radar import radars
+from nodes.radar.echoes import open_echo_store
+from nodes.radar.pipeline import KEY, beam_timeline, scan_timeline
+from nodes.radar.products import ProductError, radar_time
 from obsmesh import config
 
-from . import radars
 from .files import FileFormatError, read_file_bytes
 from .kind import Settings
-from .node import SuperdarnNode, echo_db_path, open_echo_store
-from .pipeline import KEY, beam_timeline, scan_timeline
-from .products import ProductError, radar_time
+from .node import SuperdarnNode, echo_db_path
 from .replay import iter_file_records, progress_bar
 
 DESCRIPTION = """\
@@ -183,7 +184,7 @@ async def replay(
     if not await store.flush(60.0):
         errors.append(f"the store did not take every row within 60 s ({store.pending_rows()} left)")
     await store.close()
-    echoes.close()
+    await pipeline.db.stop(echoes.close)  # closed on the thread it was used on
     if not args.quiet:
         err.write("\n")
     c = node.counters

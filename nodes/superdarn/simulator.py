@@ -20,19 +20,16 @@ from typing import Any
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 
-from . import dmap, radars, synth
+from nodes.radar import dmap, radars, synth
+from nodes.radar.products import ProductError, radar_time
+from nodes.radar.synth import stamp, synth_schedule
+
 from .files import read_file_bytes
 from .framing import frame
-from .products import ProductError, radar_time
 
 MAX_CLIENTS = 16
 # Longest pause taken from a file's record spacing (files span gaps and days).
 MAX_FILE_GAP = 60.0
-
-
-def stamp(record: dict[str, Any], when: float) -> dict[str, Any]:
-    """A copy of `record` with its time fields set to `when`."""
-    return {**record, **synth.radar_time_fields(when)}
 
 
 def file_schedule(records: list[dict[str, Any]]) -> Iterator[tuple[float, dict[str, Any]]]:
@@ -57,17 +54,6 @@ def file_schedule(records: list[dict[str, Any]]) -> Iterator[tuple[float, dict[s
             else:
                 pause = min(when - previous, MAX_FILE_GAP)
             yield pause, records[i]
-
-
-def synth_schedule(
-    generator: synth.RadarSynth, start: float
-) -> Iterator[tuple[float, dict[str, Any]]]:
-    """(pause before sending, record) forever from the synthesiser's radar times."""
-    previous = start
-    for record in generator.records(start):
-        when = radar_time(record)
-        yield max(when - previous, 0.0), record
-        previous = when
 
 
 class _Client(Protocol):

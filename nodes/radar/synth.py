@@ -25,6 +25,8 @@ from typing import Any
 
 import numpy as np
 
+from nodes.radar.products import radar_time
+
 SCAN_START = 1
 CAMPING = -32768
 SOUNDING = -2
@@ -392,3 +394,17 @@ class RadarSynth:
         if self.camping_every and number % self.camping_every == 0:
             plan.append((after, self.beams // 2, CAMPING, None))
         return plan
+
+
+def stamp(record: dict[str, Any], when: float) -> dict[str, Any]:
+    """A copy of `record` with its time fields set to `when`."""
+    return {**record, **radar_time_fields(when)}
+
+
+def synth_schedule(generator: RadarSynth, start: float) -> Iterator[tuple[float, dict[str, Any]]]:
+    """(pause before sending, record) forever from the synthesiser's radar times."""
+    previous = start
+    for record in generator.records(start):
+        when = radar_time(record)
+        yield max(when - previous, 0.0), record
+        previous = when

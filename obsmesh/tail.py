@@ -1,5 +1,8 @@
 """Follow one growing file by path: appended bytes, handed out as whole lines, once.
 
+Every call here blocks on the file: run it in a worker thread, one call per
+`Tail` at a time (`obsmesh.follow.Follower` does both).
+
 Logs are not only appended to. On the telemetry host a summary log is
 replaced by rsync after every run (a new inode holding the same bytes plus
 more); logrotate renames it away and starts a new one, or truncates it in
@@ -19,13 +22,13 @@ content:
     `Executing` lines): a file cut to `c` and written on before it is read
     looks exactly like one shortened to a longer prefix `p`, and resuming at
     `p` would skip the new lines between. Reading again is safe: the reader
-    (`ingest.SummaryLogs`) recognises runs it has delivered, and the parser a
-    run header it has seen.
+    above (the data-flow node's `ingest.SummaryLogs`) recognises runs it has
+    delivered, and the parser a run header it has seen.
 
 Lines already handed out are never taken back. Bytes of the old inode not yet
 read are read before switching to the new one. Only complete lines are handed
 out (a line longer than `max_chunk` goes out in pieces). Reads are bounded by
-`max_chunk`, so a caller in a reactor can yield between chunks (`more`).
+`max_chunk`, so a caller can hand each chunk on before the next read (`more`).
 """
 
 from __future__ import annotations
@@ -42,7 +45,7 @@ _OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0)
 
 
 @dataclass
-class FollowerStats:
+class TailStats:
     reads: int = 0
     bytes: int = 0
     lines: int = 0
@@ -58,15 +61,24 @@ class FollowerStats:
         return dict(self.__dict__)
 
 
-class FileFollower:
+class Tail:
     """Reads the new complete lines of the file at `path`; see the module docstring.
 
     `start_offset` skips content the caller has already accounted for: it is
     moved back to the last line end at or before it, and that prefix becomes
-    the baseline later changes are compared with.
+    the baseline later changes are compared with. `old_before` (a UNIX time)
+    does the same with the whole file when, at its first open, it was last
+    modified before then (old news: only what is written from now on counts).
     """
 
-    def __init__(self, path: str, *, start_offset: int = 0, max_chunk: int = 1 << 18) -> None:
+    def __init__(
+        self,
+        path: str,
+        *,
+        start_offset: int = 0,
+        max_chunk: int = 1 << 18,
+        old_before: float | None = None,
+    ) -> None:
         if max_chunk < 1:
             raise ValueError("max_chunk must be positive")
         self.path = path
@@ -74,7 +86,7 @@ class FileFollower:
         self.offset = 0  # end of the last byte handed out, in the current inode
         self.more = False  # the last read stopped at max_chunk: call again
         self.error: str | None = None  # the last OS error, if the last read failed
-        self.stats = FollowerStats()
+        self.stats = TailStats()
         self._fd: int | None = None
         self._ident: tuple[int, int] | None = None
         self._crc = 0  # CRC-32 of [0, offset)
@@ -82,6 +94,7 @@ class FileFollower:
         self._crcs = array("L")  # ... and the CRC-32 of [0, end)
         self._tail = b""  # the last TAIL_WINDOW bytes before offset
         self._start_offset = max(0, int(start_offset))
+        self._old_before = old_before
 
     # ---- public --------------------------------------------------------------
 
@@ -164,8 +177,11 @@ class FileFollower:
         ident = (st.st_dev, st.st_ino)
         if self._ident is None:  # first open
             self._ident = ident
-            if self._start_offset:
-                self._adopt_prefix(min(self._start_offset, st.st_size))
+            start = self._start_offset
+            if self._old_before is not None and st.st_mtime < self._old_before:
+                start = st.st_size
+            if start:
+                self._adopt_prefix(min(start, st.st_size))
             return
         if ident != self._ident:
             self.stats.replaced += 1

@@ -7,7 +7,7 @@ import os
 import pytest
 
 from nodes.dataflow.summary import Run, RunStart, SummaryParser
-from nodes.dataflow.tail import FileFollower
+from obsmesh.tail import Tail
 
 SEP = "#" * 80
 
@@ -44,7 +44,7 @@ def replace(path, text: str) -> None:
 def test_appends_partial_lines_and_nothing_twice(tmp_path):
     p = tmp_path / "a.log"
     p.write_text("one\ntw")
-    f = FileFollower(str(p))
+    f = Tail(str(p))
     assert f.read() == b"one\n"
     assert f.read() == b""
     append(p, "o\nthree")
@@ -56,7 +56,7 @@ def test_appends_partial_lines_and_nothing_twice(tmp_path):
 
 def test_missing_file_then_created(tmp_path):
     p = tmp_path / "late.log"
-    f = FileFollower(str(p))
+    f = Tail(str(p))
     assert f.read() == b"" and f.error is None
     p.write_text("x\n")
     assert f.read() == b"x\n"
@@ -65,7 +65,7 @@ def test_missing_file_then_created(tmp_path):
 def test_rsync_replacement_with_more_content_is_not_read_twice(tmp_path):
     p = tmp_path / "s.log"
     p.write_text("a\nb\n")
-    f = FileFollower(str(p))
+    f = Tail(str(p))
     assert f.read() == b"a\nb\n"
     replace(p, "a\nb\nc\n")
     assert f.read() == b"c\n"
@@ -77,7 +77,7 @@ def test_rsync_replacement_with_more_content_is_not_read_twice(tmp_path):
 def test_rotation_reads_the_rest_of_the_old_file_then_all_of_the_new(tmp_path):
     p = tmp_path / "s.log"
     p.write_text(block("sas", 0))
-    f = FileFollower(str(p))
+    f = Tail(str(p))
     first = f.read()
     append(p, block("sas", 10))  # written before the rotation, not read yet
     os.rename(p, tmp_path / "s.log.1")
@@ -91,7 +91,7 @@ def test_rotation_reads_the_rest_of_the_old_file_then_all_of_the_new(tmp_path):
 def test_copytruncate_reads_the_new_content(tmp_path):
     p = tmp_path / "s.log"
     p.write_text(block("sas", 0))
-    f = FileFollower(str(p))
+    f = Tail(str(p))
     f.read()
     os.truncate(p, 0)
     assert f.read() == b""
@@ -102,7 +102,7 @@ def test_copytruncate_reads_the_new_content(tmp_path):
 def test_truncate_then_regrow_before_the_next_read(tmp_path):
     p = tmp_path / "s.log"
     p.write_text(block("pgr", 0))
-    f = FileFollower(str(p))
+    f = Tail(str(p))
     f.read()
     with open(p, "r+") as fh:  # truncated and written past the old offset before we look
         fh.truncate(0)
@@ -116,7 +116,7 @@ def test_shortened_file_is_read_again_from_its_start(tmp_path):
     # it is read again (the reader above recognises what it has seen)
     p = tmp_path / "s.log"
     p.write_text("a\nb\nc\n")
-    f = FileFollower(str(p))
+    f = Tail(str(p))
     f.read()
     os.truncate(p, 4)  # "a\nb\n"
     assert f.read() == b"a\nb\n"
@@ -135,7 +135,7 @@ def test_cut_then_written_with_lines_like_the_old_ones_loses_nothing(tmp_path):
     p = tmp_path / "s.log"
     old = block("sas", 0)
     p.write_text(old + block("pgr", 5))
-    f = FileFollower(str(p))
+    f = Tail(str(p))
     f.read()
     os.truncate(p, 0)
     head = "".join(old.splitlines(keepends=True)[:3])  # separator, blank, Executing ... for sas
@@ -148,7 +148,7 @@ def test_cut_then_written_with_lines_like_the_old_ones_loses_nothing(tmp_path):
 def test_deleted_then_recreated(tmp_path):
     p = tmp_path / "s.log"
     p.write_text("a\n")
-    f = FileFollower(str(p))
+    f = Tail(str(p))
     f.read()
     append(p, "b\n")
     os.unlink(p)
@@ -160,7 +160,7 @@ def test_deleted_then_recreated(tmp_path):
 def test_close_and_compact_then_continue(tmp_path):
     p = tmp_path / "s.log"
     p.write_text("a\nb\n")
-    f = FileFollower(str(p))
+    f = Tail(str(p))
     f.read()
     f.close()
     f.compact()
@@ -175,7 +175,7 @@ def test_close_and_compact_then_continue(tmp_path):
 def test_start_offset_skips_what_was_accounted_for(tmp_path):
     p = tmp_path / "s.log"
     p.write_text("a\nb\npartial")
-    f = FileFollower(str(p), start_offset=os.path.getsize(p))
+    f = Tail(str(p), start_offset=os.path.getsize(p))
     assert f.read() == b""  # moved back to the end of "b\n"; the partial line is not complete
     append(p, "\n")
     assert f.read() == b"partial\n"
@@ -186,7 +186,7 @@ def test_start_offset_skips_what_was_accounted_for(tmp_path):
 def test_bounded_reads_and_long_lines(tmp_path):
     p = tmp_path / "s.log"
     p.write_text("".join(f"line {i}\n" for i in range(100)))
-    f = FileFollower(str(p), max_chunk=64)
+    f = Tail(str(p), max_chunk=64)
     out = b""
     reads = 0
     while True:
@@ -208,19 +208,19 @@ def test_bounded_reads_and_long_lines(tmp_path):
 def test_not_a_regular_file_is_an_error_not_an_exception(tmp_path):
     d = tmp_path / "dir.log"
     d.mkdir()
-    f = FileFollower(str(d))
+    f = Tail(str(d))
     assert f.read() == b"" and f.error and f.stats.errors == 1
 
 
 def test_max_chunk_must_be_positive(tmp_path):
     with pytest.raises(ValueError):
-        FileFollower(str(tmp_path / "x"), max_chunk=0)
+        Tail(str(tmp_path / "x"), max_chunk=0)
 
 
 def test_parser_behind_follower_sees_every_run_once_through_rotations(tmp_path):
     """Blocks written in pieces while the file is replaced, rotated and truncated."""
     p = tmp_path / "20240315.rsync_to_nas_summary.log"
-    f = FileFollower(str(p))
+    f = Tail(str(p))
     parser = SummaryParser(str(p))
     records = []
 
@@ -266,7 +266,7 @@ def test_parser_behind_follower_shortened_inside_an_open_run(tmp_path):
     """A log cut inside a run that goes on: read again from the start, the open run
     ends once, finished (the complete run before it comes twice: SummaryLogs drops it)."""
     p = tmp_path / "20240315.rsync_to_nas_summary.log"
-    f = FileFollower(str(p))
+    f = Tail(str(p))
     parser = SummaryParser(str(p))
     records = []
 

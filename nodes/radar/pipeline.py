@@ -32,11 +32,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from twisted.internet import defer, threads
+from twisted.internet import defer
 from twisted.logger import Logger
 
 from obsmesh.errors import InvalidArgument, TooManyPoints
 from obsmesh.periodic import Periodic
+from obsmesh.sqlite import DatabaseThread
 from obsmesh.timerules import resolve_interval
 
 from . import radars
@@ -154,7 +155,8 @@ class RadarPipeline:
       store (a replay skipping rows the store already holds); products and
       echo counts are unaffected.
     - `run_in_thread(fn, *args)`: how blocking SQLite calls leave the reactor
-      thread (default `deferToThread`; tests pass a synchronous runner).
+      thread (default: `self.db`, the store's one thread; tests pass a
+      synchronous runner). `self.db.stop(store.close)` closes the store there.
     """
 
     log = Logger()
@@ -182,7 +184,9 @@ class RadarPipeline:
         self.stale_after = stale_after
         self.timelines = timelines
         self.skip_history = skip_history
-        self.run_in_thread = run_in_thread or threads.deferToThread
+        # every SQLite call on the echo store runs on its one thread (obsmesh.sqlite)
+        self.db = DatabaseThread(node.reactor, "superdarn-echoes")
+        self.run_in_thread = run_in_thread or self.db.run
         self.topic = topic
         self.radars: dict[str, RadarState] = {}
         self._echo_queue: list[dict[str, Any]] = []

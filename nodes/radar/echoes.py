@@ -1,17 +1,17 @@
 """Per-scan echo counts in SQLite, with a retention that really runs.
 
 This is the old server's `echoes` table (served as `GET /echoes?site_name=
-&start=&end=`). Calls block on disk I/O: from the reactor, run them with
-`deferToThread` (the store is safe to use from any one thread at a time and
-serialises calls itself). The retention is a number of days, checked when the
+&start=&end=`). Calls block on disk I/O: from the reactor, run them all on the
+store's one thread (`obsmesh.sqlite.DatabaseThread`, as the pipeline does);
+the store itself has no lock. The retention is a number of days, checked when the
 store is made (the old server compared a string, so nothing was ever deleted).
 """
 
 from __future__ import annotations
 
 import math
+import os
 import sqlite3
-import threading
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -64,9 +64,9 @@ def retention_days(value: Any) -> float | None:
 class EchoStore:
     def __init__(self, path: str, retention: Any = 30) -> None:
         self.retention = retention_days(retention)
-        self._lock = threading.Lock()
+        # made by whoever builds the node; used from then on by one thread only
         self._db = sqlite3.connect(path, check_same_thread=False)
-        with self._lock, self._db:
+        with self._db:
             self._db.executescript(_SCHEMA)
 
     def add_scans(self, scans: Iterable[Mapping[str, Any]]) -> int:
@@ -86,7 +86,7 @@ class EchoStore:
             )
             for s in scans
         ]
-        with self._lock, self._db:
+        with self._db:
             self._db.executemany(
                 f"INSERT OR REPLACE INTO scan_echoes ({', '.join(_COLUMNS)}) "
                 f"VALUES ({', '.join('?' * len(_COLUMNS))})",
@@ -108,8 +108,7 @@ class EchoStore:
         if limit is not None:
             sql += " LIMIT ?"
             args.append(int(limit))
-        with self._lock:
-            rows = self._db.execute(sql, args).fetchall()
+        rows = self._db.execute(sql, args).fetchall()
         out = []
         for row in rows:
             item = dict(zip(_COLUMNS, row, strict=True))
@@ -125,21 +124,26 @@ class EchoStore:
         if self.retention is None:
             return 0
         cutoff = float(now) - self.retention * 86400.0
-        with self._lock, self._db:
+        with self._db:
             return self._db.execute("DELETE FROM scan_echoes WHERE time < ?", (cutoff,)).rowcount
 
     def codes(self) -> list[str]:
         """Radar codes that have rows (radars known from a replay, say)."""
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT DISTINCT code FROM scan_echoes WHERE code IS NOT NULL ORDER BY code"
-            ).fetchall()
+        rows = self._db.execute(
+            "SELECT DISTINCT code FROM scan_echoes WHERE code IS NOT NULL ORDER BY code"
+        ).fetchall()
         return [r[0] for r in rows]
 
     def count(self) -> int:
-        with self._lock:
-            return self._db.execute("SELECT COUNT(*) FROM scan_echoes").fetchone()[0]
+        return self._db.execute("SELECT COUNT(*) FROM scan_echoes").fetchone()[0]
 
     def close(self) -> None:
-        with self._lock:
-            self._db.close()
+        self._db.close()
+
+
+def open_echo_store(path: str, retention_days: float) -> EchoStore:
+    """The node's SQLite echo store (its directory made if needed); 0 days = keep forever."""
+    if not (math.isfinite(retention_days) and retention_days >= 0):
+        raise ValueError(f"retention_days must be a number >= 0, got {retention_days!r}")
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    return EchoStore(path, retention=retention_days or None)
