@@ -5,7 +5,7 @@ ROUTER_VENV := .venv-router
 CROSSBAR_VERSION := 26.10.1
 PIP_QUIET := --quiet --disable-pip-version-check
 
-.PHONY: setup run test lint bench bench-soak system-deps test-docker test-hosts bench-network
+.PHONY: setup run test test-fast lint bench bench-soak system-deps test-docker test-hosts bench-network
 
 setup: $(VENV)/.installed $(ROUTER_VENV)/.installed consumers/web/node_modules/.installed
 
@@ -57,6 +57,10 @@ lint: setup
 
 test: setup system-deps lint $(VENV)/.example-kind
 	$(VENV)/bin/python -m pytest
+
+# The unit tests alone (tests/conftest.py marks them): no router, no process, under a minute.
+test-fast: setup
+	$(VENV)/bin/python -m pytest -m "unit and not slow" -q
 
 # The multi-host lane alone (also part of `make test`): simulated hosts in network
 # namespaces (root); it says what it needs where it cannot run. tests/test_hosts.py

@@ -21,6 +21,7 @@ import time
 import zlib
 
 import numpy as np
+import pytest
 import pytest_twisted
 import zmq
 from twisted.internet import reactor, task
@@ -324,6 +325,7 @@ async def test_publisher_restart_is_followed_and_silence_recreates_the_socket():
         ctx.destroy(0)
 
 
+@pytest.mark.router  # starts its own processes
 @pytest_twisted.ensureDeferred
 async def test_the_simulators_borealis_and_json_sites_reach_the_node(tmp_path):
     procs = []
@@ -415,6 +417,7 @@ async def _measure(seconds: float, interval: float = 0.005) -> list[float]:
     return late
 
 
+@pytest.mark.router  # starts its own processes
 @pytest_twisted.ensureDeferred
 async def test_reactor_stays_responsive_while_silent_and_under_a_flood(tmp_path):
     port = free_port()

@@ -21,6 +21,8 @@ from obsmesh import kinds
 from obsmesh.router import REPO
 from tests.harness import children, cmdline, free_port_range, port_open, wait_for
 
+pytestmark = pytest.mark.slow  # the whole mesh as processes, restarted
+
 EXPECTED = {k.name for k in kinds.registry().kinds() if k.demo is not None}
 
 
