@@ -35,6 +35,7 @@ def uris(draw):
     return draw(st.text(max_size=30))
 
 
+@pytest.mark.slow  # measured 7.1 s
 @settings(max_examples=500, deadline=None)
 @given(names, names, uris(), actions)
 def test_an_answer_the_router_may_keep_is_the_same_for_every_node(x, y, uri, action):

@@ -311,6 +311,7 @@ _json_values = st.recursive(
         max_size=6,
     )
 )
+@pytest.mark.slow  # measured 5.4 s (fuzz)
 def test_fuzz_json_records_raise_only_envelope_errors(obj):
     frames = [zlib.compress(json.dumps(obj).encode())]
     _check(frames)

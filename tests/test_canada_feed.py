@@ -266,6 +266,7 @@ async def test_bad_messages_are_counted_and_the_next_good_one_is_used():
         ctx.destroy(0)
 
 
+@pytest.mark.slow  # measured 7.7 s
 @pytest_twisted.ensureDeferred
 async def test_publisher_restart_is_followed_and_silence_recreates_the_socket():
     ctx = zmq.Context()

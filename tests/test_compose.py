@@ -269,6 +269,7 @@ def _parse(parser, args: list[str]) -> tuple[int | str | None, str]:
     return None, out.getvalue()
 
 
+@pytest.mark.slow  # measured 4.6 s
 @pytest.mark.router  # starts its own processes
 def test_every_command_is_a_real_obsmesh_subcommand():
     from obsmesh import cli

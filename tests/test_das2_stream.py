@@ -255,6 +255,7 @@ def realistic_stream() -> list:
 # ---------------------------------------------------------------- round trips
 
 
+@pytest.mark.slow  # measured 12.7 s (property test)
 @given(streams())
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 def test_decode_of_encode_is_identity(events: list) -> None:

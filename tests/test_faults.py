@@ -29,6 +29,7 @@ async def names(session):
     return [n["name"] for n in await session.call(GET)]
 
 
+@pytest.mark.slow  # measured 3-6 s and a node process
 @pytest_twisted.ensureDeferred
 async def test_node_killed_and_restarted_hub_state_correct(router, tmp_path):
     args = ["node", "sensors", "--name", "phoenix", "--interval", "0.2"]

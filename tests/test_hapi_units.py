@@ -258,6 +258,7 @@ def _missing(a: np.ndarray) -> np.ndarray:
     return np.where(np.isfinite(a), a, np.nan)
 
 
+@pytest.mark.slow  # measured 4.3 s
 @settings(max_examples=150, deadline=None)
 @given(blocks())
 def test_the_three_formats_carry_the_same_values(block):

@@ -177,6 +177,7 @@ def _subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.Argument
     return action.choices
 
 
+@pytest.mark.slow  # measured 5 s
 @pytest.mark.router  # starts its own processes
 def test_every_kind_is_a_command_and_says_where_it_comes_from():
     parser = cli.build_parser()

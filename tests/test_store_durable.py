@@ -290,6 +290,7 @@ def remount(path, options: str) -> None:
     subprocess.run(["mount", "-o", f"remount,{options}", str(path)], check=True)
 
 
+@pytest.mark.router  # starts its own processes
 @pytest_twisted.ensureDeferred
 async def test_disk_full_then_space_again(tmp_path):
     with tmpfs(tmp_path / "small", "4m") as fs:
@@ -327,6 +328,7 @@ async def test_disk_full_then_space_again(tmp_path):
         await again.close()
 
 
+@pytest.mark.router  # starts its own processes
 @pytest_twisted.ensureDeferred
 async def test_read_only_directory_then_writable_again(tmp_path):
     """A node starting on a read-only disk serves its history and says why it

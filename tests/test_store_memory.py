@@ -31,6 +31,7 @@ def same(xs, ys):
     )
 
 
+@pytest.mark.slow  # measured 4.2 s (property test)
 @settings(max_examples=200, deadline=None)
 @given(batches=st.lists(batch, max_size=12), start=st.floats(0, 1000), width=st.floats(0, 1000))
 def test_store_matches_reference_for_any_batches(batches, start, width):

@@ -334,6 +334,7 @@ async def test_simulator_serves_at_most_16_clients():
         await listening.stopListening()
 
 
+@pytest.mark.router  # starts its own processes
 @pytest_twisted.ensureDeferred
 async def test_simulator_command_line_process():
     port = free_port()
