@@ -206,6 +206,7 @@ def _history(mesh: Mesh, fields: dict[str, list[str]], since: dict | None = None
     return out
 
 
+@pytest.mark.router  # starts its own processes
 @pytest.mark.timeout(600)
 def test_whole_mesh_restart_keeps_every_nodes_history(tmp_path):
     """`obsmesh up`, history on every node (a completed radar scan included),
