@@ -59,8 +59,9 @@ test: setup system-deps lint $(VENV)/.example-kind
 	$(VENV)/bin/python -m pytest
 
 # The unit tests alone (tests/conftest.py marks them): no router, no process, under a minute.
+# schemathesis's and anyio's pytest plugins serve router tests only: not loaded (seconds saved).
 test-fast: setup
-	$(VENV)/bin/python -m pytest -m "unit and not slow" -q
+	$(VENV)/bin/python -m pytest -m "unit and not slow" -q -p no:schemathesis -p no:anyio
 
 # The multi-host lane alone (also part of `make test`): simulated hosts in network
 # namespaces (root); it says what it needs where it cannot run. tests/test_hosts.py

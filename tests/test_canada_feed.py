@@ -197,6 +197,7 @@ async def test_every_envelope_gives_the_products_of_the_tcp_path():
             c.transport.abortConnection()
 
 
+@pytest.mark.slow  # over 1 s in the unit lane
 @pytest_twisted.ensureDeferred
 async def test_bad_messages_are_counted_and_the_next_good_one_is_used():
     good = [dmap.encode_record(r) for r in records(3, time.time() - 600)]

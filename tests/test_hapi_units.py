@@ -178,6 +178,7 @@ NAMES = st.sampled_from(
 )
 
 
+@pytest.mark.slow  # over 1 s in the unit lane (fuzz)
 @settings(max_examples=300, deadline=None)
 @given(st.lists(st.tuples(NAMES, VALUES), max_size=8))
 def test_every_data_request_parameter_fuzzed(pairs):

@@ -203,6 +203,7 @@ def test_the_log_parser_takes_any_bytes(noise, cut):
     wal.parse(good[:cut] + noise)
 
 
+@pytest.mark.slow  # over 1 s in the unit lane
 @pytest_twisted.ensureDeferred
 async def test_retention_and_compaction_on_disk(tmp_path):
     s = make(tmp_path / "st", max_samples=2500, roll_seconds=0.01)
@@ -244,6 +245,7 @@ async def test_retention_by_age_on_disk(tmp_path):
     await again.close()
 
 
+@pytest.mark.slow  # about 1 s in the unit lane
 @pytest_twisted.ensureDeferred
 async def test_retention_by_bytes(tmp_path):
     s = make(tmp_path / "st", roll_seconds=0.01, max_bytes=40_000)

@@ -147,6 +147,7 @@ def ref_bins(t, v, stride):
     data=st.lists(st.tuples(st.floats(0, 1e4, allow_nan=False), value), min_size=0, max_size=200),
     stride=st.floats(0.5, 500),
 )
+@pytest.mark.slow  # over 1 s in the unit lane (property test)
 def test_mean_and_minmax_match_plain_python(data, stride):
     data.sort(key=lambda r: r[0])
     t = np.array([r[0] for r in data], dtype=float)

@@ -227,6 +227,7 @@ def real_client(port: int, records: list, statuses: list) -> RadarClient:
     )
 
 
+@pytest.mark.slow  # about 1 s in the unit lane
 @pytest_twisted.ensureDeferred
 async def test_client_against_simulator_first_connect_fails_then_server_appears():
     port = free_port()
