@@ -54,6 +54,7 @@ run: setup
 lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 
 test: setup system-deps lint $(VENV)/.example-kind
 	$(VENV)/bin/python -m pytest
