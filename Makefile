@@ -5,7 +5,7 @@ ROUTER_VENV := .venv-router
 CROSSBAR_VERSION := 26.10.1
 PIP_QUIET := --quiet --disable-pip-version-check
 
-.PHONY: setup run test lint bench bench-soak system-deps test-docker test-hosts bench-network
+.PHONY: setup run test test-fast lint bench bench-soak system-deps test-docker test-hosts bench-network
 
 setup: $(VENV)/.installed $(ROUTER_VENV)/.installed consumers/web/node_modules/.installed
 
@@ -54,9 +54,15 @@ run: setup
 lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 
 test: setup system-deps lint $(VENV)/.example-kind
 	$(VENV)/bin/python -m pytest
+
+# The unit tests alone (tests/conftest.py marks them): no router, no process, under a minute.
+# schemathesis's and anyio's pytest plugins serve router tests only: not loaded (seconds saved).
+test-fast: setup
+	$(VENV)/bin/python -m pytest -m "unit and not slow" -q -p no:schemathesis -p no:anyio
 
 # The multi-host lane alone (also part of `make test`): simulated hosts in network
 # namespaces (root); it says what it needs where it cannot run. tests/test_hosts.py

@@ -102,7 +102,8 @@ class Auth(ApplicationSession):
         if not isinstance(info, dict) or info.get("authmethod") != "wampcra":
             return
         authid, role = info.get("authid"), info.get("authrole")
-        used = self._joining.pop(info.get("session"), (0.0, None))[1]
+        session = info.get("session")
+        used = self._joining.pop(session)[1] if session in self._joining else None
         secrets = self.principals.current
         held = secrets.role_of(authid) if secrets is not None else None
         now = (held, secrets.secret_for(authid)) if held is not None else None

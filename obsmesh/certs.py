@@ -49,7 +49,7 @@ def make(directory: str, hosts: list[str] | None = None, days: int = 825) -> dic
         .sign(ca_key, hashes.SHA256())
     )
     key = ec.generate_private_key(ec.SECP256R1())
-    names = []
+    names: list[x509.GeneralName] = []
     for h in hosts:
         try:
             names.append(x509.IPAddress(ipaddress.ip_address(h)))

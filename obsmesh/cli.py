@@ -160,6 +160,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 def cmd_replay(args: argparse.Namespace) -> int:
     replay = kinds.registry().get(args.kind).replay
+    assert replay is not None  # the parser offers the kinds with a replay only
     return importlib.import_module(replay.module).main(args) or 0
 
 

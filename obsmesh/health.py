@@ -182,7 +182,7 @@ async def _ask(
     comp = Component(transports=[spec], realm=realm, authentication=authentication or {})
     joined: defer.Deferred = defer.Deferred()
     refused: list[str] = []
-    comp.on("join", lambda session, details: joined.called or joined.callback(session))
+    comp.on("join", lambda session, details: None if joined.called else joined.callback(session))
     # A refused login (no or wrong credentials) ends in a leave before any join: keep its reason.
     comp.on(
         "leave",
@@ -220,7 +220,7 @@ def _run(coro_fn, timeout: float) -> Any:
         d.addBoth(lambda _: reactor.stop())
 
     reactor.callWhenRunning(go)
-    reactor.run(installSignalHandlers=False)
+    reactor.run(installSignalHandlers=False)  # type: ignore[call-arg]  # IReactorCore omits it
     if "error" in out:
         f = out["error"]
         if f.check(defer.TimeoutError, defer.CancelledError):
@@ -232,7 +232,7 @@ def _run(coro_fn, timeout: float) -> Any:
     return out["result"]
 
 
-def _names(listing: Any) -> list[str]:
+def _names(listing: Any) -> list[str | None]:
     if not isinstance(listing, list):
         raise HealthError(f"the hub's listing is not a list: {type(listing).__name__}")
     return [e.get("name") for e in listing if isinstance(e, dict)]

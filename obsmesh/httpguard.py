@@ -38,10 +38,13 @@ import resource
 from collections import Counter, OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import IO, Any
 
 from twisted.internet import tcp
+from twisted.internet.interfaces import ITCPTransport
+from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.web.http import HTTPChannel
 from twisted.web.server import Request, Site
 
@@ -313,6 +316,9 @@ class GuardedRequest(Request):
 
     body_cap: int = 0
     _body_seen = 0
+    channel: GuardedChannel  # None once the request is done (Twisted's type omits it)
+    # From gotLength on, before any of the body (Twisted's Request declares it as None).
+    content: IO[bytes]  # type: ignore[assignment]
 
     def gotLength(self, length: int | None) -> None:
         self.content = io.BytesIO()  # the cap bounds it; subclasses may spool instead
@@ -342,6 +348,7 @@ class GuardedChannel(HTTPChannel):
     refusals answered at once (see the module docstring)."""
 
     site: GuardedSite
+    transport: ITCPTransport | None  # TCP (or TLS over it): it can abort
     refused = False
     pushed_out = False
     _deadline: Any = None
@@ -434,7 +441,7 @@ class GuardedChannel(HTTPChannel):
             return
         super().rawDataReceived(data)
 
-    def connectionLost(self, reason: Any) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._arm(None)
         self.site.table.remove(self)
         if self.pushed_out:
@@ -453,7 +460,8 @@ class GuardedSite(Site):
     channel)` is told about each one (logging).
     """
 
-    protocol = GuardedChannel
+    # A plain HTTP/1.1 channel, not Twisted's HTTP/2-negotiating wrapper around one.
+    protocol = GuardedChannel  # type: ignore[assignment]
 
     def __init__(
         self,

@@ -71,6 +71,13 @@ class Running:
     last_exit: str | None = None
     up: bool = False
 
+    @property
+    def process(self) -> subprocess.Popen:
+        """The process of a service that was started (every caller starts it first)."""
+        if self.popen is None:
+            raise RuntimeError(f"{self.svc.name} was never started")
+        return self.popen
+
     def exited(self, now: float, code: int | None) -> float:
         """Count an exit at `now`; the delay before the next start."""
         ran = now - self.started
@@ -89,7 +96,7 @@ class HubWatch:
     def __init__(self, lay: Layout, mesh: dict[str, Any], secret: str | None) -> None:
         from consumers.client import Mesh
 
-        self.listed: set[str] = set()
+        self.listed: set[str | None] = set()  # as the hub lists them
         self._client = Mesh(
             lay.router_url,
             mesh["realm"],
@@ -219,10 +226,13 @@ class Launcher:
 
     # -- processes ---------------------------------------------------------------
     def _tell_reaper(self, line: str) -> None:
+        stdin = self.reaper.stdin if self.reaper is not None else None
+        if stdin is None:  # no reaper: nothing to tell
+            return
         try:
-            self.reaper.stdin.write(line + "\n")
-            self.reaper.stdin.flush()
-        except (OSError, ValueError, AttributeError):  # the reaper is gone: nothing to tell
+            stdin.write(line + "\n")
+            stdin.flush()
+        except (OSError, ValueError):  # the reaper is gone: nothing to tell
             pass
 
     def start(self, r: Running) -> None:
@@ -239,11 +249,11 @@ class Launcher:
         finally:
             log.close()  # the child has its own descriptor
         r.started, r.started_at, r.up = time.monotonic(), time.time(), False
-        self._tell_reaper(f"+{r.popen.pid}")
+        self._tell_reaper(f"+{r.process.pid}")
 
     def retire(self, r: Running) -> None:
         """A service's process exited: end what is left of its group."""
-        pgid = r.popen.pid
+        pgid = r.process.pid
         procs.signal_group(pgid, signal.SIGKILL)
         self._tell_reaper(f"-{pgid}")
 
@@ -263,7 +273,7 @@ class Launcher:
 
         services = {}
         for r in self.running:
-            pid = r.popen.pid if r.alive else None
+            pid = r.process.pid if r.alive else None
             try:
                 born = psutil.Process(pid).create_time() if pid else None
             except psutil.Error:
@@ -298,11 +308,11 @@ class Launcher:
         self.start(r)
         deadline = time.monotonic() + ROUTER_READY
         while not self.stopping:
-            if r.popen.poll() is not None:
+            if r.process.poll() is not None:
                 with open(log, errors="replace") as f:
                     tail = f.read()[-3000:]
                 print(
-                    f"obsmesh: the router exited ({r.popen.returncode}):\n{tail}", file=sys.stderr
+                    f"obsmesh: the router exited ({r.process.returncode}):\n{tail}", file=sys.stderr
                 )
                 self.retire(r)
                 return False
@@ -372,25 +382,25 @@ class Launcher:
             self.watch.close()
         rest = [r for r in self.running if r.svc.role != ROUTER and r.alive]
         for r in rest:
-            procs.signal_group(r.popen.pid, signal.SIGTERM)
+            procs.signal_group(r.process.pid, signal.SIGTERM)
         nodes = [r for r in rest if r.svc.role == NODE]
         while time.monotonic() - t0 < NODES_FIRST and any(r.alive for r in nodes):
             time.sleep(0.02)
         for r in self.running:
             if r.svc.role == ROUTER and r.alive:
-                procs.signal_group(r.popen.pid, signal.SIGTERM)
+                procs.signal_group(r.process.pid, signal.SIGTERM)
         started = [r for r in self.running if r.popen is not None]
         while time.monotonic() - t0 < STOP_DEADLINE and any(
-            r.alive or procs.group_members(r.popen.pid) for r in started
+            r.alive or procs.group_members(r.process.pid) for r in started
         ):
             time.sleep(0.02)
         late = [r.svc.name for r in started if r.alive]
         if late:
             print(f"obsmesh: killing {', '.join(late)} (not stopped after {STOP_DEADLINE:g} s)")
         for r in started:
-            procs.signal_group(r.popen.pid, signal.SIGKILL)
-            r.popen.wait()
-            self._tell_reaper(f"-{r.popen.pid}")
+            procs.signal_group(r.process.pid, signal.SIGKILL)
+            r.process.wait()
+            self._tell_reaper(f"-{r.process.pid}")
         return time.monotonic() - t0
 
     def close(self) -> None:

@@ -247,8 +247,10 @@ def local(
     public, backend = urlparse(mesh["public_url"]), urlparse(mesh["router_url"])
     host = public.hostname or "127.0.0.1"
     numbers = _Numbers(base)
-    public_url = config.with_port(mesh["public_url"], numbers.next(public.port or 8080))
-    router_url = config.with_port(mesh["router_url"], numbers.next(backend.port or 8081))
+    public_port = numbers.next(public.port or 8080)
+    backend_port = numbers.next(backend.port or 8081)
+    public_url = config.with_port(mesh["public_url"], public_port)
+    router_url = config.with_port(mesh["router_url"], backend_port)
     bridge = config.settings(BRIDGE_DEFAULTS, "grafana", path)
     bridge_port = numbers.next(bridge["port"])
 
@@ -273,8 +275,8 @@ def local(
             ROUTER,
             f"crossbar, realm {mesh['realm']}, hosting the hub",
             listens=(
-                Listen(host, urlparse(public_url).port, "public WebSocket and dashboard"),
-                Listen(host, urlparse(router_url).port, "backend rawsocket"),
+                Listen(host, public_port, "public WebSocket and dashboard"),
+                Listen(host, backend_port, "backend rawsocket"),
             ),
         ),
         Service(
@@ -289,6 +291,7 @@ def local(
     for k in demo_kinds:
         if k.name not in chosen:
             continue
+        assert k.demo is not None  # demo_kinds holds the kinds with a demo only
         ctx = DemoContext(k.name, state, host, ports[k.name], options[k.name], mesh)
         services.extend(k.demo.recipe(ctx))
     names = [s.name for s in services]

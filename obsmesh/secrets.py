@@ -32,7 +32,7 @@ import secrets as random_secrets
 import sys
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from obsmesh.uris import valid_node_name
 
@@ -148,6 +148,8 @@ def parse(text: str, where: str = "the secrets file") -> Secrets:
         if authid == WILDCARD:
             s.ignored.append(authid)
             continue
+        role: Any  # as the file holds them: add() checks both
+        secret: Any
         role, secret = (
             (entry.get("role"), entry.get("secret")) if isinstance(entry, dict) else (entry, None)
         )

@@ -64,7 +64,7 @@ def _ask_hub(lay: layout_mod.Layout, mesh: dict[str, Any], secret: str | None, t
         ) as client:
             listed = {n.get("name") for n in client.nodes()}
             for svc in lay.nodes():
-                if svc.node in listed:
+                if svc.node and svc.node in listed:
                     try:
                         statuses[svc.node] = client.status(svc.node)
                     except Exception as exc:  # a node that cannot answer is reported, not fatal

@@ -175,7 +175,7 @@ def linear_framing(protocol: Any) -> None:
     the protocol instance (its handshake is left to autobahn); nothing for
     other transports."""
     if isinstance(protocol, WampRawSocketClientProtocol) and "dataReceived" not in vars(protocol):
-        protocol.dataReceived = _LinearFrames(protocol)
+        protocol.dataReceived = _LinearFrames(protocol)  # type: ignore[method-assign]  # this one
 
 
 class _LinearFrames:

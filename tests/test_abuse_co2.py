@@ -38,7 +38,8 @@ from tests.harness import (
     wait_until,
 )
 
-pytestmark = pytest.mark.abuse  # the fault-and-abuse lane: pytest -m abuse -rP
+# the fault-and-abuse lane: pytest -m abuse -rP; slow: attacks against a node process
+pytestmark = [pytest.mark.abuse, pytest.mark.slow]
 
 NOFILE = 1024  # the limit the node ran with
 SLOW, TOKENLESS = 2000, 200

@@ -17,7 +17,8 @@ import pytest
 from tests.abuse_support import Watch, fd_count, latency_figures, report
 from tests.harness import PYTHON, REPO, admit, free_port, port_open, stop_process, wait_for
 
-pytestmark = pytest.mark.abuse  # the fault-and-abuse lane: pytest -m abuse -rP
+# the fault-and-abuse lane: pytest -m abuse -rP; slow: attacks against a bridge process
+pytestmark = [pytest.mark.abuse, pytest.mark.slow]
 
 CAP = 1 << 20  # the bridge's default max_body
 

@@ -18,7 +18,8 @@ from tests.abuse_support import report
 from tests.harness import children, cmdline, wait_for
 from tests.test_whole_mesh import EXPECTED, listed, mesh_up  # noqa: F401 - the fixture
 
-pytestmark = pytest.mark.abuse  # the fault-and-abuse lane: pytest -m abuse -rP
+# the fault-and-abuse lane: pytest -m abuse -rP; slow: every node kind killed under a stream
+pytestmark = [pytest.mark.abuse, pytest.mark.slow]
 
 
 def node_pid(launcher: int, kind: str) -> int | None:

@@ -16,7 +16,8 @@ from tests.abuse_support import report
 from tests.harness import Router, connect, process_tree, rss_kb, wait_until
 from tests.nodes_for_tests import probe
 
-pytestmark = pytest.mark.abuse  # the fault-and-abuse lane: pytest -m abuse -rP
+# the fault-and-abuse lane (pytest -m abuse -rP); its own router; slow: rounds of stalled consumers
+pytestmark = [pytest.mark.abuse, pytest.mark.router, pytest.mark.slow]
 
 SLOW = 10
 BOUND = 32 << 20  # max_queued_bytes (the default)

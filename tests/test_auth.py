@@ -28,6 +28,8 @@ from tests.harness import (
     wait_until,
 )
 
+pytestmark = pytest.mark.router  # starts its own processes
+
 
 def secret(authid: str, path: str = SECRETS_FILE) -> str:
     return mesh_secrets.load(path).secret_for(authid)

@@ -35,6 +35,7 @@ def uris(draw):
     return draw(st.text(max_size=30))
 
 
+@pytest.mark.slow  # measured 7.1 s
 @settings(max_examples=500, deadline=None)
 @given(names, names, uris(), actions)
 def test_an_answer_the_router_may_keep_is_the_same_for_every_node(x, y, uri, action):
@@ -45,6 +46,7 @@ def test_an_answer_the_router_may_keep_is_the_same_for_every_node(x, y, uri, act
         assert (a["allow"], a["disclose"]) == (b["allow"], b["disclose"])
 
 
+@pytest.mark.slow  # over 1 s in the unit lane
 @settings(max_examples=300, deadline=None)
 @given(names, names, suffixes, st.sampled_from(["register", "publish"]))
 def test_a_node_registers_and_publishes_under_its_own_name_only(x, y, suffix, action):

@@ -124,6 +124,7 @@ def _bomb_bz2(size: int) -> bytes:
     return b"".join(c.compress(block) for _ in range(size >> 20)) + c.flush()
 
 
+@pytest.mark.slow  # over 1 s in the unit lane
 @pytest.mark.parametrize("kind", ["aggregator", "borealis", "json"])
 def test_a_decompression_bomb_is_refused_without_inflating_it(kind):
     inflated, limit = 96 << 20, 1 << 20
@@ -268,6 +269,7 @@ def test_fuzz_random_frames_raise_only_envelope_errors(frames):
     _check(frames)
 
 
+@pytest.mark.slow  # over 1 s in the unit lane
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.sampled_from(range(len(_VALID))), st.integers(0, 1), st.data())
 def test_fuzz_mutated_valid_messages_raise_only_envelope_errors(which, part, data):
@@ -311,6 +313,7 @@ _json_values = st.recursive(
         max_size=6,
     )
 )
+@pytest.mark.slow  # measured 5.4 s (fuzz)
 def test_fuzz_json_records_raise_only_envelope_errors(obj):
     frames = [zlib.compress(json.dumps(obj).encode())]
     _check(frames)

@@ -21,6 +21,7 @@ import time
 import zlib
 
 import numpy as np
+import pytest
 import pytest_twisted
 import zmq
 from twisted.internet import reactor, task
@@ -196,6 +197,7 @@ async def test_every_envelope_gives_the_products_of_the_tcp_path():
             c.transport.abortConnection()
 
 
+@pytest.mark.slow  # over 1 s in the unit lane
 @pytest_twisted.ensureDeferred
 async def test_bad_messages_are_counted_and_the_next_good_one_is_used():
     good = [dmap.encode_record(r) for r in records(3, time.time() - 600)]
@@ -265,6 +267,7 @@ async def test_bad_messages_are_counted_and_the_next_good_one_is_used():
         ctx.destroy(0)
 
 
+@pytest.mark.slow  # measured 7.7 s
 @pytest_twisted.ensureDeferred
 async def test_publisher_restart_is_followed_and_silence_recreates_the_socket():
     ctx = zmq.Context()
@@ -324,6 +327,7 @@ async def test_publisher_restart_is_followed_and_silence_recreates_the_socket():
         ctx.destroy(0)
 
 
+@pytest.mark.router  # starts its own processes
 @pytest_twisted.ensureDeferred
 async def test_the_simulators_borealis_and_json_sites_reach_the_node(tmp_path):
     procs = []
@@ -415,6 +419,7 @@ async def _measure(seconds: float, interval: float = 0.005) -> list[float]:
     return late
 
 
+@pytest.mark.router  # starts its own processes
 @pytest_twisted.ensureDeferred
 async def test_reactor_stays_responsive_while_silent_and_under_a_flood(tmp_path):
     port = free_port()

@@ -206,6 +206,7 @@ def test_bad_arguments_raise_clear_exceptions(history, mesh, call, error, words)
     assert mesh.get("hist", "x", history.base, history.base + DT)["x"].tolist() == [0.0]
 
 
+@pytest.mark.slow  # over 1 s in the unit lane
 def test_unreachable_router_is_reported_with_its_url():
     url = f"rs://127.0.0.1:{free_port()}"
     with Mesh(url, "obsmesh", timeout=1) as m, pytest.raises(MeshUnavailable) as info:

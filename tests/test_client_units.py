@@ -131,6 +131,7 @@ def test_interval_order_and_stride():
         st.binary(max_size=5),
     )
 )
+@pytest.mark.slow  # over 1 s in the unit lane (property test)
 def test_parse_time_never_crashes(value):
     """Any input is a number of seconds or an InvalidArgument, nothing else."""
     try:

@@ -58,6 +58,7 @@ def test_rows_whose_count_matches_no_timeline_are_refused() -> None:
         Assembler("n", ["s.yscan"]).add(reply([1.0, 2.0, 3.0], [[1.0], [2.0]]))
 
 
+@pytest.mark.slow  # about 1 s in the unit lane
 def test_wide_and_tidy_frames() -> None:
     pytest.importorskip("pandas")
     a = Assembler("n", ["s.yscan"])

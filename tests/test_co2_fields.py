@@ -78,6 +78,7 @@ def _obsmesh(*args: str) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.router  # starts its own processes
 def test_operator_commands(tmp_path):
     root = tmp_path / "root"
     added = _obsmesh("co2", "--data-root", str(root), "add-unit", UNIT)

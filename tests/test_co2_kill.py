@@ -18,6 +18,9 @@ import pytest
 from nodes.co2.admin import add_unit
 from nodes.co2.simulator import READINGS_DIR, SimUnit, unit_id_for
 
+# starts its own processes; slow: a killed endpoint and resuming units
+pytestmark = [pytest.mark.router, pytest.mark.slow]
+
 ROOT_DIR = Path(__file__).resolve().parents[1]
 
 

@@ -490,6 +490,7 @@ _CELLS = {
 }
 
 
+@pytest.mark.slow  # measured 5.2 s (property test)
 @settings(max_examples=200)
 @given(st.data())
 def test_fast_row_path_agrees_with_the_checked_definition(data):

@@ -10,6 +10,7 @@ import os
 import socket
 from pathlib import Path
 
+import pytest
 import pytest_twisted
 from twisted.internet import threads
 from twisted.logger import formatEvent, globalLogPublisher
@@ -737,6 +738,7 @@ def _read_all(sock: socket.socket) -> bytes:
     return b"".join(chunks)
 
 
+@pytest.mark.slow  # over 1 s in the unit lane
 @pytest_twisted.ensureDeferred
 async def test_slow_heads_and_bodies_are_cut(tmp_path):
     root = tmp_path / "root"

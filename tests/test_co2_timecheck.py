@@ -62,6 +62,7 @@ offsets = st.one_of(
 )
 
 
+@pytest.mark.slow  # about 1 s in the unit lane
 @given(st.lists(st.lists(offsets, max_size=30), max_size=6))
 def test_every_sample_gets_one_verdict_and_nothing_is_stored_twice(batches):
     adm = Admission(RULES)

@@ -269,6 +269,8 @@ def _parse(parser, args: list[str]) -> tuple[int | str | None, str]:
     return None, out.getvalue()
 
 
+@pytest.mark.slow  # measured 4.6 s
+@pytest.mark.router  # starts its own processes
 def test_every_command_is_a_real_obsmesh_subcommand():
     from obsmesh import cli
 
@@ -898,6 +900,7 @@ async def test_health_checks_ask_the_real_services(router, demo):
         await bridge.stop()
 
 
+@pytest.mark.router  # starts its own processes
 def test_the_lane_says_so_and_fails_without_an_engine():
     env = {**os.environ, "DOCKER_HOST": f"tcp://127.0.0.1:{free_port()}"}
     done = subprocess.run(

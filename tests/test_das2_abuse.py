@@ -42,6 +42,8 @@ from tests.harness import (
     wait_until,
 )
 
+pytestmark = pytest.mark.slow  # attacks against a node process
+
 NAME = "d2abuse"
 P = f"obsmesh.consumer.{NAME}"
 STALL = 4.0  # the node's stall_timeout here (default 60 s): short, for the test

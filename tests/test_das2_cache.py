@@ -384,6 +384,7 @@ async def test_two_replicas_never_build_the_same_block_twice(redis_server):
         await b.close()
 
 
+@pytest.mark.router  # starts its own processes
 @pytest_twisted.ensureDeferred
 async def test_redis_going_away_mid_request_falls_back_to_the_reader():
     server = RedisServer()
@@ -417,6 +418,7 @@ async def test_redis_going_away_mid_request_falls_back_to_the_reader():
 # ---------------------------------------------------------------- disk
 
 
+@pytest.mark.router  # starts its own processes
 @pytest_twisted.ensureDeferred
 async def test_disk_cache_miss_build_hit_and_params(tmp_path):
     r = Replica(DiskBlocks(str(tmp_path / "cache"), ttl=600))
@@ -438,6 +440,7 @@ async def test_disk_cache_miss_build_hit_and_params(tmp_path):
         await r.close()
 
 
+@pytest.mark.router  # starts its own processes
 @pytest_twisted.ensureDeferred
 async def test_no_data_and_full_resolution_requests_bypass_levels(tmp_path):
     r = Replica(DiskBlocks(str(tmp_path / "cache"), ttl=600))

@@ -77,6 +77,7 @@ def test_corpus_stream_reduces_to_what_das2c_loads(name: str) -> None:
                     assert p.properties["source"][1] in dims
 
 
+@pytest.mark.slow  # measured 4.1 s (property test)
 @given(st.data())
 @settings(max_examples=100, deadline=None)
 def test_any_padding_of_header_lengths_decodes_alike(data) -> None:

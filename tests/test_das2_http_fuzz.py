@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from twisted.internet import defer
@@ -95,6 +96,7 @@ queries = st.dictionaries(
         "resolution": ["60"],
     }
 )
+@pytest.mark.slow  # over 1 s in the unit lane (fuzz)
 def test_any_query_gets_a_well_formed_answer(query):
     service = StandIn()
     resource = Das2Resource(service)

@@ -157,6 +157,7 @@ async def wait_until(condition, limit: float = 15.0) -> None:
     raise AssertionError("condition not reached")
 
 
+@pytest.mark.router  # starts its own processes
 @pytest_twisted.ensureDeferred
 async def test_arguments_reach_the_reader_literally_and_no_shell_runs(tmp_path: Path) -> None:
     echo = script(
@@ -190,6 +191,7 @@ async def test_arguments_reach_the_reader_literally_and_no_shell_runs(tmp_path: 
     assert seen["env"]["TZ"] == "UTC"
 
 
+@pytest.mark.router  # starts its own processes
 @pytest_twisted.ensureDeferred
 async def test_hanging_reader_and_its_children_are_killed_at_the_timeout(tmp_path: Path) -> None:
     hang = script(
@@ -218,6 +220,7 @@ async def test_hanging_reader_and_its_children_are_killed_at_the_timeout(tmp_pat
     await wait_until(gone)
 
 
+@pytest.mark.router  # starts its own processes
 @pytest_twisted.ensureDeferred
 async def test_flooding_reader_is_cut_at_its_cap(tmp_path: Path) -> None:
     flood = script(
@@ -238,6 +241,7 @@ async def test_flooding_reader_is_cut_at_its_cap(tmp_path: Path) -> None:
     assert len(out) == cap == result.bytes_out
 
 
+@pytest.mark.router  # starts its own processes
 @pytest_twisted.ensureDeferred
 async def test_failure_exit_code_and_stderr_are_reported(tmp_path: Path) -> None:
     fail = script(
@@ -257,6 +261,7 @@ async def test_failure_exit_code_and_stderr_are_reported(tmp_path: Path) -> None
     assert "exit status 3" in result.describe()
 
 
+@pytest.mark.router  # starts its own processes
 @pytest_twisted.ensureDeferred
 async def test_at_most_max_concurrent_readers_run(tmp_path: Path) -> None:
     wait = script(
@@ -279,6 +284,7 @@ async def test_at_most_max_concurrent_readers_run(tmp_path: Path) -> None:
     assert pool.most_active == 2 and pool.active == 0 and pool.waiting == 0
 
 
+@pytest.mark.router  # starts its own processes
 @pytest_twisted.ensureDeferred
 async def test_cancelling_kills_a_running_reader_and_drops_a_waiting_one(tmp_path: Path) -> None:
     hang = script(tmp_path, "hang.py", "import time\ntime.sleep(120)\n")
@@ -313,6 +319,7 @@ async def gated(argv: list[str], limits: ReaderLimits = LIMITS_60S):
     return result, b"".join(out)
 
 
+@pytest.mark.router  # starts its own processes
 @pytest_twisted.ensureDeferred
 async def test_reader_failing_after_data_ends_with_an_exception_packet(tmp_path: Path) -> None:
     partial = script(
@@ -340,6 +347,7 @@ async def test_reader_failing_after_data_ends_with_an_exception_packet(tmp_path:
     assert out.count(b"[00]") == 1
 
 
+@pytest.mark.router  # starts its own processes
 @pytest_twisted.ensureDeferred
 async def test_reader_cut_short_but_exiting_zero_is_refused(tmp_path: Path) -> None:
     cut = script(
@@ -355,6 +363,7 @@ async def test_reader_cut_short_but_exiting_zero_is_refused(tmp_path: Path) -> N
     assert [type(e) for e in decode(out)] == [StreamHeader, StreamException]
 
 
+@pytest.mark.router  # starts its own processes
 @pytest_twisted.ensureDeferred
 async def test_garbage_output_kills_the_reader_and_still_gives_a_valid_stream(
     tmp_path: Path,
@@ -374,6 +383,7 @@ async def test_garbage_output_kills_the_reader_and_still_gives_a_valid_stream(
     assert events[0] == StreamHeader() and events[1].type == "ServerError"
 
 
+@pytest.mark.router  # starts its own processes
 @pytest_twisted.ensureDeferred
 async def test_reader_that_cannot_start_gives_an_error_stream(tmp_path: Path) -> None:
     result, out = await gated([sys.executable, str(tmp_path / "missing.py")])
@@ -391,6 +401,7 @@ async def example(ds, start: str, end: str, params: str = "") -> bytes:
     return out
 
 
+@pytest.mark.router  # starts its own processes
 @pytest_twisted.ensureDeferred
 async def test_spectrogram_example_is_deterministic_and_consistent_across_requests() -> None:
     hour = await example(SPEC, "2020-03-01T06:00", "2020-03-01T07:00")
@@ -410,6 +421,7 @@ async def test_spectrogram_example_is_deterministic_and_consistent_across_reques
     assert next(e for e in fine if isinstance(e, PacketHeader)).planes[1].nitems == 96
 
 
+@pytest.mark.router  # starts its own processes
 @pytest_twisted.ensureDeferred
 async def test_magnetometer_example_planes_gaps_fill_and_frames() -> None:
     raw = await example(MAG, "2020-03-01T00:00", "2020-03-01T01:00")
@@ -437,12 +449,14 @@ async def test_magnetometer_example_planes_gaps_fill_and_frames() -> None:
     assert reduced[0].properties["xCacheResolution"] == ("Datum", "60 s")
 
 
+@pytest.mark.router  # starts its own processes
 @pytest_twisted.ensureDeferred
 async def test_example_outside_valid_range_says_no_data() -> None:
     events = decode(await example(SPEC, "1990-01-01", "1990-01-02"))
     assert events[-1].type == "NoDataInInterval"
 
 
+@pytest.mark.router  # starts its own processes
 def test_pool_works_in_a_reactor_without_signal_handlers(tmp_path: Path) -> None:
     """Without a SIGCHLD handler Twisted never hears of an exit by itself; the
     pool must still see every reader end (this hung one run in four before)."""
@@ -473,6 +487,7 @@ def test_pool_works_in_a_reactor_without_signal_handlers(tmp_path: Path) -> None
     assert done.stdout.strip() == "8", done.stderr
 
 
+@pytest.mark.router  # starts its own processes
 @pytest_twisted.ensureDeferred
 async def test_a_reader_cannot_take_more_memory_than_its_limit(tmp_path) -> None:
     """RLIMIT_AS / RLIMIT_DATA on the reader process (and what it starts): an
@@ -505,6 +520,7 @@ async def test_a_reader_cannot_take_more_memory_than_its_limit(tmp_path) -> None
     assert result.reason == "exit" and b"MemoryError" in result.stderr
 
 
+@pytest.mark.router  # starts its own processes
 @pytest_twisted.ensureDeferred
 async def test_a_paused_reader_lends_its_slot(tmp_path) -> None:
     """With one slot, a reader whose client stopped reading (its flow paused)

@@ -175,6 +175,7 @@ def assert_matches_reference(header, columns, width, origin, minmax, events_out)
 # ---------------------------------------------------------------- tests
 
 
+@pytest.mark.slow  # measured 3.5-6.9 s (property tests)
 @given(reducible(), st.booleans(), st.data())
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 def test_reducer_matches_plain_python_in_any_batching(case, minmax, data) -> None:
@@ -193,6 +194,7 @@ def test_reducer_matches_plain_python_in_any_batching(case, minmax, data) -> Non
     assert len([e for e in out if isinstance(e, Data)]) <= len(cuts) + 2
 
 
+@pytest.mark.slow  # measured 3.5-6.9 s (property tests)
 @given(reducible(), st.booleans(), st.randoms(use_true_random=False))
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 def test_any_order_inside_one_batch(case, minmax, rnd) -> None:
@@ -205,6 +207,7 @@ def test_any_order_inside_one_batch(case, minmax, rnd) -> None:
     assert_matches_reference(header, columns, width, origin, minmax, out)
 
 
+@pytest.mark.slow  # measured 3.5-6.9 s (property tests)
 @given(reducible(), st.booleans(), st.data())
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 def test_output_does_not_depend_on_chunking(case, minmax, data) -> None:
@@ -444,6 +447,7 @@ def blocks_of(header, columns, level: float, cuts_s: list[float], minmax: bool) 
     return out
 
 
+@pytest.mark.slow  # measured 3.5-6.9 s (property tests)
 @given(reducible(), st.booleans(), st.data())
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 def test_an_answer_from_blocks_is_the_reduction_of_the_raw_stream(case, minmax, data) -> None:

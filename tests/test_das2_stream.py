@@ -255,12 +255,14 @@ def realistic_stream() -> list:
 # ---------------------------------------------------------------- round trips
 
 
+@pytest.mark.slow  # measured 12.7 s (property test)
 @given(streams())
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 def test_decode_of_encode_is_identity(events: list) -> None:
     assert same_events(decode(encode(events)), coalesce(events))
 
 
+@pytest.mark.slow  # over 1 s in the unit lane (property test)
 @given(streams(max_items=5), st.data())
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 def test_any_chunking_decodes_the_same(events: list, data: st.DataObject) -> None:
@@ -269,6 +271,7 @@ def test_any_chunking_decodes_the_same(events: list, data: st.DataObject) -> Non
     assert same_events(feed_in_pieces(raw, cuts), coalesce(events))
 
 
+@pytest.mark.slow  # over 1 s in the unit lane (property test)
 def test_split_at_every_byte_boundary() -> None:
     events = realistic_stream()
     raw = encode(events)
@@ -578,6 +581,7 @@ def test_random_bytes_never_crash_the_decoder(raw: bytes) -> None:
             pass
 
 
+@pytest.mark.slow  # over 1 s in the unit lane (property test)
 @given(st.data())
 @settings(max_examples=300, deadline=None)
 def test_mutated_streams_never_crash_the_decoder(data: st.DataObject) -> None:

@@ -436,6 +436,7 @@ def test_only_safe_names_make_timelines(radar, stage, ok):
     assert (dataflow_node.DataflowNode.timeline_of(radar, stage) is not None) is ok
 
 
+@pytest.mark.slow  # over 1 s in the unit lane
 @pytest_twisted.ensureDeferred
 async def test_in_process_arrivals_flags_and_hostile_script_names(tmp_path):
     """The node's own logic without a router: what it stores and counts."""

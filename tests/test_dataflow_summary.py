@@ -521,6 +521,7 @@ _PIECES = [
     st.lists(st.one_of(st.sampled_from(_PIECES), st.text(max_size=60)), max_size=60),
     st.integers(min_value=1, max_value=50),
 )
+@pytest.mark.slow  # measured 4.6 s (fuzz)
 def test_fuzz_lines_never_crash_and_are_all_counted(lines, chunk):
     text = "\n".join(lines) + "\n"
     data = text.encode("utf-8", "surrogatepass")

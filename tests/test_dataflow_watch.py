@@ -155,7 +155,8 @@ async def _ingest_simulated_cycles(tmp_path, mode: str) -> None:
     )
     ingest.start()
     try:
-        await task.deferLater(reactor, 0.1, lambda: None)  # the first scans are done
+        # what is already there is "exists"; what the cycles write from now on "arrived"
+        await wait_until(lambda: all(w._first_scan_done for w in ingest.watchers), what="scans")
         t0 = time.time() - 2 * 3600  # the cycles' clock (the file contents; the I/O is now)
         finished_lines = 0
         for k in range(2):
@@ -305,7 +306,8 @@ async def test_a_root_that_appears_later_is_watched(tmp_path):
     w = TreeWatcher([str(root)], ev, mode="inotify", poll_interval=0.05)
     w.start()
     try:
-        await task.deferLater(reactor, 0.1, lambda: None)
+        # the first scan (of nothing) is done before the root appears: its file "arrived"
+        await wait_until(lambda: w._first_scan_done, what="the first scan")
         (root / "2024").mkdir(parents=True)
         (root / "2024" / "a.log").write_text("x\n")
         await wait_until(

@@ -20,6 +20,8 @@ from obsmesh import kinds
 from tests.harness import REPO, Up, free_port_range, wait_for
 from tests.test_web_support import Console, launch, screenshot, web_ready
 
+pytestmark = [pytest.mark.router, pytest.mark.slow]  # its own processes; obsmesh up
+
 KIND = "tidegauge"
 PACKAGE = REPO / "examples" / "tidegauge"
 # Where the example may be named besides its own package: this test, the test setup

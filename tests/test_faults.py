@@ -7,6 +7,7 @@ import signal
 import time
 
 import numpy as np
+import pytest
 import pytest_twisted
 from twisted.internet import reactor, task
 
@@ -28,6 +29,7 @@ async def names(session):
     return [n["name"] for n in await session.call(GET)]
 
 
+@pytest.mark.slow  # measured 3-6 s and a node process
 @pytest_twisted.ensureDeferred
 async def test_node_killed_and_restarted_hub_state_correct(router, tmp_path):
     args = ["node", "sensors", "--name", "phoenix", "--interval", "0.2"]
@@ -106,6 +108,7 @@ async def _error(s, base):
     return None
 
 
+@pytest.mark.slow  # about 25 s of feed
 @pytest_twisted.ensureDeferred
 async def test_a_consumer_that_stops_reading_is_dropped_and_memory_stays_bounded(own_router):
     router = own_router
@@ -128,20 +131,50 @@ async def test_a_consumer_that_stops_reading_is_dropped_and_memory_stays_bounded
         rss = []  # (seconds since start, router kB above the start)
         payload = np.random.default_rng(1).random(5000)  # ~200 kB of JSON per batch
         start = time.time()
-        # 30 s at ~2 MB/s: kept for the stalled consumer, that would be ~60 MB.
-        while time.time() - start < 30:
+        # The router's meta event when it drops the stalled consumer (whose session id
+        # is gone by then): the live topic loses a subscriber, the fast one stays.
+        watcher = await connect(router.backend_url)
+        live = await watcher.call("wamp.subscription.lookup", "obsmesh.consumer.firehose.live")
+        unsubscribed = []
+        await watcher.subscribe(
+            lambda session, subscription: unsubscribed.append(subscription),
+            "wamp.subscription.on_unsubscribe",
+        )
+
+        def feed() -> None:  # ~2 MB/s: kept for the stalled consumer, megabytes a second
             now = time.time()
             node.append("fast", now + np.arange(5000) * 1e-6, {"x": payload, "y": payload})
             node.flush_live()
             rss.append((now - start, sum(rss_kb(p) for p in workers) - before))
-            await task.deferLater(reactor, 0.1, lambda: None)
+
+        feeding = task.LoopingCall(feed)
+        feeding.start(0.1)
+        try:
+            # Fed until the router drops the stalled consumer (its WebSocket ping
+            # timeout, 10-20 s in), then 10 s more to see the router stop growing.
+            await wait_until(
+                lambda: live in unsubscribed,
+                60,
+                "the router to drop the stalled consumer",
+                interval=0.1,
+            )
+            dropped = time.time() - start
+            await task.deferLater(reactor, 10, lambda: None)  # the scenario: 10 s more feed
+        finally:
+            if feeding.running:
+                feeding.stop()
+            watcher.leave()
+        end = rss[-1][0]
         lags = [recv - t for recv, t in got[-20:]]
         assert got and max(lags) < 1.0  # the fast consumer kept up all along
         at = lambda sec: max(kb for t, kb in rss if t <= sec)  # noqa: E731
         # The stalled consumer made the router buffer (megabytes a second) until the
         # WebSocket ping timeout dropped it; after that the router stops growing.
         assert at(10) > 8 * 1024, f"no pressure on the router: {rss[-1]}"
-        assert at(30) - at(20) < 4 * 1024, f"router still growing: {at(20)} -> {at(30)} kB"
+        assert at(end) - at(end - 10) < 4 * 1024, (
+            f"router still growing after the drop at {dropped:.0f} s: "
+            f"{at(end - 10)} -> {at(end)} kB"
+        )
         # The stalled client only learns it was dropped once it reads again.
         slow._transport.transport.resumeProducing()
         await wait_until(lambda: left, 15, "the stalled consumer to find itself dropped")

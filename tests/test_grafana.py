@@ -666,6 +666,8 @@ async def test_basic_auth_and_cors(router, mesh_parts, tmp_path):
     assert code == 200 and not hdrs.hasHeader(b"access-control-allow-origin")
 
 
+@pytest.mark.slow  # measured 11.8 s
+@pytest.mark.router  # starts its own processes
 @pytest_twisted.ensureDeferred
 async def test_503_while_the_router_is_unreachable_then_serving_once_it_is_up(mesh_parts):
     later = Router()  # ports chosen, not started yet

@@ -28,6 +28,8 @@ from nodes.weather import files, simulator
 from obsmesh.router import REPO
 from tests.harness import free_port, port_open, spawn, stop_process, wait_for
 
+pytestmark = pytest.mark.slow  # schemathesis and fuzzing against processes
+
 PROBE_BASE = 1_500_000_000.0
 NODES = ("fz", "sens", "wx")
 

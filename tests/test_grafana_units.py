@@ -171,6 +171,7 @@ query_like = st.fixed_dictionaries(
 )
 
 
+@pytest.mark.slow  # over 1 s in the unit lane (fuzz)
 @given(query_like | json_values)
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 def test_fuzzed_query_bodies_parse_or_raise_request_error(body):
@@ -182,6 +183,7 @@ def test_fuzzed_query_bodies_parse_or_raise_request_error(body):
     assert q.start <= q.end and 1 <= q.max_points <= 1000 and q.interval >= 0
 
 
+@pytest.mark.slow  # about 1 s in the unit lane (fuzz)
 @given(st.binary(max_size=200))
 @settings(max_examples=300, deadline=None)
 def test_fuzzed_raw_bytes_parse_or_raise_request_error(body):
@@ -200,6 +202,7 @@ def test_fuzzed_raw_bytes_parse_or_raise_request_error(body):
     n=st.integers(1, 5000),
     seed=st.integers(0, 2**31),
 )
+@pytest.mark.slow  # about 1 s in the unit lane (fuzz)
 @settings(max_examples=300, deadline=None)
 def test_min_stride_keeps_the_node_reduction_within_max_points(
     start, span, max_points, reduce, n, seed
@@ -455,6 +458,7 @@ hostile_columns = json_values | st.fixed_dictionaries(
     data=st.dictionaries(st.sampled_from(["x", "y"]), hostile_columns, max_size=2),
     t=hostile_columns,
 )
+@pytest.mark.slow  # over 1 s in the unit lane (fuzz)
 @settings(max_examples=150, deadline=None)
 def test_fuzzed_node_answers_never_raise_anything_else(data, t):
     try:

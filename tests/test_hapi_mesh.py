@@ -27,6 +27,8 @@ from tests.hapi_support import (
 )
 from tests.harness import Router, connect, free_port, spawn, stop_process, wait_until
 
+pytestmark = [pytest.mark.router, pytest.mark.slow]  # the demo's kinds as processes
+
 KINDS = ("sensors", "weather", "superdarn", "canada", "co2", "dataflow", "das2")
 WINDOW = 300.0  # seconds of each dataset compared (its newest, or das2's sample range)
 

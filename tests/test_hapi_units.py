@@ -178,6 +178,7 @@ NAMES = st.sampled_from(
 )
 
 
+@pytest.mark.slow  # over 1 s in the unit lane (fuzz)
 @settings(max_examples=300, deadline=None)
 @given(st.lists(st.tuples(NAMES, VALUES), max_size=8))
 def test_every_data_request_parameter_fuzzed(pairs):
@@ -258,6 +259,7 @@ def _missing(a: np.ndarray) -> np.ndarray:
     return np.where(np.isfinite(a), a, np.nan)
 
 
+@pytest.mark.slow  # measured 4.3 s
 @settings(max_examples=150, deadline=None)
 @given(blocks())
 def test_the_three_formats_carry_the_same_values(block):

@@ -18,6 +18,7 @@ from tests import netns
 
 REASON = netns.unavailable()
 pytestmark = [
+    pytest.mark.slow,  # each fault lasts 30 s
     pytest.mark.skipif(REASON is not None, reason=REASON or ""),
     pytest.mark.timeout(600),  # each fault lasts 30 s, then recovery is waited for
 ]

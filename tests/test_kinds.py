@@ -177,6 +177,8 @@ def _subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.Argument
     return action.choices
 
 
+@pytest.mark.slow  # measured 5 s
+@pytest.mark.router  # starts its own processes
 def test_every_kind_is_a_command_and_says_where_it_comes_from():
     parser = cli.build_parser()
     simulate = _subcommands(_subcommands(parser)["simulate"])
@@ -192,6 +194,7 @@ def test_every_kind_is_a_command_and_says_where_it_comes_from():
         assert f"from {entry.source}" in done.stdout, name
 
 
+@pytest.mark.router  # starts its own processes
 def test_a_bad_setting_stops_the_node_with_one_line(tmp_path):
     done = subprocess.run(
         [sys.executable, "-m", "obsmesh", "node", "co2", "--silence", "-3"],

@@ -13,9 +13,13 @@ import signal
 import subprocess
 import sys
 
+import pytest
+
 from obsmesh import kinds, layout, router
 from obsmesh.procs import port_free
 from tests.harness import Up, alive, cmdline, free_port, free_port_range, wait_for
+
+pytestmark = [pytest.mark.router, pytest.mark.slow]  # obsmesh up, twice
 
 SLOTS = 64  # ports a mesh may take from its base (more than any layout here has)
 

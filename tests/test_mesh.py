@@ -64,6 +64,8 @@ async def test_sigterm_subtracts_then_leaves(router, tmp_path):
         s.leave()
 
 
+@pytest.mark.slow  # measured 13-37 s
+@pytest.mark.router  # starts its own processes
 @pytest_twisted.ensureDeferred
 async def test_router_restart_everything_comes_back_without_duplicates(tmp_path):
     r = Router()
@@ -158,6 +160,8 @@ async def _started_changed(session, started):
     return st["started"] != started and st["announced"]
 
 
+@pytest.mark.slow  # measured 13-37 s
+@pytest.mark.router  # starts its own processes
 @pytest_twisted.ensureDeferred
 async def test_standalone_hub(tmp_path):
     r = Router(host_hub=False)

@@ -90,6 +90,8 @@ async def test_a_principal_joins_with_the_role_it_was_given_and_a_new_role_ends_
     as_consumer.leave()
 
 
+@pytest.mark.slow  # measured 3.8-19 s
+@pytest.mark.router  # starts its own processes
 @pytest_twisted.ensureDeferred
 async def test_no_wildcard_admits_an_unnamed_authid(tmp_path):
     """A secrets file of an older version with `*` admits no one by it."""
@@ -171,6 +173,8 @@ async def _gone(session, name: str) -> bool:
     return name not in [n["name"] for n in await session.call("obsmesh.consumer.get_data_node")]
 
 
+@pytest.mark.slow  # measured 3.8-19 s
+@pytest.mark.router  # starts its own processes
 @pytest_twisted.ensureDeferred
 async def test_the_authenticator_hears_of_a_change_at_once_without_polling(tmp_path):
     """inotify, not the safety-net poll (an hour here), reports the revocation."""

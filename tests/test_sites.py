@@ -135,6 +135,8 @@ def test_proxy_workers_take_the_public_transport():
         router_layout.apply_proxies(render_config(secrets_file="/x"), 65, "obsmesh", KEY)
 
 
+@pytest.mark.slow  # measured 14.8 s
+@pytest.mark.router  # starts its own processes
 @pytest_twisted.ensureDeferred
 async def test_a_site_admits_only_its_own_names():
     r = Router(site=sites.Site("north", free_port(), ()))

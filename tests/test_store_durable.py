@@ -203,6 +203,7 @@ def test_the_log_parser_takes_any_bytes(noise, cut):
     wal.parse(good[:cut] + noise)
 
 
+@pytest.mark.slow  # over 1 s in the unit lane
 @pytest_twisted.ensureDeferred
 async def test_retention_and_compaction_on_disk(tmp_path):
     s = make(tmp_path / "st", max_samples=2500, roll_seconds=0.01)
@@ -244,6 +245,7 @@ async def test_retention_by_age_on_disk(tmp_path):
     await again.close()
 
 
+@pytest.mark.slow  # about 1 s in the unit lane
 @pytest_twisted.ensureDeferred
 async def test_retention_by_bytes(tmp_path):
     s = make(tmp_path / "st", roll_seconds=0.01, max_bytes=40_000)
@@ -290,6 +292,7 @@ def remount(path, options: str) -> None:
     subprocess.run(["mount", "-o", f"remount,{options}", str(path)], check=True)
 
 
+@pytest.mark.router  # starts its own processes
 @pytest_twisted.ensureDeferred
 async def test_disk_full_then_space_again(tmp_path):
     with tmpfs(tmp_path / "small", "4m") as fs:
@@ -327,6 +330,7 @@ async def test_disk_full_then_space_again(tmp_path):
         await again.close()
 
 
+@pytest.mark.router  # starts its own processes
 @pytest_twisted.ensureDeferred
 async def test_read_only_directory_then_writable_again(tmp_path):
     """A node starting on a read-only disk serves its history and says why it

@@ -11,10 +11,13 @@ import sys
 import time
 
 import numpy as np
+import pytest
 import pytest_twisted
 
 from obsmesh.router import REPO
 from tests.harness import connect, stop_process, wait_until
+
+pytestmark = pytest.mark.slow  # ingest, SIGKILL, restart
 
 DT = 1e-4  # 10,000 samples/s on timeline "fast"
 SYNC_S = 0.05  # store_sync_ms, the default

@@ -31,6 +31,7 @@ def same(xs, ys):
     )
 
 
+@pytest.mark.slow  # measured 4.2 s (property test)
 @settings(max_examples=200, deadline=None)
 @given(batches=st.lists(batch, max_size=12), start=st.floats(0, 1000), width=st.floats(0, 1000))
 def test_store_matches_reference_for_any_batches(batches, start, width):
@@ -146,6 +147,7 @@ def ref_bins(t, v, stride):
     data=st.lists(st.tuples(st.floats(0, 1e4, allow_nan=False), value), min_size=0, max_size=200),
     stride=st.floats(0.5, 500),
 )
+@pytest.mark.slow  # over 1 s in the unit lane (property test)
 def test_mean_and_minmax_match_plain_python(data, stride):
     data.sort(key=lambda r: r[0])
     t = np.array([r[0] for r in data], dtype=float)

@@ -350,6 +350,7 @@ async def test_replicas_maintaining_at_once_neither_lose_nor_double_rows(redis_s
 # -- Redis going away ---------------------------------------------------------------
 
 
+@pytest.mark.router  # starts its own processes
 @pytest_twisted.ensureDeferred
 async def test_redis_stopped_and_started_mid_appends_loses_nothing():
     server = PersistentRedis()
@@ -380,6 +381,7 @@ async def test_redis_stopped_and_started_mid_appends_loses_nothing():
         await threads.deferToThread(server.close)
 
 
+@pytest.mark.router  # starts its own processes
 @pytest_twisted.ensureDeferred
 async def test_pending_rows_are_capped_while_redis_is_down():
     server = RedisServer()  # not started yet: the store starts during an outage

@@ -228,6 +228,7 @@ def real_client(port: int, records: list, statuses: list) -> RadarClient:
     )
 
 
+@pytest.mark.slow  # about 1 s in the unit lane
 @pytest_twisted.ensureDeferred
 async def test_client_against_simulator_first_connect_fails_then_server_appears():
     port = free_port()
@@ -335,6 +336,7 @@ async def test_simulator_serves_at_most_16_clients():
         await listening.stopListening()
 
 
+@pytest.mark.router  # starts its own processes
 @pytest_twisted.ensureDeferred
 async def test_simulator_command_line_process():
     port = free_port()

@@ -260,6 +260,7 @@ def test_any_truncation_is_a_dmap_error(cut):
         st.tuples(st.integers(0, len(SAMPLE) - 1), st.integers(0, 7)), min_size=1, max_size=4
     )
 )
+@pytest.mark.slow  # over 1 s in the unit lane (fuzz)
 def test_bit_flips_raise_only_dmap_error_and_agree_with_darn_when_accepted(flips):
     bad = bytearray(SAMPLE)
     for at, bit in flips:
@@ -309,6 +310,7 @@ INT_FIELDS = _int_fields(SAMPLE)
         st.sampled_from([2**31 - 1, 2**30, 2**24, -1, -(2**31), 0, 65536, 1 << 20]),
     ),
 )
+@pytest.mark.slow  # about 1 s in the unit lane (property test)
 def test_absurd_counts_and_lengths_fail_cleanly_with_bounded_memory(at, value):
     bad = _poke(SAMPLE, at, value)
     tracemalloc.start()
@@ -340,6 +342,7 @@ def test_random_bodies_behind_a_valid_header(body, nscal, narr):
         st.tuples(st.integers(16, SAMPLE_FIRST - 1), st.integers(0, 255)), min_size=1, max_size=3
     )
 )
+@pytest.mark.slow  # about 1 s in the unit lane (property test)
 def test_compiled_layout_equals_generic_decoder(flips):
     """The fast path either declines or returns exactly what the careful path does."""
     first = SAMPLE[:SAMPLE_FIRST]
@@ -374,6 +377,9 @@ def _arrays_record(extents: list[int]) -> bytes:
 
 def test_fast_path_records_are_read_only_mappings_equal_to_the_generic_decode():
     data = stream(3)
+    # Its layouts learnt here, not left to whichever tests ran before (others may
+    # have filled the layout table, which then starts again empty).
+    dmap.decode_records(data)
     generic = [
         dmap._decode_generic(data[a:], 16, size, *struct.unpack_from("<ii", data, a + 8))[0]
         for a, size in _offsets(data)

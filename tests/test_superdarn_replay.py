@@ -9,6 +9,7 @@ import subprocess
 import time
 
 import dmap as darn
+import pytest
 import pytest_twisted
 
 from nodes.radar import synth
@@ -93,6 +94,8 @@ async def test_replay_into_redis_and_echo_db_served_by_the_node(router, redis_se
         s.leave()
 
 
+@pytest.mark.slow  # measured 5.5 s
+@pytest.mark.router  # starts its own processes
 def test_replay_refuses_the_memory_store_unless_echoes_only(tmp_path):
     records = list(
         itertools.islice(synth.RadarSynth(5, sounding_every=0).records(time.time() - 3600), 40)

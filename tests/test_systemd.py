@@ -15,6 +15,8 @@ import pytest
 from obsmesh import config, layout, secrets
 from tests.harness import PYTHON, REPO
 
+pytestmark = pytest.mark.router  # starts its own processes
+
 
 def _write(tmp_path, *extra: str) -> tuple[layout.Layout, dict[str, str], str]:
     state = tmp_path / "state"

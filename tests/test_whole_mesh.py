@@ -21,6 +21,8 @@ from obsmesh import kinds
 from obsmesh.router import REPO
 from tests.harness import children, cmdline, free_port_range, port_open, wait_for
 
+pytestmark = pytest.mark.slow  # the whole mesh as processes, restarted
+
 EXPECTED = {k.name for k in kinds.registry().kinds() if k.demo is not None}
 
 
@@ -204,6 +206,7 @@ def _history(mesh: Mesh, fields: dict[str, list[str]], since: dict | None = None
     return out
 
 
+@pytest.mark.router  # starts its own processes
 @pytest.mark.timeout(600)
 def test_whole_mesh_restart_keeps_every_nodes_history(tmp_path):
     """`obsmesh up`, history on every node (a completed radar scan included),

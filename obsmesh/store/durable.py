@@ -232,7 +232,7 @@ class DurableStore(Store):
         d: defer.Deferred = defer.Deferred()
         self._flush_waiters.append(d)
         if timeout is not None:
-            call = self.reactor.callLater(timeout, lambda: d.called or d.callback(False))
+            call = self.reactor.callLater(timeout, lambda: None if d.called else d.callback(False))
             d.addBoth(lambda r: (call.active() and call.cancel(), r)[1])
         return await d
 
@@ -254,8 +254,10 @@ class DurableStore(Store):
         self._state = "closing"
         self.engine.stop()
         stopped: defer.Deferred = defer.Deferred()
-        self._stopped.addBoth(lambda r: stopped.called or stopped.callback(None))
-        call = self.reactor.callLater(timeout, lambda: stopped.called or stopped.callback(None))
+        self._stopped.addBoth(lambda r: None if stopped.called else stopped.callback(None))
+        call = self.reactor.callLater(
+            timeout, lambda: None if stopped.called else stopped.callback(None)
+        )
         await stopped
         if call.active():
             call.cancel()

@@ -245,7 +245,9 @@ class MemoryStore(Store):
         if tl is None or tl.size == 0:
             return None
         first = next(c for c in tl.chunks if c.n > c.lo)
-        return float(first.t[first.lo]), float(tl.last_time())
+        last = tl.last_time()
+        assert last is not None  # the timeline holds rows
+        return float(first.t[first.lo]), float(last)
 
     def nbytes(self) -> int:
         """Bytes held by the column arrays (for the memory benchmark)."""

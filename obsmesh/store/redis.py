@@ -524,6 +524,7 @@ class RedisStore(Store):
             if k == seg.rows:
                 tl.inflight = None
             else:  # same uid: if an earlier attempt did land, the retry stays a no-op
+                assert seg.t is not None and seg.cols is not None  # unsent: in memory
                 seg.t = seg.t[k:]
                 seg.cols = {n: c[k:] for n, c in seg.cols.items()}
                 seg.rows -= k
@@ -618,6 +619,7 @@ class RedisStore(Store):
                         d.callback(True)
 
     async def _write(self, conn, tl: _Timeline, seg: _Seg) -> None:
+        assert seg.t is not None and seg.cols is not None  # unsent: in memory
         keys = [
             f"{tl.key}:idx",
             f"{tl.key}:seg:{seg.uid}",
@@ -757,7 +759,7 @@ class RedisStore(Store):
                 }
                 out[seg.uid] = (decode_times(reply[0], seg.rows), cols)
         for seg in segs:
-            if seg.t is not None:
+            if seg.t is not None and seg.cols is not None:  # not yet in Redis
                 cols = (
                     seg.cols
                     if fields is None

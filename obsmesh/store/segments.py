@@ -23,6 +23,7 @@ import json
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import quote, unquote
 
 import numpy as np
@@ -104,7 +105,7 @@ def write(
     os.makedirs(directory, exist_ok=True)
     names = list(types)
     rows = sum(int(p[0].shape[0]) for p in parts)
-    meta = {
+    meta: dict[str, Any] = {
         "version": 1,
         "timeline": timeline,
         "fields": [[n, types[n]] for n in names],
@@ -170,7 +171,7 @@ def write(
         meta["last"],
         int(lsn),
         os.path.getsize(final),
-        [tuple(r) for r in replaces],
+        [(a, b) for a, b in replaces],
         {n: types[n] for n in names},
     )
 

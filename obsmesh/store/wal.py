@@ -61,14 +61,15 @@ def encode(
     lsn: int, timeline: str, t: np.ndarray, cols: Mapping[str, np.ndarray], types: Mapping[str, str]
 ) -> list[bytes | memoryview]:
     """One record as buffers for `os.writev` (numeric columns are not copied)."""
-    parts: list[bytes | memoryview] = [memoryview(np.ascontiguousarray(t, dtype="<f8")).cast("B")]
+    # memoryview(ndarray): numpy's stubs give ndarray the buffer protocol for Python 3.12+ only.
+    parts: list[bytes | memoryview] = [memoryview(np.ascontiguousarray(t, dtype="<f8")).cast("B")]  # type: ignore[arg-type]
     described = []
     for name, col in cols.items():
         kind = types[name]
         if kind == STRING:
             buf: bytes | memoryview = msgpack.packb(col.tolist(), unicode_errors="surrogatepass")
         else:
-            buf = memoryview(np.ascontiguousarray(col, dtype="<f8")).cast("B")
+            buf = memoryview(np.ascontiguousarray(col, dtype="<f8")).cast("B")  # type: ignore[arg-type]
         described.append([name, kind, len(buf)])
         parts.append(buf)
     header = msgpack.packb(
