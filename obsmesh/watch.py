@@ -142,6 +142,7 @@ if _inotify_mod is not None:
             self, reactor, on_overflow: Callable[[], None], on_lost: Callable[[], None]
         ) -> None:
             super().__init__(reactor)
+            self._reactor: Any = reactor  # Twisted types its own as a bare IReactorFDSet
             self._on_overflow = on_overflow
             self._on_lost = on_lost
             self._closing = False
@@ -161,8 +162,8 @@ if _inotify_mod is not None:
 
         def _addChildren(self, iwp: Any) -> None:  # noqa: N802 - Twisted's name
             # Twisted lists a directory made under a watched one on the reactor: list it in a thread
-            pool = self.reactor.getThreadPool()
-            d = threads.deferToThreadPool(self.reactor, pool, _children, iwp.path)
+            pool = self._reactor.getThreadPool()
+            d = threads.deferToThreadPool(self._reactor, pool, _children, iwp.path)
             d.addCallback(self._add_children, iwp)
             d.addErrback(lambda f: log.failure("listing {path} failed", f, path=iwp.path))
 
@@ -177,7 +178,7 @@ if _inotify_mod is not None:
                     except Exception:  # noqa: BLE001 - gone meanwhile
                         continue
                     iwp._notify(child, _IN_ISDIR | _IN_CREATE)
-                    self.reactor.callLater(0, self._addChildren, self._watchpoints[wd])
+                    self._reactor.callLater(0, self._addChildren, self._watchpoints[wd])
                 else:
                     iwp._notify(child, _IN_CREATE | _IN_CLOSE_WRITE)
 
