@@ -138,7 +138,7 @@ def _all_free(port: int, n: int) -> bool:
 
 
 def run() -> list[dict]:
-    from tests.harness import Router
+    from tests.harness import Router, admit
 
     logs = Path(tempfile.mkdtemp(prefix="obsmesh-bench-canada-"))
     results = {}
@@ -157,6 +157,7 @@ def run() -> list[dict]:
         results[stage] = _stage(stage, logs, dict(os.environ))
     router = Router()
     router.start()
+    admit("canbench")  # a named principal (there is no wildcard)
     try:
         results["publish"] = _stage("publish", logs, router.env())
     finally:

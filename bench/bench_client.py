@@ -48,10 +48,11 @@ def _list_get(mesh, node: str, start: float, end: float) -> np.ndarray:
 
 def run() -> list[dict]:
     from consumers.client import Mesh
-    from tests.harness import PYTHON, REPO, Router, stop_process, wait_for
+    from tests.harness import PYTHON, REPO, Router, admit, stop_process, wait_for
 
     router = Router()
     router.start()
+    admit("bench")  # a named principal (there is no wildcard)
     base = float(int(time.time())) - N * DT
     log = router.dir / "probe.log"
     probe = subprocess.Popen(

@@ -273,13 +273,14 @@ def _live_delay(runs: int = 600, rate: float = 100.0) -> dict:
     """Router + node process + subscribing writer; returns the delays (s)."""
     import shutil
 
-    from tests.harness import Router, spawn, stop_process
+    from tests.harness import Router, admit, spawn, stop_process
 
     d = tempfile.mkdtemp(prefix="bench-dataflow-live-")
     root = os.path.join(d, "summary")
     os.makedirs(root)
     router = Router()
     router.start()
+    admit("bench-df")  # a named principal (there is no wildcard)
     node = None
     try:
         env = router.env()

@@ -20,7 +20,7 @@ import subprocess
 import sys
 import time
 
-from tests.harness import REPO, Router, cmdline, process_tree, stop_process, wait_for
+from tests.harness import REPO, Router, admit, cmdline, process_tree, stop_process, wait_for
 
 SUBSCRIBERS = int(os.environ.get("FANOUT_SUBSCRIBERS", "1000"))
 SECONDS = float(os.environ.get("FANOUT_SECONDS", "20"))
@@ -63,6 +63,7 @@ def measure(proxies: int, log_dir: str) -> dict:
     if proxies:
         router.options.update(proxies=proxies, cbdir=str(router.dir / "cbdir"))
     router.start(timeout=120)
+    admit(NODE)  # a named principal (there is no wildcard)
     env = router.env()
     env["OBSMESH_LIVE_INTERVAL"] = str(LIVE_INTERVAL)
     node = spawn_node(env, log_dir)

@@ -296,11 +296,12 @@ def run() -> list[dict]:
     import requests
 
     from consumers.grafana.protocol import min_stride
-    from tests.harness import Router, free_port, port_open, stop_process, wait_for
+    from tests.harness import Router, admit, free_port, port_open, stop_process, wait_for
 
     logs = Path(tempfile.mkdtemp(prefix="obsmesh-bench-grafana-"))
     router = Router()
     router.start()
+    admit("bench-a", "bench-b")  # a named principal (there is no wildcard)
     procs: list[subprocess.Popen] = []
     try:
         env = router.env()

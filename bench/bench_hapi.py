@@ -61,6 +61,7 @@ def run() -> list[dict]:
         PYTHON,
         REPO,
         Router,
+        admit,
         free_port,
         port_open,
         spawn,
@@ -70,6 +71,7 @@ def run() -> list[dict]:
 
     router = Router()
     router.start()
+    admit("hb")  # a named principal (there is no wildcard)
     base = float(int(time.time())) - N * DT - 60
     node = subprocess.Popen(
         [PYTHON, "-m", "bench.bench_hapi", "node", repr(base)],

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 import pathlib
 import sys
+import tempfile
 import time
 import traceback
 
@@ -34,6 +36,10 @@ def _fmt(value: object) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    # Nodes the benchmarks start keep their state (durable stores) in a directory of
+    # this run's own: never in the developer's mesh (.obsmesh), never an earlier run's.
+    state = tempfile.mkdtemp(prefix="obsmesh-bench-state-")
+    os.environ.setdefault("OBSMESH_STATE_DIR", state)
     results: dict[str, object] = {"time": time.time(), "benchmarks": {}}
     rows: list[tuple[str, ...]] = []
     for name in _modules(argv):
